@@ -1,0 +1,96 @@
+# entrank: build, set-up, tests and benchmarks.
+#
+#   make run     set up what is missing, build, train configs/tiny.cfg on the embedded default task
+#   make test    set up what is missing, build, run the whole suite (prints "N passed, N failed")
+#   make bench   throughput benchmarks (tokens/s, GFLOP/s against measured cblas_sgemm)
+#   make deps    install the Debian packages (as root) or print exactly what is missing
+
+# Debian's interpreter carries numpy/h5py/matplotlib; a python3 earlier on PATH may not.
+PYTHON ?= $(shell for p in /usr/bin/python3 python3; do $$p -c 'import h5py, numpy' 2>/dev/null && { command -v $$p; break; }; done)
+CC      = mpicc
+PKGS    = hdf5-openmpi libconfig openblas
+ARCH   ?= -march=native
+CFLAGS ?= -O3 $(ARCH)
+CFLAGS += -std=c11 -D_GNU_SOURCE -fopenmp -Wall -Wextra -Werror -MMD -MP
+CFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+REVISION := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+CFLAGS += -DENTRANK_REVISION='"$(REVISION)"'
+LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -fopenmp
+TEST_LDLIBS = $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
+
+# mpirun refuses root and more ranks than cores unless told; tests and the demo run as root here.
+export OMPI_ALLOW_RUN_AS_ROOT = 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = 1
+export OMPI_MCA_rmaps_base_oversubscribe = 1
+export PYTHON
+
+BUILD   = build
+SRC     = $(wildcard src/*.c src/*/*.c)
+OBJ     = $(patsubst %.c,$(BUILD)/%.o,$(SRC))
+LIB_OBJ = $(filter-out $(BUILD)/src/main.o,$(OBJ))
+TEST_SRC = $(wildcard tests/test_*.c)
+TEST_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+BENCH_SRC = $(wildcard tests/bench_*.c)
+BENCH_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
+
+.PHONY: all run test test-c test-py bench deps check-deps clean
+all: bin/entrank
+
+bin/entrank: $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc -o $@ $< $(LIB_OBJ) $(TEST_LDLIBS)
+
+# ---------------------------------------------------------------------------------------------
+# Set-up. Every target that needs the toolchain first runs check-deps, which is quick when all
+# is present and otherwise installs (root on Debian) or lists what is missing and stops.
+DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools \
+               libconfig-dev libopenblas-dev libcmocka-dev python3-numpy python3-h5py \
+               python3-matplotlib python3-pytest
+define missing_deps
+$$( command -v mpicc >/dev/null || echo mpicc; command -v mpirun >/dev/null || echo mpirun; \
+    command -v h5dump >/dev/null || echo h5dump; \
+    for p in hdf5-openmpi libconfig openblas cmocka; do pkg-config --exists $$p || echo "pkg-config:$$p"; done; \
+    /usr/bin/python3 -c 'import numpy, h5py, matplotlib, pytest' 2>/dev/null || echo "python3:numpy,h5py,matplotlib,pytest" )
+endef
+
+check-deps:
+	@missing="$(call missing_deps)"; \
+	if [ -n "$$missing" ]; then echo "entrank: missing: $$missing"; $(MAKE) --no-print-directory deps; fi
+
+deps:
+	@missing="$(call missing_deps)"; \
+	if [ -z "$$missing" ]; then echo "entrank: all dependencies present"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "entrank: installing Debian packages: $(DEB_PACKAGES)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEB_PACKAGES) || exit 1; \
+	else \
+	  echo "entrank: missing: $$missing"; \
+	  echo "entrank: as root on Debian run: apt-get install $(DEB_PACKAGES)"; exit 1; \
+	fi
+
+# ---------------------------------------------------------------------------------------------
+RUN_DIR ?= runs/tiny-logic
+run: check-deps
+	@$(MAKE) --no-print-directory all
+	bin/entrank train -c configs/tiny.cfg --run-dir $(RUN_DIR) --resume never
+
+test: check-deps
+	@$(MAKE) --no-print-directory all $(TEST_BIN)
+	@bash tests/run_all.sh $(BUILD)/tests
+
+bench: check-deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@bash tests/run_bench.sh $(BUILD)/tests
+
+clean:
+	rm -rf $(BUILD) bin
+
+-include $(OBJ:.o=.d)

@@ -1,0 +1,86 @@
+// config.h: the validated, fully resolved configuration of a run.
+//
+// Loaded from a libconfig file plus `--set key=value` overrides. Every key is declared in one
+// schema table (config.c) with its type, default and allowed range: an unknown key, a wrong
+// type or an out-of-range value is bad input (exit 2) with a message `file:line: key: reason`
+// or `--set key: reason`.
+#pragma once
+#include <stdint.h>
+#include <stdio.h>
+#include "common.h"
+
+#define CFG_PATH_LEN 4096
+#define CFG_NAME_LEN 32
+#define CFG_MAX_LIST 16
+
+typedef enum { NORM_PRE = 0, NORM_POST = 1 } NormPlacement;
+
+typedef struct {
+    // model.*: the shape of the decoder (DESIGN section 3)
+    int n_layer;
+    int n_head;
+    int d_model;
+    int seq_len;              // T, the design length
+    int vocab_size;
+    double mlp_ratio;         // MLP hidden width = round(mlp_ratio * d_model)
+    NormPlacement norm;       // "pre" | "post"
+    int tie_embeddings;       // LM head shares the token embedding
+    double init_std;
+    int scaled_init;          // residual projections get init_std / sqrt(2 n_layer)
+
+    // attention.*
+    char attention_kind[CFG_NAME_LEN];   // "sdpa" (later: "sga")
+
+    // train.*
+    long steps;               // 0 = derive from train.tokens
+    double tokens;            // token budget; used when steps == 0
+    int batch_size;           // global batch, in sequences
+    int micro_batch_size;     // sequences per micro-batch on one rank
+    int micro_batches;        // micro-batches per step on one rank; 0 = batch_size / (micro_batch_size * dp)
+    double lr;
+    double min_lr;
+    int warmup_steps;
+    double weight_decay;
+    double grad_clip;         // global-norm clip; 0 = off
+    double beta1, beta2, adam_eps;
+    uint64_t seed;
+    char device[CFG_NAME_LEN];           // "auto" | "cpu" | "cuda"
+    int max_bad_steps;        // consecutive non-finite steps before stopping
+    int log_every;
+
+    // data.*
+    char data_kind[CFG_NAME_LEN];        // "llmc" | "megatron" | "text" | "logic" | "retrieval"
+    char data_train[CFG_PATH_LEN];       // file or prefix; empty for synthetic tasks
+    char data_val[CFG_PATH_LEN];         // empty: hold out data.val_fraction of the train file
+    double data_val_fraction;
+    int logic_depth_min, logic_depth_max;  // data.logic.depth_min / depth_max (2..6)
+    int logic_n_vars;                      // data.logic.n_vars
+    int retrieval_distances[CFG_MAX_LIST]; // data.retrieval.distances
+    int retrieval_n_distances;
+
+    // parallel.*
+    int pp;
+    int zero;
+
+    // eval.*, trace.*, checkpoint.*
+    int eval_every;           // 0 = only at the end
+    int eval_batches;         // validation batches (of batch_size sequences) per evaluation
+    int trace_every;
+    int checkpoint_every;
+    int checkpoint_keep;
+} Config;
+
+// Loads `path`, applies `n_overrides` strings of the form "key=value" (values in libconfig syntax:
+// 3, 3.0, "text", true, [1, 2]) and validates everything. On error returns -1 with err->msg set to
+// one line naming the file and line (or "--set key") and the key.
+int config_load(const char *path, const char *const *overrides, int n_overrides, Config *cfg, Error *err);
+
+// Fills every key with its default (the values of the schema table).
+void config_defaults(Config *cfg);
+
+// Writes the fully resolved config in libconfig syntax (every key, defaults included), so that
+// `entrank train -c run_dir/config.cfg` reproduces the run.
+void config_write(const Config *cfg, FILE *out);
+
+// The same text in a malloc'd string (for metrics.h5 and checkpoint attributes).
+char *config_to_string(const Config *cfg);

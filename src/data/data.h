@@ -1,0 +1,51 @@
+// data.h: token sources for training and evaluation (DESIGN section 9).
+//
+// Every source answers one question: "what is sequence `index` of the global batch of step `step`?"
+// The answer depends only on (seed, split, step, index), never on dp, pp or on what was read
+// before, so a resumed or re-sharded run sees exactly the samples of an uninterrupted one and dp
+// ranks can read disjoint slices of the global batch by index.
+#pragma once
+#include <stdint.h>
+#include "../common.h"
+#include "../config.h"
+
+typedef enum { SPLIT_TRAIN = 0, SPLIT_VAL = 1 } DataSplit;
+
+#define DATA_MAX_BUCKETS 16
+
+typedef struct DataSource DataSource;
+
+// One sequence of length T:
+//   tokens[t]  input token at position t                     (T)
+//   targets[t] token to predict at position t, -1 = no loss  (T)
+//   buckets[t] accuracy bucket of the prediction at t (a logic depth or a retrieval distance
+//              index), -1 = not an accuracy-scored position   (T)
+typedef struct {
+    int32_t *tokens;
+    int32_t *targets;
+    int32_t *buckets;
+} SequenceBuffers;
+
+// Opens the source that cfg->data_kind names, for one split. File sources check their headers
+// and sizes here. On bad input returns NULL with err->msg naming the file and byte offset
+// (or the config key, e.g. "data.train").
+DataSource *data_open(const Config *cfg, DataSplit split, Error *err);
+void data_close(DataSource *src);
+
+// Smallest vocabulary the source needs (256 for text, the task alphabet for synthetic tasks,
+// the largest token id + 1 seen in the header scan for files is not known: files return 0 and
+// are checked token by token instead).
+int data_vocab_needed(const DataSource *src);
+
+// Fills one sequence of length T (T = cfg->seq_len). For file sources, a token id >= vocab_size
+// is bad input: returns -1 with err->msg naming the file and the byte offset of that token.
+int data_get_sequence(DataSource *src, uint64_t step, int index, SequenceBuffers out, Error *err);
+
+// For validation: the number of distinct validation sequences available (windows for files,
+// effectively unbounded for tasks: returns INT32_MAX). Validation batch k, sequence i is
+// data_get_sequence(src, k, i, ...) on a SPLIT_VAL source.
+long data_n_sequences(const DataSource *src);
+
+// Accuracy buckets: count and human labels ("depth 3", "distance 256").
+int data_n_buckets(const DataSource *src);
+const char *data_bucket_label(const DataSource *src, int bucket);
