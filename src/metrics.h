@@ -4,6 +4,15 @@
 // `description` and `units`. Rows are buffered in memory and written by metrics_flush(), which
 // opens the file, appends and closes it again: between flushes the file is closed and complete,
 // so h5py can read it while the run goes on, and a crash loses at most the rows since the last flush.
+//
+// Readers: HDF5 1.10 locks a file while it is open (flock: exclusive for the writer, shared for
+// readers), so a reader can open metrics.h5 only between flushes, and a reader that keeps it open
+// makes the next flush wait: metrics_flush() retries briefly, then keeps the rows queued for the
+// following flush (with a warning) instead of stopping the run; metrics_close() waits up to 10 s,
+// then warns and drops the rows (it also runs on the requeue path, whose exit code must survive).
+// A crash in the middle of a flush can leave the file damaged.
+//
+// Only one process (rank 0) writes the file, through HDF5's default serial (sec2) driver.
 #pragma once
 #include <stddef.h>
 #include "common.h"
@@ -20,17 +29,40 @@ typedef struct {
 // Creates (truncates) `path` with the root attributes of `info`. Returns NULL with err set on failure.
 MetricsFile *metrics_create(const char *path, const MetricsRunInfo *info, Error *err);
 
+// Reopens an existing metrics file (a resumed run) to append to it. Its datasets continue after
+// their current length once declared again. Returns NULL with err set on failure.
+MetricsFile *metrics_open_append(const char *path, Error *err);
+
 // Declares a dataset before its first row: `name` is a path like "/steps/loss"; a row has
 // shape row_dims[0..row_rank) (row_rank = 0 for a scalar per step). Declaring the same name
-// twice is a programming error.
+// twice is a programming error. The dataset (and its groups) is created at the next flush.
+// In a reopened file, a dataset that already exists must have the same row shape: a mismatch
+// is bad input (a resumed run with a different model shape) and exits with EXIT_BAD_INPUT.
 void metrics_declare(MetricsFile *mf, const char *name, int row_rank, const size_t *row_dims,
                      const char *description, const char *units);
+
+// metrics_declare that reports a row-shape mismatch with an existing dataset through `err`
+// (returns -1) instead of exiting. Programming errors (bad name, duplicate) still die.
+int metrics_try_declare(MetricsFile *mf, const char *name, int row_rank, const size_t *row_dims,
+                        const char *description, const char *units, Error *err);
+
+// Names axis `axis` of dataset `name` (0 = the growing row axis, k >= 1 = row_dims[k-1]) and,
+// when `values` is not NULL, stores them as the int attribute "axis<k>_<axis_name>" (n must equal
+// row_dims[axis-1]; e.g. axis1_layer = [0..L-1]). The string attribute "axes" lists every axis
+// name, comma-separated ("step,layer,head"); unnamed axes appear as "step" (axis 0) or "dim<k>".
+// Written at the next flush.
+void metrics_set_axis(MetricsFile *mf, const char *name, int axis, const char *axis_name,
+                      const int *values, int n);
 
 // Queues one row (prod(row_dims) doubles, stored as float64) for `name`.
 void metrics_append(MetricsFile *mf, const char *name, const double *row);
 
-// Writes every queued row to disk (open, extend, write, close).
+// Writes every queued row to disk (open, extend, write, close). With nothing queued and nothing
+// declared since the last flush, it does not touch the file.
 void metrics_flush(MetricsFile *mf);
+
+// Rows queued in memory and not yet on disk, over all datasets.
+size_t metrics_queued_rows(const MetricsFile *mf);
 
 // Flushes and frees.
 void metrics_close(MetricsFile *mf);

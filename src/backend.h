@@ -1,0 +1,106 @@
+// backend.h: the interface between model code and the machine.
+//
+// Model code says *what* (the sequence of ops on tensors); a backend says *how*. Model code never
+// dereferences a tensor: every tensor is an opaque device pointer (`void *`) into memory the backend
+// allocated, holding elements of the backend's own type (fp32 on the CPU backend, fp64 on the CPU
+// oracle used by the finite-difference tests, bf16/fp32 on CUDA). Host data enters and leaves only
+// through upload/download. Every op documents its shapes; "(+=)" marks outputs an op accumulates
+// into (gradients), all other outputs are overwritten.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Backend Backend;
+
+struct Backend {
+    const char *name;          // "cpu-f32", "cpu-f64", "cuda"
+    size_t elem_size;          // bytes per element of a float tensor
+
+    // ---- memory -----------------------------------------------------------------------------
+    void *(*alloc)(size_t n);                                   // n float elements, zeroed
+    int32_t *(*alloc_i32)(size_t n);                            // n int32 elements, zeroed
+    void (*free)(void *p);
+    void (*upload)(void *dst, const float *src, size_t n);
+    void (*download)(float *dst, const void *src, size_t n);
+    void (*upload_f64)(void *dst, const double *src, size_t n);
+    void (*download_f64)(double *dst, const void *src, size_t n);
+    void (*upload_i32)(int32_t *dst, const int32_t *src, size_t n);
+    void (*download_i32)(int32_t *dst, const int32_t *src, size_t n);
+    void (*zero)(void *dst, size_t n);
+    void (*copy)(void *dst, const void *src, size_t n);
+    void (*synchronize)(void);
+
+    // ---- embedding: out[b,t] = wte[tokens[b,t]] + wpe[t] -----------------------------------------
+    // out (B,T,C), tokens (B,T), wte (V,C), wpe (T,C)
+    void (*encoder_forward)(void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C);
+    // dwte (+=) (V,C), dwpe (+=) (T,C), dout (B,T,C)
+    void (*encoder_backward)(void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T, int C);
+
+    // ---- LayerNorm over the last axis, eps 1e-5 ------------------------------------------------
+    // out (N,C), mean (N), rstd (N), inp (N,C), weight (C), bias (C)
+    void (*layernorm_forward)(void *out, void *mean, void *rstd, const void *inp, const void *weight, const void *bias, int N, int C);
+    // dinp (+=) (N,C), dweight (+=) (C), dbias (+=) (C)
+    void (*layernorm_backward)(void *dinp, void *dweight, void *dbias, const void *dout, const void *inp,
+                               const void *weight, const void *mean, const void *rstd, int N, int C);
+
+    // ---- dense layer: out = inp W^T + bias -------------------------------------------------------
+    // out (N,OC), inp (N,C), weight (OC,C), bias (OC) or NULL
+    void (*matmul_forward)(void *out, const void *inp, const void *weight, const void *bias, int N, int C, int OC);
+    // dinp (+=) (N,C), dweight (+=) (OC,C), dbias (+=) (OC) or NULL, dout (N,OC)
+    void (*matmul_backward)(void *dinp, void *dweight, void *dbias, const void *dout, const void *inp,
+                            const void *weight, int N, int C, int OC);
+
+    // ---- elementwise ----------------------------------------------------------------------------
+    void (*gelu_forward)(void *out, const void *inp, size_t n);                       // tanh approximation
+    void (*gelu_backward)(void *dinp, const void *inp, const void *dout, size_t n);  // dinp (+=)
+    void (*add)(void *out, const void *a, const void *b, size_t n);                  // out = a + b
+    void (*accumulate)(void *dst, const void *src, size_t n);                        // dst += src
+    void (*scale)(void *x, double factor, size_t n);                                 // x *= factor
+
+    // ---- attention pieces (BH = B * NH; heads are (B,NH,T,hs)) ------------------------------------
+    // q, k, v (B,NH,T,hs) from qkv (B,T,3C) laid out [q | k | v], each C = NH * hs
+    void (*heads_split)(void *q, void *k, void *v, const void *qkv, int B, int T, int NH, int hs);
+    // dqkv (+=) (B,T,3C) from dq, dk, dv (B,NH,T,hs)
+    void (*heads_split_backward)(void *dqkv, const void *dq, const void *dk, const void *dv, int B, int T, int NH, int hs);
+    // out (B,T,C) from y (B,NH,T,hs)
+    void (*heads_merge)(void *out, const void *y, int B, int T, int NH, int hs);
+    // dy (=) (B,NH,T,hs) from dout (B,T,C)
+    void (*heads_merge_backward)(void *dy, const void *dout, int B, int T, int NH, int hs);
+    // scores (BH,T,T) = scale * q k^T; entries above the diagonal are left unspecified
+    void (*attn_scores)(void *scores, const void *q, const void *k, double scale, int BH, int T, int hs);
+    // dq (+=), dk (+=) (BH,T,hs) from dscores (BH,T,T); only the causal lower triangle of dscores is read
+    void (*attn_scores_backward)(void *dq, void *dk, const void *dscores, const void *q, const void *k,
+                                 double scale, int BH, int T, int hs);
+    // probs (BH,T,T): causal softmax of each row of scores over j <= i, exact zeros for j > i
+    void (*softmax_causal_forward)(void *probs, const void *scores, int BH, int T);
+    // dscores (=) (BH,T,T), zeros above the diagonal
+    void (*softmax_causal_backward)(void *dscores, const void *dprobs, const void *probs, int BH, int T);
+    // y (BH,T,hs) = probs v
+    void (*attn_values)(void *y, const void *probs, const void *v, int BH, int T, int hs);
+    // dprobs (=) (BH,T,T), dv (+=) (BH,T,hs)
+    void (*attn_values_backward)(void *dprobs, void *dv, const void *dy, const void *probs, const void *v,
+                                 int BH, int T, int hs);
+
+    // ---- loss -------------------------------------------------------------------------------------
+    // probs (N,V) = softmax(logits) (may alias logits); losses (N) = -log probs[target], 0 where target < 0
+    void (*crossentropy_forward)(void *losses, void *probs, const void *logits, const int32_t *targets, int N, int V);
+    // dlogits (=) (N,V) = dloss * (probs - onehot(target)), 0 rows where target < 0; may alias probs
+    void (*crossentropy_backward)(void *dlogits, const void *probs, const int32_t *targets, double dloss, int N, int V);
+    // predictions (N) = argmax over V of logits/probs (N,V)
+    void (*argmax_rows)(int32_t *predictions, const void *probs, int N, int V);
+
+    // ---- reductions and optimizer -----------------------------------------------------------------
+    double (*sum)(const void *x, size_t n);          // deterministic, accumulated in double
+    double (*sum_squares)(const void *x, size_t n);  // deterministic, accumulated in double
+    // AdamW with bias correction at step t (1-based); grads are multiplied by grad_scale first.
+    // params, m, v (n) updated in place
+    void (*adamw_update)(void *params, const void *grads, void *m, void *v, size_t n, double lr, double beta1,
+                         double beta2, double eps, double weight_decay, double grad_scale, long t);
+};
+
+// The CPU backends: fp32 (the trainer's reference backend) and fp64 (the oracle of gradient tests).
+const Backend *backend_cpu_f32(void);
+const Backend *backend_cpu_f64(void);
+
+// Byte offset helper: the device pointer `n` elements past `base`.
+static inline void *be_offset(const Backend *be, void *base, size_t n) { return (char *)base + n * be->elem_size; }

@@ -1,0 +1,75 @@
+// data_files.h: token files on disk (llm.c shards, Megatron .bin, raw text) and the windows read
+// from them (private to src/data).
+//
+// Every file kind is reduced to the same picture: a list of shards, each a run of fixed-width
+// little-endian integers starting at some byte offset of some file. Sequences are windows of
+// T+1 consecutive tokens inside one segment (a shard, or the train / held-out part of a shard):
+// a window never crosses a file boundary.
+#pragma once
+#include <stdint.h>
+#include "data.h"
+
+typedef struct {
+    char *path;            // file holding the tokens (read-only, opened per read)
+    int64_t data_offset;   // byte offset of token 0 in the file
+    int64_t n_tokens;
+} TokenShard;
+
+typedef struct {
+    TokenShard *shards;
+    int n_shards;
+    int itemsize;          // bytes per token: 1, 2, 4 or 8
+    int is_signed;         // Megatron int8/int16/int32/int64 tokens can be negative (bad input)
+} TokenFiles;
+
+// Kind-specific openers: check headers and sizes, fill `out` (which they zero first). `key` is the
+// config key the path came from ("data.train" or "data.val"), for the messages.
+int llmc_open(const char *pattern, const char *key, TokenFiles *out, Error *err);       // data_llmc.c
+int megatron_open(const char *prefix, const char *key, TokenFiles *out, Error *err);    // data_megatron.c
+int text_open(const char *pattern, const char *key, TokenFiles *out, Error *err);       // data_text.c
+void token_files_free(TokenFiles *f);
+void token_files_add(TokenFiles *f, const char *path, int64_t data_offset, int64_t n_tokens);
+
+// Shared file helpers (data_files.c).
+// Opens read-only and returns the size; on failure "PATH: cannot open (KEY): reason".
+int data_file_open(const char *path, const char *key, int *fd, int64_t *size, Error *err);
+// pread until n bytes or end of file; returns the bytes read, or -1 on an I/O error (errno set).
+int64_t data_pread_full(int fd, void *buf, int64_t n, int64_t offset);
+// Expands a glob(3) pattern into sorted paths; a pattern without metacharacters is taken as one
+// literal path. No match: "KEY: no file matches \"PATTERN\"". Free with data_free_paths.
+int data_expand_pattern(const char *pattern, const char *key, char ***paths, int *n, Error *err);
+void data_free_paths(char **paths, int n);
+
+// Little-endian decoding, independent of the host's byte order.
+static inline uint64_t data_le(const unsigned char *p, int nbytes) {
+    uint64_t v = 0;
+    for (int i = nbytes - 1; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+// A contiguous run of tokens of one shard that windows may be drawn from.
+typedef struct {
+    int shard;
+    int64_t first;         // first token (index into the shard)
+    int64_t n_tokens;
+    int64_t windows_before; // windows of all earlier segments (prefix sum, for the lookup)
+} TokenSegment;
+
+// The windows of one split of a file source.
+typedef struct {
+    TokenFiles files;
+    TokenSegment *segs;
+    int n_segs;
+    int64_t n_windows;     // TRAIN: distinct window starts; VAL: contiguous windows
+    DataSplit split;
+    int T;
+    int vocab_size;
+    int batch_size;
+    uint64_t seed;
+} FileSource;
+
+FileSource *file_source_open(const Config *cfg, DataSplit split, Error *err);
+void file_source_close(FileSource *fs);
+int file_source_get(const FileSource *fs, uint64_t step, int index, SequenceBuffers out, Error *err);
+// Where sequence (step, index) starts: segment and token within its shard (also used by tests).
+void file_source_locate(const FileSource *fs, uint64_t step, int index, int *shard, int64_t *token);

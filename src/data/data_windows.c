@@ -1,0 +1,167 @@
+// data_windows.c: windows of T+1 tokens over token files, for the llmc, megatron and text kinds.
+//
+// Splits. With data.val set, TRAIN reads data.train and VAL reads data.val, whole. Otherwise the
+// token stream of data.train (shards in order) is cut at total - floor(total * data.val_fraction):
+// TRAIN draws windows from the first part only, VAL from the last part only, so no token is seen
+// by both (a window never straddles the cut, which acts as a segment boundary).
+//
+// Windows, for a split made of segments of n_i tokens each:
+//   TRAIN  any start in [0, n_i - T) of any segment: sum_i (n_i - T) starts; sequence (step, index)
+//          takes start number data_hash4(seed, TRAIN, step, index) mod that count (stateless, so any
+//          step can be read in any order and a restart sees the same data).
+//   VAL    contiguous windows with stride T (inputs tile the segment, the last target of one window
+//          is the first input of the next): floor((n_i - 1) / T) per segment; sequence (step, index)
+//          is window number (step * batch_size + index) mod the count.
+#define _FILE_OFFSET_BITS 64
+#include "data_files.h"
+#include "data_hash.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+static int open_token_files(const char *kind, const char *path, const char *key, TokenFiles *f, Error *err) {
+    if (strcmp(kind, "llmc") == 0) return llmc_open(path, key, f, err);
+    if (strcmp(kind, "megatron") == 0) return megatron_open(path, key, f, err);
+    if (strcmp(kind, "text") == 0) return text_open(path, key, f, err);
+    return error_set(err, "data.kind: \"%s\" is not a file kind", kind);
+}
+
+static int64_t windows_in(DataSplit split, int64_t n_tokens, int T) {
+    if (n_tokens < (int64_t)T + 1) return 0;
+    return split == SPLIT_TRAIN ? n_tokens - T : (n_tokens - 1) / T;
+}
+
+FileSource *file_source_open(const Config *cfg, DataSplit split, Error *err) {
+    int T = cfg->seq_len;
+    if (T < 1) { error_set(err, "model.seq_len: %d must be >= 1", T); return NULL; }
+    double frac = cfg->data_val_fraction;
+    int has_val_file = cfg->data_val[0] != '\0';
+    // Which part of the token stream this split reads: all, the part before the cut, or after it.
+    enum { PART_ALL, PART_HEAD, PART_TAIL } part = PART_ALL;
+    const char *path = cfg->data_train, *key = "data.train";
+    if (!has_val_file && (frac < 0 || frac >= 1)) {
+        error_set(err, "data.val_fraction: %g must be in [0, 1)", frac);
+        return NULL;
+    }
+    if (split == SPLIT_TRAIN) {
+        if (!has_val_file && frac > 0) part = PART_HEAD;
+    } else if (has_val_file) {
+        path = cfg->data_val;
+        key = "data.val";
+    } else if (frac > 0) {
+        part = PART_TAIL;
+    } else {
+        error_set(err, "data.val: is empty and data.val_fraction is 0: there is no validation data");
+        return NULL;
+    }
+
+    FileSource *fs = xcalloc(1, sizeof *fs);
+    fs->split = split;
+    fs->T = T;
+    fs->vocab_size = cfg->vocab_size;
+    fs->batch_size = cfg->batch_size;
+    fs->seed = cfg->seed;
+    if (open_token_files(cfg->data_kind, path, key, &fs->files, err)) { free(fs); return NULL; }
+
+    int64_t total = 0, largest = 0;
+    for (int i = 0; i < fs->files.n_shards; i++) {
+        total += fs->files.shards[i].n_tokens;
+        if (fs->files.shards[i].n_tokens > largest) largest = fs->files.shards[i].n_tokens;
+    }
+    int64_t cut = part == PART_ALL ? total : total - (int64_t)((double)total * frac);
+    int64_t lo = part == PART_TAIL ? cut : 0, hi = part == PART_HEAD ? cut : total;
+
+    // Segments: each shard clipped to [lo, hi) of the global stream; empty ones are dropped.
+    fs->segs = xcalloc((size_t)fs->files.n_shards, sizeof *fs->segs);
+    int64_t g0 = 0;
+    for (int i = 0; i < fs->files.n_shards; i++) {
+        int64_t n = fs->files.shards[i].n_tokens;
+        int64_t a = g0 > lo ? g0 : lo, b = g0 + n < hi ? g0 + n : hi;
+        g0 += n;
+        if (b <= a) continue;
+        int64_t w = windows_in(split, b - a, T);
+        if (w == 0) continue;
+        TokenSegment *s = &fs->segs[fs->n_segs++];
+        s->shard = i;
+        s->first = a - (g0 - n);
+        s->n_tokens = b - a;
+        s->windows_before = fs->n_windows;
+        fs->n_windows += w;
+    }
+    if (fs->n_windows == 0) {
+        if (part == PART_TAIL)
+            error_set(err, "data.val_fraction: the held-out last %g of \"%s\" is %lld tokens, fewer than model.seq_len + 1 = %d",
+                      frac, path, (long long)(total - cut), T + 1);
+        else
+            error_set(err, "%s: no window of model.seq_len + 1 = %d tokens fits in \"%s\" (%d file(s), largest %lld tokens%s)",
+                      key, T + 1, path, fs->files.n_shards, (long long)largest, part == PART_HEAD ? ", before the data.val_fraction cut" : "");
+        file_source_close(fs);
+        return NULL;
+    }
+    return fs;
+}
+
+void file_source_close(FileSource *fs) {
+    if (!fs) return;
+    token_files_free(&fs->files);
+    free(fs->segs);
+    free(fs);
+}
+
+void file_source_locate(const FileSource *fs, uint64_t step, int index, int *shard, int64_t *token) {
+    uint64_t w;
+    if (fs->split == SPLIT_TRAIN) {
+        w = data_hash4(fs->seed, SPLIT_TRAIN, step, (uint64_t)(int64_t)index) % (uint64_t)fs->n_windows;
+    } else {
+        uint64_t b = fs->batch_size > 0 ? (uint64_t)fs->batch_size : 1;
+        w = (step * b + (uint64_t)(int64_t)index) % (uint64_t)fs->n_windows;
+    }
+    // Last segment whose windows_before <= w (binary search over the prefix sums).
+    int lo = 0, hi = fs->n_segs - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if ((uint64_t)fs->segs[mid].windows_before <= w) lo = mid; else hi = mid - 1;
+    }
+    const TokenSegment *s = &fs->segs[lo];
+    int64_t local = (int64_t)w - s->windows_before;
+    *shard = s->shard;
+    *token = s->first + (fs->split == SPLIT_TRAIN ? local : local * fs->T);
+}
+
+int file_source_get(const FileSource *fs, uint64_t step, int index, SequenceBuffers out, Error *err) {
+    int shard_i;
+    int64_t token;
+    file_source_locate(fs, step, index, &shard_i, &token);
+    const TokenShard *sh = &fs->files.shards[shard_i];
+    int T = fs->T, isz = fs->files.itemsize;
+    int64_t nbytes = ((int64_t)T + 1) * isz, offset = sh->data_offset + token * isz;
+
+    int fd = open(sh->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return error_set(err, "%s: cannot open: %s", sh->path, strerror(errno));
+    unsigned char *buf = xmalloc((size_t)nbytes);
+    int64_t got = data_pread_full(fd, buf, nbytes, offset);
+    int e = errno;
+    close(fd);
+    if (got != nbytes) {
+        free(buf);
+        return error_set(err, "%s: byte offset %lld: %s", sh->path, (long long)(offset + (got > 0 ? got : 0)),
+                         got < 0 ? strerror(e) : "unexpected end of file (the file shrank after it was opened?)");
+    }
+    for (int t = 0; t <= T; t++) {
+        uint64_t raw = data_le(buf + (size_t)t * isz, isz);
+        int64_t id = (int64_t)raw;
+        if (fs->files.is_signed && isz < 8 && (raw >> (8 * isz - 1)) & 1) id = (int64_t)(raw | (~0ULL << (8 * isz)));  // sign-extend
+        long long at = (long long)(offset + (int64_t)t * isz);
+        if (id < 0 || id >= fs->vocab_size) {
+            free(buf);
+            if (id < 0) return error_set(err, "%s: byte offset %lld: negative token id %lld", sh->path, at, (long long)id);
+            return error_set(err, "%s: byte offset %lld: token id %lld >= model.vocab_size %d", sh->path, at, (long long)id, fs->vocab_size);
+        }
+        if (t < T) out.tokens[t] = (int32_t)id;
+        if (t > 0) out.targets[t - 1] = (int32_t)id;
+    }
+    for (int t = 0; t < T; t++) out.buckets[t] = -1;
+    free(buf);
+    return 0;
+}

@@ -1,0 +1,45 @@
+#include "flops.h"
+
+ParamCounts count_params(const ModelShape *s) {
+    size_t L = s->n_layer, C = s->d_model, V = s->vocab_size, T = s->seq_len, H = s->mlp_hidden;
+    ParamCounts c = {0};
+    c.embedding = V * C + T * C;
+    c.attention = L * (3 * C * C + 3 * C + C * C + C);
+    c.mlp = L * (H * C + H + C * H + C);
+    c.norm = L * 4 * C + 2 * C;
+    c.lm_head = s->tie_embeddings ? 0 : V * C;
+    c.total = c.embedding + c.attention + c.mlp + c.norm + c.lm_head;
+    c.matmul = L * (4 * C * C + 2 * H * C) + V * C;
+    return c;
+}
+
+double flops_per_token(const ModelShape *s) {
+    ParamCounts c = count_params(s);
+    return 6.0 * (double)c.matmul + 12.0 * s->n_layer * (double)s->d_model * s->seq_len;
+}
+
+MemoryEstimate estimate_memory(const ModelShape *s, int micro_batch, int layer_begin, int layer_end, int has_embedding,
+                               int has_head, int in_flight, int zero_shards) {
+    double L = layer_end - layer_begin, C = s->d_model, V = s->vocab_size, T = s->seq_len, H = s->mlp_hidden;
+    double NH = s->n_head, N = (double)micro_batch * T;
+    ParamCounts c = count_params(s);
+    double per_layer = (double)(c.attention + c.mlp) / s->n_layer + 4 * C;
+    double params = L * per_layer;
+    if (has_embedding) params += (double)c.embedding;
+    if (has_head) params += 2 * C + (s->tie_embeddings ? (has_embedding ? 0 : V * C) : V * C);
+    MemoryEstimate m;
+    m.params_bytes = 4 * params;
+    m.grads_bytes = 4 * params;
+    m.optimizer_bytes = 8 * params / zero_shards;
+    // Saved per layer (see Activations in model.h): 12 (B,T,C)-sized tensors (ln1, qkv x3, q, k, v,
+    // atty, attmerged, resid_mid, ln2, resid_out), 2 (B,T,H), the attention weights (B,NH,T,T) and
+    // 4 row statistics; per micro-batch the stage input and, on the last stage, the head's tensors.
+    double saved = L * (12 * N * C + 2 * N * H + micro_batch * NH * T * T + 4 * N) + N * C;
+    if (has_head) saved += N * C + 2 * N + N * V + N;
+    // Scratch reused by every layer: scores, dprobs, dscores and 11 (B,T,C)-sized gradients.
+    double scratch = 3 * micro_batch * NH * T * T + 11 * N * C + 2 * N * H;
+    // Token ids and targets, int32.
+    double ids = 2 * N;
+    m.activation_bytes = 4 * (in_flight * (saved + ids) + scratch);
+    return m;
+}

@@ -1,0 +1,35 @@
+// flops.h: analytic parameter counts, FLOPs and memory of a model, for `info`, MFU and the log.
+#pragma once
+#include <stddef.h>
+#include "model.h"
+
+typedef struct {
+    size_t total;            // all trainable parameters (tied head counted once)
+    size_t embedding;        // wte + wpe
+    size_t attention;        // qkv + output projection, weights and biases, all layers
+    size_t mlp;              // fc + fc projection, all layers
+    size_t norm;             // every LayerNorm weight and bias
+    size_t lm_head;          // 0 when tied
+    size_t matmul;           // weights that take part in a matmul per token (LM head included)
+} ParamCounts;
+
+ParamCounts count_params(const ModelShape *s);
+
+// Training FLOPs per token, forward + backward (PaLM appendix B convention):
+//   6 * matmul_params + 12 * n_layer * d_model * seq_len
+// where matmul_params counts every weight multiplied per token (the LM head included) and the
+// second term is the attention score and value products over the full T x T square.
+double flops_per_token(const ModelShape *s);
+
+typedef struct {
+    double params_bytes;      // fp32 parameters
+    double grads_bytes;       // fp32 gradients
+    double optimizer_bytes;   // AdamW m and v, fp32
+    double activation_bytes;  // one micro-batch's saved activations and backward scratch
+} MemoryEstimate;
+
+// Memory of one rank holding the layers [layer_begin, layer_end) with the given micro-batch size,
+// `in_flight` micro-batches of activations alive at once (1 without pipelining) and the optimizer
+// state divided by `zero_shards` (1 without ZeRO-1).
+MemoryEstimate estimate_memory(const ModelShape *s, int micro_batch, int layer_begin, int layer_end, int has_embedding,
+                               int has_head, int in_flight, int zero_shards);

@@ -1,0 +1,403 @@
+// model.c: parameter table, initialisation and the forward/backward passes of the GPT decoder.
+// Every line of the passes is one backend op; the math is in the backends.
+#include "model.h"
+#include <math.h>
+#include <string.h>
+#include "common.h"
+#include "rng.h"
+
+ModelShape model_shape_from_config(const Config *cfg) {
+    ModelShape s = {
+        .n_layer = cfg->n_layer,
+        .n_head = cfg->n_head,
+        .d_model = cfg->d_model,
+        .head_size = cfg->d_model / cfg->n_head,
+        .seq_len = cfg->seq_len,
+        .vocab_size = cfg->vocab_size,
+        .mlp_hidden = (int)lround(cfg->mlp_ratio * cfg->d_model),
+        .norm = cfg->norm,
+        .tie_embeddings = cfg->tie_embeddings,
+        .init_std = cfg->init_std,
+        .scaled_init = cfg->scaled_init,
+    };
+    return s;
+}
+
+// The table of every parameter: name, role, slice shape, decay, initialisation.
+static void describe_params(const ModelShape *s, ParamInfo p[NUM_PARAMS]) {
+    long C = s->d_model, V = s->vocab_size, T = s->seq_len, H = s->mlp_hidden;
+    // Residual projections write into the residual stream once per block; GPT-2 scales their
+    // init by 1/sqrt(2 L) so the stream's variance does not grow with depth.
+    double resid_std = s->scaled_init ? s->init_std / sqrt(2.0 * s->n_layer) : s->init_std;
+    struct { ParamId id; const char *name; ParamRole role; int ndim; long d0, d1; ParamInit init; double std; } rows[] = {
+        {PARAM_WTE, "wte", ROLE_EMBEDDING, 2, V, C, INIT_NORMAL, s->init_std},
+        {PARAM_WPE, "wpe", ROLE_EMBEDDING, 2, T, C, INIT_NORMAL, s->init_std},
+        {PARAM_LN1_W, "blocks.ln1_w", ROLE_BLOCK, 1, C, 0, INIT_ONE, 0},
+        {PARAM_LN1_B, "blocks.ln1_b", ROLE_BLOCK, 1, C, 0, INIT_ZERO, 0},
+        {PARAM_QKV_W, "blocks.qkv_w", ROLE_BLOCK, 2, 3 * C, C, INIT_NORMAL, s->init_std},
+        {PARAM_QKV_B, "blocks.qkv_b", ROLE_BLOCK, 1, 3 * C, 0, INIT_ZERO, 0},
+        {PARAM_ATTPROJ_W, "blocks.attproj_w", ROLE_BLOCK, 2, C, C, INIT_NORMAL, resid_std},
+        {PARAM_ATTPROJ_B, "blocks.attproj_b", ROLE_BLOCK, 1, C, 0, INIT_ZERO, 0},
+        {PARAM_LN2_W, "blocks.ln2_w", ROLE_BLOCK, 1, C, 0, INIT_ONE, 0},
+        {PARAM_LN2_B, "blocks.ln2_b", ROLE_BLOCK, 1, C, 0, INIT_ZERO, 0},
+        {PARAM_FC_W, "blocks.fc_w", ROLE_BLOCK, 2, H, C, INIT_NORMAL, s->init_std},
+        {PARAM_FC_B, "blocks.fc_b", ROLE_BLOCK, 1, H, 0, INIT_ZERO, 0},
+        {PARAM_FCPROJ_W, "blocks.fcproj_w", ROLE_BLOCK, 2, C, H, INIT_NORMAL, resid_std},
+        {PARAM_FCPROJ_B, "blocks.fcproj_b", ROLE_BLOCK, 1, C, 0, INIT_ZERO, 0},
+        {PARAM_LNF_W, "lnf_w", ROLE_HEAD, 1, C, 0, INIT_ONE, 0},
+        {PARAM_LNF_B, "lnf_b", ROLE_HEAD, 1, C, 0, INIT_ZERO, 0},
+        {PARAM_LM_HEAD, "lm_head", ROLE_HEAD, 2, V, C, INIT_NORMAL, s->init_std},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        ParamInfo *pi = &p[rows[r].id];
+        memset(pi, 0, sizeof *pi);
+        pi->name = rows[r].name;
+        pi->role = rows[r].role;
+        pi->slice_ndim = rows[r].ndim;
+        pi->slice_shape[0] = rows[r].d0;
+        pi->slice_shape[1] = rows[r].d1;
+        pi->slice_numel = (size_t)rows[r].d0 * (rows[r].ndim == 2 ? (size_t)rows[r].d1 : 1);
+        pi->decay = rows[r].ndim == 2;
+        pi->init = rows[r].init;
+        pi->init_std = rows[r].std;
+    }
+}
+
+size_t model_count_params(const ModelShape *s) {
+    ParamInfo p[NUM_PARAMS];
+    describe_params(s, p);
+    size_t total = 0;
+    for (int i = 0; i < NUM_PARAMS; i++) {
+        if (i == PARAM_LM_HEAD && s->tie_embeddings) continue;
+        total += p[i].slice_numel * (p[i].role == ROLE_BLOCK ? (size_t)s->n_layer : 1);
+    }
+    return total;
+}
+
+void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, int layer_end, int has_embedding, int has_head) {
+    memset(m, 0, sizeof *m);
+    m->shape = shape;
+    m->be = be;
+    m->layer_begin = layer_begin;
+    m->layer_end = layer_end;
+    m->has_embedding = has_embedding;
+    m->has_head = has_head;
+    describe_params(&shape, m->params);
+    size_t offset = 0;
+    for (int i = 0; i < NUM_PARAMS; i++) {
+        ParamInfo *p = &m->params[i];
+        switch (p->role) {
+        case ROLE_EMBEDDING:
+            // The tied LM head reads wte, so the last stage holds (a copy of) it too.
+            p->present = has_embedding || (i == PARAM_WTE && has_head && shape.tie_embeddings);
+            break;
+        case ROLE_BLOCK: p->present = layer_end > layer_begin; break;
+        case ROLE_HEAD: p->present = has_head && !(i == PARAM_LM_HEAD && shape.tie_embeddings); break;
+        }
+        if (!p->present) continue;
+        p->numel = p->slice_numel * (p->role == ROLE_BLOCK ? (size_t)(layer_end - layer_begin) : 1);
+        p->offset = offset;
+        // Keep every tensor 64-byte aligned for vector loads.
+        offset += (p->numel + 15) / 16 * 16;
+    }
+    m->num_params = offset;
+    m->params_mem = be->alloc(offset);
+    m->grads_mem = be->alloc(offset);
+}
+
+void model_free(Model *m) {
+    m->be->free(m->params_mem);
+    m->be->free(m->grads_mem);
+    memset(m, 0, sizeof *m);
+}
+
+static size_t param_offset(const Model *m, ParamId id, int layer) {
+    const ParamInfo *p = &m->params[id];
+    if (!p->present) die(EXIT_FAILURE_OTHER, "internal: parameter %s is not on this stage", p->name);
+    if (p->role != ROLE_BLOCK) return p->offset;
+    if (layer < m->layer_begin || layer >= m->layer_end)
+        die(EXIT_FAILURE_OTHER, "internal: layer %d of %s is not on this stage", layer, p->name);
+    return p->offset + (size_t)(layer - m->layer_begin) * p->slice_numel;
+}
+
+void *model_param(const Model *m, ParamId id, int layer) { return be_offset(m->be, m->params_mem, param_offset(m, id, layer)); }
+void *model_grad(const Model *m, ParamId id, int layer) { return be_offset(m->be, m->grads_mem, param_offset(m, id, layer)); }
+
+void model_init_weights(Model *m, uint64_t seed) {
+    for (int i = 0; i < NUM_PARAMS; i++) {
+        const ParamInfo *p = &m->params[i];
+        if (!p->present) continue;
+        int first = p->role == ROLE_BLOCK ? m->layer_begin : 0;
+        int last = p->role == ROLE_BLOCK ? m->layer_end : 1;
+        double *host = xmalloc(p->slice_numel * sizeof(double));
+        for (int layer = first; layer < last; layer++) {
+            // The tied head's copy of wte on the last stage draws the same stream as the first stage's.
+            uint64_t stream = ((uint64_t)i << 32) | (uint64_t)layer;
+            for (size_t e = 0; e < p->slice_numel; e++) {
+                switch (p->init) {
+                case INIT_NORMAL: host[e] = (double)(float)(p->init_std * rng_normal(seed, stream, e)); break;
+                case INIT_ZERO: host[e] = 0; break;
+                case INIT_ONE: host[e] = 1; break;
+                }
+            }
+            m->be->upload_f64(model_param(m, (ParamId)i, layer), host, p->slice_numel);
+        }
+        free(host);
+    }
+}
+
+// ---- activations ------------------------------------------------------------------------------
+
+void activations_init(Activations *a, const Model *m, int B) {
+    const Backend *be = m->be;
+    const ModelShape *s = &m->shape;
+    memset(a, 0, sizeof *a);
+    size_t T = s->seq_len, C = s->d_model, H = s->mlp_hidden, NH = s->n_head, V = s->vocab_size;
+    size_t N = (size_t)B * T, Lc = (size_t)(m->layer_end - m->layer_begin);
+    a->B = B;
+    a->T = (int)T;
+    a->n_local = (int)Lc;
+    size_t floats = 0;
+#define ALLOC(field, n) do { a->field = be->alloc(n); floats += (n); } while (0)
+    a->tokens = be->alloc_i32(N);
+    a->targets = be->alloc_i32(N);
+    ALLOC(input, N * C);
+    ALLOC(ln1, Lc * N * C); ALLOC(ln1_mean, Lc * N); ALLOC(ln1_rstd, Lc * N);
+    ALLOC(qkv, Lc * N * 3 * C);
+    ALLOC(q, Lc * N * C); ALLOC(k, Lc * N * C); ALLOC(v, Lc * N * C);
+    ALLOC(probs, Lc * B * NH * T * T);
+    ALLOC(atty, Lc * N * C);
+    ALLOC(attmerged, Lc * N * C);
+    ALLOC(resid_mid, Lc * N * C);
+    ALLOC(ln2, Lc * N * C); ALLOC(ln2_mean, Lc * N); ALLOC(ln2_rstd, Lc * N);
+    ALLOC(fch, Lc * N * H); ALLOC(fch_gelu, Lc * N * H);
+    ALLOC(resid_out, Lc * N * C);
+    if (m->has_head) {
+        ALLOC(lnf, N * C); ALLOC(lnf_mean, N); ALLOC(lnf_rstd, N);
+        ALLOC(logits, N * V);
+        ALLOC(losses, N);
+    }
+    ALLOC(scores, B * NH * T * T);
+    ALLOC(dresidual, N * C); ALLOC(dtmp, N * C); ALLOC(dln, N * C);
+    ALLOC(dqkv, N * 3 * C);
+    ALLOC(dq, N * C); ALLOC(dk, N * C); ALLOC(dv, N * C); ALLOC(datty, N * C);
+    ALLOC(dprobs, B * NH * T * T); ALLOC(dscores, B * NH * T * T);
+    ALLOC(dattmerged, N * C);
+    ALLOC(dfch, N * H); ALLOC(dfch_gelu, N * H);
+#undef ALLOC
+    a->bytes = floats * be->elem_size + 2 * N * sizeof(int32_t);
+}
+
+void activations_free(Activations *a, const Backend *be) {
+    void *ptrs[] = {a->tokens, a->targets, a->input, a->ln1, a->ln1_mean, a->ln1_rstd, a->qkv, a->q, a->k, a->v,
+                    a->probs, a->atty, a->attmerged, a->resid_mid, a->ln2, a->ln2_mean, a->ln2_rstd, a->fch,
+                    a->fch_gelu, a->resid_out, a->lnf, a->lnf_mean, a->lnf_rstd, a->logits, a->losses, a->scores,
+                    a->dresidual, a->dtmp, a->dln, a->dqkv, a->dq, a->dk, a->dv, a->datty, a->dprobs, a->dscores,
+                    a->dattmerged, a->dfch, a->dfch_gelu};
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) if (ptrs[i]) be->free(ptrs[i]);
+    memset(a, 0, sizeof *a);
+}
+
+// Slices of the layer-stacked activations for local layer li.
+typedef struct {
+    void *ln1, *ln1_mean, *ln1_rstd, *qkv, *q, *k, *v, *probs, *atty, *attmerged, *resid_mid;
+    void *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *resid_out;
+} LayerActs;
+
+static LayerActs layer_acts(const Model *m, const Activations *a, int li) {
+    const Backend *be = m->be;
+    const ModelShape *s = &m->shape;
+    size_t N = (size_t)a->B * a->T, C = s->d_model, H = s->mlp_hidden, T = a->T;
+    size_t att = (size_t)a->B * s->n_head * T * T;
+    LayerActs l = {
+        .ln1 = be_offset(be, a->ln1, li * N * C),
+        .ln1_mean = be_offset(be, a->ln1_mean, li * N),
+        .ln1_rstd = be_offset(be, a->ln1_rstd, li * N),
+        .qkv = be_offset(be, a->qkv, li * N * 3 * C),
+        .q = be_offset(be, a->q, li * N * C),
+        .k = be_offset(be, a->k, li * N * C),
+        .v = be_offset(be, a->v, li * N * C),
+        .probs = be_offset(be, a->probs, li * att),
+        .atty = be_offset(be, a->atty, li * N * C),
+        .attmerged = be_offset(be, a->attmerged, li * N * C),
+        .resid_mid = be_offset(be, a->resid_mid, li * N * C),
+        .ln2 = be_offset(be, a->ln2, li * N * C),
+        .ln2_mean = be_offset(be, a->ln2_mean, li * N),
+        .ln2_rstd = be_offset(be, a->ln2_rstd, li * N),
+        .fch = be_offset(be, a->fch, li * N * H),
+        .fch_gelu = be_offset(be, a->fch_gelu, li * N * H),
+        .resid_out = be_offset(be, a->resid_out, li * N * C),
+    };
+    return l;
+}
+
+void *model_block_output(const Model *m, const Activations *a, int li) {
+    LayerActs l = layer_acts(m, a, li);
+    // Post-norm blocks end with their second LayerNorm; pre-norm blocks with the residual sum.
+    return m->shape.norm == NORM_POST ? l.ln2 : l.resid_out;
+}
+
+static const void *block_input(const Model *m, const Activations *a, int li) {
+    return li == 0 ? a->input : model_block_output(m, a, li - 1);
+}
+
+// ---- forward ----------------------------------------------------------------------------------
+
+// Causal multi-head self-attention of x (B,T,C) into out (B,T,C), before the output projection's
+// residual add. Leaves q, k, v, probs, atty and attmerged for the backward pass.
+static void attention_forward(Model *m, Activations *a, LayerActs *l, int layer, const void *x, void *out) {
+    const Backend *be = m->be;
+    const ModelShape *s = &m->shape;
+    int B = a->B, T = a->T, C = s->d_model, NH = s->n_head, hs = s->head_size, N = B * T;
+    be->matmul_forward(l->qkv, x, model_param(m, PARAM_QKV_W, layer), model_param(m, PARAM_QKV_B, layer), N, C, 3 * C); // (B,T,3C)
+    be->heads_split(l->q, l->k, l->v, l->qkv, B, T, NH, hs);                 // (B,NH,T,hs) each
+    be->attn_scores(a->scores, l->q, l->k, 1.0 / sqrt((double)hs), B * NH, T, hs); // (B,NH,T,T)
+    be->softmax_causal_forward(l->probs, a->scores, B * NH, T);              // (B,NH,T,T)
+    be->attn_values(l->atty, l->probs, l->v, B * NH, T, hs);                 // (B,NH,T,hs)
+    be->heads_merge(l->attmerged, l->atty, B, T, NH, hs);                    // (B,T,C)
+    be->matmul_forward(out, l->attmerged, model_param(m, PARAM_ATTPROJ_W, layer), model_param(m, PARAM_ATTPROJ_B, layer), N, C, C);
+}
+
+// GELU MLP of x (B,T,C) into out (B,T,C).
+static void mlp_forward(Model *m, LayerActs *l, int layer, int N, const void *x, void *out) {
+    const Backend *be = m->be;
+    int C = m->shape.d_model, H = m->shape.mlp_hidden;
+    be->matmul_forward(l->fch, x, model_param(m, PARAM_FC_W, layer), model_param(m, PARAM_FC_B, layer), N, C, H); // (B,T,H)
+    be->gelu_forward(l->fch_gelu, l->fch, (size_t)N * H);                                                        // (B,T,H)
+    be->matmul_forward(out, l->fch_gelu, model_param(m, PARAM_FCPROJ_W, layer), model_param(m, PARAM_FCPROJ_B, layer), N, H, C);
+}
+
+static void block_forward(Model *m, Activations *a, int li) {
+    const Backend *be = m->be;
+    int layer = m->layer_begin + li, C = m->shape.d_model, N = a->B * a->T;
+    LayerActs l = layer_acts(m, a, li);
+    const void *x = block_input(m, a, li);  // (B,T,C)
+    // The attention and MLP outputs are staged in the dtmp scratch before their residual add.
+    if (m->shape.norm == NORM_PRE) {
+        // x' = x + Attn(LN1(x)); out = x' + MLP(LN2(x'))
+        be->layernorm_forward(l.ln1, l.ln1_mean, l.ln1_rstd, x, model_param(m, PARAM_LN1_W, layer), model_param(m, PARAM_LN1_B, layer), N, C);
+        attention_forward(m, a, &l, layer, l.ln1, a->dtmp);
+        be->add(l.resid_mid, x, a->dtmp, (size_t)N * C);
+        be->layernorm_forward(l.ln2, l.ln2_mean, l.ln2_rstd, l.resid_mid, model_param(m, PARAM_LN2_W, layer), model_param(m, PARAM_LN2_B, layer), N, C);
+        mlp_forward(m, &l, layer, N, l.ln2, a->dtmp);
+        be->add(l.resid_out, l.resid_mid, a->dtmp, (size_t)N * C);
+    } else {
+        // x' = LN1(x + Attn(x)); out = LN2(x' + MLP(x'))
+        attention_forward(m, a, &l, layer, x, a->dtmp);
+        be->add(l.resid_mid, x, a->dtmp, (size_t)N * C);
+        be->layernorm_forward(l.ln1, l.ln1_mean, l.ln1_rstd, l.resid_mid, model_param(m, PARAM_LN1_W, layer), model_param(m, PARAM_LN1_B, layer), N, C);
+        mlp_forward(m, &l, layer, N, l.ln1, a->dtmp);
+        be->add(l.resid_out, l.ln1, a->dtmp, (size_t)N * C);
+        be->layernorm_forward(l.ln2, l.ln2_mean, l.ln2_rstd, l.resid_out, model_param(m, PARAM_LN2_W, layer), model_param(m, PARAM_LN2_B, layer), N, C);
+    }
+}
+
+static const void *lm_head_weight(const Model *m) {
+    return model_param(m, m->shape.tie_embeddings ? PARAM_WTE : PARAM_LM_HEAD, 0);
+}
+
+void model_forward(Model *m, Activations *a) {
+    const Backend *be = m->be;
+    const ModelShape *s = &m->shape;
+    int B = a->B, T = a->T, C = s->d_model, V = s->vocab_size, N = B * T;
+    if (m->has_embedding)
+        be->encoder_forward(a->input, a->tokens, model_param(m, PARAM_WTE, 0), model_param(m, PARAM_WPE, 0), B, T, C); // (B,T,C)
+    for (int li = 0; li < a->n_local; li++) block_forward(m, a, li);
+    if (!m->has_head) return;
+    const void *x = a->n_local > 0 ? model_block_output(m, a, a->n_local - 1) : a->input;
+    be->layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, x, model_param(m, PARAM_LNF_W, 0), model_param(m, PARAM_LNF_B, 0), N, C);
+    be->matmul_forward(a->logits, a->lnf, lm_head_weight(m), NULL, N, C, V);    // (B,T,V)
+    be->crossentropy_forward(a->losses, a->logits, a->logits, a->targets, N, V); // logits -> probs in place
+}
+
+double model_loss_sum(const Model *m, const Activations *a) {
+    return m->be->sum(a->losses, (size_t)a->B * a->T);
+}
+
+// ---- backward ---------------------------------------------------------------------------------
+
+// Backward of attention_forward: dout (B,T,C) is the gradient of its output; dx (+=) (B,T,C) gets
+// the gradient of its input x.
+static void attention_backward(Model *m, Activations *a, LayerActs *l, int layer, const void *x, const void *dout, void *dx) {
+    const Backend *be = m->be;
+    const ModelShape *s = &m->shape;
+    int B = a->B, T = a->T, C = s->d_model, NH = s->n_head, hs = s->head_size, N = B * T;
+    size_t nhead = (size_t)N * C;
+    be->zero(a->dattmerged, nhead);
+    be->matmul_backward(a->dattmerged, model_grad(m, PARAM_ATTPROJ_W, layer), model_grad(m, PARAM_ATTPROJ_B, layer), dout,
+                        l->attmerged, model_param(m, PARAM_ATTPROJ_W, layer), N, C, C);
+    be->heads_merge_backward(a->datty, a->dattmerged, B, T, NH, hs);
+    be->zero(a->dv, nhead);
+    be->attn_values_backward(a->dprobs, a->dv, a->datty, l->probs, l->v, B * NH, T, hs);
+    be->softmax_causal_backward(a->dscores, a->dprobs, l->probs, B * NH, T);
+    be->zero(a->dq, nhead);
+    be->zero(a->dk, nhead);
+    be->attn_scores_backward(a->dq, a->dk, a->dscores, l->q, l->k, 1.0 / sqrt((double)hs), B * NH, T, hs);
+    be->zero(a->dqkv, 3 * nhead);
+    be->heads_split_backward(a->dqkv, a->dq, a->dk, a->dv, B, T, NH, hs);
+    be->matmul_backward(dx, model_grad(m, PARAM_QKV_W, layer), model_grad(m, PARAM_QKV_B, layer), a->dqkv, x,
+                        model_param(m, PARAM_QKV_W, layer), N, C, 3 * C);
+}
+
+// Backward of mlp_forward: dx (+=) gets the gradient of its input x.
+static void mlp_backward(Model *m, Activations *a, LayerActs *l, int layer, const void *x, const void *dout, void *dx) {
+    const Backend *be = m->be;
+    int C = m->shape.d_model, H = m->shape.mlp_hidden, N = a->B * a->T;
+    be->zero(a->dfch_gelu, (size_t)N * H);
+    be->matmul_backward(a->dfch_gelu, model_grad(m, PARAM_FCPROJ_W, layer), model_grad(m, PARAM_FCPROJ_B, layer), dout,
+                        l->fch_gelu, model_param(m, PARAM_FCPROJ_W, layer), N, H, C);
+    be->zero(a->dfch, (size_t)N * H);
+    be->gelu_backward(a->dfch, l->fch, a->dfch_gelu, (size_t)N * H);
+    be->matmul_backward(dx, model_grad(m, PARAM_FC_W, layer), model_grad(m, PARAM_FC_B, layer), a->dfch, x,
+                        model_param(m, PARAM_FC_W, layer), N, C, H);
+}
+
+// On entry a->dresidual holds the gradient of the block's output; on exit, of its input.
+static void block_backward(Model *m, Activations *a, int li) {
+    const Backend *be = m->be;
+    int layer = m->layer_begin + li, C = m->shape.d_model, N = a->B * a->T;
+    size_t n = (size_t)N * C;
+    LayerActs l = layer_acts(m, a, li);
+    const void *x = block_input(m, a, li);
+    if (m->shape.norm == NORM_PRE) {
+        // The residual gradient passes straight through both adds; each branch adds its share.
+        be->zero(a->dln, n);
+        mlp_backward(m, a, &l, layer, l.ln2, a->dresidual, a->dln);
+        be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LN2_W, layer), model_grad(m, PARAM_LN2_B, layer), a->dln,
+                               l.resid_mid, model_param(m, PARAM_LN2_W, layer), l.ln2_mean, l.ln2_rstd, N, C);
+        be->zero(a->dln, n);
+        attention_backward(m, a, &l, layer, l.ln1, a->dresidual, a->dln);
+        be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LN1_W, layer), model_grad(m, PARAM_LN1_B, layer), a->dln,
+                               x, model_param(m, PARAM_LN1_W, layer), l.ln1_mean, l.ln1_rstd, N, C);
+    } else {
+        // dtmp: gradient of resid_out = x' + MLP(x'), which is also the direct part of dx'.
+        be->zero(a->dtmp, n);
+        be->layernorm_backward(a->dtmp, model_grad(m, PARAM_LN2_W, layer), model_grad(m, PARAM_LN2_B, layer), a->dresidual,
+                               l.resid_out, model_param(m, PARAM_LN2_W, layer), l.ln2_mean, l.ln2_rstd, N, C);
+        mlp_backward(m, a, &l, layer, l.ln1, a->dtmp, a->dtmp);  // dtmp is read before it is accumulated into
+        be->zero(a->dresidual, n);
+        be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LN1_W, layer), model_grad(m, PARAM_LN1_B, layer), a->dtmp,
+                               l.resid_mid, model_param(m, PARAM_LN1_W, layer), l.ln1_mean, l.ln1_rstd, N, C);
+        attention_backward(m, a, &l, layer, x, a->dresidual, a->dresidual);
+    }
+}
+
+void model_backward(Model *m, Activations *a, double dloss) {
+    const Backend *be = m->be;
+    const ModelShape *s = &m->shape;
+    int B = a->B, T = a->T, C = s->d_model, V = s->vocab_size, N = B * T;
+    size_t n = (size_t)N * C;
+    if (m->has_head) {
+        const void *x = a->n_local > 0 ? model_block_output(m, a, a->n_local - 1) : a->input;
+        be->crossentropy_backward(a->logits, a->logits, a->targets, dloss, N, V);   // probs -> dlogits in place
+        be->zero(a->dln, n);
+        be->matmul_backward(a->dln, model_grad(m, s->tie_embeddings ? PARAM_WTE : PARAM_LM_HEAD, 0), NULL, a->logits, a->lnf,
+                            lm_head_weight(m), N, C, V);
+        be->zero(a->dresidual, n);
+        be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LNF_W, 0), model_grad(m, PARAM_LNF_B, 0), a->dln, x,
+                               model_param(m, PARAM_LNF_W, 0), a->lnf_mean, a->lnf_rstd, N, C);
+    }
+    for (int li = a->n_local - 1; li >= 0; li--) block_backward(m, a, li);
+    if (m->has_embedding)
+        be->encoder_backward(model_grad(m, PARAM_WTE, 0), model_grad(m, PARAM_WPE, 0), a->dresidual, a->tokens, B, T, C);
+}

@@ -1,0 +1,144 @@
+// model.h: the GPT decoder (DESIGN section 3) as a sequence of backend ops.
+//
+// A Model holds the parameters of one pipeline stage: blocks [layer_begin, layer_end), plus the
+// embeddings on the first stage and the final LayerNorm and LM head on the last. With one stage
+// it is the whole model. Parameters and gradients each live in one arena allocated by the backend;
+// per-layer tensors are stacked over the stage's layers, as in the checkpoint's logical shapes.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include "backend.h"
+#include "config.h"
+
+typedef struct {
+    int n_layer;
+    int n_head;
+    int d_model;       // C
+    int head_size;     // hs = C / n_head
+    int seq_len;       // T
+    int vocab_size;    // V
+    int mlp_hidden;    // round(mlp_ratio * C)
+    NormPlacement norm;
+    int tie_embeddings;
+    double init_std;
+    int scaled_init;
+} ModelShape;
+
+ModelShape model_shape_from_config(const Config *cfg);
+
+typedef enum {
+    PARAM_WTE,        // (V, C) token embedding (and the LM head when tied)
+    PARAM_WPE,        // (T, C) learned positions
+    PARAM_LN1_W,      // (L, C)
+    PARAM_LN1_B,      // (L, C)
+    PARAM_QKV_W,      // (L, 3C, C)
+    PARAM_QKV_B,      // (L, 3C)
+    PARAM_ATTPROJ_W,  // (L, C, C)
+    PARAM_ATTPROJ_B,  // (L, C)
+    PARAM_LN2_W,      // (L, C)
+    PARAM_LN2_B,      // (L, C)
+    PARAM_FC_W,       // (L, H, C), H = mlp_hidden
+    PARAM_FC_B,       // (L, H)
+    PARAM_FCPROJ_W,   // (L, C, H)
+    PARAM_FCPROJ_B,   // (L, C)
+    PARAM_LNF_W,      // (C)
+    PARAM_LNF_B,      // (C)
+    PARAM_LM_HEAD,    // (V, C), only when the head is not tied
+    NUM_PARAMS
+} ParamId;
+
+typedef enum { INIT_NORMAL, INIT_ZERO, INIT_ONE } ParamInit;
+typedef enum { ROLE_EMBEDDING, ROLE_BLOCK, ROLE_HEAD } ParamRole;
+
+typedef struct {
+    const char *name;      // stable name, used as the checkpoint dataset name
+    ParamRole role;
+    int slice_ndim;        // rank of one layer's slice (or of the whole tensor if not per layer)
+    long slice_shape[2];
+    size_t slice_numel;
+    int decay;             // AdamW weight decay applies (matrices only)
+    ParamInit init;
+    double init_std;
+    int present;           // this stage holds it
+    size_t offset;         // element offset in the stage's arenas
+    size_t numel;          // elements held by this stage (slice_numel x local layers for blocks)
+} ParamInfo;
+
+typedef struct {
+    ModelShape shape;
+    int layer_begin, layer_end;     // blocks owned by this stage
+    int has_embedding, has_head;
+    ParamInfo params[NUM_PARAMS];
+    size_t num_params;              // elements in each arena
+    const Backend *be;
+    void *params_mem;               // (num_params)
+    void *grads_mem;                // (num_params)
+} Model;
+
+// Lays out the parameter table of one stage and allocates its arenas (zeroed).
+void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, int layer_end, int has_embedding, int has_head);
+void model_free(Model *m);
+
+// Fills the parameters with the configured initialisation. Each element is a pure function of
+// (seed, parameter, global layer, index), so every topology starts from the same weights.
+void model_init_weights(Model *m, uint64_t seed);
+
+// Device pointer to the slice of `id` for global layer `layer` (ignored for non-block params),
+// in the parameter or in the gradient arena.
+void *model_param(const Model *m, ParamId id, int layer);
+void *model_grad(const Model *m, ParamId id, int layer);
+
+// Parameter counts of the whole model (not the stage), for `info` and the log.
+size_t model_count_params(const ModelShape *s);
+
+// ---- activations ------------------------------------------------------------------------------
+// Everything one micro-batch of B sequences leaves behind for the backward pass, plus the
+// gradient scratch the backward pass reuses from layer to layer.
+typedef struct {
+    int B, T;
+    int n_local;            // layers on this stage
+    int32_t *tokens;        // (B,T) device
+    int32_t *targets;       // (B,T) device, -1 = no loss
+    void *input;            // (B,T,C) stage input: the embedding (first stage) or the previous stage's output
+    void *ln1, *ln1_mean, *ln1_rstd;      // (Lc,B,T,C), (Lc,B,T), (Lc,B,T)
+    void *qkv;                            // (Lc,B,T,3C)
+    void *q, *k, *v;                      // (Lc,B,NH,T,hs)
+    void *probs;                          // (Lc,B,NH,T,T) causal attention weights
+    void *atty;                           // (Lc,B,NH,T,hs)
+    void *attmerged;                      // (Lc,B,T,C)
+    void *resid_mid;                      // (Lc,B,T,C) x + attention
+    void *ln2, *ln2_mean, *ln2_rstd;      // (Lc,B,T,C), (Lc,B,T), (Lc,B,T)
+    void *fch, *fch_gelu;                 // (Lc,B,T,H)
+    void *resid_out;                      // (Lc,B,T,C) attention-residual + MLP
+    void *lnf, *lnf_mean, *lnf_rstd;      // (B,T,C), (B,T), (B,T)
+    void *logits;                         // (B,T,V); softmax probabilities after the forward pass
+    void *losses;                         // (B,T)
+    void *scores;                         // (B,NH,T,T) scratch
+    // gradient scratch
+    void *dresidual;                      // (B,T,C) gradient of the residual stream
+    void *dtmp, *dln;                     // (B,T,C)
+    void *dqkv;                           // (B,T,3C)
+    void *dq, *dk, *dv, *datty;           // (B,NH,T,hs)
+    void *dprobs, *dscores;               // (B,NH,T,T)
+    void *dattmerged;                     // (B,T,C)
+    void *dfch, *dfch_gelu;               // (B,T,H)
+    size_t bytes;                         // total device bytes held
+} Activations;
+
+void activations_init(Activations *a, const Model *m, int B);
+void activations_free(Activations *a, const Backend *be);
+
+// Block output of local layer index li (the next block's input).
+void *model_block_output(const Model *m, const Activations *a, int li);
+
+// Forward pass of the stage over the micro-batch whose tokens/targets are already on the device.
+// On the last stage the softmax probabilities replace the logits and `losses` holds one loss
+// per position (0 where target < 0).
+void model_forward(Model *m, Activations *a);
+
+// Sum of the per-position losses of the last forward pass (last stage only).
+double model_loss_sum(const Model *m, const Activations *a);
+
+// Backward pass. dloss is d(total loss)/d(loss of one position), e.g. 1 / (valid targets of the
+// global batch). Parameter gradients accumulate (+=) into the gradient arena.
+void model_backward(Model *m, Activations *a, double dloss);
