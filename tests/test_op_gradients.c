@@ -1,0 +1,312 @@
+// Every backward op of the CPU backend against central differences of its forward op, computed
+// in double precision (DESIGN section 1: the CPU backend is the reference).
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include "gradcheck.h"
+
+#define TOL 1e-3
+#define STEP 1e-5
+
+static double dot_download(const Backend *be, const void *dev, const double *w, size_t n) {
+    double *y = gc_download(be, dev, n), s = 0;
+    for (size_t i = 0; i < n; i++) s += w[i] * y[i];
+    free(y);
+    return s;
+}
+
+static void grads_download(const Backend *be, double **grads, int idx, const void *dev, size_t n) {
+    double *g = gc_download(be, dev, n);
+    memcpy(grads[idx], g, n * sizeof(double));
+    free(g);
+}
+
+// ---- matmul -----------------------------------------------------------------------------------
+typedef struct { int N, C, OC; double *w; } MatmulCtx;
+
+static double matmul_objective(const Backend *be, double **in, void *ctx_) {
+    MatmulCtx *c = ctx_;
+    void *inp = gc_upload(be, in[0], (size_t)c->N * c->C), *wt = gc_upload(be, in[1], (size_t)c->OC * c->C);
+    void *bias = gc_upload(be, in[2], c->OC), *out = be->alloc((size_t)c->N * c->OC);
+    be->matmul_forward(out, inp, wt, bias, c->N, c->C, c->OC);
+    double s = dot_download(be, out, c->w, (size_t)c->N * c->OC);
+    be->free(inp); be->free(wt); be->free(bias); be->free(out);
+    return s;
+}
+
+static void matmul_gradient(const Backend *be, double **in, double **g, void *ctx_) {
+    MatmulCtx *c = ctx_;
+    void *inp = gc_upload(be, in[0], (size_t)c->N * c->C), *wt = gc_upload(be, in[1], (size_t)c->OC * c->C);
+    void *dout = gc_upload(be, c->w, (size_t)c->N * c->OC);
+    void *dinp = be->alloc((size_t)c->N * c->C), *dw = be->alloc((size_t)c->OC * c->C), *db = be->alloc(c->OC);
+    be->matmul_backward(dinp, dw, db, dout, inp, wt, c->N, c->C, c->OC);
+    grads_download(be, g, 0, dinp, (size_t)c->N * c->C);
+    grads_download(be, g, 1, dw, (size_t)c->OC * c->C);
+    grads_download(be, g, 2, db, c->OC);
+    be->free(inp); be->free(wt); be->free(dout); be->free(dinp); be->free(dw); be->free(db);
+}
+
+static void test_matmul_backward_matches_finite_differences(void **state) {
+    (void)state;
+    MatmulCtx c = {.N = 7, .C = 5, .OC = 6};
+    c.w = gc_random((size_t)c.N * c.OC, 1, 1.0);
+    GradCheck gc = {.n_inputs = 3, .ctx = &c, .objective = matmul_objective, .gradient = matmul_gradient,
+                    .inputs = {gc_random(35, 2, 1.0), gc_random(30, 3, 1.0), gc_random(6, 4, 1.0)},
+                    .sizes = {35, 30, 6}, .names = {"matmul.inp", "matmul.weight", "matmul.bias"},
+                    .differentiable = {1, 1, 1}};
+    assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
+}
+
+// ---- layernorm --------------------------------------------------------------------------------
+typedef struct { int N, C; double *w; } LnCtx;
+
+static double layernorm_objective(const Backend *be, double **in, void *ctx_) {
+    LnCtx *c = ctx_;
+    size_t n = (size_t)c->N * c->C;
+    void *inp = gc_upload(be, in[0], n), *wt = gc_upload(be, in[1], c->C), *b = gc_upload(be, in[2], c->C);
+    void *out = be->alloc(n), *mean = be->alloc(c->N), *rstd = be->alloc(c->N);
+    be->layernorm_forward(out, mean, rstd, inp, wt, b, c->N, c->C);
+    double s = dot_download(be, out, c->w, n);
+    be->free(inp); be->free(wt); be->free(b); be->free(out); be->free(mean); be->free(rstd);
+    return s;
+}
+
+static void layernorm_gradient(const Backend *be, double **in, double **g, void *ctx_) {
+    LnCtx *c = ctx_;
+    size_t n = (size_t)c->N * c->C;
+    void *inp = gc_upload(be, in[0], n), *wt = gc_upload(be, in[1], c->C), *b = gc_upload(be, in[2], c->C);
+    void *out = be->alloc(n), *mean = be->alloc(c->N), *rstd = be->alloc(c->N), *dout = gc_upload(be, c->w, n);
+    void *dinp = be->alloc(n), *dw = be->alloc(c->C), *db = be->alloc(c->C);
+    be->layernorm_forward(out, mean, rstd, inp, wt, b, c->N, c->C);
+    be->layernorm_backward(dinp, dw, db, dout, inp, wt, mean, rstd, c->N, c->C);
+    grads_download(be, g, 0, dinp, n);
+    grads_download(be, g, 1, dw, c->C);
+    grads_download(be, g, 2, db, c->C);
+    void *ptrs[] = {inp, wt, b, out, mean, rstd, dout, dinp, dw, db};
+    for (int i = 0; i < 10; i++) be->free(ptrs[i]);
+}
+
+static void test_layernorm_backward_matches_finite_differences(void **state) {
+    (void)state;
+    LnCtx c = {.N = 6, .C = 16};
+    c.w = gc_random(96, 5, 1.0);
+    GradCheck gc = {.n_inputs = 3, .ctx = &c, .objective = layernorm_objective, .gradient = layernorm_gradient,
+                    .inputs = {gc_random(96, 6, 2.0), gc_random(16, 7, 1.0), gc_random(16, 8, 1.0)},
+                    .sizes = {96, 16, 16}, .names = {"layernorm.inp", "layernorm.weight", "layernorm.bias"},
+                    .differentiable = {1, 1, 1}};
+    assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
+}
+
+// ---- gelu -------------------------------------------------------------------------------------
+typedef struct { size_t n; double *w; } GeluCtx;
+
+static double gelu_objective(const Backend *be, double **in, void *ctx_) {
+    GeluCtx *c = ctx_;
+    void *inp = gc_upload(be, in[0], c->n), *out = be->alloc(c->n);
+    be->gelu_forward(out, inp, c->n);
+    double s = dot_download(be, out, c->w, c->n);
+    be->free(inp); be->free(out);
+    return s;
+}
+
+static void gelu_gradient(const Backend *be, double **in, double **g, void *ctx_) {
+    GeluCtx *c = ctx_;
+    void *inp = gc_upload(be, in[0], c->n), *dout = gc_upload(be, c->w, c->n), *dinp = be->alloc(c->n);
+    be->gelu_backward(dinp, inp, dout, c->n);
+    grads_download(be, g, 0, dinp, c->n);
+    be->free(inp); be->free(dout); be->free(dinp);
+}
+
+static void test_gelu_backward_matches_finite_differences(void **state) {
+    (void)state;
+    GeluCtx c = {.n = 64};
+    c.w = gc_random(64, 9, 1.0);
+    GradCheck gc = {.n_inputs = 1, .ctx = &c, .objective = gelu_objective, .gradient = gelu_gradient,
+                    .inputs = {gc_random(64, 10, 2.0)}, .sizes = {64}, .names = {"gelu.inp"}, .differentiable = {1}};
+    assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
+}
+
+// ---- encoder ----------------------------------------------------------------------------------
+typedef struct { int B, T, C, V; int32_t tokens[12]; double *w; } EncCtx;
+
+static double encoder_objective(const Backend *be, double **in, void *ctx_) {
+    EncCtx *c = ctx_;
+    size_t n = (size_t)c->B * c->T * c->C;
+    void *wte = gc_upload(be, in[0], (size_t)c->V * c->C), *wpe = gc_upload(be, in[1], (size_t)c->T * c->C);
+    int32_t *tok = be->alloc_i32((size_t)c->B * c->T);
+    be->upload_i32(tok, c->tokens, (size_t)c->B * c->T);
+    void *out = be->alloc(n);
+    be->encoder_forward(out, tok, wte, wpe, c->B, c->T, c->C);
+    double s = dot_download(be, out, c->w, n);
+    be->free(wte); be->free(wpe); be->free(tok); be->free(out);
+    return s;
+}
+
+static void encoder_gradient(const Backend *be, double **in, double **g, void *ctx_) {
+    (void)in;
+    EncCtx *c = ctx_;
+    size_t n = (size_t)c->B * c->T * c->C;
+    int32_t *tok = be->alloc_i32((size_t)c->B * c->T);
+    be->upload_i32(tok, c->tokens, (size_t)c->B * c->T);
+    void *dout = gc_upload(be, c->w, n), *dwte = be->alloc((size_t)c->V * c->C), *dwpe = be->alloc((size_t)c->T * c->C);
+    be->encoder_backward(dwte, dwpe, dout, tok, c->B, c->T, c->C);
+    grads_download(be, g, 0, dwte, (size_t)c->V * c->C);
+    grads_download(be, g, 1, dwpe, (size_t)c->T * c->C);
+    be->free(tok); be->free(dout); be->free(dwte); be->free(dwpe);
+}
+
+static void test_encoder_backward_matches_finite_differences(void **state) {
+    (void)state;
+    // Token 3 appears three times: its gradient row must sum all of them.
+    EncCtx c = {.B = 2, .T = 6, .C = 4, .V = 8, .tokens = {3, 1, 3, 0, 7, 2, 5, 3, 6, 1, 4, 2}};
+    c.w = gc_random(48, 11, 1.0);
+    GradCheck gc = {.n_inputs = 2, .ctx = &c, .objective = encoder_objective, .gradient = encoder_gradient,
+                    .inputs = {gc_random(32, 12, 1.0), gc_random(24, 13, 1.0)}, .sizes = {32, 24},
+                    .names = {"encoder.wte", "encoder.wpe"}, .differentiable = {1, 1}};
+    assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
+}
+
+// ---- attention: split heads, scores, causal softmax, values, merge heads ----------------------
+typedef struct { int B, T, NH, hs; double *w; } AttCtx;
+
+static double attention_objective(const Backend *be, double **in, void *ctx_) {
+    AttCtx *c = ctx_;
+    int C = c->NH * c->hs, BH = c->B * c->NH;
+    size_t n = (size_t)c->B * c->T * C, att = (size_t)BH * c->T * c->T;
+    void *qkv = gc_upload(be, in[0], 3 * n);
+    void *q = be->alloc(n), *k = be->alloc(n), *v = be->alloc(n), *scores = be->alloc(att), *probs = be->alloc(att);
+    void *y = be->alloc(n), *out = be->alloc(n);
+    be->heads_split(q, k, v, qkv, c->B, c->T, c->NH, c->hs);
+    be->attn_scores(scores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs);
+    be->softmax_causal_forward(probs, scores, BH, c->T);
+    be->attn_values(y, probs, v, BH, c->T, c->hs);
+    be->heads_merge(out, y, c->B, c->T, c->NH, c->hs);
+    double s = dot_download(be, out, c->w, n);
+    void *ptrs[] = {qkv, q, k, v, scores, probs, y, out};
+    for (int i = 0; i < 8; i++) be->free(ptrs[i]);
+    return s;
+}
+
+static void attention_gradient(const Backend *be, double **in, double **g, void *ctx_) {
+    AttCtx *c = ctx_;
+    int C = c->NH * c->hs, BH = c->B * c->NH;
+    size_t n = (size_t)c->B * c->T * C, att = (size_t)BH * c->T * c->T;
+    void *qkv = gc_upload(be, in[0], 3 * n);
+    void *q = be->alloc(n), *k = be->alloc(n), *v = be->alloc(n), *scores = be->alloc(att), *probs = be->alloc(att);
+    void *y = be->alloc(n), *out = be->alloc(n), *dout = gc_upload(be, c->w, n);
+    void *dy = be->alloc(n), *dprobs = be->alloc(att), *dscores = be->alloc(att);
+    void *dq = be->alloc(n), *dk = be->alloc(n), *dv = be->alloc(n), *dqkv = be->alloc(3 * n);
+    be->heads_split(q, k, v, qkv, c->B, c->T, c->NH, c->hs);
+    be->attn_scores(scores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs);
+    be->softmax_causal_forward(probs, scores, BH, c->T);
+    be->attn_values(y, probs, v, BH, c->T, c->hs);
+    be->heads_merge_backward(dy, dout, c->B, c->T, c->NH, c->hs);
+    be->attn_values_backward(dprobs, dv, dy, probs, v, BH, c->T, c->hs);
+    be->softmax_causal_backward(dscores, dprobs, probs, BH, c->T);
+    be->attn_scores_backward(dq, dk, dscores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs);
+    be->heads_split_backward(dqkv, dq, dk, dv, c->B, c->T, c->NH, c->hs);
+    grads_download(be, g, 0, dqkv, 3 * n);
+    void *ptrs[] = {qkv, q, k, v, scores, probs, y, out, dout, dy, dprobs, dscores, dq, dk, dv, dqkv};
+    for (int i = 0; i < 16; i++) be->free(ptrs[i]);
+}
+
+static void test_attention_backward_matches_finite_differences(void **state) {
+    (void)state;
+    AttCtx c = {.B = 2, .T = 5, .NH = 2, .hs = 3};
+    size_t n = (size_t)c.B * c.T * c.NH * c.hs;
+    c.w = gc_random(n, 14, 1.0);
+    GradCheck gc = {.n_inputs = 1, .ctx = &c, .objective = attention_objective, .gradient = attention_gradient,
+                    .inputs = {gc_random(3 * n, 15, 1.5)}, .sizes = {3 * n}, .names = {"attention.qkv"},
+                    .differentiable = {1}};
+    assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
+}
+
+// The causal softmax gives exact zeros above the diagonal and rows that sum to one.
+static void test_causal_softmax_masks_future_and_normalises(void **state) {
+    (void)state;
+    const Backend *be = backend_cpu_f32();
+    int T = 6;
+    double *s = gc_random((size_t)T * T, 16, 3.0);
+    void *scores = gc_upload(be, s, (size_t)T * T), *probs = be->alloc((size_t)T * T);
+    be->softmax_causal_forward(probs, scores, 1, T);
+    double *p = gc_download(be, probs, (size_t)T * T);
+    for (int i = 0; i < T; i++) {
+        double sum = 0;
+        for (int j = 0; j < T; j++) {
+            if (j > i) assert_true(p[i * T + j] == 0.0);
+            sum += p[i * T + j];
+        }
+        assert_true(fabs(sum - 1.0) < 1e-6);
+    }
+    assert_true(fabs(p[0] - 1.0) < 1e-7);   // the first row attends only to itself
+    free(s); free(p); be->free(scores); be->free(probs);
+}
+
+// ---- cross-entropy ----------------------------------------------------------------------------
+typedef struct { int N, V; int32_t targets[6]; double dloss; } CeCtx;
+
+static double ce_objective(const Backend *be, double **in, void *ctx_) {
+    CeCtx *c = ctx_;
+    void *logits = gc_upload(be, in[0], (size_t)c->N * c->V), *losses = be->alloc(c->N);
+    int32_t *tg = be->alloc_i32(c->N);
+    be->upload_i32(tg, c->targets, c->N);
+    be->crossentropy_forward(losses, logits, logits, tg, c->N, c->V);
+    double s = c->dloss * be->sum(losses, c->N);
+    be->free(logits); be->free(losses); be->free(tg);
+    return s;
+}
+
+static void ce_gradient(const Backend *be, double **in, double **g, void *ctx_) {
+    CeCtx *c = ctx_;
+    void *logits = gc_upload(be, in[0], (size_t)c->N * c->V), *losses = be->alloc(c->N);
+    int32_t *tg = be->alloc_i32(c->N);
+    be->upload_i32(tg, c->targets, c->N);
+    be->crossentropy_forward(losses, logits, logits, tg, c->N, c->V);
+    be->crossentropy_backward(logits, logits, tg, c->dloss, c->N, c->V);
+    grads_download(be, g, 0, logits, (size_t)c->N * c->V);
+    be->free(logits); be->free(losses); be->free(tg);
+}
+
+static void test_crossentropy_backward_matches_finite_differences(void **state) {
+    (void)state;
+    CeCtx c = {.N = 6, .V = 11, .targets = {3, -1, 0, 10, 5, -1}, .dloss = 0.37};
+    GradCheck gc = {.n_inputs = 1, .ctx = &c, .objective = ce_objective, .gradient = ce_gradient,
+                    .inputs = {gc_random(66, 17, 2.0)}, .sizes = {66}, .names = {"crossentropy.logits"},
+                    .differentiable = {1}};
+    assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
+}
+
+// A target of -1 contributes neither loss nor gradient; a uniform row has loss ln V.
+static void test_crossentropy_ignores_masked_targets(void **state) {
+    (void)state;
+    const Backend *be = backend_cpu_f32();
+    int N = 2, V = 8;
+    double zeros[16] = {0};
+    int32_t targets[2] = {-1, 5};
+    void *logits = gc_upload(be, zeros, 16), *losses = be->alloc(2);
+    int32_t *tg = be->alloc_i32(2);
+    be->upload_i32(tg, targets, 2);
+    be->crossentropy_forward(losses, logits, logits, tg, N, V);
+    double *l = gc_download(be, losses, 2);
+    assert_true(l[0] == 0.0);
+    assert_true(fabs(l[1] - log(8.0)) < 1e-6);
+    be->crossentropy_backward(logits, logits, tg, 1.0, N, V);
+    double *d = gc_download(be, logits, 16);
+    for (int j = 0; j < V; j++) assert_true(d[j] == 0.0);
+    free(l); free(d); be->free(logits); be->free(losses); be->free(tg);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matmul_backward_matches_finite_differences),
+        cmocka_unit_test(test_layernorm_backward_matches_finite_differences),
+        cmocka_unit_test(test_gelu_backward_matches_finite_differences),
+        cmocka_unit_test(test_encoder_backward_matches_finite_differences),
+        cmocka_unit_test(test_attention_backward_matches_finite_differences),
+        cmocka_unit_test(test_causal_softmax_masks_future_and_normalises),
+        cmocka_unit_test(test_crossentropy_backward_matches_finite_differences),
+        cmocka_unit_test(test_crossentropy_ignores_masked_targets),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
