@@ -80,7 +80,7 @@ void config_defaults(Config *cfg);
 
 // Writes the fully resolved config in libconfig syntax (every key, defaults included), so that
 // `entrank train -c run_dir/config.cfg` reproduces the run.
-void config_write(const Config *cfg, FILE *out);
+void config_write_text(const Config *cfg, FILE *out);
 
 // The same text in a malloc'd string (for metrics.h5 and checkpoint attributes).
 char *config_to_string(const Config *cfg);

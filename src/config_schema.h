@@ -37,7 +37,7 @@ typedef struct {
     double flo, fhi;              // range of float keys
     RangeEnds ends;               // which float range ends are open
     const char *const *choices;   // allowed values of choice keys, NULL-terminated
-    const char *doc;              // one line, written as a comment by config_write
+    const char *doc;              // one line, written as a comment by config_write_text
 } ConfigKey;
 
 extern const ConfigKey config_schema[];

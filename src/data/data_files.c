@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,11 +16,16 @@ void token_files_add(TokenFiles *f, const char *path, int64_t data_offset, int64
     s[f->n_shards].path = xstrdup(path);
     s[f->n_shards].data_offset = data_offset;
     s[f->n_shards].n_tokens = n_tokens;
+    s[f->n_shards].map = NULL;
+    s[f->n_shards].map_bytes = 0;
     f->n_shards++;
 }
 
 void token_files_free(TokenFiles *f) {
-    for (int i = 0; i < f->n_shards; i++) free(f->shards[i].path);
+    for (int i = 0; i < f->n_shards; i++) {
+        if (f->shards[i].map) munmap((void *)f->shards[i].map, (size_t)f->shards[i].map_bytes);
+        free(f->shards[i].path);
+    }
     free(f->shards);
     memset(f, 0, sizeof *f);
 }

@@ -10,9 +10,14 @@
 #include "data.h"
 
 typedef struct {
-    char *path;            // file holding the tokens (read-only, opened per read)
+    char *path;            // file holding the tokens (never written)
     int64_t data_offset;   // byte offset of token 0 in the file
     int64_t n_tokens;
+    // Read-only mapping of the whole file, made by file_source_open for the shards a split uses.
+    // Mappings hold no file descriptor, so a thousand-shard corpus costs no fds and no per-read
+    // open() (a metadata round trip on a parallel file system).
+    const unsigned char *map;
+    int64_t map_bytes;
 } TokenShard;
 
 typedef struct {

@@ -16,7 +16,7 @@
 #include "data_files.h"
 #include "data_hash.h"
 #include <errno.h>
-#include <fcntl.h>
+#include <sys/mman.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -30,6 +30,28 @@ static int open_token_files(const char *kind, const char *path, const char *key,
 static int64_t windows_in(DataSplit split, int64_t n_tokens, int T) {
     if (n_tokens < (int64_t)T + 1) return 0;
     return split == SPLIT_TRAIN ? n_tokens - T : (n_tokens - 1) / T;
+}
+
+// Maps the whole file read-only. The size is checked again: a file that shrank since its header
+// was checked would fault (SIGBUS) when read through the mapping instead of failing cleanly.
+static int map_shard(TokenShard *sh, int itemsize, const char *key, DataSplit split, Error *err) {
+    int fd;
+    int64_t size, end = sh->data_offset + sh->n_tokens * itemsize;
+    if (data_file_open(sh->path, key, &fd, &size, err)) return -1;
+    if (size < end) {
+        close(fd);
+        return error_set(err, "%s: truncated: %lld bytes are expected, the file has %lld (data ends at byte offset %lld)",
+                         sh->path, (long long)end, (long long)size, (long long)size);
+    }
+    void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    int e = errno;
+    close(fd);   // the mapping stays valid without the descriptor
+    if (m == MAP_FAILED) return error_set(err, "%s: cannot map (%s): %s", sh->path, key, strerror(e));
+    // Train windows start anywhere: no point in reading far ahead around each one.
+    if (split == SPLIT_TRAIN) madvise(m, (size_t)size, MADV_RANDOM);
+    sh->map = m;
+    sh->map_bytes = size;
+    return 0;
 }
 
 FileSource *file_source_open(const Config *cfg, DataSplit split, Error *err) {
@@ -89,6 +111,10 @@ FileSource *file_source_open(const Config *cfg, DataSplit split, Error *err) {
         s->windows_before = fs->n_windows;
         fs->n_windows += w;
     }
+    for (int k = 0; k < fs->n_segs; k++) {
+        TokenShard *sh = &fs->files.shards[fs->segs[k].shard];
+        if (!sh->map && map_shard(sh, fs->files.itemsize, key, split, err)) { file_source_close(fs); return NULL; }
+    }
     if (fs->n_windows == 0) {
         if (part == PART_TAIL)
             error_set(err, "data.val_fraction: the held-out last %g of \"%s\" is %lld tokens, fewer than model.seq_len + 1 = %d",
@@ -135,26 +161,14 @@ int file_source_get(const FileSource *fs, uint64_t step, int index, SequenceBuff
     file_source_locate(fs, step, index, &shard_i, &token);
     const TokenShard *sh = &fs->files.shards[shard_i];
     int T = fs->T, isz = fs->files.itemsize;
-    int64_t nbytes = ((int64_t)T + 1) * isz, offset = sh->data_offset + token * isz;
-
-    int fd = open(sh->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return error_set(err, "%s: cannot open: %s", sh->path, strerror(errno));
-    unsigned char *buf = xmalloc((size_t)nbytes);
-    int64_t got = data_pread_full(fd, buf, nbytes, offset);
-    int e = errno;
-    close(fd);
-    if (got != nbytes) {
-        free(buf);
-        return error_set(err, "%s: byte offset %lld: %s", sh->path, (long long)(offset + (got > 0 ? got : 0)),
-                         got < 0 ? strerror(e) : "unexpected end of file (the file shrank after it was opened?)");
-    }
+    int64_t offset = sh->data_offset + token * isz;   // byte offset of the window in the file
+    const unsigned char *buf = sh->map + offset;      // in the mapping: checked at open
     for (int t = 0; t <= T; t++) {
         uint64_t raw = data_le(buf + (size_t)t * isz, isz);
         int64_t id = (int64_t)raw;
         if (fs->files.is_signed && isz < 8 && (raw >> (8 * isz - 1)) & 1) id = (int64_t)(raw | (~0ULL << (8 * isz)));  // sign-extend
         long long at = (long long)(offset + (int64_t)t * isz);
         if (id < 0 || id >= fs->vocab_size) {
-            free(buf);
             if (id < 0) return error_set(err, "%s: byte offset %lld: negative token id %lld", sh->path, at, (long long)id);
             return error_set(err, "%s: byte offset %lld: token id %lld >= model.vocab_size %d", sh->path, at, (long long)id, fs->vocab_size);
         }
@@ -162,6 +176,5 @@ int file_source_get(const FileSource *fs, uint64_t step, int index, SequenceBuff
         if (t > 0) out.targets[t - 1] = (int32_t)id;
     }
     for (int t = 0; t < T; t++) out.buckets[t] = -1;
-    free(buf);
     return 0;
 }

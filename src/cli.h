@@ -1,0 +1,26 @@
+// cli.h: the command line (DESIGN section 2).
+#pragma once
+#include "common.h"
+
+#define CLI_MAX_SETS 256
+
+typedef enum { CMD_NONE, CMD_TRAIN, CMD_EVAL, CMD_INFO, CMD_HELP } Command;
+typedef enum { RESUME_AUTO, RESUME_NEVER, RESUME_PATH } ResumeMode;
+
+typedef struct {
+    Command command;
+    const char *config_path;                 // -c FILE
+    const char *sets[CLI_MAX_SETS];          // --set key=value, in order
+    int n_sets;
+    const char *run_dir;                     // --run-dir DIR (train)
+    ResumeMode resume;                       // --resume auto|never|PATH (train)
+    const char *resume_path;
+    const char *checkpoint_path;             // --checkpoint PATH (eval)
+    double prune_heads;                      // --prune-heads FRAC (eval)
+    int dp, pp;                              // --dp N --pp N (info); 0 = not given
+} CliArgs;
+
+// Parses argv. On a usage error returns -1 with err naming the argument.
+int cli_parse(int argc, char **argv, CliArgs *args, Error *err);
+
+void cli_print_usage(FILE *out);

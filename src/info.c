@@ -1,0 +1,58 @@
+#include "info.h"
+#include "flops.h"
+#include "model.h"
+#include "train.h"
+
+static void print_count(FILE *out, const char *what, size_t n, size_t total) {
+    fprintf(out, "  %-28s %14zu  (%6.2f%%, %.1fM)\n", what, n, 100.0 * n / total, n / 1e6);
+}
+
+static const char *bytes_h(double b, char *buf) {
+    if (b >= 1024.0 * 1024 * 1024) sprintf(buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+    else sprintf(buf, "%.1f MiB", b / (1024.0 * 1024));
+    return buf;
+}
+
+void print_info(const Config *cfg, int dp, int pp, FILE *out) {
+    ModelShape s = model_shape_from_config(cfg);
+    ParamCounts c = count_params(&s);
+    if (pp <= 0) pp = cfg->pp;
+    if (dp <= 0) dp = 1;
+    fprintf(out, "model: %d layers, %d heads (head size %d), d_model %d, MLP hidden %d, seq_len %d, vocab %d, %s-norm, %s head\n",
+            s.n_layer, s.n_head, s.head_size, s.d_model, s.mlp_hidden, s.seq_len, s.vocab_size,
+            s.norm == NORM_PRE ? "pre" : "post", s.tie_embeddings ? "tied" : "untied");
+    fprintf(out, "parameters: %zu (%.1fM); non-embedding %zu (%.1fM)\n", c.total, c.total / 1e6, c.total - c.embedding,
+            (c.total - c.embedding) / 1e6);
+    print_count(out, "embeddings (wte + wpe)", c.embedding, c.total);
+    print_count(out, "attention (qkv + proj)", c.attention, c.total);
+    print_count(out, "mlp (fc + proj)", c.mlp, c.total);
+    print_count(out, "layernorms", c.norm, c.total);
+    if (c.lm_head) print_count(out, "lm head", c.lm_head, c.total);
+    double fpt = flops_per_token(&s);
+    fprintf(out, "FLOPs per token (forward+backward): %.4g = 6 x %zu matmul weights + 12 x L %d x d %d x T %d (attention)\n",
+            fpt, c.matmul, s.n_layer, s.d_model, s.seq_len);
+    long steps = total_steps_of(cfg);
+    double tokens = (double)steps * cfg->batch_size * cfg->seq_len;
+    fprintf(out, "training: %ld steps x %d sequences x %d tokens = %.4g tokens, %.4g FLOPs\n", steps, cfg->batch_size,
+            cfg->seq_len, tokens, tokens * fpt);
+
+    // Memory of the busiest rank: stage 0 holds the embeddings and the first share of layers.
+    int micro_per_rank = cfg->micro_batches > 0 ? cfg->micro_batches : cfg->batch_size / (cfg->micro_batch_size * dp);
+    if (micro_per_rank < 1) micro_per_rank = 1;
+    fprintf(out, "topology: dp %d x pp %d = %d ranks, %d micro-batches of %d sequences per rank and step\n", dp, pp, dp * pp,
+            micro_per_rank, cfg->micro_batch_size);
+    char b1[32], b2[32], b3[32], b4[32], b5[32];
+    for (int stage = 0; stage < pp; stage++) {
+        int l0 = (int)((long)s.n_layer * stage / pp), l1 = (int)((long)s.n_layer * (stage + 1) / pp);
+        // 1F1B keeps at most pp - stage micro-batches in flight on a stage.
+        int in_flight = pp - stage < micro_per_rank ? pp - stage : micro_per_rank;
+        MemoryEstimate m = estimate_memory(&s, cfg->micro_batch_size, l0, l1, stage == 0, stage == pp - 1, in_flight,
+                                           cfg->zero ? dp : 1);
+        double total = m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.activation_bytes;
+        fprintf(out, "  stage %d (layers %d-%d): params %s, grads %s, AdamW %s, activations %s (%d in flight) = %s per rank (fp32)\n",
+                stage, l0, l1 - 1, bytes_h(m.params_bytes, b1), bytes_h(m.grads_bytes, b2), bytes_h(m.optimizer_bytes, b3),
+                bytes_h(m.activation_bytes, b4), in_flight, bytes_h(total, b5));
+    }
+    fprintf(out, "pipeline bubble (p-1)/(m+p-1) = (%d-1)/(%d+%d-1) = %.4f\n", pp, micro_per_rank, pp,
+            (double)(pp - 1) / (micro_per_rank + pp - 1));
+}

@@ -1,0 +1,32 @@
+#include "peak.h"
+#include <cblas.h>
+#include <stdlib.h>
+#include <time.h>
+#include "common.h"
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double measure_sgemm_gflops(void) {
+    enum { n = 1024, runs = 5 };
+    float *a = xmalloc(sizeof(float) * n * n), *b = xmalloc(sizeof(float) * n * n), *c = xmalloc(sizeof(float) * n * n);
+    for (size_t i = 0; i < (size_t)n * n; i++) { a[i] = (float)(i % 7) * 0.1f; b[i] = (float)(i % 5) * 0.1f; }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);   // warm-up
+    double gflops[runs];
+    for (int r = 0; r < runs; r++) {
+        double t0 = now_seconds();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        gflops[r] = 2.0 * n * n * n / (now_seconds() - t0) / 1e9;
+    }
+    qsort(gflops, runs, sizeof(double), cmp_double);
+    free(a); free(b); free(c);
+    return gflops[runs / 2];
+}

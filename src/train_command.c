@@ -1,0 +1,202 @@
+// train_command.c: `entrank train`: the run directory, the human log, metrics.h5 and the loop
+// around trainer_step with logging, evaluation and the bad-step policy.
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include "flops.h"
+#include "peak.h"
+#include "train.h"
+
+#ifndef ENTRANK_REVISION
+#define ENTRANK_REVISION "unknown"
+#endif
+
+typedef struct {
+    FILE *file;
+} RunLog;
+
+// One line to stdout and to the run's log.txt.
+static void runlog(RunLog *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void runlog(RunLog *log, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    if (log->file) {
+        va_start(ap, fmt);
+        vfprintf(log->file, fmt, ap);
+        va_end(ap);
+        fflush(log->file);
+    }
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int mkdir_p(const char *path, Error *err) {
+    char buf[CFG_PATH_LEN];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return error_set(err, "--run-dir: path too long");
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0775) && errno != EEXIST) return error_set(err, "%s: cannot create directory: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0775) && errno != EEXIST) return error_set(err, "%s: cannot create directory: %s", buf, strerror(errno));
+    return 0;
+}
+
+static void format_duration(double seconds, char *out, size_t n) {
+    long s = (long)(seconds + 0.5);
+    if (s >= 3600) snprintf(out, n, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    else if (s >= 60) snprintf(out, n, "%ldm%02lds", s / 60, s % 60);
+    else snprintf(out, n, "%lds", s);
+}
+
+static void declare_metrics(MetricsFile *mf, int n_buckets) {
+    const struct { const char *name, *description, *units; } scalars[] = {
+        {"/steps/step", "optimizer step (0-based)", "step"},
+        {"/steps/tokens", "tokens consumed after this step", "tokens"},
+        {"/steps/loss", "total training loss (LM loss + auxiliary losses)", "nats/token"},
+        {"/steps/lm_loss", "language-model cross-entropy over scored positions", "nats/token"},
+        {"/steps/aux_loss", "auxiliary losses (regularisers); 0 without any", "nats/token"},
+        {"/steps/lr", "learning rate of this step", "1"},
+        {"/steps/grad_norm", "global gradient L2 norm before clipping", "1"},
+        {"/steps/step_ms", "wall time of the step", "ms"},
+        {"/steps/tokens_per_s", "training throughput", "tokens/s"},
+        {"/steps/mfu", "achieved FLOP/s over the device peak (CPU: measured cblas_sgemm)", "fraction"},
+        {"/eval/step", "step after which the evaluation ran", "step"},
+        {"/eval/val_loss", "validation cross-entropy over scored positions", "nats/token"},
+        {"/eval/val_ppl", "exp(val_loss)", "1"},
+    };
+    for (size_t i = 0; i < sizeof scalars / sizeof scalars[0]; i++)
+        metrics_declare(mf, scalars[i].name, 0, NULL, scalars[i].description, scalars[i].units);
+    if (n_buckets > 0) {
+        size_t dims[1] = {(size_t)n_buckets};
+        metrics_declare(mf, "/eval/task_acc", 1, dims, "answer accuracy per task bucket (depth or distance); NaN if empty", "fraction");
+    }
+}
+
+static void report_eval(RunLog *log, MetricsFile *mf, Trainer *t, long step, const EvalResult *ev) {
+    char line[2048];
+    int len = snprintf(line, sizeof line, "eval step %ld | val loss %.6f | val ppl %.4f", step, ev->loss, ev->ppl);
+    double acc[DATA_MAX_BUCKETS];
+    for (int b = 0; b < ev->n_buckets; b++) {
+        acc[b] = ev->total[b] > 0 ? (double)ev->correct[b] / ev->total[b] : NAN;
+        len += snprintf(line + len, sizeof line - (size_t)len, " | %s acc %.3f (n=%ld)", data_bucket_label(t->val_data, b),
+                        acc[b], ev->total[b]);
+        if (len >= (int)sizeof line) break;
+    }
+    runlog(log, "%s\n", line);
+    double s = (double)step;
+    metrics_append(mf, "/eval/step", &s);
+    metrics_append(mf, "/eval/val_loss", &ev->loss);
+    metrics_append(mf, "/eval/val_ppl", &ev->ppl);
+    if (ev->n_buckets > 0) metrics_append(mf, "/eval/task_acc", acc);
+    metrics_flush(mf);
+}
+
+int train_command(const Config *cfg, const char *config_path, const char *run_dir, int resume_never) {
+    (void)config_path;
+    Error err = {{0}};
+    char path[CFG_PATH_LEN + 64];
+    if (!strcmp(cfg->device, "cuda")) die(EXIT_BAD_INPUT, "train.device: \"cuda\" requested but this build has no CUDA backend");
+
+    // Refuse to overwrite another run's record: a run directory with metrics but nothing to resume from.
+    snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
+    if (access(path, F_OK) == 0) {
+        die(EXIT_BAD_INPUT, "%s: already exists and there is no checkpoint to resume from (%s); choose a new --run-dir",
+            path, resume_never ? "--resume never" : "no checkpoints/latest");
+    }
+    Trainer t;
+    if (trainer_init(&t, cfg, backend_cpu_f32(), &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    if (mkdir_p(run_dir, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+
+    snprintf(path, sizeof path, "%s/config.cfg", run_dir);
+    FILE *f = fopen(path, "w");
+    if (!f) die(EXIT_FAILURE_OTHER, "%s: cannot write: %s", path, strerror(errno));
+    config_write_text(cfg, f);
+    fclose(f);
+    RunLog log = {0};
+    snprintf(path, sizeof path, "%s/log.txt", run_dir);
+    log.file = fopen(path, "a");
+    if (!log.file) die(EXIT_FAILURE_OTHER, "%s: cannot write: %s", path, strerror(errno));
+
+    char *config_text = config_to_string(cfg);
+    MetricsRunInfo info = {.config_text = config_text, .revision = ENTRANK_REVISION, .dp = 1, .pp = 1, .device = "cpu"};
+    snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
+    MetricsFile *mf = metrics_create(path, &info, &err);
+    if (!mf) die(EXIT_FAILURE_OTHER, "%s", err.msg);
+    int n_buckets = data_n_buckets(t.val_data);
+    declare_metrics(mf, n_buckets);
+
+    ModelShape shape = t.model.shape;
+    ParamCounts pc = count_params(&shape);
+    double peak_gflops = measure_sgemm_gflops();
+    double tokens_per_step = (double)cfg->batch_size * cfg->seq_len;
+    runlog(&log, "entrank %s | device cpu (%s) | run dir %s\n", ENTRANK_REVISION, t.be->name, run_dir);
+    runlog(&log, "model: %d layers, %d heads, d_model %d, seq_len %d, vocab %d, %s-norm | %.3fM parameters\n",
+           shape.n_layer, shape.n_head, shape.d_model, shape.seq_len, shape.vocab_size,
+           shape.norm == NORM_PRE ? "pre" : "post", pc.total / 1e6);
+    runlog(&log, "train: %ld steps x %d sequences (%d micro-batches of %d) = %.0f tokens/step | data %s\n", t.total_steps,
+           cfg->batch_size, t.micro_batches, t.micro_batch_size, tokens_per_step, cfg->data_kind);
+    runlog(&log, "throughput reference: cblas_sgemm 1024^3 measured at %.1f GFLOP/s (MFU is relative to it); "
+           "%.3f GFLOP per token\n", peak_gflops, t.flops_per_token / 1e9);
+
+    int exit_code = EXIT_DONE;
+    double run_start = now_seconds(), steps_time = 0;
+    long timed_steps = 0;
+    for (long step = 0; step < t.total_steps; step++) {
+        double t0 = now_seconds();
+        StepResult r;
+        if (trainer_step(&t, step, &r, &err)) { metrics_close(mf); die(EXIT_BAD_INPUT, "%s", err.msg); }
+        double dt = now_seconds() - t0;
+        // The first steps pay for page faults and thread start-up: keep them out of the ETA.
+        if (step >= 2) { steps_time += dt; timed_steps++; }
+        double tok_s = tokens_per_step / dt;
+        double mfu = tok_s * t.flops_per_token / (peak_gflops * 1e9);
+        if (r.skipped) {
+            runlog(&log, "step %ld: non-finite loss or gradient (loss %g, grad norm %g): update skipped (%d in a row)\n", step,
+                   r.loss, r.grad_norm, r.bad_in_row);
+            if (r.stop) {
+                runlog(&log, "stopping: %d non-finite steps in a row (train.max_bad_steps = %d)\n", r.bad_in_row, cfg->max_bad_steps);
+                exit_code = EXIT_FAILURE_OTHER;
+                break;
+            }
+        }
+        double row[10] = {(double)step, (step + 1) * tokens_per_step, r.loss, r.loss, 0.0, r.lr, r.grad_norm, dt * 1e3, tok_s, mfu};
+        const char *names[10] = {"/steps/step", "/steps/tokens", "/steps/loss", "/steps/lm_loss", "/steps/aux_loss",
+                                 "/steps/lr", "/steps/grad_norm", "/steps/step_ms", "/steps/tokens_per_s", "/steps/mfu"};
+        for (int i = 0; i < 10; i++) metrics_append(mf, names[i], &row[i]);
+        int last = step == t.total_steps - 1;
+        if (step % cfg->log_every == 0 || last) {
+            char eta[32];
+            double mean = timed_steps > 0 ? steps_time / timed_steps : dt;
+            format_duration(mean * (double)(t.total_steps - step - 1), eta, sizeof eta);
+            runlog(&log, "step %6ld/%ld | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | MFU %.1f%% | ETA %s\n",
+                   step, t.total_steps, r.loss, r.lr, r.grad_norm, dt * 1e3, tok_s, 100 * mfu, eta);
+            metrics_flush(mf);
+        }
+        if ((cfg->eval_every > 0 && (step + 1) % cfg->eval_every == 0) || last) {
+            EvalResult ev;
+            if (trainer_evaluate(&t, &ev, &err)) { metrics_close(mf); die(EXIT_BAD_INPUT, "%s", err.msg); }
+            report_eval(&log, mf, &t, step, &ev);
+        }
+    }
+    char total[32];
+    format_duration(now_seconds() - run_start, total, sizeof total);
+    runlog(&log, "done in %s; metrics in %s/metrics.h5\n", total, run_dir);
+    metrics_close(mf);
+    fclose(log.file);
+    free(config_text);
+    trainer_free(&t);
+    return exit_code;
+}

@@ -1,0 +1,77 @@
+"""Bad input gets one line naming the file and the key / byte offset, exit 2, and leaves what is
+on disk alone (DESIGN section 11)."""
+import os
+import numpy as np
+from conftest import write_llmc_shard, write_megatron
+
+
+def one_line_error(proc):
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_unknown_config_key_names_file_line_and_key(entrank, tmp_path):
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text('train = { steps = 10; };\nmodel = {\n  n_layre = 4;\n};\n')
+    msg = one_line_error(entrank("info", "-c", cfg, check=2))
+    assert f"{cfg}:3" in msg and "model.n_layre" in msg and "unknown key" in msg
+
+
+def test_bad_set_value_names_the_key(entrank):
+    msg = one_line_error(entrank("info", "-c", "configs/tiny.cfg", "--set", "train.lr=fast", check=2))
+    assert msg.startswith("entrank: --set train.lr")
+    msg = one_line_error(entrank("info", "-c", "configs/tiny.cfg", "--set", "model.n_layer=-3", check=2))
+    assert "--set model.n_layer" in msg and "range" in msg
+
+
+def test_unknown_command_and_missing_config_are_usage_errors(entrank):
+    assert "unknown command" in one_line_error(entrank("fly", check=2))
+    assert "missing -c" in one_line_error(entrank("train", check=2))
+    assert "--bogus" in one_line_error(entrank("train", "-c", "configs/tiny.cfg", "--bogus", "1", check=2))
+    assert entrank("--help", check=0).stdout.startswith("usage:")
+
+
+def llmc_args(path, run_dir):
+    return ["--set", "data.kind=llmc", "--set", f'data.train="{path}"', "--set", f'data.val="{path}"',
+            "--run-dir", run_dir, "--set", "train.steps=2", "--set", "train.warmup_steps=1"]
+
+
+def test_llmc_wrong_magic_names_file_and_offset(entrank, tmp_path):
+    shard = tmp_path / "bad_magic.bin"
+    write_llmc_shard(shard, np.arange(1000) % 64, magic=12345)
+    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *llmc_args(shard, tmp_path / "run"), check=2))
+    assert str(shard) in msg and "offset 0" in msg
+    assert not (tmp_path / "run" / "metrics.h5").exists()
+
+
+def test_llmc_truncated_shard_names_file_and_size(entrank, tmp_path):
+    shard = tmp_path / "short.bin"
+    write_llmc_shard(shard, np.arange(1000) % 64, count=5000)
+    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *llmc_args(shard, tmp_path / "run"), check=2))
+    assert str(shard) in msg and "trunc" in msg.lower()
+
+
+def test_llmc_token_beyond_vocab_names_byte_offset(entrank, tmp_path):
+    shard = tmp_path / "big_ids.bin"
+    write_llmc_shard(shard, np.full(1000, 500))     # every token >= vocab_size 64
+    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *llmc_args(shard, tmp_path / "run"), check=2))
+    assert str(shard) in msg and "offset" in msg and "model.vocab_size" in msg
+
+
+def test_megatron_wrong_magic_names_file_and_offset(entrank, tmp_path):
+    prefix = tmp_path / "corpus"
+    write_megatron(prefix, [np.arange(300) % 64, np.arange(400) % 64], magic=b"NOTMAGIC\x00")
+    args = ["--set", "data.kind=megatron", "--set", f'data.train="{prefix}"', "--set", f'data.val="{prefix}"',
+            "--run-dir", tmp_path / "run", "--set", "train.steps=2", "--set", "train.warmup_steps=1"]
+    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *args, check=2))
+    assert f"{prefix}.idx" in msg and "offset 0" in msg
+
+
+def test_existing_run_is_not_overwritten(entrank, tmp_path, tiny_fast):
+    run = tmp_path / "run"
+    entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--set", "train.steps=3", "--run-dir", run, check=0)
+    before = (run / "metrics.h5").read_bytes()
+    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, check=2))
+    assert str(run / "metrics.h5") in msg
+    assert (run / "metrics.h5").read_bytes() == before
