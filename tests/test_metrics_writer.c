@@ -487,12 +487,17 @@ static void test_reader_lock_defers_rows(void **state) {
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        // Only the parent keeps the write end of `release`: if the parent dies, read sees EOF.
+        close(ready[0]);
+        close(release[1]);
         hid_t file = H5Fopen(t->path, H5F_ACC_RDONLY, H5P_DEFAULT);
         char c = file >= 0 ? 'y' : 'n';
         if (write(ready[1], &c, 1) != 1) _exit(2);
         if (read(release[0], &c, 1) < 0) _exit(2);
         _exit(file >= 0 && H5Fclose(file) >= 0 ? 0 : 1);
     }
+    close(ready[1]);
+    close(release[0]);
     char c = 0;
     assert_int_equal(read(ready[0], &c, 1), 1);
     assert_int_equal(c, 'y');
@@ -509,7 +514,8 @@ static void test_reader_lock_defers_rows(void **state) {
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    close(ready[0]), close(ready[1]), close(release[0]), close(release[1]);
+    close(ready[0]);
+    close(release[1]);
 
     metrics_flush(mf);
     assert_int_equal(metrics_queued_rows(mf), 0);

@@ -1,0 +1,103 @@
+"""metrics.h5 as h5py sees it: the file written by test_sample_file in the C test binary
+build/tests/test_metrics_writer (created, flushed, closed, reopened and appended to, like a
+resumed run). The binary is built by the C test build; this file builds nothing."""
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITER = ROOT / "build" / "tests" / "test_metrics_writer"
+
+L, H, N = 2, 3, 5
+
+
+@pytest.fixture(scope="module")
+def metrics_path(tmp_path_factory):
+    if not os.access(WRITER, os.X_OK):
+        pytest.skip(f"{WRITER.relative_to(ROOT)} is not built (build the C tests first)")
+    out = tmp_path_factory.mktemp("metrics") / "m.h5"
+    env = dict(os.environ, ENTRANK_METRICS_OUT=str(out), CMOCKA_MESSAGE_OUTPUT="TAP")
+    proc = subprocess.run([str(WRITER)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok 1 - test_sample_file" in proc.stdout, proc.stdout
+    assert out.exists()
+    return out
+
+
+@pytest.fixture
+def f(metrics_path):
+    with h5py.File(metrics_path, "r") as fh:
+        yield fh
+
+
+def test_root_attributes(f):
+    a = f.attrs
+    assert a["config"] == "model: { n_layer = 2; n_head = 3; };\ntrain: { steps = 5; };\n"
+    assert a["revision"] == "abc1234"
+    assert a["device"] == "cpu"
+    assert isinstance(a["dp"], np.integer) and a["dp"] == 2
+    assert isinstance(a["pp"], np.integer) and a["pp"] == 1
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", a["created"])
+
+
+def test_groups_and_datasets(f):
+    assert set(f.keys()) == {"steps", "trace"}
+    assert set(f["steps"].keys()) == {"step", "loss"}
+    assert set(f["trace"].keys()) == {"attn_entropy"}
+
+
+def test_scalar_series_continues_across_reopen(f):
+    step, loss = f["/steps/step"], f["/steps/loss"]
+    assert step.dtype == np.float64 and loss.dtype == np.float64
+    assert step.shape == (N,) and loss.shape == (N,)
+    np.testing.assert_array_equal(step[:], np.arange(1, N + 1))
+    np.testing.assert_array_equal(loss[:], 4.0 - 0.25 * np.arange(N))
+
+
+def test_layer_head_rows(f):
+    d = f["/trace/attn_entropy"]
+    assert d.shape == (N, L, H)
+    assert d.dtype == np.float64
+    i, l, h = np.meshgrid(np.arange(N), np.arange(L), np.arange(H), indexing="ij")
+    np.testing.assert_array_equal(d[:], i + 0.125 * l + 0.0625 * h)
+
+
+def test_extendable_and_chunked(f):
+    for name, row_shape in [("/steps/loss", ()), ("/trace/attn_entropy", (L, H))]:
+        d = f[name]
+        assert d.maxshape == (None,) + row_shape
+        assert d.chunks is not None
+        assert d.chunks[1:] == row_shape
+        assert d.chunks[0] == max(1, 64 * 1024 // (8 * int(np.prod(row_shape, dtype=int))))
+
+
+def test_description_and_units(f):
+    expect = {
+        "/steps/step": ("optimizer step after the update", "steps"),
+        "/steps/loss": ("training loss", "nats"),
+        "/trace/attn_entropy": ("mean attention row entropy", "nats"),
+    }
+    for name, (description, units) in expect.items():
+        assert f[name].attrs["description"] == description
+        assert f[name].attrs["units"] == units
+    # Every dataset in the file carries both, as str (variable-length UTF-8).
+    def check(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            assert isinstance(obj.attrs["description"], str) and obj.attrs["description"], name
+            assert isinstance(obj.attrs["units"], str) and obj.attrs["units"], name
+    f.visititems(check)
+
+
+def test_axis_attributes(f):
+    a = f["/trace/attn_entropy"].attrs
+    assert a["axes"] == "step,layer,head"
+    np.testing.assert_array_equal(a["axis1_layer"], np.arange(L))
+    np.testing.assert_array_equal(a["axis2_head"], np.arange(H))
+    assert a["axis1_layer"].dtype == np.int32
+    assert "axis0_step" not in a  # the growing axis is named, not indexed
+    assert "axes" not in f["/steps/loss"].attrs
