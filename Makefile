@@ -42,11 +42,13 @@ bin/entrank: $(OBJ)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo "CC $<"
+	@$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Isrc -o $@ $< $(LIB_OBJ) $(TEST_LDLIBS)
+	@echo "CC $@"
+	@$(CC) $(CFLAGS) -Isrc -o $@ $< $(LIB_OBJ) $(TEST_LDLIBS)
 
 # ---------------------------------------------------------------------------------------------
 # Set-up. Every target that needs the toolchain first runs check-deps, which is quick when all

@@ -1,6 +1,7 @@
 // The fp64 CPU backend: the same source in double precision, the reference of gradient tests.
 typedef double real;
 #define CBLAS_GEMM cblas_dgemm
+#define REAL_EXP exp   // the oracle keeps libm
 #define BACKEND_NAME "cpu-f64"
 #define BACKEND_CONSTRUCTOR backend_cpu_f64
 #include "cpu_backend.inc"

@@ -1,0 +1,37 @@
+"""`entrank info`: parameter counts against an independent count, FLOPs formula, bubble."""
+import re
+import pytest
+
+
+def gpt_params(L, C, V, T, ratio=4.0, tied=True):
+    H = round(ratio * C)
+    per_layer = 4 * C + (3 * C * C + 3 * C) + (C * C + C) + (H * C + H) + (C * H + C)
+    return V * C + T * C + L * per_layer + 2 * C + (0 if tied else V * C)
+
+
+@pytest.mark.parametrize("preset,L,C,V,T,approx", [
+    ("sga-48l", 48, 768, 32000, 512, 366e6),
+    ("sga-780m", 48, 1152, 32000, 512, 800e6),
+    ("r3si-32l", 32, 2048, 50304, 2048, 1.7e9),
+    ("r3si-1.3b", 24, 2048, 50304, 2048, 1.3e9),
+    ("tiny", 8, 64, 64, 128, 0.41e6),
+])
+def test_parameter_counts_match_independent_formula(entrank, preset, L, C, V, T, approx):
+    out = entrank("info", "-c", f"configs/{preset}.cfg", check=0).stdout
+    total = int(re.search(r"parameters: (\d+)", out).group(1))
+    assert total == gpt_params(L, C, V, T)
+    assert abs(total - approx) / approx < 0.03       # DESIGN section 3's figures
+    H = 4 * C
+    matmul = L * (4 * C * C + 2 * H * C) + V * C
+    flops = float(re.search(r"FLOPs per token \(forward\+backward\): ([0-9.e+]+)", out).group(1))
+    assert abs(flops - (6 * matmul + 12 * L * C * T)) / flops < 1e-3
+
+
+def test_pipeline_bubble_and_per_stage_memory(entrank):
+    out = entrank("info", "-c", "configs/tiny.cfg", "--dp", "2", "--pp", "4",
+                  "--set", "train.micro_batch_size=4", check=0).stdout
+    # 32 sequences / (4 per micro-batch x dp 2) = 4 micro-batches; bubble (4-1)/(4+4-1)
+    assert "4 micro-batches" in out
+    assert re.search(r"bubble .* = 0\.4286", out)
+    assert len(re.findall(r"^  stage \d", out, re.M)) == 4
+    assert "layers 0-1" in out and "layers 6-7" in out

@@ -1,0 +1,95 @@
+// The training step: non-finite losses are skipped and counted, the update leaves no trace of
+// them, the run is told to stop after train.max_bad_steps in a row; and the memory that `info`
+// reports for activations is what the trainer really allocates.
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <math.h>
+#include <string.h>
+#include "flops.h"
+#include "train.h"
+
+static Config cfg;
+
+static void load_tiny(void) {
+    const char *sets[] = {"model.n_layer=2", "model.seq_len=32", "train.batch_size=4", "train.micro_batch_size=2",
+                          "train.steps=10", "train.warmup_steps=2", "train.max_bad_steps=3"};
+    Error err = {{0}};
+    if (config_load("configs/tiny.cfg", sets, 7, &cfg, &err)) fail_msg("%s", err.msg);
+}
+
+static void test_nonfinite_steps_are_skipped_and_stop_the_run(void **state) {
+    (void)state;
+    load_tiny();
+    Trainer t;
+    Error err = {{0}};
+    assert_int_equal(trainer_init(&t, &cfg, backend_cpu_f32(), &err), 0);
+    StepResult r;
+    assert_int_equal(trainer_step(&t, 0, &r, &err), 0);
+    assert_false(r.skipped);
+    assert_true(isfinite(r.loss) && r.loss > 0);
+
+    // Poison one weight of the first block: every loss becomes NaN.
+    float *before = malloc(t.model.num_params * sizeof(float)), *after = malloc(t.model.num_params * sizeof(float));
+    float good, nan_value = NAN;
+    void *w = model_param(&t.model, PARAM_QKV_W, 0);
+    t.be->download(&good, w, 1);
+    t.be->upload(w, &nan_value, 1);
+    t.be->download(before, t.model.params_mem, t.model.num_params);
+    for (int k = 1; k <= 3; k++) {
+        assert_int_equal(trainer_step(&t, k, &r, &err), 0);
+        assert_true(r.skipped);
+        assert_int_equal(r.bad_in_row, k);
+        assert_int_equal(r.stop, k == 3);
+    }
+    // No update was applied: every parameter (the NaN included) is bit for bit what it was.
+    t.be->download(after, t.model.params_mem, t.model.num_params);
+    assert_memory_equal(before, after, t.model.num_params * sizeof(float));
+    assert_int_equal(t.adam.t, 1);
+
+    // A finite step resets the count.
+    t.be->upload(w, &good, 1);
+    assert_int_equal(trainer_step(&t, 4, &r, &err), 0);
+    assert_false(r.skipped);
+    assert_int_equal(r.bad_in_row, 0);
+    assert_int_equal(t.adam.t, 2);
+    free(before); free(after);
+    trainer_free(&t);
+}
+
+static void test_info_activation_memory_matches_allocation(void **state) {
+    (void)state;
+    load_tiny();
+    Trainer t;
+    Error err = {{0}};
+    assert_int_equal(trainer_init(&t, &cfg, backend_cpu_f32(), &err), 0);
+    ModelShape s = t.model.shape;
+    MemoryEstimate m = estimate_memory(&s, cfg.micro_batch_size, 0, s.n_layer, 1, 1, 1, 1);
+    assert_true(fabs(m.activation_bytes - (double)t.acts.bytes) < 1.0);
+    // Parameters: the arenas hold exactly the counted parameters (plus alignment padding).
+    ParamCounts c = count_params(&s);
+    assert_int_equal(model_count_params(&s), c.total);
+    assert_true(t.model.num_params >= c.total && t.model.num_params < c.total + 16 * NUM_PARAMS);
+    trainer_free(&t);
+}
+
+static void test_learning_rate_schedule(void **state) {
+    (void)state;
+    load_tiny();
+    cfg.lr = 1e-3; cfg.min_lr = 1e-4; cfg.warmup_steps = 10;
+    assert_true(fabs(lr_at_step(&cfg, 0, 110) - 1e-4) < 1e-12);        // warmup: lr (step+1)/warmup
+    assert_true(fabs(lr_at_step(&cfg, 9, 110) - 1e-3) < 1e-12);
+    assert_true(fabs(lr_at_step(&cfg, 10, 110) - 1e-3) < 1e-12);       // cosine starts at the peak
+    assert_true(fabs(lr_at_step(&cfg, 60, 110) - 5.5e-4) < 1e-12);     // halfway: the mean of peak and floor
+    assert_true(fabs(lr_at_step(&cfg, 110, 110) - 1e-4) < 1e-12);      // floor
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_nonfinite_steps_are_skipped_and_stop_the_run),
+        cmocka_unit_test(test_info_activation_memory_matches_allocation),
+        cmocka_unit_test(test_learning_rate_schedule),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
