@@ -1,4 +1,5 @@
 #include "common.h"
+#include <mpi.h>
 #include <string.h>
 
 int error_set(Error *err, const char *fmt, ...) {
@@ -18,6 +19,15 @@ void die(int code, const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+    // Under MPI a rank that stops alone must take the others with it, or they would wait forever.
+    int initialized = 0, finalized = 0, world = 1;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (initialized && !finalized) {
+        MPI_Comm_size(MPI_COMM_WORLD, &world);
+        if (world > 1) MPI_Abort(MPI_COMM_WORLD, code);
+        MPI_Finalize();
+    }
     exit(code);
 }
 

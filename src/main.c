@@ -1,6 +1,8 @@
 // entrank: train, evaluate and inspect GPT-style decoders (DESIGN section 2).
+#include <mpi.h>
 #include <string.h>
 #include "cli.h"
+#include "comm.h"
 #include "config.h"
 #include "info.h"
 #include "train.h"
@@ -26,24 +28,45 @@ int main(int argc, char **argv) {
         return EXIT_DONE;
     }
     static Config cfg;   // large (paths): kept off the stack
-    if (config_load(args.config_path, args.sets, args.n_sets, &cfg, &err)) {
-        fprintf(stderr, "entrank: %s\n", err.msg);
-        return EXIT_BAD_INPUT;
-    }
-    switch (args.command) {
-    case CMD_INFO:
+    if (args.command == CMD_INFO) {
+        if (config_load(args.config_path, args.sets, args.n_sets, &cfg, &err)) {
+            fprintf(stderr, "entrank: %s\n", err.msg);
+            return EXIT_BAD_INPUT;
+        }
         print_info(&cfg, args.dp, args.pp, stdout);
         return EXIT_DONE;
-    case CMD_TRAIN: {
-        char name[256], run_dir[CFG_PATH_LEN];
-        if (args.run_dir) snprintf(run_dir, sizeof run_dir, "%s", args.run_dir);
-        else snprintf(run_dir, sizeof run_dir, "runs/%s", config_basename(args.config_path, name, sizeof name));
-        if (args.resume == RESUME_PATH) die(EXIT_BAD_INPUT, "--resume %s: this build writes no checkpoints yet, so there is nothing to resume", args.resume_path);
-        return train_command(&cfg, args.config_path, run_dir, args.resume == RESUME_NEVER);
     }
-    case CMD_EVAL:
-        die(EXIT_BAD_INPUT, "--checkpoint %s: this build writes no checkpoints yet, so there is nothing to evaluate", args.checkpoint_path);
-    default:
-        return EXIT_FAILURE_OTHER;
+
+    // train and eval run as MPI ranks (a single process is a world of one).
+    mpiCheck(MPI_Init(&argc, &argv));
+    int rank;
+    mpiCheck(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    int code = EXIT_DONE;
+    // Every rank reads the same config and reaches the same verdict: rank 0 reports it once.
+    if (config_load(args.config_path, args.sets, args.n_sets, &cfg, &err)) {
+        if (rank == 0) fprintf(stderr, "entrank: %s\n", err.msg);
+        code = EXIT_BAD_INPUT;
+    } else if (args.command == CMD_TRAIN && args.resume == RESUME_PATH) {
+        if (rank == 0) fprintf(stderr, "entrank: --resume %s: this build writes no checkpoints yet, so there is nothing to resume\n", args.resume_path);
+        code = EXIT_BAD_INPUT;
+    } else if (args.command == CMD_EVAL) {
+        if (rank == 0) fprintf(stderr, "entrank: --checkpoint %s: this build writes no checkpoints yet, so there is nothing to evaluate\n", args.checkpoint_path);
+        code = EXIT_BAD_INPUT;
+    } else {
+        int world;
+        mpiCheck(MPI_Comm_size(MPI_COMM_WORLD, &world));
+        if (world % cfg.pp != 0) {
+            if (rank == 0) fprintf(stderr, "entrank: parallel.pp: %d ranks cannot be split into pipelines of %d stages\n", world, cfg.pp);
+            code = EXIT_BAD_INPUT;
+        } else {
+            char name[256], run_dir[CFG_PATH_LEN];
+            if (args.run_dir) snprintf(run_dir, sizeof run_dir, "%s", args.run_dir);
+            else snprintf(run_dir, sizeof run_dir, "runs/%s", config_basename(args.config_path, name, sizeof name));
+            Comm *comm = comm_mpi_create(cfg.pp, backend_cpu_f32()->elem_size);
+            code = train_command(&cfg, comm, run_dir, args.resume == RESUME_NEVER);
+            comm->free(comm);
+        }
     }
+    MPI_Finalize();
+    return code;
 }

@@ -74,7 +74,14 @@ size_t model_count_params(const ModelShape *s) {
     return total;
 }
 
-void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, int layer_end, int has_embedding, int has_head) {
+// Arena layout, chosen so that data-parallel reduction works on contiguous buckets:
+//   [embedding region: wte, wpe | layer 0 region | layer 1 region | ... | head region: lnf, lm_head]
+// Each layer region holds that layer's slice of every block parameter. Every slice starts on a
+// 16-element (64-byte) boundary for vector loads.
+#define ALIGN_ELEMS(n) (((n) + 15) / 16 * 16)
+
+void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, int layer_end, int has_embedding, int has_head,
+                size_t arena_multiple) {
     memset(m, 0, sizeof *m);
     m->shape = shape;
     m->be = be;
@@ -83,7 +90,6 @@ void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, 
     m->has_embedding = has_embedding;
     m->has_head = has_head;
     describe_params(&shape, m->params);
-    size_t offset = 0;
     for (int i = 0; i < NUM_PARAMS; i++) {
         ParamInfo *p = &m->params[i];
         switch (p->role) {
@@ -94,12 +100,37 @@ void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, 
         case ROLE_BLOCK: p->present = layer_end > layer_begin; break;
         case ROLE_HEAD: p->present = has_head && !(i == PARAM_LM_HEAD && shape.tie_embeddings); break;
         }
-        if (!p->present) continue;
-        p->numel = p->slice_numel * (p->role == ROLE_BLOCK ? (size_t)(layer_end - layer_begin) : 1);
-        p->offset = offset;
-        // Keep every tensor 64-byte aligned for vector loads.
-        offset += (p->numel + 15) / 16 * 16;
+        p->numel = p->present ? p->slice_numel * (p->role == ROLE_BLOCK ? (size_t)(layer_end - layer_begin) : 1) : 0;
     }
+    // Block parameters: offsets within one layer region.
+    size_t in_layer = 0;
+    for (int i = 0; i < NUM_PARAMS; i++) {
+        ParamInfo *p = &m->params[i];
+        if (!p->present || p->role != ROLE_BLOCK) continue;
+        p->offset = in_layer;
+        in_layer += ALIGN_ELEMS(p->slice_numel);
+    }
+    m->layer_stride = in_layer;
+    size_t offset = 0;
+    m->regions[REGION_EMBEDDING].offset = offset;
+    for (int i = 0; i < NUM_PARAMS; i++) {
+        ParamInfo *p = &m->params[i];
+        if (!p->present || p->role != ROLE_EMBEDDING) continue;
+        p->offset = offset;
+        offset += ALIGN_ELEMS(p->numel);
+    }
+    m->regions[REGION_EMBEDDING].numel = offset - m->regions[REGION_EMBEDDING].offset;
+    m->layers_offset = offset;
+    offset += m->layer_stride * (size_t)(layer_end - layer_begin);
+    m->regions[REGION_HEAD].offset = offset;
+    for (int i = 0; i < NUM_PARAMS; i++) {
+        ParamInfo *p = &m->params[i];
+        if (!p->present || p->role != ROLE_HEAD) continue;
+        p->offset = offset;
+        offset += ALIGN_ELEMS(p->numel);
+    }
+    m->regions[REGION_HEAD].numel = offset - m->regions[REGION_HEAD].offset;
+    if (arena_multiple > 1) offset = (offset + arena_multiple - 1) / arena_multiple * arena_multiple;
     m->num_params = offset;
     m->params_mem = be->alloc(offset);
     m->grads_mem = be->alloc(offset);
@@ -111,17 +142,22 @@ void model_free(Model *m) {
     memset(m, 0, sizeof *m);
 }
 
-static size_t param_offset(const Model *m, ParamId id, int layer) {
+size_t model_param_offset(const Model *m, ParamId id, int layer) {
     const ParamInfo *p = &m->params[id];
     if (!p->present) die(EXIT_FAILURE_OTHER, "internal: parameter %s is not on this stage", p->name);
     if (p->role != ROLE_BLOCK) return p->offset;
     if (layer < m->layer_begin || layer >= m->layer_end)
         die(EXIT_FAILURE_OTHER, "internal: layer %d of %s is not on this stage", layer, p->name);
-    return p->offset + (size_t)(layer - m->layer_begin) * p->slice_numel;
+    return m->layers_offset + (size_t)(layer - m->layer_begin) * m->layer_stride + p->offset;
 }
 
-void *model_param(const Model *m, ParamId id, int layer) { return be_offset(m->be, m->params_mem, param_offset(m, id, layer)); }
-void *model_grad(const Model *m, ParamId id, int layer) { return be_offset(m->be, m->grads_mem, param_offset(m, id, layer)); }
+ModelRegion model_layer_region(const Model *m, int layer) {
+    ModelRegion r = {m->layers_offset + (size_t)(layer - m->layer_begin) * m->layer_stride, m->layer_stride};
+    return r;
+}
+
+void *model_param(const Model *m, ParamId id, int layer) { return be_offset(m->be, m->params_mem, model_param_offset(m, id, layer)); }
+void *model_grad(const Model *m, ParamId id, int layer) { return be_offset(m->be, m->grads_mem, model_param_offset(m, id, layer)); }
 
 void model_init_weights(Model *m, uint64_t seed) {
     for (int i = 0; i < NUM_PARAMS; i++) {
@@ -304,7 +340,7 @@ void model_forward(Model *m, Activations *a) {
         be->encoder_forward(a->input, a->tokens, model_param(m, PARAM_WTE, 0), model_param(m, PARAM_WPE, 0), B, T, C); // (B,T,C)
     for (int li = 0; li < a->n_local; li++) block_forward(m, a, li);
     if (!m->has_head) return;
-    const void *x = a->n_local > 0 ? model_block_output(m, a, a->n_local - 1) : a->input;
+    const void *x = model_stage_output(m, a);
     be->layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, x, model_param(m, PARAM_LNF_W, 0), model_param(m, PARAM_LNF_B, 0), N, C);
     be->matmul_forward(a->logits, a->lnf, lm_head_weight(m), NULL, N, C, V);    // (B,T,V)
     be->crossentropy_forward(a->losses, a->logits, a->logits, a->targets, N, V); // logits -> probs in place
@@ -382,13 +418,17 @@ static void block_backward(Model *m, Activations *a, int li) {
     }
 }
 
-void model_backward(Model *m, Activations *a, double dloss) {
+void *model_stage_output(const Model *m, const Activations *a) {
+    return a->n_local > 0 ? model_block_output(m, a, a->n_local - 1) : a->input;
+}
+
+void model_backward(Model *m, Activations *a, double dloss, GradReadyFn ready, void *ready_ctx) {
     const Backend *be = m->be;
     const ModelShape *s = &m->shape;
     int B = a->B, T = a->T, C = s->d_model, V = s->vocab_size, N = B * T;
     size_t n = (size_t)N * C;
     if (m->has_head) {
-        const void *x = a->n_local > 0 ? model_block_output(m, a, a->n_local - 1) : a->input;
+        const void *x = model_stage_output(m, a);
         be->crossentropy_backward(a->logits, a->logits, a->targets, dloss, N, V);   // probs -> dlogits in place
         be->zero(a->dln, n);
         be->matmul_backward(a->dln, model_grad(m, s->tie_embeddings ? PARAM_WTE : PARAM_LM_HEAD, 0), NULL, a->logits, a->lnf,
@@ -396,8 +436,15 @@ void model_backward(Model *m, Activations *a, double dloss) {
         be->zero(a->dresidual, n);
         be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LNF_W, 0), model_grad(m, PARAM_LNF_B, 0), a->dln, x,
                                model_param(m, PARAM_LNF_W, 0), a->lnf_mean, a->lnf_rstd, N, C);
+        if (ready) ready(ready_ctx, m->regions[REGION_HEAD], 0);
     }
-    for (int li = a->n_local - 1; li >= 0; li--) block_backward(m, a, li);
+    for (int li = a->n_local - 1; li >= 0; li--) {
+        block_backward(m, a, li);
+        if (ready) ready(ready_ctx, model_layer_region(m, m->layer_begin + li), 0);
+    }
     if (m->has_embedding)
         be->encoder_backward(model_grad(m, PARAM_WTE, 0), model_grad(m, PARAM_WPE, 0), a->dresidual, a->tokens, B, T, C);
+    // The embedding region is complete here on the first stage; on the last stage it holds the
+    // tied head's share of wte, complete since the head's backward.
+    if (ready && m->regions[REGION_EMBEDDING].numel > 0) ready(ready_ctx, m->regions[REGION_EMBEDDING], 1);
 }

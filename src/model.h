@@ -60,15 +60,26 @@ typedef struct {
     ParamInit init;
     double init_std;
     int present;           // this stage holds it
-    size_t offset;         // element offset in the stage's arenas
+    size_t offset;         // element offset in the stage's arenas; for block parameters, within a layer region
     size_t numel;          // elements held by this stage (slice_numel x local layers for blocks)
 } ParamInfo;
+
+// A contiguous range of the parameter/gradient arenas: the unit of data-parallel reduction.
+typedef struct {
+    size_t offset;
+    size_t numel;
+} ModelRegion;
+
+enum { REGION_EMBEDDING, REGION_HEAD, NUM_FIXED_REGIONS };
 
 typedef struct {
     ModelShape shape;
     int layer_begin, layer_end;     // blocks owned by this stage
     int has_embedding, has_head;
     ParamInfo params[NUM_PARAMS];
+    ModelRegion regions[NUM_FIXED_REGIONS];  // embedding (wte, wpe) and head (lnf, lm_head); may be empty
+    size_t layers_offset;           // start of layer 0's region
+    size_t layer_stride;            // elements of one layer region
     size_t num_params;              // elements in each arena
     const Backend *be;
     void *params_mem;               // (num_params)
@@ -76,17 +87,23 @@ typedef struct {
 } Model;
 
 // Lays out the parameter table of one stage and allocates its arenas (zeroed).
-void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, int layer_end, int has_embedding, int has_head);
+// The arenas are padded to a multiple of `arena_multiple` elements (ZeRO-1 shards them over dp).
+void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, int layer_end, int has_embedding, int has_head,
+                size_t arena_multiple);
 void model_free(Model *m);
 
 // Fills the parameters with the configured initialisation. Each element is a pure function of
 // (seed, parameter, global layer, index), so every topology starts from the same weights.
 void model_init_weights(Model *m, uint64_t seed);
 
-// Device pointer to the slice of `id` for global layer `layer` (ignored for non-block params),
-// in the parameter or in the gradient arena.
+// Element offset, and device pointer, of the slice of `id` for global layer `layer` (ignored for
+// non-block params), in the parameter or in the gradient arena.
+size_t model_param_offset(const Model *m, ParamId id, int layer);
 void *model_param(const Model *m, ParamId id, int layer);
 void *model_grad(const Model *m, ParamId id, int layer);
+
+// The arena range holding every parameter of global layer `layer`.
+ModelRegion model_layer_region(const Model *m, int layer);
 
 // Parameter counts of the whole model (not the stage), for `info` and the log.
 size_t model_count_params(const ModelShape *s);
@@ -139,6 +156,16 @@ void model_forward(Model *m, Activations *a);
 // Sum of the per-position losses of the last forward pass (last stage only).
 double model_loss_sum(const Model *m, const Activations *a);
 
+// Called by model_backward as soon as the gradients of one arena region are complete for this
+// micro-batch: the head region first, then each layer from the last, then the embedding region.
+// Data-parallel reduction starts on it while the backward pass goes on.
+typedef void (*GradReadyFn)(void *ctx, ModelRegion region, int is_embedding);
+
 // Backward pass. dloss is d(total loss)/d(loss of one position), e.g. 1 / (valid targets of the
-// global batch). Parameter gradients accumulate (+=) into the gradient arena.
-void model_backward(Model *m, Activations *a, double dloss);
+// global batch). Parameter gradients accumulate (+=) into the gradient arena. On a stage without
+// the head, a->dresidual must hold the gradient of the stage's output on entry; on exit it holds
+// the gradient of the stage's input. ready may be NULL.
+void model_backward(Model *m, Activations *a, double dloss, GradReadyFn ready, void *ready_ctx);
+
+// The stage's output of the last forward pass (B,T,C): the last block's output.
+void *model_stage_output(const Model *m, const Activations *a);

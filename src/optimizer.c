@@ -10,9 +10,11 @@ double lr_at_step(const Config *cfg, long step, long total_steps) {
     return cfg->min_lr + (cfg->lr - cfg->min_lr) * cosine;
 }
 
-void adam_init(AdamState *st, const Model *model) {
-    st->m = model->be->alloc(model->num_params);
-    st->v = model->be->alloc(model->num_params);
+void adam_init(AdamState *st, const Model *model, size_t begin, size_t numel) {
+    st->begin = begin;
+    st->numel = numel;
+    st->m = model->be->alloc(numel);
+    st->v = model->be->alloc(numel);
     st->t = 0;
 }
 
@@ -27,24 +29,60 @@ static int counted_once(const Model *model, int id) {
     return !(id == PARAM_WTE && !model->has_embedding);
 }
 
-double grad_sum_squares(const Model *model) {
-    double total = 0;
-    for (int i = 0; i < NUM_PARAMS; i++) {
-        const ParamInfo *p = &model->params[i];
-        if (!p->present || !counted_once(model, i)) continue;
-        total += model->be->sum_squares(be_offset(model->be, model->grads_mem, p->offset), p->numel);
-    }
-    return total;
-}
+// Calls fn on the part inside [begin, end) of every contiguous parameter slice of this stage:
+// one slice per non-block tensor, one per layer for block tensors.
+typedef void (*SliceFn)(const Model *model, const ParamInfo *p, size_t offset, size_t n, void *ctx);
 
-void adam_step(AdamState *st, Model *model, const Config *cfg, double lr, double grad_scale) {
-    const Backend *be = model->be;
-    st->t++;
+static void for_each_slice_in(const Model *model, size_t begin, size_t end, SliceFn fn, void *ctx) {
     for (int i = 0; i < NUM_PARAMS; i++) {
         const ParamInfo *p = &model->params[i];
         if (!p->present) continue;
-        be->adamw_update(be_offset(be, model->params_mem, p->offset), be_offset(be, model->grads_mem, p->offset),
-                         be_offset(be, st->m, p->offset), be_offset(be, st->v, p->offset), p->numel, lr, cfg->beta1,
-                         cfg->beta2, cfg->adam_eps, p->decay ? cfg->weight_decay : 0.0, grad_scale, st->t);
+        int layers = p->role == ROLE_BLOCK ? model->layer_end - model->layer_begin : 1;
+        for (int l = 0; l < layers; l++) {
+            size_t o = model_param_offset(model, (ParamId)i, model->layer_begin + l);
+            size_t n = p->role == ROLE_BLOCK ? p->slice_numel : p->numel;
+            size_t lo = o > begin ? o : begin, hi = o + n < end ? o + n : end;
+            if (lo < hi) fn(model, p, lo, hi - lo, ctx);
+        }
     }
+}
+
+typedef struct {
+    const void *grads;
+    size_t begin;
+    double total;
+} SumCtx;
+
+static void add_sum_squares(const Model *model, const ParamInfo *p, size_t offset, size_t n, void *ctx_) {
+    SumCtx *c = ctx_;
+    if (!counted_once(model, (int)(p - model->params))) return;
+    c->total += model->be->sum_squares(be_offset(model->be, (void *)c->grads, offset - c->begin), n);
+}
+
+double grad_sum_squares(const Model *model, const void *grads, size_t begin, size_t numel) {
+    SumCtx c = {grads, begin, 0};
+    for_each_slice_in(model, begin, begin + numel, add_sum_squares, &c);
+    return c.total;
+}
+
+typedef struct {
+    AdamState *st;
+    const Config *cfg;
+    const void *grads;
+    double lr, grad_scale;
+} AdamCtx;
+
+static void adam_slice(const Model *model, const ParamInfo *p, size_t offset, size_t n, void *ctx_) {
+    const AdamCtx *c = ctx_;
+    const Backend *be = model->be;
+    size_t local = offset - c->st->begin;
+    be->adamw_update(be_offset(be, model->params_mem, offset), be_offset(be, (void *)c->grads, local),
+                     be_offset(be, c->st->m, local), be_offset(be, c->st->v, local), n, c->lr, c->cfg->beta1,
+                     c->cfg->beta2, c->cfg->adam_eps, p->decay ? c->cfg->weight_decay : 0.0, c->grad_scale, c->st->t);
+}
+
+void adam_step(AdamState *st, Model *model, const Config *cfg, double lr, double grad_scale, const void *grads) {
+    st->t++;
+    AdamCtx c = {st, cfg, grads, lr, grad_scale};
+    for_each_slice_in(model, st->begin, st->begin + st->numel, adam_slice, &c);
 }

@@ -1,4 +1,7 @@
-// optimizer.h: learning-rate schedule, global-norm clipping and AdamW over a model's parameters.
+// optimizer.h: learning-rate schedule, gradient norm and AdamW over a range of a model's arena.
+//
+// The range is the whole arena normally, and one dp replica's shard of it under ZeRO-1, where
+// each replica keeps AdamW state for, and updates, only its shard.
 #pragma once
 #include "model.h"
 
@@ -7,18 +10,20 @@
 double lr_at_step(const Config *cfg, long step, long total_steps);
 
 typedef struct {
-    void *m;      // (num_params) first moment, fp32 on the CPU
-    void *v;      // (num_params) second moment
-    long t;       // updates applied so far (bias correction)
+    size_t begin, numel;   // the arena range this state covers
+    void *m;               // (numel) first moment
+    void *v;               // (numel) second moment
+    long t;                // updates applied so far (bias correction)
 } AdamState;
 
-void adam_init(AdamState *st, const Model *model);
+void adam_init(AdamState *st, const Model *model, size_t begin, size_t numel);
 void adam_free(AdamState *st, const Model *model);
 
-// sum of squares of all gradients held by this stage (the tied wte copy on the last stage of a
-// pipeline is excluded so a tensor is counted once).
-double grad_sum_squares(const Model *model);
+// Sum of squares of the gradients of the arena range [begin, begin + numel), given in `grads`
+// (grads[0] is arena element `begin`). The last stage's copy of a tied wte is skipped so that a
+// tensor is counted once over the pipeline; alignment padding holds zeros.
+double grad_sum_squares(const Model *model, const void *grads, size_t begin, size_t numel);
 
-// One AdamW step with the gradients multiplied by grad_scale (clipping and any loss scaling folded
-// in). Weight decay on matrices only.
-void adam_step(AdamState *st, Model *model, const Config *cfg, double lr, double grad_scale);
+// One AdamW step on the state's range, gradients (laid out as in grad_sum_squares) multiplied by
+// grad_scale first (clipping folded in). Weight decay on matrices only.
+void adam_step(AdamState *st, Model *model, const Config *cfg, double lr, double grad_scale, const void *grads);

@@ -1,9 +1,14 @@
-// train.c: the training loop. Per step: read the global batch, run forward/backward over the
-// micro-batches, clip, AdamW; log, record metrics and evaluate on schedule.
+// train.c: one rank's share of a training step. The rank holds one pipeline stage and one dp
+// slice of the global batch; it runs the 1F1B schedule over its micro-batches, sends activations
+// and their gradients to its pipeline neighbours, reduces gradients over its dp replicas while
+// the backward pass goes on, and applies AdamW (to its ZeRO-1 shard, if sharded).
 #include "train.h"
 #include <math.h>
 #include <string.h>
 #include "flops.h"
+#include "schedule.h"
+
+enum { TAG_ACTIVATION = 1, TAG_GRADIENT = 2 };
 
 long total_steps_of(const Config *cfg) {
     if (cfg->steps > 0) return cfg->steps;
@@ -11,18 +16,36 @@ long total_steps_of(const Config *cfg) {
     return (long)ceil(cfg->tokens / per_step);
 }
 
-int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Error *err) {
+int check_topology(const Config *cfg, int world_size, Error *err) {
+    int pp = cfg->pp;
+    if (world_size % pp != 0)
+        return error_set(err, "parallel.pp: %d ranks cannot be split into pipelines of %d stages", world_size, pp);
+    if (pp > cfg->n_layer)
+        return error_set(err, "parallel.pp: %d stages for %d layers (model.n_layer): every stage needs a layer", pp, cfg->n_layer);
+    int dp = world_size / pp;
+    if (cfg->batch_size % (dp * cfg->micro_batch_size) != 0)
+        return error_set(err, "train.batch_size: %d sequences cannot be cut into micro-batches of %d (train.micro_batch_size) over %d dp replicas",
+                         cfg->batch_size, cfg->micro_batch_size, dp);
+    int m = cfg->batch_size / (dp * cfg->micro_batch_size);
+    if (cfg->micro_batches != 0 && cfg->micro_batches != m)
+        return error_set(err, "train.micro_batches: %d micro-batches of %d sequences on %d dp replicas do not make train.batch_size %d (it would take %d)",
+                         cfg->micro_batches, cfg->micro_batch_size, dp, cfg->batch_size, m);
+    if (m < pp)
+        return error_set(err, "train.micro_batches: %d micro-batches per step is fewer than the %d pipeline stages (parallel.pp); 1F1B needs at least pp",
+                         m, pp);
+    return 0;
+}
+
+int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, Error *err) {
     memset(t, 0, sizeof *t);
     t->cfg = cfg;
     t->be = be;
+    t->comm = comm;
+    if (check_topology(cfg, comm->world_size, err)) return -1;
     t->total_steps = total_steps_of(cfg);
     t->micro_batch_size = cfg->micro_batch_size;
-    // One process holds the whole global batch (dp = 1).
-    int derived = cfg->batch_size / cfg->micro_batch_size;
-    if (cfg->micro_batches != 0 && cfg->micro_batches != derived)
-        return error_set(err, "train.micro_batches: %d micro-batches of %d sequences do not make train.batch_size %d on 1 rank",
-                         cfg->micro_batches, cfg->micro_batch_size, cfg->batch_size);
-    t->micro_batches = derived;
+    t->micro_batches = cfg->batch_size / (comm->dp * cfg->micro_batch_size);
+    t->sequences_per_rank = t->micro_batches * t->micro_batch_size;
 
     t->train_data = data_open(cfg, SPLIT_TRAIN, err);
     if (!t->train_data) return -1;
@@ -34,12 +57,31 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Error *err) {
         return error_set(err, "model.vocab_size: %d is smaller than the %d tokens data.kind \"%s\" uses", cfg->vocab_size, need, cfg->data_kind);
     }
 
+    // Layers split as evenly as possible: stage s holds [L s / pp, L (s+1) / pp).
     ModelShape shape = model_shape_from_config(cfg);
-    model_init(&t->model, be, shape, 0, shape.n_layer, 1, 1);
+    int pp = comm->pp, s = comm->stage;
+    int l0 = (int)((long)shape.n_layer * s / pp), l1 = (int)((long)shape.n_layer * (s + 1) / pp);
+    size_t multiple = cfg->zero ? (size_t)comm->dp * 16 : 1;
+    model_init(&t->model, be, shape, l0, l1, s == 0, s == pp - 1, multiple);
     model_init_weights(&t->model, cfg->seed);
-    activations_init(&t->acts, &t->model, t->micro_batch_size);
-    adam_init(&t->adam, &t->model);
-    size_t n = (size_t)t->micro_batches * t->micro_batch_size * cfg->seq_len;
+
+    t->n_slots = schedule_slots(s, pp, t->micro_batches);
+    t->slots = xcalloc((size_t)t->n_slots, sizeof(Activations));
+    t->act_sends = xcalloc((size_t)t->n_slots, sizeof(CommHandle));
+    t->grad_sends = xcalloc((size_t)t->n_slots, sizeof(CommHandle));
+    for (int i = 0; i < t->n_slots; i++) activations_init(&t->slots[i], &t->model, t->micro_batch_size);
+
+    if (cfg->zero) {
+        size_t shard = t->model.num_params / (size_t)comm->dp;
+        adam_init(&t->adam, &t->model, (size_t)comm->dp_index * shard, shard);
+        t->shard_grads = be->alloc(shard);
+    } else {
+        adam_init(&t->adam, &t->model, 0, t->model.num_params);
+    }
+    // Buckets start during the backward pass unless ZeRO-1 reduce-scatters the whole arena.
+    t->reduce_in_backward = !cfg->zero && comm->dp > 1;
+
+    size_t n = (size_t)t->sequences_per_rank * cfg->seq_len;
     t->host_tokens = xmalloc(n * sizeof(int32_t));
     t->host_targets = xmalloc(n * sizeof(int32_t));
     t->host_buckets = xmalloc(n * sizeof(int32_t));
@@ -51,7 +93,9 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Error *err) {
 
 void trainer_free(Trainer *t) {
     adam_free(&t->adam, &t->model);
-    activations_free(&t->acts, t->be);
+    if (t->shard_grads) t->be->free(t->shard_grads);
+    for (int i = 0; i < t->n_slots; i++) activations_free(&t->slots[i], t->be);
+    free(t->slots); free(t->act_sends); free(t->grad_sends);
     model_free(&t->model);
     data_close(t->train_data);
     data_close(t->val_data);
@@ -60,7 +104,7 @@ void trainer_free(Trainer *t) {
     memset(t, 0, sizeof *t);
 }
 
-// Reads `n_seq` sequences (first_index ...) of batch `batch` from `src` into the host staging.
+// Reads sequences first_index .. first_index + n_seq - 1 of batch `batch` into the host staging.
 // Returns the number of scored positions, or -1 on bad data.
 static long read_sequences(Trainer *t, DataSource *src, uint64_t batch, int first_index, int n_seq, Error *err) {
     int T = t->cfg->seq_len;
@@ -74,31 +118,110 @@ static long read_sequences(Trainer *t, DataSource *src, uint64_t batch, int firs
     return scored;
 }
 
-static void upload_micro_batch(Trainer *t, int mb) {
+static void upload_micro_batch(Trainer *t, Activations *a, int mb) {
     size_t n = (size_t)t->micro_batch_size * t->cfg->seq_len, off = (size_t)mb * n;
-    t->be->upload_i32(t->acts.tokens, t->host_tokens + off, n);
-    t->be->upload_i32(t->acts.targets, t->host_targets + off, n);
+    t->be->upload_i32(a->tokens, t->host_tokens + off, n);
+    t->be->upload_i32(a->targets, t->host_targets + off, n);
+}
+
+static size_t stage_io_numel(const Trainer *t) {
+    return (size_t)t->micro_batch_size * t->cfg->seq_len * t->cfg->d_model;
+}
+
+// Forward of micro-batch mb on this stage: input from the previous stage (or the embedding),
+// output on to the next. Returns this micro-batch's loss sum on the last stage, 0 elsewhere.
+static double forward_micro_batch(Trainer *t, int mb) {
+    Comm *c = t->comm;
+    int slot = mb % t->n_slots;
+    Activations *a = &t->slots[slot];
+    // The slot's previous output may still be on its way to the next stage.
+    c->wait(c, &t->act_sends[slot]);
+    upload_micro_batch(t, a, mb);
+    if (c->stage > 0) c->recv(c, c->stage - 1, a->input, stage_io_numel(t), TAG_ACTIVATION);
+    model_forward(&t->model, a);
+    if (c->stage < c->pp - 1) {
+        c->send(c, c->stage + 1, model_stage_output(&t->model, a), stage_io_numel(t), TAG_ACTIVATION, &t->act_sends[slot]);
+        return 0;
+    }
+    return model_loss_sum(&t->model, a);
+}
+
+// Starts the dp reduction of one region as soon as the backward pass has finished it.
+static void start_bucket(void *ctx, ModelRegion region, int is_embedding) {
+    Trainer *t = ctx;
+    // The tied embedding's two copies are summed across the pipeline first (after the schedule).
+    if (is_embedding && t->comm->pp > 1 && t->model.shape.tie_embeddings) return;
+    if (t->n_grad_buckets == MAX_GRAD_BUCKETS) die(EXIT_FAILURE_OTHER, "internal: more than %d gradient buckets", MAX_GRAD_BUCKETS);
+    t->comm->dp_allreduce_start(t->comm, be_offset(t->be, t->model.grads_mem, region.offset), region.numel,
+                                &t->grad_buckets[t->n_grad_buckets++]);
+}
+
+static void backward_micro_batch(Trainer *t, int mb, double dloss) {
+    Comm *c = t->comm;
+    int slot = mb % t->n_slots;
+    Activations *a = &t->slots[slot];
+    // The slot's previous input gradient may still be on its way to the previous stage.
+    c->wait(c, &t->grad_sends[slot]);
+    if (c->stage < c->pp - 1) c->recv(c, c->stage + 1, a->dresidual, stage_io_numel(t), TAG_GRADIENT);
+    int last = mb == t->micro_batches - 1;
+    model_backward(&t->model, a, dloss, last && t->reduce_in_backward ? start_bucket : NULL, t);
+    if (c->stage > 0) c->send(c, c->stage - 1, a->dresidual, stage_io_numel(t), TAG_GRADIENT, &t->grad_sends[slot]);
+}
+
+// Sums the tied embedding between the first and last stage, then finishes the dp reduction.
+// Returns the gradients of the optimizer's range (the whole arena, or the ZeRO-1 shard).
+static const void *reduce_gradients(Trainer *t) {
+    Comm *c = t->comm;
+    Model *m = &t->model;
+    // Only the first and last stages hold a copy of the tied wte.
+    int tied_pipeline = c->pp > 1 && m->shape.tie_embeddings && m->params[PARAM_WTE].present;
+    if (tied_pipeline) {
+        // Stage 0's wte gradient (from the embedding) plus the last stage's (from the LM head).
+        c->tie_allreduce(c, model_grad(m, PARAM_WTE, 0), m->params[PARAM_WTE].numel);
+        if (t->reduce_in_backward && m->regions[REGION_EMBEDDING].numel > 0) {
+            ModelRegion r = m->regions[REGION_EMBEDDING];
+            c->dp_allreduce_start(c, be_offset(t->be, m->grads_mem, r.offset), r.numel, &t->grad_buckets[t->n_grad_buckets++]);
+        }
+    }
+    for (int i = 0; i < t->n_grad_buckets; i++) c->wait(c, &t->grad_buckets[i]);
+    t->n_grad_buckets = 0;
+    if (!t->cfg->zero) return m->grads_mem;
+    c->dp_reduce_scatter(c, m->grads_mem, t->shard_grads, t->adam.numel);
+    return t->shard_grads;
 }
 
 int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
     const Config *cfg = t->cfg;
-    const Backend *be = t->be;
+    Comm *c = t->comm;
     memset(out, 0, sizeof *out);
-    long scored = read_sequences(t, t->train_data, (uint64_t)step, 0, t->micro_batches * t->micro_batch_size, err);
-    if (scored < 0) return -1;
-    be->zero(t->model.grads_mem, t->model.num_params);
+    int first = c->dp_index * t->sequences_per_rank;
+    long scored_local = read_sequences(t, t->train_data, (uint64_t)step, first, t->sequences_per_rank, err);
+    if (scored_local < 0) return -1;
     // Each position's loss is divided by the scored positions of the whole global batch, so the
-    // gradient is the same however the batch is cut into micro-batches and ranks.
-    double dloss = scored > 0 ? 1.0 / (double)scored : 0.0;
+    // summed gradient is the same however the batch is cut into micro-batches and replicas.
+    double scored = c->stage == c->pp - 1 ? (double)scored_local : 0;
+    c->world_sum(c, &scored, 1);
+    double dloss = scored > 0 ? 1.0 / scored : 0.0;
+
+    t->be->zero(t->model.grads_mem, t->model.num_params);
+    Action actions[2 * 4096];
+    if (t->micro_batches > 4096) die(EXIT_BAD_INPUT, "train.micro_batches: %d is more than 4096", t->micro_batches);
+    int n_actions = schedule_1f1b(c->stage, c->pp, t->micro_batches, actions);
     double loss_sum = 0;
-    for (int mb = 0; mb < t->micro_batches; mb++) {
-        upload_micro_batch(t, mb);
-        model_forward(&t->model, &t->acts);
-        loss_sum += model_loss_sum(&t->model, &t->acts);
-        model_backward(&t->model, &t->acts, dloss);
+    for (int i = 0; i < n_actions; i++) {
+        if (actions[i].kind == ACTION_FORWARD) loss_sum += forward_micro_batch(t, actions[i].micro_batch);
+        else backward_micro_batch(t, actions[i].micro_batch, dloss);
     }
-    out->loss = loss_sum * dloss;
-    out->grad_norm = sqrt(grad_sum_squares(&t->model));
+    for (int s = 0; s < t->n_slots; s++) { c->wait(c, &t->act_sends[s]); c->wait(c, &t->grad_sends[s]); }
+    const void *grads = reduce_gradients(t);
+
+    // Every rank needs the same loss and norm to take the same decision. The norm counts each
+    // stage once: under ZeRO-1 every replica holds a different shard, otherwise replica 0 speaks.
+    double sums[2] = {loss_sum, 0};
+    if (cfg->zero || c->dp_index == 0) sums[1] = grad_sum_squares(&t->model, grads, t->adam.begin, t->adam.numel);
+    c->world_sum(c, sums, 2);
+    out->loss = sums[0] * dloss;
+    out->grad_norm = sqrt(sums[1]);
     out->lr = lr_at_step(cfg, step, t->total_steps);
     if (!isfinite(out->loss) || !isfinite(out->grad_norm)) {
         out->skipped = 1;
@@ -108,37 +231,57 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
     }
     t->bad_in_row = 0;
     double clip = cfg->grad_clip > 0 && out->grad_norm > cfg->grad_clip ? cfg->grad_clip / out->grad_norm : 1.0;
-    adam_step(&t->adam, &t->model, cfg, out->lr, clip);
+    adam_step(&t->adam, &t->model, cfg, out->lr, clip, grads);
+    if (cfg->zero) c->dp_allgather(c, t->model.params_mem, t->adam.numel);
     return 0;
 }
 
 int trainer_evaluate(Trainer *t, EvalResult *out, Error *err) {
     const Config *cfg = t->cfg;
     const Backend *be = t->be;
+    Comm *c = t->comm;
     memset(out, 0, sizeof *out);
     out->n_buckets = data_n_buckets(t->val_data);
     int T = cfg->seq_len, mbs = t->micro_batch_size;
     size_t n = (size_t)mbs * T;
-    double loss_sum = 0;
+    Activations *a = &t->slots[0];
+    int last_stage = c->stage == c->pp - 1;
+    // sums: loss, scored, then correct and total per bucket
+    double sums[2 + 2 * DATA_MAX_BUCKETS] = {0};
     for (int batch = 0; batch < cfg->eval_batches; batch++) {
-        for (int first = 0; first < cfg->batch_size; first += mbs) {
-            long scored = read_sequences(t, t->val_data, (uint64_t)batch, first, mbs, err);
+        int first = c->dp_index * t->sequences_per_rank;
+        for (int mb = 0; mb < t->micro_batches; mb++) {
+            long scored = read_sequences(t, t->val_data, (uint64_t)batch, first + mb * mbs, mbs, err);
             if (scored < 0) return -1;
-            upload_micro_batch(t, 0);
-            model_forward(&t->model, &t->acts);
-            loss_sum += model_loss_sum(&t->model, &t->acts);
-            out->scored += scored;
-            be->argmax_rows(t->device_predictions, t->acts.logits, (int)n, cfg->vocab_size);
+            upload_micro_batch(t, a, 0);
+            // Forward only, one direction: blocking hand-over from stage to stage cannot deadlock.
+            if (c->stage > 0) c->recv(c, c->stage - 1, a->input, stage_io_numel(t), TAG_ACTIVATION);
+            model_forward(&t->model, a);
+            if (!last_stage) {
+                CommHandle h = {0};
+                c->send(c, c->stage + 1, model_stage_output(&t->model, a), stage_io_numel(t), TAG_ACTIVATION, &h);
+                c->wait(c, &h);
+                continue;
+            }
+            sums[0] += model_loss_sum(&t->model, a);
+            sums[1] += (double)scored;
+            be->argmax_rows(t->device_predictions, a->logits, (int)n, cfg->vocab_size);
             be->download_i32(t->host_predictions, t->device_predictions, n);
             for (size_t p = 0; p < n; p++) {
                 int bucket = t->host_buckets[p];
                 if (bucket < 0 || t->host_targets[p] < 0) continue;
-                out->total[bucket]++;
-                out->correct[bucket] += t->host_predictions[p] == t->host_targets[p];
+                sums[2 + 2 * bucket] += t->host_predictions[p] == t->host_targets[p];
+                sums[3 + 2 * bucket] += 1;
             }
         }
     }
-    out->loss = out->scored > 0 ? loss_sum / out->scored : 0;
+    c->world_sum(c, sums, 2 + 2 * out->n_buckets);
+    out->scored = (long)sums[1];
+    out->loss = out->scored > 0 ? sums[0] / (double)out->scored : 0;
     out->ppl = exp(out->loss);
+    for (int b = 0; b < out->n_buckets; b++) {
+        out->correct[b] = (long)sums[2 + 2 * b];
+        out->total[b] = (long)sums[3 + 2 * b];
+    }
     return 0;
 }

@@ -1,17 +1,18 @@
-// train.h: the training loop of one process (DESIGN sections 2, 7, 11).
+// train.h: the training step of one rank: its pipeline stage, its dp slice of the global batch,
+// the 1F1B schedule, data-parallel reduction and the optimizer (DESIGN sections 2, 10, 11).
 #pragma once
 #include <stdint.h>
 #include <stdio.h>
 #include "backend.h"
+#include "comm.h"
 #include "config.h"
 #include "data/data.h"
-#include "metrics.h"
 #include "model.h"
 #include "optimizer.h"
 
 typedef struct {
     double loss;          // mean loss over the scored positions of the global batch
-    double grad_norm;     // global gradient norm before clipping
+    double grad_norm;     // global gradient L2 norm before clipping
     double lr;
     int skipped;          // non-finite loss or gradient: no update was applied
     int bad_in_row;       // consecutive skipped steps, this one included
@@ -27,38 +28,53 @@ typedef struct {
     long total[DATA_MAX_BUCKETS];
 } EvalResult;
 
+#define MAX_GRAD_BUCKETS 4096
+
 typedef struct {
     const Config *cfg;
     const Backend *be;
-    Model model;
-    Activations acts;
-    AdamState adam;
+    Comm *comm;
+    Model model;                       // this rank's stage
+    int n_slots;                       // micro-batches alive at once on this stage (1F1B)
+    Activations *slots;                // (n_slots)
+    CommHandle *act_sends, *grad_sends;// (n_slots) pipeline sends in flight, per slot
+    AdamState adam;                    // the whole arena, or this replica's ZeRO-1 shard
+    void *shard_grads;                 // ZeRO-1: this replica's shard of the reduced gradients
+    CommHandle grad_buckets[MAX_GRAD_BUCKETS];   // dp reductions in flight
+    int n_grad_buckets;
+    int reduce_in_backward;            // start dp reductions from the backward pass (not ZeRO-1)
     DataSource *train_data;
     DataSource *val_data;
     long total_steps;
     int micro_batches;                 // per step on this rank
     int micro_batch_size;
-    // host staging for every micro-batch of one step: (micro_batches, micro_batch_size, T)
+    int sequences_per_rank;            // micro_batches x micro_batch_size
+    // host staging for this rank's sequences of one step: (micro_batches, micro_batch_size, T)
     int32_t *host_tokens, *host_targets, *host_buckets, *host_predictions;
     int32_t *device_predictions;       // (micro_batch_size, T)
     double flops_per_token;
     int bad_in_row;
 } Trainer;
 
-// Sets up model, optimizer and data for cfg. Returns -1 with err on bad input (exit 2).
-int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Error *err);
+// Checks that the topology fits the config (before any work): world divisible by pp, pp <= layers,
+// micro-batches >= pp, batch divisible. Returns -1 with err naming the key.
+int check_topology(const Config *cfg, int world_size, Error *err);
+
+// Sets up this rank's stage, optimizer and data. Returns -1 with err on bad input (exit 2).
+int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, Error *err);
 void trainer_free(Trainer *t);
 
-// One optimizer step on the global batch of `step` (0-based). A non-finite loss or gradient skips
-// the update and counts; out->stop is set after train.max_bad_steps of them in a row.
+// One optimizer step on the global batch of `step` (0-based), collectively over all ranks. A
+// non-finite loss or gradient skips the update and counts; out->stop is set after
+// train.max_bad_steps of them in a row. Every rank returns the same StepResult.
 // Returns -1 with err on bad data.
 int trainer_step(Trainer *t, long step, StepResult *out, Error *err);
 
-// Validation loss, perplexity and per-bucket accuracy over cfg->eval_batches batches.
+// Validation loss, perplexity and per-bucket accuracy over cfg->eval_batches batches, collectively.
 int trainer_evaluate(Trainer *t, EvalResult *out, Error *err);
 
 // Number of optimizer steps of the run: train.steps, or train.tokens / tokens per step rounded up.
 long total_steps_of(const Config *cfg);
 
 // The full `train` command: run directory, log, metrics, periodic evaluation. Returns the exit code.
-int train_command(const Config *cfg, const char *config_path, const char *run_dir, int resume_never);
+int train_command(const Config *cfg, Comm *comm, const char *run_dir, int resume_never);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include "flops.h"
 #include "peak.h"
+#include "metrics.h"
 #include "train.h"
 
 #ifndef ENTRANK_REVISION
@@ -22,6 +23,7 @@ typedef struct {
 // One line to stdout and to the run's log.txt.
 static void runlog(RunLog *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void runlog(RunLog *log, const char *fmt, ...) {
+    if (!log) return;
     va_list ap;
     va_start(ap, fmt);
     vprintf(fmt, ap);
@@ -104,21 +106,107 @@ static void report_eval(RunLog *log, MetricsFile *mf, Trainer *t, long step, con
     metrics_flush(mf);
 }
 
-int train_command(const Config *cfg, const char *config_path, const char *run_dir, int resume_never) {
-    (void)config_path;
+// Bad input may be seen by every rank alike (config, topology, data headers) or by one rank only
+// (the run directory, on rank 0): all ranks agree, the ranks that saw it print one line, and all
+// return exit 2 together. Returns 1 if any rank failed.
+static int any_failed(Comm *comm, int failed, const Error *err) {
+    double flags[2] = {failed, failed && comm->world_rank == 0};
+    comm->world_max(comm, flags, 2);
+    // One line: rank 0's if it failed, else that of each failing rank (usually one).
+    if (failed && (comm->world_rank == 0 || flags[1] == 0)) fprintf(stderr, "entrank: %s\n", err->msg);
+    return flags[0] != 0;
+}
+
+// The step loop, run by every rank; log and mf are NULL except on rank 0.
+static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *mf) {
+    Error err = {{0}};
+    double tokens_per_step = (double)cfg->batch_size * cfg->seq_len;
+    double peak_gflops = log ? measure_sgemm_gflops() : 0;
+    if (log) {
+        ModelShape shape = t->model.shape;
+        ParamCounts pc = count_params(&shape);
+        runlog(log, "entrank %s | device cpu (%s) | %d ranks: dp %d x pp %d%s\n", ENTRANK_REVISION, t->be->name,
+               t->comm->world_size, t->comm->dp, t->comm->pp, cfg->zero ? " | ZeRO-1" : "");
+        runlog(log, "model: %d layers, %d heads, d_model %d, seq_len %d, vocab %d, %s-norm | %.3fM parameters\n",
+               shape.n_layer, shape.n_head, shape.d_model, shape.seq_len, shape.vocab_size,
+               shape.norm == NORM_PRE ? "pre" : "post", pc.total / 1e6);
+        runlog(log, "train: %ld steps x %d sequences (%d micro-batches of %d per replica) = %.0f tokens/step | data %s\n",
+               t->total_steps, cfg->batch_size, t->micro_batches, t->micro_batch_size, tokens_per_step, cfg->data_kind);
+        // MFU is per rank: the FLOPs of the step over world_size times one core set's sgemm rate.
+        runlog(log, "throughput reference: cblas_sgemm 1024^3 measured at %.1f GFLOP/s on rank 0 (MFU is relative to "
+               "%d x that); %.4f GFLOP per token\n", peak_gflops, t->comm->world_size, t->flops_per_token / 1e9);
+    }
+    int exit_code = EXIT_DONE;
+    double run_start = now_seconds(), steps_time = 0;
+    long timed_steps = 0;
+    for (long step = 0; step < t->total_steps; step++) {
+        double t0 = now_seconds();
+        StepResult r;
+        if (trainer_step(t, step, &r, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+        double dt = now_seconds() - t0;
+        // The first steps pay for page faults and thread start-up: keep them out of the ETA.
+        if (step >= 2) { steps_time += dt; timed_steps++; }
+        int last = step == t->total_steps - 1;
+        if (log) {
+            double tok_s = tokens_per_step / dt;
+            double mfu = tok_s * t->flops_per_token / (peak_gflops * 1e9 * t->comm->world_size);
+            if (r.skipped)
+                runlog(log, "step %ld: non-finite loss or gradient (loss %g, grad norm %g): update skipped (%d in a row)\n",
+                       step, r.loss, r.grad_norm, r.bad_in_row);
+            double row[10] = {(double)step, (step + 1) * tokens_per_step, r.loss, r.loss, 0.0, r.lr, r.grad_norm, dt * 1e3, tok_s, mfu};
+            const char *names[10] = {"/steps/step", "/steps/tokens", "/steps/loss", "/steps/lm_loss", "/steps/aux_loss",
+                                     "/steps/lr", "/steps/grad_norm", "/steps/step_ms", "/steps/tokens_per_s", "/steps/mfu"};
+            for (int i = 0; i < 10; i++) metrics_append(mf, names[i], &row[i]);
+            if (step % cfg->log_every == 0 || last || r.stop) {
+                char eta[32];
+                double mean = timed_steps > 0 ? steps_time / timed_steps : dt;
+                format_duration(mean * (double)(t->total_steps - step - 1), eta, sizeof eta);
+                runlog(log, "step %6ld/%ld | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | MFU %.1f%% | ETA %s\n",
+                       step, t->total_steps, r.loss, r.lr, r.grad_norm, dt * 1e3, tok_s, 100 * mfu, eta);
+                metrics_flush(mf);
+            }
+        }
+        if (r.stop) {   // every rank sees the same StepResult, so all leave together
+            if (log) runlog(log, "stopping: %d non-finite steps in a row (train.max_bad_steps = %d)\n", r.bad_in_row, cfg->max_bad_steps);
+            exit_code = EXIT_FAILURE_OTHER;
+            break;
+        }
+        if ((cfg->eval_every > 0 && (step + 1) % cfg->eval_every == 0) || last) {
+            EvalResult ev;
+            if (trainer_evaluate(t, &ev, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+            if (log) report_eval(log, mf, t, step, &ev);
+        }
+    }
+    if (log) {
+        char total[32];
+        format_duration(now_seconds() - run_start, total, sizeof total);
+        runlog(log, "done in %s\n", total);
+    }
+    return exit_code;
+}
+
+int train_command(const Config *cfg, Comm *comm, const char *run_dir, int resume_never) {
     Error err = {{0}};
     char path[CFG_PATH_LEN + 64];
-    if (!strcmp(cfg->device, "cuda")) die(EXIT_BAD_INPUT, "train.device: \"cuda\" requested but this build has no CUDA backend");
-
+    int is_root = comm->world_rank == 0;
+    int failed = 0;
+    if (!strcmp(cfg->device, "cuda"))
+        failed = error_set(&err, "train.device: \"cuda\" requested but this build has no CUDA backend");
     // Refuse to overwrite another run's record: a run directory with metrics but nothing to resume from.
     snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
-    if (access(path, F_OK) == 0) {
-        die(EXIT_BAD_INPUT, "%s: already exists and there is no checkpoint to resume from (%s); choose a new --run-dir",
-            path, resume_never ? "--resume never" : "no checkpoints/latest");
-    }
+    if (!failed && is_root && access(path, F_OK) == 0)
+        failed = error_set(&err, "%s: already exists and there is no checkpoint to resume from (%s); choose a new --run-dir",
+                           path, resume_never ? "--resume never" : "no checkpoints/latest");
+    if (!failed && is_root) failed = mkdir_p(run_dir, &err) != 0;
+    if (any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
     Trainer t;
-    if (trainer_init(&t, cfg, backend_cpu_f32(), &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
-    if (mkdir_p(run_dir, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    failed = trainer_init(&t, cfg, backend_cpu_f32(), comm, &err) != 0;
+    if (any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
+    if (!is_root) {
+        int code = train_loop(&t, cfg, NULL, NULL);
+        trainer_free(&t);
+        return code;
+    }
 
     snprintf(path, sizeof path, "%s/config.cfg", run_dir);
     FILE *f = fopen(path, "w");
@@ -129,74 +217,18 @@ int train_command(const Config *cfg, const char *config_path, const char *run_di
     snprintf(path, sizeof path, "%s/log.txt", run_dir);
     log.file = fopen(path, "a");
     if (!log.file) die(EXIT_FAILURE_OTHER, "%s: cannot write: %s", path, strerror(errno));
-
     char *config_text = config_to_string(cfg);
-    MetricsRunInfo info = {.config_text = config_text, .revision = ENTRANK_REVISION, .dp = 1, .pp = 1, .device = "cpu"};
+    MetricsRunInfo info = {.config_text = config_text, .revision = ENTRANK_REVISION, .dp = comm->dp, .pp = comm->pp, .device = "cpu"};
     snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
     MetricsFile *mf = metrics_create(path, &info, &err);
     if (!mf) die(EXIT_FAILURE_OTHER, "%s", err.msg);
-    int n_buckets = data_n_buckets(t.val_data);
-    declare_metrics(mf, n_buckets);
+    declare_metrics(mf, data_n_buckets(t.val_data));
 
-    ModelShape shape = t.model.shape;
-    ParamCounts pc = count_params(&shape);
-    double peak_gflops = measure_sgemm_gflops();
-    double tokens_per_step = (double)cfg->batch_size * cfg->seq_len;
-    runlog(&log, "entrank %s | device cpu (%s) | run dir %s\n", ENTRANK_REVISION, t.be->name, run_dir);
-    runlog(&log, "model: %d layers, %d heads, d_model %d, seq_len %d, vocab %d, %s-norm | %.3fM parameters\n",
-           shape.n_layer, shape.n_head, shape.d_model, shape.seq_len, shape.vocab_size,
-           shape.norm == NORM_PRE ? "pre" : "post", pc.total / 1e6);
-    runlog(&log, "train: %ld steps x %d sequences (%d micro-batches of %d) = %.0f tokens/step | data %s\n", t.total_steps,
-           cfg->batch_size, t.micro_batches, t.micro_batch_size, tokens_per_step, cfg->data_kind);
-    runlog(&log, "throughput reference: cblas_sgemm 1024^3 measured at %.1f GFLOP/s (MFU is relative to it); "
-           "%.3f GFLOP per token\n", peak_gflops, t.flops_per_token / 1e9);
-
-    int exit_code = EXIT_DONE;
-    double run_start = now_seconds(), steps_time = 0;
-    long timed_steps = 0;
-    for (long step = 0; step < t.total_steps; step++) {
-        double t0 = now_seconds();
-        StepResult r;
-        if (trainer_step(&t, step, &r, &err)) { metrics_close(mf); die(EXIT_BAD_INPUT, "%s", err.msg); }
-        double dt = now_seconds() - t0;
-        // The first steps pay for page faults and thread start-up: keep them out of the ETA.
-        if (step >= 2) { steps_time += dt; timed_steps++; }
-        double tok_s = tokens_per_step / dt;
-        double mfu = tok_s * t.flops_per_token / (peak_gflops * 1e9);
-        if (r.skipped) {
-            runlog(&log, "step %ld: non-finite loss or gradient (loss %g, grad norm %g): update skipped (%d in a row)\n", step,
-                   r.loss, r.grad_norm, r.bad_in_row);
-            if (r.stop) {
-                runlog(&log, "stopping: %d non-finite steps in a row (train.max_bad_steps = %d)\n", r.bad_in_row, cfg->max_bad_steps);
-                exit_code = EXIT_FAILURE_OTHER;
-                break;
-            }
-        }
-        double row[10] = {(double)step, (step + 1) * tokens_per_step, r.loss, r.loss, 0.0, r.lr, r.grad_norm, dt * 1e3, tok_s, mfu};
-        const char *names[10] = {"/steps/step", "/steps/tokens", "/steps/loss", "/steps/lm_loss", "/steps/aux_loss",
-                                 "/steps/lr", "/steps/grad_norm", "/steps/step_ms", "/steps/tokens_per_s", "/steps/mfu"};
-        for (int i = 0; i < 10; i++) metrics_append(mf, names[i], &row[i]);
-        int last = step == t.total_steps - 1;
-        if (step % cfg->log_every == 0 || last) {
-            char eta[32];
-            double mean = timed_steps > 0 ? steps_time / timed_steps : dt;
-            format_duration(mean * (double)(t.total_steps - step - 1), eta, sizeof eta);
-            runlog(&log, "step %6ld/%ld | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | MFU %.1f%% | ETA %s\n",
-                   step, t.total_steps, r.loss, r.lr, r.grad_norm, dt * 1e3, tok_s, 100 * mfu, eta);
-            metrics_flush(mf);
-        }
-        if ((cfg->eval_every > 0 && (step + 1) % cfg->eval_every == 0) || last) {
-            EvalResult ev;
-            if (trainer_evaluate(&t, &ev, &err)) { metrics_close(mf); die(EXIT_BAD_INPUT, "%s", err.msg); }
-            report_eval(&log, mf, &t, step, &ev);
-        }
-    }
-    char total[32];
-    format_duration(now_seconds() - run_start, total, sizeof total);
-    runlog(&log, "done in %s; metrics in %s/metrics.h5\n", total, run_dir);
+    int code = train_loop(&t, cfg, &log, mf);
+    runlog(&log, "metrics in %s/metrics.h5\n", run_dir);
     metrics_close(mf);
     fclose(log.file);
     free(config_text);
     trainer_free(&t);
-    return exit_code;
+    return code;
 }

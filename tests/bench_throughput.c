@@ -10,6 +10,8 @@
 #include "config.h"
 #include "flops.h"
 #include "peak.h"
+#include <mpi.h>
+#include "comm.h"
 #include "train.h"
 
 static double now_seconds(void) {
@@ -23,12 +25,12 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void bench(const char *label, const char *const *sets, int n_sets, int steps, double sgemm_gflops) {
+static void bench(Comm *world, const char *label, const char *const *sets, int n_sets, int steps, double sgemm_gflops) {
     static Config cfg;
     Error err = {{0}};
     if (config_load("configs/tiny.cfg", sets, n_sets, &cfg, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
     Trainer t;
-    if (trainer_init(&t, &cfg, backend_cpu_f32(), &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    if (trainer_init(&t, &cfg, backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
     double *times = xmalloc(sizeof(double) * steps);
     StepResult r;
     trainer_step(&t, 0, &r, &err);   // warm-up: page faults, thread start-up
@@ -50,14 +52,18 @@ static void bench(const char *label, const char *const *sets, int n_sets, int st
 }
 
 int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    Comm *world = comm_mpi_create(1, sizeof(float));
     int steps = argc > 1 ? atoi(argv[1]) : 5;
     double sgemm = measure_sgemm_gflops();
     printf("cblas_sgemm 1024^3 (median of 5): %.1f GFLOP/s\n", sgemm);
     printf("step FLOPs = tokens x (6 x matmul weights + 12 x L x d x T); median of %d steps after one warm-up\n", steps);
     const char *tiny[] = {"train.steps=100"};
-    bench("tiny (configs/tiny.cfg)", tiny, 1, steps, sgemm);
+    bench(world, "tiny (configs/tiny.cfg)", tiny, 1, steps, sgemm);
     const char *d512[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", "model.seq_len=256",
                           "model.vocab_size=32000", "train.batch_size=8", "train.micro_batch_size=8", "train.steps=100"};
-    bench("d512 (6 layers, vocab 32000)", d512, 8, steps, sgemm);
+    bench(world, "d512 (6 layers, vocab 32000)", d512, 8, steps, sgemm);
+    world->free(world);
+    MPI_Finalize();
     return 0;
 }

@@ -36,8 +36,8 @@ static double check_model(NormPlacement norm, int tied) {
     ModelShape s = tiny_shape(norm, tied);
     Model m32, m64;
     Activations a32, a64;
-    model_init(&m32, backend_cpu_f32(), s, 0, s.n_layer, 1, 1);
-    model_init(&m64, backend_cpu_f64(), s, 0, s.n_layer, 1, 1);
+    model_init(&m32, backend_cpu_f32(), s, 0, s.n_layer, 1, 1, 1);
+    model_init(&m64, backend_cpu_f64(), s, 0, s.n_layer, 1, 1, 1);
     model_init_weights(&m32, 42);
     model_init_weights(&m64, 42);
     // Non-trivial LayerNorm and bias values, so that their gradients are exercised too.
@@ -53,7 +53,7 @@ static double check_model(NormPlacement norm, int tied) {
     double dloss = 1.0 / 7.0;
 
     model_forward(&m32, &a32);
-    model_backward(&m32, &a32, dloss);
+    model_backward(&m32, &a32, dloss, NULL, NULL);
     double *grads = malloc(m32.num_params * sizeof(double));
     m32.be->download_f64(grads, m32.grads_mem, m32.num_params);
 
@@ -64,7 +64,9 @@ static double check_model(NormPlacement norm, int tied) {
         double num = 0, den = 0;
         int samples = p->numel < 24 ? (int)p->numel : 24;
         for (int k = 0; k < samples; k++) {
-            size_t e = p->offset + (p->numel <= 24 ? (size_t)k : rng_hash3(7, (uint64_t)id, (uint64_t)k) % p->numel);
+            size_t pick = p->numel <= 24 ? (size_t)k : rng_hash3(7, (uint64_t)id, (uint64_t)k) % p->numel;
+            int layer = (int)(pick / p->slice_numel);   // block tensors: which layer's slice
+            size_t e = model_param_offset(&m64, (ParamId)id, layer) + pick % p->slice_numel;
             double saved = host[e], v;
             v = saved + h; m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &v, 1);
             double lp = mean_loss(&m64, &a64, dloss);
@@ -103,7 +105,7 @@ static void test_model_is_causal(void **state) {
     ModelShape s = tiny_shape(NORM_PRE, 1);
     Model m;
     Activations a;
-    model_init(&m, backend_cpu_f32(), s, 0, s.n_layer, 1, 1);
+    model_init(&m, backend_cpu_f32(), s, 0, s.n_layer, 1, 1, 1);
     model_init_weights(&m, 3);
     activations_init(&a, &m, 1);
     int32_t tokens[5] = {1, 2, 3, 4, 5}, targets[5] = {2, 3, 4, 5, 6};

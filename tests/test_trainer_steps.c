@@ -8,9 +8,12 @@
 #include <math.h>
 #include <string.h>
 #include "flops.h"
+#include <mpi.h>
+#include "comm.h"
 #include "train.h"
 
 static Config cfg;
+static Comm *world;   // a world of one rank
 
 static void load_tiny(void) {
     const char *sets[] = {"model.n_layer=2", "model.seq_len=32", "train.batch_size=4", "train.micro_batch_size=2",
@@ -24,7 +27,7 @@ static void test_nonfinite_steps_are_skipped_and_stop_the_run(void **state) {
     load_tiny();
     Trainer t;
     Error err = {{0}};
-    assert_int_equal(trainer_init(&t, &cfg, backend_cpu_f32(), &err), 0);
+    assert_int_equal(trainer_init(&t, &cfg, backend_cpu_f32(), world, &err), 0);
     StepResult r;
     assert_int_equal(trainer_step(&t, 0, &r, &err), 0);
     assert_false(r.skipped);
@@ -63,14 +66,14 @@ static void test_info_activation_memory_matches_allocation(void **state) {
     load_tiny();
     Trainer t;
     Error err = {{0}};
-    assert_int_equal(trainer_init(&t, &cfg, backend_cpu_f32(), &err), 0);
+    assert_int_equal(trainer_init(&t, &cfg, backend_cpu_f32(), world, &err), 0);
     ModelShape s = t.model.shape;
     MemoryEstimate m = estimate_memory(&s, cfg.micro_batch_size, 0, s.n_layer, 1, 1, 1, 1);
-    assert_true(fabs(m.activation_bytes - (double)t.acts.bytes) < 1.0);
+    assert_true(fabs(m.activation_bytes - (double)t.slots[0].bytes) < 1.0);
     // Parameters: the arenas hold exactly the counted parameters (plus alignment padding).
     ParamCounts c = count_params(&s);
     assert_int_equal(model_count_params(&s), c.total);
-    assert_true(t.model.num_params >= c.total && t.model.num_params < c.total + 16 * NUM_PARAMS);
+    assert_true(t.model.num_params >= c.total && t.model.num_params < c.total + 16 * NUM_PARAMS * (size_t)s.n_layer);
     trainer_free(&t);
 }
 
@@ -85,11 +88,16 @@ static void test_learning_rate_schedule(void **state) {
     assert_true(fabs(lr_at_step(&cfg, 110, 110) - 1e-4) < 1e-12);      // floor
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    world = comm_mpi_create(1, sizeof(float));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nonfinite_steps_are_skipped_and_stop_the_run),
         cmocka_unit_test(test_info_activation_memory_matches_allocation),
         cmocka_unit_test(test_learning_rate_schedule),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    world->free(world);
+    MPI_Finalize();
+    return failed;
 }
