@@ -46,11 +46,8 @@ int main(int argc, char **argv) {
     if (config_load(args.config_path, args.sets, args.n_sets, &cfg, &err)) {
         if (rank == 0) fprintf(stderr, "entrank: %s\n", err.msg);
         code = EXIT_BAD_INPUT;
-    } else if (args.command == CMD_TRAIN && args.resume == RESUME_PATH) {
-        if (rank == 0) fprintf(stderr, "entrank: --resume %s: this build writes no checkpoints yet, so there is nothing to resume\n", args.resume_path);
-        code = EXIT_BAD_INPUT;
-    } else if (args.command == CMD_EVAL) {
-        if (rank == 0) fprintf(stderr, "entrank: --checkpoint %s: this build writes no checkpoints yet, so there is nothing to evaluate\n", args.checkpoint_path);
+    } else if (args.command == CMD_EVAL && args.prune_heads > 0) {
+        if (rank == 0) fprintf(stderr, "entrank: --prune-heads: head pruning is not implemented yet (SGA baselines)\n");
         code = EXIT_BAD_INPUT;
     } else {
         int world;
@@ -63,7 +60,8 @@ int main(int argc, char **argv) {
             if (args.run_dir) snprintf(run_dir, sizeof run_dir, "%s", args.run_dir);
             else snprintf(run_dir, sizeof run_dir, "runs/%s", config_basename(args.config_path, name, sizeof name));
             Comm *comm = comm_mpi_create(cfg.pp, backend_cpu_f32()->elem_size);
-            code = train_command(&cfg, comm, run_dir, args.resume == RESUME_NEVER);
+            if (args.command == CMD_TRAIN) code = train_command(&cfg, comm, run_dir, args.resume, args.resume_path);
+            else code = eval_command(&cfg, comm, args.checkpoint_path);
             comm->free(comm);
         }
     }

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "backend.h"
+#include "cli.h"
 #include "comm.h"
 #include "config.h"
 #include "data/data.h"
@@ -76,5 +77,9 @@ int trainer_evaluate(Trainer *t, EvalResult *out, Error *err);
 // Number of optimizer steps of the run: train.steps, or train.tokens / tokens per step rounded up.
 long total_steps_of(const Config *cfg);
 
-// The full `train` command: run directory, log, metrics, periodic evaluation. Returns the exit code.
-int train_command(const Config *cfg, Comm *comm, const char *run_dir, int resume_never);
+// The `train` command on every rank: run directory, resume, log, metrics, evaluation,
+// checkpoints, stop signals. Returns the exit code (the same on every rank).
+int train_command(const Config *cfg, Comm *comm, const char *run_dir, ResumeMode resume, const char *resume_path);
+
+// The `eval` command: loads the parameters of `checkpoint` on this topology and evaluates.
+int eval_command(const Config *cfg, Comm *comm, const char *checkpoint);

@@ -9,7 +9,9 @@
 #include <unistd.h>
 #include "flops.h"
 #include "peak.h"
+#include "checkpoint.h"
 #include "metrics.h"
+#include "signals.h"
 #include "train.h"
 
 #ifndef ENTRANK_REVISION
@@ -118,7 +120,20 @@ static int any_failed(Comm *comm, int failed, const Error *err) {
 }
 
 // The step loop, run by every rank; log and mf are NULL except on rank 0.
-static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *mf) {
+typedef struct {
+    const char *run_dir;
+    const char *config_text;
+    long start_step;       // first step to run (0, or the resumed checkpoint's step)
+} LoopSetup;
+
+static void save_checkpoint(Trainer *t, const LoopSetup *setup, RunLog *log, long steps_done) {
+    double t0 = now_seconds();
+    CheckpointProgress progress = {steps_done, (double)steps_done * t->cfg->batch_size * t->cfg->seq_len};
+    checkpoint_save(t, setup->run_dir, progress, setup->config_text);
+    runlog(log, "checkpoint %s/checkpoints/step_%08ld.h5 written in %.2f s\n", setup->run_dir, steps_done, now_seconds() - t0);
+}
+
+static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *mf, const LoopSetup *setup) {
     Error err = {{0}};
     double tokens_per_step = (double)cfg->batch_size * cfg->seq_len;
     double peak_gflops = log ? measure_sgemm_gflops() : 0;
@@ -139,7 +154,17 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
     int exit_code = EXIT_DONE;
     double run_start = now_seconds(), steps_time = 0;
     long timed_steps = 0;
-    for (long step = 0; step < t->total_steps; step++) {
+    if (setup->start_step > 0) runlog(log, "resuming at step %ld\n", setup->start_step);
+    for (long step = setup->start_step; step < t->total_steps; step++) {
+        // All ranks agree at the step boundary whether a stop signal arrived anywhere.
+        double stop_signal = signals_stop_requested();
+        t->comm->world_max(t->comm, &stop_signal, 1);
+        if (stop_signal) {
+            runlog(log, "stop signal received: checkpointing at step %ld and exiting with code %d (requeue me)\n", step, EXIT_REQUEUE);
+            save_checkpoint(t, setup, log, step);
+            if (log) metrics_flush(mf);
+            return EXIT_REQUEUE;
+        }
         double t0 = now_seconds();
         StepResult r;
         if (trainer_step(t, step, &r, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
@@ -176,6 +201,7 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
             if (trainer_evaluate(t, &ev, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
             if (log) report_eval(log, mf, t, step, &ev);
         }
+        if ((cfg->checkpoint_every > 0 && (step + 1) % cfg->checkpoint_every == 0) || last) save_checkpoint(t, setup, log, step + 1);
     }
     if (log) {
         char total[32];
@@ -185,26 +211,38 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
     return exit_code;
 }
 
-int train_command(const Config *cfg, Comm *comm, const char *run_dir, int resume_never) {
+int train_command(const Config *cfg, Comm *comm, const char *run_dir, ResumeMode resume, const char *resume_path) {
     Error err = {{0}};
-    char path[CFG_PATH_LEN + 64];
+    char path[CFG_PATH_LEN + 64], checkpoint[CFG_PATH_LEN + 64] = "";
     int is_root = comm->world_rank == 0;
     int failed = 0;
     if (!strcmp(cfg->device, "cuda"))
         failed = error_set(&err, "train.device: \"cuda\" requested but this build has no CUDA backend");
+    if (resume == RESUME_PATH) snprintf(checkpoint, sizeof checkpoint, "%s", resume_path);
+    else if (resume == RESUME_AUTO && !checkpoint_latest(run_dir, checkpoint, sizeof checkpoint)) checkpoint[0] = 0;
     // Refuse to overwrite another run's record: a run directory with metrics but nothing to resume from.
     snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
-    if (!failed && is_root && access(path, F_OK) == 0)
+    int have_metrics = access(path, F_OK) == 0;
+    if (!failed && is_root && have_metrics && !checkpoint[0])
         failed = error_set(&err, "%s: already exists and there is no checkpoint to resume from (%s); choose a new --run-dir",
-                           path, resume_never ? "--resume never" : "no checkpoints/latest");
+                           path, resume == RESUME_NEVER ? "--resume never" : "no checkpoints/latest");
     if (!failed && is_root) failed = mkdir_p(run_dir, &err) != 0;
     if (any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
     Trainer t;
     failed = trainer_init(&t, cfg, backend_cpu_f32(), comm, &err) != 0;
     if (any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
+    CheckpointProgress progress = {0, 0};
+    if (checkpoint[0]) {
+        failed = checkpoint_load(&t, checkpoint, 1, &progress, &err) != 0;
+        if (any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
+    }
+    signals_install();
+    char *config_text = config_to_string(cfg);
+    LoopSetup setup = {run_dir, config_text, progress.step};
     if (!is_root) {
-        int code = train_loop(&t, cfg, NULL, NULL);
+        int code = train_loop(&t, cfg, NULL, NULL, &setup);
         trainer_free(&t);
+        free(config_text);
         return code;
     }
 
@@ -217,18 +255,39 @@ int train_command(const Config *cfg, Comm *comm, const char *run_dir, int resume
     snprintf(path, sizeof path, "%s/log.txt", run_dir);
     log.file = fopen(path, "a");
     if (!log.file) die(EXIT_FAILURE_OTHER, "%s: cannot write: %s", path, strerror(errno));
-    char *config_text = config_to_string(cfg);
     MetricsRunInfo info = {.config_text = config_text, .revision = ENTRANK_REVISION, .dp = comm->dp, .pp = comm->pp, .device = "cpu"};
     snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
-    MetricsFile *mf = metrics_create(path, &info, &err);
+    MetricsFile *mf = have_metrics && checkpoint[0] ? metrics_open_append(path, &err) : metrics_create(path, &info, &err);
     if (!mf) die(EXIT_FAILURE_OTHER, "%s", err.msg);
     declare_metrics(mf, data_n_buckets(t.val_data));
+    if (checkpoint[0]) runlog(&log, "loaded %s (step %ld)\n", checkpoint, progress.step);
 
-    int code = train_loop(&t, cfg, &log, mf);
+    int code = train_loop(&t, cfg, &log, mf, &setup);
     runlog(&log, "metrics in %s/metrics.h5\n", run_dir);
     metrics_close(mf);
     fclose(log.file);
     free(config_text);
     trainer_free(&t);
     return code;
+}
+
+int eval_command(const Config *cfg, Comm *comm, const char *checkpoint) {
+    Error err = {{0}};
+    Trainer t;
+    int failed = trainer_init(&t, cfg, backend_cpu_f32(), comm, &err) != 0;
+    if (any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
+    CheckpointProgress progress;
+    failed = checkpoint_load(&t, checkpoint, 0, &progress, &err) != 0;
+    if (any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
+    EvalResult ev;
+    if (trainer_evaluate(&t, &ev, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    if (comm->world_rank == 0) {
+        printf("checkpoint %s (step %ld) | %d ranks: dp %d x pp %d\n", checkpoint, progress.step, comm->world_size, comm->dp, comm->pp);
+        printf("val loss %.6f | val ppl %.4f | %ld scored positions in %d batches\n", ev.loss, ev.ppl, ev.scored, cfg->eval_batches);
+        for (int b = 0; b < ev.n_buckets; b++)
+            printf("%s acc %.4f (n=%ld)\n", data_bucket_label(t.val_data, b), ev.total[b] ? (double)ev.correct[b] / ev.total[b] : NAN,
+                   ev.total[b]);
+    }
+    trainer_free(&t);
+    return EXIT_DONE;
 }

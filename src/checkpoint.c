@@ -1,0 +1,436 @@
+// checkpoint.c: collective parallel-HDF5 checkpoint write and read (see checkpoint.h).
+#include "checkpoint.h"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FORMAT_VERSION 1
+
+// ---- which elements a rank owns ---------------------------------------------------------------
+
+// One contiguous run of a tensor: arena elements [arena, arena + n) hold the tensor's flat
+// (row-major, layer-stacked) elements [flat, flat + n).
+typedef struct {
+    size_t arena;
+    size_t flat;
+    size_t n;
+} Run;
+
+typedef struct {
+    Run *runs;
+    int count, capacity;
+    size_t total;
+} RunList;
+
+static void runs_add(RunList *l, size_t arena, size_t flat, size_t n) {
+    if (n == 0) return;
+    if (l->count == l->capacity) {
+        l->capacity = l->capacity ? 2 * l->capacity : 16;
+        l->runs = realloc(l->runs, (size_t)l->capacity * sizeof(Run));
+        CHECK_ALLOC(l->runs);
+    }
+    l->runs[l->count++] = (Run){arena, flat, n};
+    l->total += n;
+}
+
+// The runs of parameter `id` held by this stage that fall inside arena range [begin, end).
+static RunList owned_runs(const Model *m, ParamId id, size_t begin, size_t end) {
+    RunList l = {0};
+    const ParamInfo *p = &m->params[id];
+    if (!p->present) return l;
+    int first = p->role == ROLE_BLOCK ? m->layer_begin : 0, last = p->role == ROLE_BLOCK ? m->layer_end : 1;
+    for (int layer = first; layer < last; layer++) {
+        size_t a = model_param_offset(m, id, layer), flat = (size_t)layer * p->slice_numel;
+        size_t lo = a > begin ? a : begin, hi = a + p->slice_numel < end ? a + p->slice_numel : end;
+        if (lo < hi) runs_add(&l, lo, flat + (lo - a), hi - lo);
+    }
+    return l;
+}
+
+// The logical dataset shape of a parameter: (L, d0[, d1]) for block tensors.
+static int logical_shape(const Model *m, ParamId id, hsize_t dims[3]) {
+    const ParamInfo *p = &m->params[id];
+    int r = 0;
+    if (p->role == ROLE_BLOCK) dims[r++] = (hsize_t)m->shape.n_layer;
+    for (int d = 0; d < p->slice_ndim; d++) dims[r++] = (hsize_t)p->slice_shape[d];
+    return r;
+}
+
+// Whether a checkpoint holds this tensor at all (the tied head is wte).
+static int stored(const Model *m, ParamId id) {
+    return !(id == PARAM_LM_HEAD && m->shape.tie_embeddings);
+}
+
+// Selects the row-major flat range [s, s + n) of the sub-array dims[depth..rank) at the leading
+// indices prefix[0..depth), as a union of at most 2 * rank hyperslabs.
+static void select_flat(hid_t space, int rank, const hsize_t *dims, int depth, hsize_t *prefix, hsize_t s, hsize_t n,
+                        int *first) {
+    if (n == 0) return;
+    if (rank > 3 || depth >= rank) die(EXIT_FAILURE_OTHER, "internal: checkpoint selection of rank %d at depth %d", rank, depth);
+    hsize_t start[3] = {0}, count[3] = {1, 1, 1};
+    for (int d = 0; d < depth; d++) start[d] = prefix[d];
+    if (depth == rank - 1) {
+        start[depth] = s;
+        count[depth] = n;
+        hdf5Check(H5Sselect_hyperslab(space, *first ? H5S_SELECT_SET : H5S_SELECT_OR, start, NULL, count, NULL));
+        *first = 0;
+        return;
+    }
+    hsize_t inner = 1;
+    for (int d = depth + 1; d < rank; d++) inner *= dims[d];
+    hsize_t i = s / inner, off = s % inner;
+    if (off) {   // the tail of a partial sub-array
+        hsize_t m = n < inner - off ? n : inner - off;
+        prefix[depth] = i;
+        select_flat(space, rank, dims, depth + 1, prefix, off, m, first);
+        n -= m;
+        i++;
+    }
+    hsize_t full = n / inner;
+    if (full) {  // whole sub-arrays in one hyperslab
+        start[depth] = i;
+        count[depth] = full;
+        for (int d = depth + 1; d < rank; d++) { start[d] = 0; count[d] = dims[d]; }
+        hdf5Check(H5Sselect_hyperslab(space, *first ? H5S_SELECT_SET : H5S_SELECT_OR, start, NULL, count, NULL));
+        *first = 0;
+        n -= full * inner;
+        i += full;
+    }
+    if (n) {     // the head of a partial sub-array
+        prefix[depth] = i;
+        select_flat(space, rank, dims, depth + 1, prefix, 0, n, first);
+    }
+}
+
+static hid_t file_selection(hid_t dset, const RunList *runs) {
+    hid_t space = H5Dget_space(dset);
+    hdf5Check(space);
+    hsize_t dims[3];
+    int rank = H5Sget_simple_extent_ndims(space);
+    H5Sget_simple_extent_dims(space, dims, NULL);
+    if (runs->total == 0) { hdf5Check(H5Sselect_none(space)); return space; }
+    int first = 1;
+    hsize_t prefix[3] = {0};
+    for (int r = 0; r < runs->count; r++)
+        select_flat(space, rank, dims, 0, prefix, runs->runs[r].flat, runs->runs[r].n, &first);
+    return space;
+}
+
+static hid_t memory_space(size_t n) {
+    hsize_t count = n ? n : 1;
+    hid_t space = H5Screate_simple(1, &count, NULL);
+    hdf5Check(space);
+    if (n == 0) hdf5Check(H5Sselect_none(space));
+    return space;
+}
+
+// ---- attributes -------------------------------------------------------------------------------
+
+static void write_attr_double(hid_t obj, const char *name, double v) {
+    hid_t sp = H5Screate(H5S_SCALAR), a = H5Acreate2(obj, name, H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    hdf5Check(a);
+    hdf5Check(H5Awrite(a, H5T_NATIVE_DOUBLE, &v));
+    H5Aclose(a); H5Sclose(sp);
+}
+
+static void write_attr_string(hid_t obj, const char *name, const char *text) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    hid_t sp = H5Screate(H5S_SCALAR), a = H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    hdf5Check(a);
+    hdf5Check(H5Awrite(a, type, &text));
+    H5Aclose(a); H5Sclose(sp); H5Tclose(type);
+}
+
+static int read_attr_double(hid_t obj, const char *file, const char *name, double *v, Error *err) {
+    if (H5Aexists(obj, name) <= 0) return error_set(err, "%s: missing attribute %s (not an entrank checkpoint?)", file, name);
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Aread(a, H5T_NATIVE_DOUBLE, v);
+    if (a >= 0) H5Aclose(a);
+    return rc < 0 ? error_set(err, "%s: unreadable attribute %s", file, name) : 0;
+}
+
+// ---- save ---------------------------------------------------------------------------------------
+
+typedef enum { PART_PARAMS, PART_ADAM_M, PART_ADAM_V } Part;
+static const char *PART_GROUP[] = {"params", "adam_m", "adam_v"};
+
+// The runs of `id` this rank writes for `part`: parameters by replica 0 only (the others hold the
+// same values); AdamW state by replica 0, or by every replica for its shard under ZeRO-1. The tied
+// wte copy on the last stage is never written (stage 0 writes wte).
+static RunList write_runs(const Trainer *t, ParamId id, Part part) {
+    const Model *m = &t->model;
+    RunList none = {0};
+    if (id == PARAM_WTE && !m->has_embedding) return none;
+    if (part == PART_PARAMS || !t->cfg->zero) return t->comm->dp_index == 0 ? owned_runs(m, id, 0, m->num_params) : none;
+    return owned_runs(m, id, t->adam.begin, t->adam.begin + t->adam.numel);
+}
+
+// Host copy of the runs' elements, in flat order.
+static float *gather_runs(const Trainer *t, const RunList *runs, Part part) {
+    const Backend *be = t->be;
+    float *host = xmalloc((runs->total ? runs->total : 1) * sizeof(float));
+    size_t pos = 0;
+    for (int r = 0; r < runs->count; r++) {
+        const Run *run = &runs->runs[r];
+        const void *src;
+        if (part == PART_PARAMS) src = be_offset(be, t->model.params_mem, run->arena);
+        else src = be_offset(be, part == PART_ADAM_M ? t->adam.m : t->adam.v, run->arena - t->adam.begin);
+        be->download(host + pos, src, run->n);
+        pos += run->n;
+    }
+    return host;
+}
+
+static void fsync_path(const char *path, int directory) {
+    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0) die(EXIT_FAILURE_OTHER, "%s: cannot open for fsync: %s", path, strerror(errno));
+    if (fsync(fd)) die(EXIT_FAILURE_OTHER, "%s: fsync failed: %s", path, strerror(errno));
+    close(fd);
+}
+
+static void remove_old_checkpoints(const char *dir, int keep) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    long steps[4096];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 4096) {
+        long s;
+        char tail[8];
+        // Complete checkpoints only: "step_%08ld.h5" exactly, never a .tmp being written.
+        if (sscanf(e->d_name, "step_%ld.h%7s", &s, tail) == 2 && !strcmp(tail, "5")) steps[n++] = s;
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++) {
+        int newer = 0;
+        for (int j = 0; j < n; j++) newer += steps[j] > steps[i];
+        if (newer >= keep) {
+            char path[CFG_PATH_LEN + 64];
+            snprintf(path, sizeof path, "%s/step_%08ld.h5", dir, steps[i]);
+            unlink(path);
+        }
+    }
+}
+
+void checkpoint_save(Trainer *t, const char *run_dir, CheckpointProgress progress, const char *config_text) {
+    const Model *m = &t->model;
+    Comm *c = t->comm;
+    char dir[CFG_PATH_LEN + 32], final[CFG_PATH_LEN + 64], tmp[CFG_PATH_LEN + 96];
+    snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
+    snprintf(final, sizeof final, "%s/step_%08ld.h5", dir, progress.step);
+    snprintf(tmp, sizeof tmp, "%s.tmp", final);
+    if (c->world_rank == 0 && mkdir(dir, 0775) && errno != EEXIST) die(EXIT_FAILURE_OTHER, "%s: cannot create: %s", dir, strerror(errno));
+    c->barrier(c);
+
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    hdf5Check(H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL));
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (file < 0) die(EXIT_FAILURE_OTHER, "%s: cannot create checkpoint", tmp);
+    H5Pclose(fapl);
+    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+    hdf5Check(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+
+    // Attributes and datasets are created collectively, with identical arguments on every rank.
+    write_attr_double(file, "format_version", FORMAT_VERSION);
+    write_attr_double(file, "step", (double)progress.step);
+    write_attr_double(file, "tokens", progress.tokens);
+    write_attr_double(file, "data_cursor", (double)progress.step);   // the batch of step s is a function of (seed, s)
+    write_attr_double(file, "seed", (double)t->cfg->seed);
+    write_attr_double(file, "adam_t", (double)t->adam.t);
+    write_attr_double(file, "bad_in_row", (double)t->bad_in_row);
+    write_attr_double(file, "dp", c->dp);
+    write_attr_double(file, "pp", c->pp);
+    write_attr_double(file, "zero", t->cfg->zero);
+    const ModelShape *s = &m->shape;
+    write_attr_double(file, "model.n_layer", s->n_layer);
+    write_attr_double(file, "model.n_head", s->n_head);
+    write_attr_double(file, "model.d_model", s->d_model);
+    write_attr_double(file, "model.seq_len", s->seq_len);
+    write_attr_double(file, "model.vocab_size", s->vocab_size);
+    write_attr_double(file, "model.mlp_hidden", s->mlp_hidden);
+    write_attr_double(file, "model.norm_post", s->norm == NORM_POST);
+    write_attr_double(file, "model.tie_embeddings", s->tie_embeddings);
+    write_attr_string(file, "config", config_text);
+
+    for (int part = 0; part < 3; part++) {
+        hid_t group = H5Gcreate2(file, PART_GROUP[part], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hdf5Check(group);
+        for (int id = 0; id < NUM_PARAMS; id++) {
+            if (!stored(m, (ParamId)id)) continue;
+            hsize_t dims[3];
+            int rank = logical_shape(m, (ParamId)id, dims);
+            hid_t fspace = H5Screate_simple(rank, dims, NULL);
+            hid_t dset = H5Dcreate2(group, m->params[id].name, H5T_NATIVE_FLOAT, fspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            hdf5Check(dset);
+            H5Sclose(fspace);
+            RunList runs = write_runs(t, (ParamId)id, (Part)part);
+            float *host = gather_runs(t, &runs, (Part)part);
+            hid_t sel = file_selection(dset, &runs), mspace = memory_space(runs.total);
+            hdf5Check(H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host));
+            H5Sclose(sel); H5Sclose(mspace); H5Dclose(dset);
+            free(host); free(runs.runs);
+        }
+        H5Gclose(group);
+    }
+    H5Pclose(dxpl);
+    hdf5Check(H5Fflush(file, H5F_SCOPE_GLOBAL));
+    hdf5Check(H5Fclose(file));
+    const char *slow = getenv("ENTRANK_FAULT_CHECKPOINT_DELAY");
+    // Fault injection for the tests: hold the finished-but-unpublished .tmp file for a while, so a
+    // test can kill a rank exactly in the window between writing and publishing.
+    if (slow) sleep((unsigned)atoi(slow));
+    c->barrier(c);
+
+    if (c->world_rank == 0) {
+        fsync_path(tmp, 0);
+        if (rename(tmp, final)) die(EXIT_FAILURE_OTHER, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+        fsync_path(dir, 1);
+        char latest_tmp[CFG_PATH_LEN + 64], latest[CFG_PATH_LEN + 64];
+        snprintf(latest, sizeof latest, "%s/latest", dir);
+        snprintf(latest_tmp, sizeof latest_tmp, "%s/latest.tmp", dir);
+        FILE *f = fopen(latest_tmp, "w");
+        if (!f) die(EXIT_FAILURE_OTHER, "%s: cannot write: %s", latest_tmp, strerror(errno));
+        fprintf(f, "step_%08ld.h5\n", progress.step);
+        if (fflush(f) || fsync(fileno(f))) die(EXIT_FAILURE_OTHER, "%s: cannot flush: %s", latest_tmp, strerror(errno));
+        fclose(f);
+        if (rename(latest_tmp, latest)) die(EXIT_FAILURE_OTHER, "%s: cannot rename: %s", latest_tmp, strerror(errno));
+        fsync_path(dir, 1);
+        remove_old_checkpoints(dir, t->cfg->checkpoint_keep);
+    }
+    c->barrier(c);
+}
+
+// ---- load ---------------------------------------------------------------------------------------
+
+int checkpoint_latest(const char *run_dir, char *path, size_t n) {
+    char latest[CFG_PATH_LEN + 64], name[256];
+    snprintf(latest, sizeof latest, "%s/checkpoints/latest", run_dir);
+    FILE *f = fopen(latest, "r");
+    if (!f) return 0;
+    int ok = fscanf(f, "%255s", name) == 1;
+    fclose(f);
+    if (!ok) return 0;
+    snprintf(path, n, "%s/checkpoints/%s", run_dir, name);
+    return 1;
+}
+
+// The runs of `id` this rank reads for `part`: everything its stage holds (the tied copy on the
+// last stage included), or its shard of the AdamW state under ZeRO-1.
+static RunList read_runs(const Trainer *t, ParamId id, Part part) {
+    const Model *m = &t->model;
+    if (part == PART_PARAMS || !t->cfg->zero) return owned_runs(m, id, 0, m->num_params);
+    return owned_runs(m, id, t->adam.begin, t->adam.begin + t->adam.numel);
+}
+
+static void scatter_runs(Trainer *t, const RunList *runs, Part part, const float *host) {
+    const Backend *be = t->be;
+    size_t pos = 0;
+    for (int r = 0; r < runs->count; r++) {
+        const Run *run = &runs->runs[r];
+        void *dst;
+        if (part == PART_PARAMS) dst = be_offset(be, t->model.params_mem, run->arena);
+        else dst = be_offset(be, part == PART_ADAM_M ? t->adam.m : t->adam.v, run->arena - t->adam.begin);
+        be->upload(dst, host + pos, run->n);
+        pos += run->n;
+    }
+}
+
+static int check_shape_attr(hid_t file, const char *path, const char *key, double expected, Error *err) {
+    double v;
+    if (read_attr_double(file, path, key, &v, err)) return -1;
+    if (v != expected)
+        return error_set(err, "%s: %s is %g in the checkpoint but %g in the config: the checkpoint belongs to another model",
+                         path, key, v, expected);
+    return 0;
+}
+
+int checkpoint_load(Trainer *t, const char *path, int with_optimizer, CheckpointProgress *progress, Error *err) {
+    Model *m = &t->model;
+    // Errors below are the file's, not the library's: keep HDF5's error stack off the terminal.
+    H5E_auto2_t old_func;
+    void *old_data;
+    H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    int rc = -1;
+    hid_t file = -1, dxpl = -1;
+    if (access(path, R_OK)) { error_set(err, "%s: cannot read checkpoint: %s", path, strerror(errno)); goto out; }
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
+    file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (file < 0) { error_set(err, "%s: not a readable HDF5 file (truncated or corrupt checkpoint)", path); goto out; }
+    const ModelShape *s = &m->shape;
+    double fv;
+    if (read_attr_double(file, path, "format_version", &fv, err)) goto out;
+    if (fv != FORMAT_VERSION) { error_set(err, "%s: format_version %g, this build reads %d", path, fv, FORMAT_VERSION); goto out; }
+    if (check_shape_attr(file, path, "model.n_layer", s->n_layer, err) || check_shape_attr(file, path, "model.n_head", s->n_head, err) ||
+        check_shape_attr(file, path, "model.d_model", s->d_model, err) || check_shape_attr(file, path, "model.seq_len", s->seq_len, err) ||
+        check_shape_attr(file, path, "model.vocab_size", s->vocab_size, err) ||
+        check_shape_attr(file, path, "model.mlp_hidden", s->mlp_hidden, err) ||
+        check_shape_attr(file, path, "model.norm_post", s->norm == NORM_POST, err) ||
+        check_shape_attr(file, path, "model.tie_embeddings", s->tie_embeddings, err))
+        goto out;
+    double step = 0, tokens = 0, adam_t = 0, bad = 0;
+    if (read_attr_double(file, path, "step", &step, err) || read_attr_double(file, path, "tokens", &tokens, err) ||
+        read_attr_double(file, path, "adam_t", &adam_t, err) || read_attr_double(file, path, "bad_in_row", &bad, err))
+        goto out;
+    dxpl = H5Pcreate(H5P_DATASET_XFER);
+    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+    int parts = with_optimizer ? 3 : 1;
+    for (int part = 0; part < parts; part++) {
+        for (int id = 0; id < NUM_PARAMS; id++) {
+            // The tied head of the last stage reads wte; an untied lm_head its own dataset.
+            if (!stored(m, (ParamId)id)) continue;
+            char name[128];
+            snprintf(name, sizeof name, "/%s/%s", PART_GROUP[part], m->params[id].name);
+            if (H5Lexists(file, PART_GROUP[part], H5P_DEFAULT) <= 0 || H5Lexists(file, name, H5P_DEFAULT) <= 0) {
+                error_set(err, "%s: missing dataset %s", path, name);
+                goto out;
+            }
+            hid_t dset = H5Dopen2(file, name, H5P_DEFAULT);
+            hsize_t want[3], have[3];
+            int rank = logical_shape(m, (ParamId)id, want);
+            hid_t space = H5Dget_space(dset);
+            int have_rank = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+            if (have_rank == rank) H5Sget_simple_extent_dims(space, have, NULL);
+            if (space >= 0) H5Sclose(space);
+            if (have_rank != rank || memcmp(want, have, (size_t)rank * sizeof(hsize_t))) {
+                H5Dclose(dset);
+                error_set(err, "%s: dataset %s has the wrong shape for this model", path, name);
+                goto out;
+            }
+            RunList runs = read_runs(t, (ParamId)id, (Part)part);
+            float *host = xmalloc((runs.total ? runs.total : 1) * sizeof(float));
+            hid_t sel = file_selection(dset, &runs), mspace = memory_space(runs.total);
+            herr_t r = H5Dread(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host);
+            H5Sclose(sel); H5Sclose(mspace); H5Dclose(dset);
+            if (r < 0) {
+                free(host); free(runs.runs);
+                error_set(err, "%s: cannot read dataset %s (truncated or corrupt checkpoint)", path, name);
+                goto out;
+            }
+            scatter_runs(t, &runs, (Part)part, host);
+            free(host); free(runs.runs);
+        }
+    }
+    if (with_optimizer) {
+        t->adam.t = (long)adam_t;
+        t->bad_in_row = (int)bad;
+    }
+    progress->step = (long)step;
+    progress->tokens = tokens;
+    rc = 0;
+out:
+    if (dxpl >= 0) H5Pclose(dxpl);
+    if (file >= 0) H5Fclose(file);
+    H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
+    return rc;
+}

@@ -1,0 +1,32 @@
+// checkpoint.h: parallel-HDF5 checkpoints (DESIGN section 8).
+//
+// checkpoints/step_NNNNNNNN.h5 (NNNNNNNN = optimizer steps completed) is written collectively by
+// all ranks through MPI-IO. Every tensor is stored with its full logical shape, per-layer tensors
+// stacked over layers: /params/NAME, /adam_m/NAME, /adam_v/NAME (fp32). Each rank writes the
+// hyperslab it owns (its stage's layers; its ZeRO-1 shard of the AdamW state), so any dp x pp
+// topology can read any checkpoint. Root attributes hold the step, tokens seen, the AdamW step
+// count, the data cursor, the seed, the model shape, the resolved config and the writing topology.
+//
+// The file is written as step_N.h5.tmp, closed (which flushes), fsynced, renamed, and only then is
+// checkpoints/latest replaced (write, fsync, rename): a run killed at any moment leaves `latest`
+// naming a complete checkpoint.
+#pragma once
+#include "train.h"
+
+typedef struct {
+    long step;            // optimizer steps completed; the run continues with this step index
+    double tokens;        // tokens consumed
+} CheckpointProgress;
+
+// Collective. Writes the checkpoint of `t` after `progress.step` steps into run_dir/checkpoints and
+// then deletes all but the newest `checkpoint.keep` complete ones. Failures are I/O failures (exit 1).
+void checkpoint_save(Trainer *t, const char *run_dir, CheckpointProgress progress, const char *config_text);
+
+// Collective. Loads parameters (and, if with_optimizer, AdamW state, step count and bad-step
+// count) from `path` into `t`, whatever topology wrote it. Returns -1 with err naming the file and
+// the dataset or key on a missing, truncated, corrupt or incompatible checkpoint; nothing is changed
+// on disk.
+int checkpoint_load(Trainer *t, const char *path, int with_optimizer, CheckpointProgress *progress, Error *err);
+
+// The checkpoint named by run_dir/checkpoints/latest, if any: returns 1 and fills path.
+int checkpoint_latest(const char *run_dir, char *path, size_t n);
