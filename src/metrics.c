@@ -578,3 +578,63 @@ void metrics_close(MetricsFile *mf) {
                 metrics_queued_rows(mf));
     free_file(mf);
 }
+
+// ----------------------------------------------------------------------------
+// Rewinding a resumed run's file
+
+typedef struct {
+    hsize_t keep;
+    const char *group;
+} ShrinkCtx;
+
+static herr_t shrink_cb(hid_t group, const char *name, const H5L_info_t *info, void *data) {
+    const ShrinkCtx *c = data;
+    if (info->type != H5L_TYPE_HARD) return 0;
+    hid_t dset = H5Dopen2(group, name, H5P_DEFAULT);
+    if (dset < 0) return 0;   // a subgroup, not a dataset
+    hid_t space = hidCheck(H5Dget_space(dset));
+    hsize_t dims[H5S_MAX_RANK];
+    int rank = H5Sget_simple_extent_ndims(space);
+    hdf5Check(rank);
+    hdf5Check(H5Sget_simple_extent_dims(space, dims, NULL));
+    hdf5Check(H5Sclose(space));
+    if (rank > 0 && dims[0] > c->keep) {
+        dims[0] = c->keep;
+        hdf5Check(H5Dset_extent(dset, dims));
+    }
+    hdf5Check(H5Dclose(dset));
+    return 0;
+}
+
+int metrics_rewind(const char *path, const char *group, double first_dropped_step, Error *err) {
+    bool locked;
+    char msg[512];
+    hid_t file = open_for_write(path, CLOSE_ATTEMPTS, &locked, msg, sizeof msg);
+    if (file < 0) return error_set(err, "cannot reopen metrics file %s: %s", path, msg);
+    char step_name[256];
+    snprintf(step_name, sizeof step_name, "%s/step", group);
+    ErrorPrinting quiet = errors_quiet();
+    htri_t has_group = H5Lexists(file, group, H5P_DEFAULT);
+    htri_t has_steps = has_group > 0 ? H5Lexists(file, step_name, H5P_DEFAULT) : 0;
+    errors_restore(quiet);
+    if (has_steps > 0) {
+        hid_t dset = hidCheck(H5Dopen2(file, step_name, H5P_DEFAULT));
+        hid_t space = hidCheck(H5Dget_space(dset));
+        hsize_t n;
+        hdf5Check(H5Sget_simple_extent_dims(space, &n, NULL));
+        double *steps = xmalloc((n ? n : 1) * sizeof(double));
+        if (n) hdf5Check(H5Dread(dset, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, steps));
+        hdf5Check(H5Sclose(space));
+        hdf5Check(H5Dclose(dset));
+        // Rows are in step order: keep those before the first dropped step.
+        hsize_t keep = 0;
+        while (keep < n && steps[keep] < first_dropped_step) keep++;
+        free(steps);
+        ShrinkCtx c = {keep, group};
+        hid_t g = hidCheck(H5Gopen2(file, group, H5P_DEFAULT));
+        hdf5Check(H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, shrink_cb, &c));
+        hdf5Check(H5Gclose(g));
+    }
+    close_file(file, path);
+    return 0;
+}

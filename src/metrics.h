@@ -66,3 +66,8 @@ size_t metrics_queued_rows(const MetricsFile *mf);
 
 // Flushes and frees.
 void metrics_close(MetricsFile *mf);
+
+// For a resumed run: drops the rows of every dataset in `group` (e.g. "/steps") whose
+// `group`/step value is >= first_dropped_step, so the series continues without duplicates after
+// the checkpoint. Call on the closed file, before metrics_open_append.
+int metrics_rewind(const char *path, const char *group, double first_dropped_step, Error *err);

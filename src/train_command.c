@@ -257,7 +257,15 @@ int train_command(const Config *cfg, Comm *comm, const char *run_dir, ResumeMode
     if (!log.file) die(EXIT_FAILURE_OTHER, "%s: cannot write: %s", path, strerror(errno));
     MetricsRunInfo info = {.config_text = config_text, .revision = ENTRANK_REVISION, .dp = comm->dp, .pp = comm->pp, .device = "cpu"};
     snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
-    MetricsFile *mf = have_metrics && checkpoint[0] ? metrics_open_append(path, &err) : metrics_create(path, &info, &err);
+    MetricsFile *mf;
+    if (have_metrics && checkpoint[0]) {
+        // Rows written after the checkpoint belong to steps that run again now.
+        if (metrics_rewind(path, "/steps", (double)progress.step, &err) || metrics_rewind(path, "/eval", (double)progress.step, &err))
+            die(EXIT_FAILURE_OTHER, "%s", err.msg);
+        mf = metrics_open_append(path, &err);
+    } else {
+        mf = metrics_create(path, &info, &err);
+    }
     if (!mf) die(EXIT_FAILURE_OTHER, "%s", err.msg);
     declare_metrics(mf, data_n_buckets(t.val_data));
     if (checkpoint[0]) runlog(&log, "loaded %s (step %ld)\n", checkpoint, progress.step);

@@ -63,3 +63,51 @@ def tiny_fast():
     return ["--set", "train.steps=6", "--set", "train.batch_size=8", "--set", "train.micro_batch_size=4",
             "--set", "model.n_layer=2", "--set", "model.seq_len=64", "--set", "eval.batches=1",
             "--set", "train.warmup_steps=2", "--set", "train.log_every=1"]
+
+
+MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+    # More ranks than cores: one thread per rank keeps them from fighting over the cores.
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+
+
+@pytest.fixture(scope="session")
+def mpirun():
+    if not BIN.exists():
+        pytest.fail(f"{BIN} is missing: run `make` first")
+
+    def run(n, *args, timeout=600, check=None, env_extra=None, popen=False):
+        env = dict(os.environ, **MPI_ENV, **(env_extra or {}))
+        cmd = ["mpirun", "-np", str(n), "--bind-to", "none", str(BIN), *map(str, args)]
+        if popen:
+            return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+        if check is not None:
+            assert proc.returncode == check, f"exit {proc.returncode}, expected {check}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        return proc
+
+    return run
+
+
+def small_model(layers=8, steps=20, extra=()):
+    """A tiny model that trains 20 steps on several ranks in a few seconds."""
+    return ["-c", "configs/tiny.cfg", "--set", f"model.n_layer={layers}", "--set", "model.d_model=32",
+            "--set", "model.n_head=2", "--set", "model.seq_len=32", "--set", "train.batch_size=16",
+            "--set", "train.micro_batch_size=2", "--set", f"train.steps={steps}", "--set", "train.warmup_steps=2",
+            "--set", "eval.batches=1", "--set", "train.log_every=1", *extra]
+
+
+def read_losses(run_dir):
+    import h5py
+    with h5py.File(Path(run_dir) / "metrics.h5", "r") as f:
+        return f["steps/step"][:], f["steps/loss"][:]
+
+
+def read_params(checkpoint):
+    import h5py
+    with h5py.File(checkpoint, "r") as f:
+        return {k: f["params"][k][...] for k in f["params"]}
