@@ -232,8 +232,11 @@ int train_command(const Config *cfg, Comm *comm, const char *run_dir, ResumeMode
     failed = trainer_init(&t, cfg, backend_cpu_f32(), comm, &err) != 0;
     if (any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
     CheckpointProgress progress = {0, 0};
+    double load_seconds = 0;
     if (checkpoint[0]) {
+        double t0 = now_seconds();
         failed = checkpoint_load(&t, checkpoint, 1, &progress, &err) != 0;
+        load_seconds = now_seconds() - t0;
         if (any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
     }
     signals_install();
@@ -268,7 +271,7 @@ int train_command(const Config *cfg, Comm *comm, const char *run_dir, ResumeMode
     }
     if (!mf) die(EXIT_FAILURE_OTHER, "%s", err.msg);
     declare_metrics(mf, data_n_buckets(t.val_data));
-    if (checkpoint[0]) runlog(&log, "loaded %s (step %ld)\n", checkpoint, progress.step);
+    if (checkpoint[0]) runlog(&log, "loaded %s (step %ld) in %.2f s\n", checkpoint, progress.step, load_seconds);
 
     int code = train_loop(&t, cfg, &log, mf, &setup);
     runlog(&log, "metrics in %s/metrics.h5\n", run_dir);

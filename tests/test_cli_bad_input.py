@@ -72,6 +72,13 @@ def test_existing_run_is_not_overwritten(entrank, tmp_path, tiny_fast):
     run = tmp_path / "run"
     entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--set", "train.steps=3", "--run-dir", run, check=0)
     before = (run / "metrics.h5").read_bytes()
-    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, check=2))
+    # --resume never on a directory that holds a run: refused, nothing touched.
+    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, "--resume", "never", check=2))
     assert str(run / "metrics.h5") in msg
+    assert (run / "metrics.h5").read_bytes() == before
+    # A run directory with metrics but no checkpoint (its checkpoints were removed): refused too.
+    import shutil
+    shutil.rmtree(run / "checkpoints")
+    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, check=2))
+    assert "no checkpoint to resume from" in msg
     assert (run / "metrics.h5").read_bytes() == before

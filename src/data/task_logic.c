@@ -13,6 +13,7 @@
 #include <string.h>
 #include <stdlib.h>
 static int fmt_shared(void){const char*e=getenv("LOGIC_SHARED");return e&&*e=='1';}
+static int fmt_fixed(void){const char*e=getenv("LOGIC_FIXED");return e&&*e=='1';}
 static int fmt_postfix(void){const char*e=getenv("LOGIC_POSTFIX");return e&&*e=='1';}
 
 // After this many rejected drafts the configuration has (almost) no example of the wanted kind.
@@ -120,6 +121,17 @@ int logic_fill(const LogicTask *task, uint64_t seed, DataSplit split, uint64_t s
     int32_t *ex = xmalloc((size_t)task->max_example_len * sizeof *ex);
     int p = 0, shared = fmt_shared(), prefix = 3 * task->n_vars + 1;
     int vals[LOGIC_MAX_VARS];
+    if (fmt_fixed()) {
+        int depth;
+        int n = gen_example(task, &rng, split, ex, &depth, vals, 0, err);
+        if (n < 0) { free(ex); return -1; }
+        memcpy(out.tokens, ex, (size_t)prefix * sizeof *ex);
+        memcpy(out.tokens + T - (n - prefix), ex + prefix, (size_t)(n - prefix) * sizeof *ex);
+        out.targets[T - 2] = ex[n - 1];
+        out.buckets[T - 2] = depth - task->depth_min;
+        free(ex);
+        return 0;
+    }
     for (int k = 0;; k++) {
         int depth;
         int n = gen_example(task, &rng, split, ex, &depth, vals, shared && k > 0, err);
