@@ -8,14 +8,18 @@
 # Debian's interpreter carries numpy/h5py/matplotlib; a python3 earlier on PATH may not.
 PYTHON ?= $(shell for p in /usr/bin/python3 python3; do $$p -c 'import h5py, numpy' 2>/dev/null && { command -v $$p; break; }; done)
 CC      = mpicc
-PKGS    = hdf5-openmpi libconfig openblas
+PKGS    = hdf5-openmpi libconfig fftw3 fftw3f
+# OpenBLAS's OpenMP build shares libgomp's thread pool with our own OpenMP loops; the default
+# pthread build keeps a second pool whose spinning threads fight ours for the cores.
+BLAS_DIR = /usr/lib/x86_64-linux-gnu/openblas-openmp
+BLAS_PC  = PKG_CONFIG_PATH=$(BLAS_DIR)/pkgconfig pkg-config
 ARCH   ?= -march=native
 CFLAGS ?= -O3 $(ARCH)
 CFLAGS += -std=c11 -D_GNU_SOURCE -fopenmp -Wall -Wextra -Werror -MMD -MP
-CFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(shell $(BLAS_PC) --cflags openblas 2>/dev/null)
 REVISION := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 CFLAGS += -DENTRANK_REVISION='"$(REVISION)"'
-LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -fopenmp
+LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(shell $(BLAS_PC) --libs openblas 2>/dev/null) -Wl,-rpath,$(BLAS_DIR) -lm -fopenmp
 TEST_LDLIBS = $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 # mpirun refuses root and more ranks than cores unless told; tests and the demo run as root here.
@@ -54,12 +58,13 @@ $(BUILD)/tests/%: tests/%.c $(LIB_OBJ)
 # Set-up. Every target that needs the toolchain first runs check-deps, which is quick when all
 # is present and otherwise installs (root on Debian) or lists what is missing and stops.
 DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools \
-               libconfig-dev libopenblas-dev libcmocka-dev python3-numpy python3-h5py \
+               libconfig-dev libopenblas-openmp-dev libfftw3-dev libcmocka-dev python3-numpy python3-h5py \
                python3-matplotlib python3-pytest
 define missing_deps
 $$( command -v mpicc >/dev/null || echo mpicc; command -v mpirun >/dev/null || echo mpirun; \
     command -v h5dump >/dev/null || echo h5dump; \
-    for p in hdf5-openmpi libconfig openblas cmocka; do pkg-config --exists $$p || echo "pkg-config:$$p"; done; \
+    for p in hdf5-openmpi libconfig fftw3 fftw3f cmocka; do pkg-config --exists $$p || echo "pkg-config:$$p"; done; \
+    $(BLAS_PC) --exists openblas || echo "openblas-openmp"; \
     /usr/bin/python3 -c 'import numpy, h5py, matplotlib, pytest' 2>/dev/null || echo "python3:numpy,h5py,matplotlib,pytest" )
 endef
 

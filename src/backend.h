@@ -89,6 +89,29 @@ struct Backend {
     // predictions (N) = argmax over V of logits/probs (N,V)
     void (*argmax_rows)(int32_t *predictions, const void *probs, int N, int V);
 
+    // ---- Spectral Gated Attention (DESIGN section 4); R rows of length T -------------------------
+    // out (R,T) = orthonormal DCT-II of each row (inverse = 0) or its inverse (inverse = 1)
+    void (*dct_rows)(void *out, const void *in, int R, int T, int inverse);
+    // out (BH,T,T) = in for j <= i, 0 above; and its gradient, out (+=) on the triangle only
+    void (*causal_lower_copy)(void *out, const void *in, int BH, int T);
+    void (*causal_lower_accumulate)(void *out, const void *in, int BH, int T);
+    // stats (R,4) = DC fraction, centroid, flatness, normalised entropy of each row's power spectrum
+    void (*sga_stats_forward)(void *stats, const void *spec, int R, int T);
+    void (*sga_stats_backward)(void *dspec, const void *dstats, const void *spec, int R, int T);   // dspec (+=)
+    // U (R, De+4) = [e (De) | stats (R,4)] and its gradient: de (+=) (De), dstats (=) (R,4)
+    void (*sga_gate_input)(void *U, const void *e, const void *stats, int R, int De);
+    void (*sga_gate_input_backward)(void *de, void *dstats, const void *dU, int R, int De);
+    void (*sga_fixed_gate)(void *G, int R, int T);                                   // G (R,T) fixed gains
+    void (*sigmoid_forward)(void *out, const void *inp, size_t n);
+    void (*sigmoid_backward)(void *dinp, const void *out, const void *dout, size_t n);   // dinp (=)
+    void (*mul)(void *out, const void *a, const void *b, size_t n);                       // out = a * b
+    void (*mul_backward)(void *da, void *db, const void *dout, const void *a, const void *b, size_t n);  // da (=), db (+=)
+    // out = (1 - alpha) a + alpha z' on the causal triangle, alpha = clamp(alpha_raw[0], 0, 1) (NULL: 1)
+    void (*sga_blend_forward)(void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T);
+    // da (+=), dzprime (=), dalpha_raw (+=, one element; may be NULL)
+    void (*sga_blend_backward)(void *da, void *dzprime, void *dalpha_raw, const void *dout, const void *a, const void *zprime,
+                               const void *alpha_raw, int BH, int T);
+
     // ---- reductions and optimizer -----------------------------------------------------------------
     double (*sum)(const void *x, size_t n);          // deterministic, accumulated in double
     double (*sum_squares)(const void *x, size_t n);  // deterministic, accumulated in double

@@ -62,9 +62,9 @@ static int logical_shape(const Model *m, ParamId id, hsize_t dims[3]) {
     return r;
 }
 
-// Whether a checkpoint holds this tensor at all (the tied head is wte).
+// Whether a checkpoint holds this tensor at all (the tied head is wte; SGA only with SGA).
 static int stored(const Model *m, ParamId id) {
-    return !(id == PARAM_LM_HEAD && m->shape.tie_embeddings);
+    return m->params[id].exists;
 }
 
 // Selects the row-major flat range [s, s + n) of the sub-array dims[depth..rank) at the leading

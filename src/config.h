@@ -29,7 +29,22 @@ typedef struct {
     int scaled_init;          // residual projections get init_std / sqrt(2 n_layer)
 
     // attention.*
-    char attention_kind[CFG_NAME_LEN];   // "sdpa" (later: "sga")
+    char attention_kind[CFG_NAME_LEN];   // "sdpa" | "sga"
+
+    // sga.*: Spectral Gated Attention (DESIGN section 4)
+    int sga_spectral;         // false: the gate acts on the logit row itself (no DCT)
+    int sga_fixed_filter;     // true: fixed gain curve instead of the gate MLP
+    int sga_blend;            // false: alpha fixed at 1
+    int sga_gate_hidden;
+    int sga_embed_dim;
+    double sga_alpha_init;
+
+    // reg.*: auxiliary losses
+    double reg_entropy_coef;  // entropy regularisation (DESIGN section 6)
+
+    // drop.*: LayerDrop / stochastic depth
+    char drop_mode[CFG_NAME_LEN];        // "none" | "layerdrop" | "stochastic_depth"
+    double drop_p;
 
     // train.*
     long steps;               // 0 = derive from train.tokens

@@ -48,7 +48,8 @@
 _Static_assert(sizeof(NormPlacement) == sizeof(int), "choice-index fields are stored as int");
 _Static_assert(NORM_PRE == 0 && NORM_POST == 1, "NORM_CHOICES is indexed by NormPlacement");
 static const char *const NORM_CHOICES[] = {"pre", "post", NULL};
-static const char *const ATTENTION_CHOICES[] = {"sdpa", NULL};
+static const char *const ATTENTION_CHOICES[] = {"sdpa", "sga", NULL};
+static const char *const DROP_CHOICES[] = {"none", "layerdrop", "stochastic_depth", NULL};
 static const char *const DEVICE_CHOICES[] = {"auto", "cpu", "cuda", NULL};
 static const char *const DATA_CHOICES[] = {"llmc", "megatron", "text", "logic", "retrieval", NULL};
 static const int RETRIEVAL_DISTANCES[] = {128, 256, 512, 1024};   // the SGA post's distances
@@ -71,7 +72,19 @@ const ConfigKey config_schema[] = {
     FLOAT_KEY("model.init_std",     init_std,          0.02,        RANGE_OPEN_LO, 0, 1,  "std of the normal weight init; (0, 1]"),
     BOOL_KEY("model.scaled_init",   scaled_init,       1,                                "residual projections get init_std / sqrt(2 n_layer)"),
 
-    CHOICE_KEY("attention.kind",    attention_kind,    "sdpa",      ATTENTION_CHOICES,   "attention: sdpa"),
+    CHOICE_KEY("attention.kind",    attention_kind,    "sdpa",      ATTENTION_CHOICES,   "attention: sdpa | sga (spectral gated)"),
+
+    BOOL_KEY("sga.spectral",        sga_spectral,      1,                                "gate the DCT spectrum of each logit row; false = gate the row itself"),
+    BOOL_KEY("sga.fixed_filter",    sga_fixed_filter,  0,                                "no gate MLP: DC x0.7, middle third x1.2, others x1"),
+    BOOL_KEY("sga.blend",           sga_blend,         1,                                "blend with learned alpha_l; false = alpha fixed at 1"),
+    INT_KEY("sga.gate_hidden",      sga_gate_hidden,   64,          1, 4096,             "hidden width of the gate MLP"),
+    INT_KEY("sga.embed_dim",        sga_embed_dim,     32,          1, 4096,             "learned per-layer embedding e_l fed to the gate"),
+    FLOAT_KEY("sga.alpha_init",     sga_alpha_init,    0.1,         RANGE_CLOSED, 0, 1,   "initial alpha_l; [0, 1]"),
+
+    FLOAT_KEY("reg.entropy_coef",   reg_entropy_coef,  0.0,         RANGE_CLOSED, 0, 100, "entropy regularisation: loss -= coef x mean normalised row entropy; [0, 100]"),
+
+    CHOICE_KEY("drop.mode",         drop_mode,         "none",      DROP_CHOICES,        "none | layerdrop | stochastic_depth"),
+    FLOAT_KEY("drop.p",             drop_p,            0.0,         RANGE_OPEN_HI, 0, 1,  "probability of dropping a block (layerdrop) or a branch (stochastic depth); [0, 1)"),
 
     LONG_KEY("train.steps",         steps,             0,           0, 1000000000000LL,  "optimizer steps; 0 = derive from train.tokens"),
     FLOAT_KEY("train.tokens",       tokens,            0.0,         RANGE_CLOSED, 0, 1e15, "token budget, used when train.steps = 0; [0, 1e15]"),
@@ -107,7 +120,7 @@ const ConfigKey config_schema[] = {
     INT_KEY("eval.every",           eval_every,        0,           0, INT_MAX,          "steps between evaluations; 0 = only at the end"),
     INT_KEY("eval.batches",         eval_batches,      4,           1, M1,               "validation batches per evaluation"),
     INT_KEY("trace.every",          trace_every,       0,           0, INT_MAX,          "steps between layer traces; 0 = off"),
-    INT_KEY("checkpoint.every",     checkpoint_every,  0,           0, INT_MAX,          "steps between periodic checkpoints; 0 = none"),
+    INT_KEY("checkpoint.every",     checkpoint_every,  0,           0, INT_MAX,          "steps between periodic checkpoints; 0 = only the final one"),
     INT_KEY("checkpoint.keep",      checkpoint_keep,   2,           1, 1000000,          "newest checkpoints kept"),
 };
 

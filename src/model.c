@@ -5,6 +5,7 @@
 #include <string.h>
 #include "common.h"
 #include "rng.h"
+#include "sga.h"
 
 ModelShape model_shape_from_config(const Config *cfg) {
     ModelShape s = {
@@ -19,34 +20,62 @@ ModelShape model_shape_from_config(const Config *cfg) {
         .tie_embeddings = cfg->tie_embeddings,
         .init_std = cfg->init_std,
         .scaled_init = cfg->scaled_init,
+        .sga = strcmp(cfg->attention_kind, "sga") == 0,
+        .sga_spectral = cfg->sga_spectral,
+        .sga_fixed_filter = cfg->sga_fixed_filter,
+        .sga_blend = cfg->sga_blend,
+        .sga_hidden = cfg->sga_gate_hidden,
+        .sga_embed = cfg->sga_embed_dim,
+        .sga_alpha_init = cfg->sga_alpha_init,
     };
     return s;
 }
 
-// The table of every parameter: name, role, slice shape, decay, initialisation.
-static void describe_params(const ModelShape *s, ParamInfo p[NUM_PARAMS]) {
+// Which parameters a model has beyond the always-present ones.
+typedef enum { NEEDS_NOTHING, NEEDS_UNTIED_HEAD, NEEDS_SGA_GATE, NEEDS_SGA_ALPHA } Requirement;
+
+static int requirement_met(const ModelShape *s, Requirement r) {
+    switch (r) {
+    case NEEDS_NOTHING: return 1;
+    case NEEDS_UNTIED_HEAD: return !s->tie_embeddings;
+    case NEEDS_SGA_GATE: return s->sga && !s->sga_fixed_filter;
+    case NEEDS_SGA_ALPHA: return s->sga && s->sga_blend;
+    }
+    return 0;
+}
+
+// The table of every parameter: name, role, slice shape, decay, initialisation, and whether this
+// model has it at all (`exists`).
+static void describe_params(const ModelShape *s, ParamInfo p[NUM_PARAMS], int exists[NUM_PARAMS]) {
     long C = s->d_model, V = s->vocab_size, T = s->seq_len, H = s->mlp_hidden;
+    long De = s->sga_embed, Hg = s->sga_hidden;
     // Residual projections write into the residual stream once per block; GPT-2 scales their
     // init by 1/sqrt(2 L) so the stream's variance does not grow with depth.
     double resid_std = s->scaled_init ? s->init_std / sqrt(2.0 * s->n_layer) : s->init_std;
-    struct { ParamId id; const char *name; ParamRole role; int ndim; long d0, d1; ParamInit init; double std; } rows[] = {
-        {PARAM_WTE, "wte", ROLE_EMBEDDING, 2, V, C, INIT_NORMAL, s->init_std},
-        {PARAM_WPE, "wpe", ROLE_EMBEDDING, 2, T, C, INIT_NORMAL, s->init_std},
-        {PARAM_LN1_W, "blocks.ln1_w", ROLE_BLOCK, 1, C, 0, INIT_ONE, 0},
-        {PARAM_LN1_B, "blocks.ln1_b", ROLE_BLOCK, 1, C, 0, INIT_ZERO, 0},
-        {PARAM_QKV_W, "blocks.qkv_w", ROLE_BLOCK, 2, 3 * C, C, INIT_NORMAL, s->init_std},
-        {PARAM_QKV_B, "blocks.qkv_b", ROLE_BLOCK, 1, 3 * C, 0, INIT_ZERO, 0},
-        {PARAM_ATTPROJ_W, "blocks.attproj_w", ROLE_BLOCK, 2, C, C, INIT_NORMAL, resid_std},
-        {PARAM_ATTPROJ_B, "blocks.attproj_b", ROLE_BLOCK, 1, C, 0, INIT_ZERO, 0},
-        {PARAM_LN2_W, "blocks.ln2_w", ROLE_BLOCK, 1, C, 0, INIT_ONE, 0},
-        {PARAM_LN2_B, "blocks.ln2_b", ROLE_BLOCK, 1, C, 0, INIT_ZERO, 0},
-        {PARAM_FC_W, "blocks.fc_w", ROLE_BLOCK, 2, H, C, INIT_NORMAL, s->init_std},
-        {PARAM_FC_B, "blocks.fc_b", ROLE_BLOCK, 1, H, 0, INIT_ZERO, 0},
-        {PARAM_FCPROJ_W, "blocks.fcproj_w", ROLE_BLOCK, 2, C, H, INIT_NORMAL, resid_std},
-        {PARAM_FCPROJ_B, "blocks.fcproj_b", ROLE_BLOCK, 1, C, 0, INIT_ZERO, 0},
-        {PARAM_LNF_W, "lnf_w", ROLE_HEAD, 1, C, 0, INIT_ONE, 0},
-        {PARAM_LNF_B, "lnf_b", ROLE_HEAD, 1, C, 0, INIT_ZERO, 0},
-        {PARAM_LM_HEAD, "lm_head", ROLE_HEAD, 2, V, C, INIT_NORMAL, s->init_std},
+    struct { ParamId id; const char *name; ParamRole role; int ndim; long d0, d1; ParamInit init; double std; Requirement needs; } rows[] = {
+        {PARAM_WTE, "wte", ROLE_EMBEDDING, 2, V, C, INIT_NORMAL, s->init_std, NEEDS_NOTHING},
+        {PARAM_WPE, "wpe", ROLE_EMBEDDING, 2, T, C, INIT_NORMAL, s->init_std, NEEDS_NOTHING},
+        {PARAM_LN1_W, "blocks.ln1_w", ROLE_BLOCK, 1, C, 0, INIT_ONE, 0, NEEDS_NOTHING},
+        {PARAM_LN1_B, "blocks.ln1_b", ROLE_BLOCK, 1, C, 0, INIT_ZERO, 0, NEEDS_NOTHING},
+        {PARAM_QKV_W, "blocks.qkv_w", ROLE_BLOCK, 2, 3 * C, C, INIT_NORMAL, s->init_std, NEEDS_NOTHING},
+        {PARAM_QKV_B, "blocks.qkv_b", ROLE_BLOCK, 1, 3 * C, 0, INIT_ZERO, 0, NEEDS_NOTHING},
+        {PARAM_ATTPROJ_W, "blocks.attproj_w", ROLE_BLOCK, 2, C, C, INIT_NORMAL, resid_std, NEEDS_NOTHING},
+        {PARAM_ATTPROJ_B, "blocks.attproj_b", ROLE_BLOCK, 1, C, 0, INIT_ZERO, 0, NEEDS_NOTHING},
+        {PARAM_LN2_W, "blocks.ln2_w", ROLE_BLOCK, 1, C, 0, INIT_ONE, 0, NEEDS_NOTHING},
+        {PARAM_LN2_B, "blocks.ln2_b", ROLE_BLOCK, 1, C, 0, INIT_ZERO, 0, NEEDS_NOTHING},
+        {PARAM_FC_W, "blocks.fc_w", ROLE_BLOCK, 2, H, C, INIT_NORMAL, s->init_std, NEEDS_NOTHING},
+        {PARAM_FC_B, "blocks.fc_b", ROLE_BLOCK, 1, H, 0, INIT_ZERO, 0, NEEDS_NOTHING},
+        {PARAM_FCPROJ_W, "blocks.fcproj_w", ROLE_BLOCK, 2, C, H, INIT_NORMAL, resid_std, NEEDS_NOTHING},
+        {PARAM_FCPROJ_B, "blocks.fcproj_b", ROLE_BLOCK, 1, C, 0, INIT_ZERO, 0, NEEDS_NOTHING},
+        {PARAM_LNF_W, "lnf_w", ROLE_HEAD, 1, C, 0, INIT_ONE, 0, NEEDS_NOTHING},
+        {PARAM_LNF_B, "lnf_b", ROLE_HEAD, 1, C, 0, INIT_ZERO, 0, NEEDS_NOTHING},
+        {PARAM_LM_HEAD, "lm_head", ROLE_HEAD, 2, V, C, INIT_NORMAL, s->init_std, NEEDS_UNTIED_HEAD},
+        {PARAM_SGA_E, "blocks.sga_e", ROLE_BLOCK, 1, De, 0, INIT_NORMAL, s->init_std, NEEDS_SGA_GATE},
+        {PARAM_SGA_W1, "blocks.sga_w1", ROLE_BLOCK, 2, Hg, De + 4, INIT_NORMAL, s->init_std, NEEDS_SGA_GATE},
+        {PARAM_SGA_B1, "blocks.sga_b1", ROLE_BLOCK, 1, Hg, 0, INIT_ZERO, 0, NEEDS_SGA_GATE},
+        {PARAM_SGA_W2, "blocks.sga_w2", ROLE_BLOCK, 2, T, Hg, INIT_NORMAL, s->init_std, NEEDS_SGA_GATE},
+        {PARAM_SGA_B2, "blocks.sga_b2", ROLE_BLOCK, 1, T, 0, INIT_ZERO, 0, NEEDS_SGA_GATE},
+        {PARAM_SGA_ALPHA, "blocks.sga_alpha", ROLE_BLOCK, 1, 1, 0, INIT_SGA_ALPHA, 0, NEEDS_SGA_ALPHA},
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         ParamInfo *pi = &p[rows[r].id];
@@ -60,15 +89,17 @@ static void describe_params(const ModelShape *s, ParamInfo p[NUM_PARAMS]) {
         pi->decay = rows[r].ndim == 2;
         pi->init = rows[r].init;
         pi->init_std = rows[r].std;
+        exists[rows[r].id] = pi->exists = requirement_met(s, rows[r].needs);
     }
 }
 
 size_t model_count_params(const ModelShape *s) {
     ParamInfo p[NUM_PARAMS];
-    describe_params(s, p);
+    int exists[NUM_PARAMS];
+    describe_params(s, p, exists);
     size_t total = 0;
     for (int i = 0; i < NUM_PARAMS; i++) {
-        if (i == PARAM_LM_HEAD && s->tie_embeddings) continue;
+        if (!exists[i]) continue;
         total += p[i].slice_numel * (p[i].role == ROLE_BLOCK ? (size_t)s->n_layer : 1);
     }
     return total;
@@ -89,7 +120,8 @@ void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, 
     m->layer_end = layer_end;
     m->has_embedding = has_embedding;
     m->has_head = has_head;
-    describe_params(&shape, m->params);
+    int exists[NUM_PARAMS];
+    describe_params(&shape, m->params, exists);
     for (int i = 0; i < NUM_PARAMS; i++) {
         ParamInfo *p = &m->params[i];
         switch (p->role) {
@@ -98,8 +130,9 @@ void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, 
             p->present = has_embedding || (i == PARAM_WTE && has_head && shape.tie_embeddings);
             break;
         case ROLE_BLOCK: p->present = layer_end > layer_begin; break;
-        case ROLE_HEAD: p->present = has_head && !(i == PARAM_LM_HEAD && shape.tie_embeddings); break;
+        case ROLE_HEAD: p->present = has_head; break;
         }
+        p->present = p->present && exists[i];
         p->numel = p->present ? p->slice_numel * (p->role == ROLE_BLOCK ? (size_t)(layer_end - layer_begin) : 1) : 0;
     }
     // Block parameters: offsets within one layer region.
@@ -174,6 +207,7 @@ void model_init_weights(Model *m, uint64_t seed) {
                 case INIT_NORMAL: host[e] = (double)(float)(p->init_std * rng_normal(seed, stream, e)); break;
                 case INIT_ZERO: host[e] = 0; break;
                 case INIT_ONE: host[e] = 1; break;
+                case INIT_SGA_ALPHA: host[e] = (double)(float)m->shape.sga_alpha_init; break;
                 }
             }
             m->be->upload_f64(model_param(m, (ParamId)i, layer), host, p->slice_numel);
@@ -220,6 +254,14 @@ void activations_init(Activations *a, const Model *m, int B) {
     ALLOC(dprobs, B * NH * T * T); ALLOC(dscores, B * NH * T * T);
     ALLOC(dattmerged, N * C);
     ALLOC(dfch, N * H); ALLOC(dfch_gelu, N * H);
+    if (s->sga) {
+        size_t R = (size_t)B * NH * T, De = s->sga_embed, Hg = s->sga_hidden;
+        ALLOC(sga_raw, Lc * R * T); ALLOC(sga_spec, Lc * R * T); ALLOC(sga_stats, Lc * R * 4);
+        ALLOC(sga_U, Lc * R * (De + 4)); ALLOC(sga_hpre, Lc * R * Hg); ALLOC(sga_h, Lc * R * Hg);
+        ALLOC(sga_gate, Lc * R * T); ALLOC(sga_zp, Lc * R * T);
+        ALLOC(sga_z, R * T); ALLOC(sga_y, R * T); ALLOC(sga_dspec, R * T); ALLOC(sga_dgate, R * T); ALLOC(sga_dlogits, R * T);
+        ALLOC(sga_dU, R * (De + 4)); ALLOC(sga_dh, R * Hg); ALLOC(sga_dhpre, R * Hg); ALLOC(sga_dstats, R * 4);
+    }
 #undef ALLOC
     a->bytes = floats * be->elem_size + 2 * N * sizeof(int32_t);
 }
@@ -229,7 +271,9 @@ void activations_free(Activations *a, const Backend *be) {
                     a->probs, a->atty, a->attmerged, a->resid_mid, a->ln2, a->ln2_mean, a->ln2_rstd, a->fch,
                     a->fch_gelu, a->resid_out, a->lnf, a->lnf_mean, a->lnf_rstd, a->logits, a->losses, a->scores,
                     a->dresidual, a->dtmp, a->dln, a->dqkv, a->dq, a->dk, a->dv, a->datty, a->dprobs, a->dscores,
-                    a->dattmerged, a->dfch, a->dfch_gelu};
+                    a->dattmerged, a->dfch, a->dfch_gelu, a->sga_raw, a->sga_spec, a->sga_stats, a->sga_U, a->sga_hpre,
+                    a->sga_h, a->sga_gate, a->sga_zp, a->sga_z, a->sga_y, a->sga_dspec, a->sga_dgate, a->sga_dlogits,
+                    a->sga_dU, a->sga_dh, a->sga_dhpre, a->sga_dstats};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) if (ptrs[i]) be->free(ptrs[i]);
     memset(a, 0, sizeof *a);
 }
@@ -288,6 +332,7 @@ static void attention_forward(Model *m, Activations *a, LayerActs *l, int layer,
     be->matmul_forward(l->qkv, x, model_param(m, PARAM_QKV_W, layer), model_param(m, PARAM_QKV_B, layer), N, C, 3 * C); // (B,T,3C)
     be->heads_split(l->q, l->k, l->v, l->qkv, B, T, NH, hs);                 // (B,NH,T,hs) each
     be->attn_scores(a->scores, l->q, l->k, 1.0 / sqrt((double)hs), B * NH, T, hs); // (B,NH,T,T)
+    if (s->sga) sga_forward(m, a, layer - m->layer_begin, a->scores, a->scores);  // gated logits, in place
     be->softmax_causal_forward(l->probs, a->scores, B * NH, T);              // (B,NH,T,T)
     be->attn_values(l->atty, l->probs, l->v, B * NH, T, hs);                 // (B,NH,T,hs)
     be->heads_merge(l->attmerged, l->atty, B, T, NH, hs);                    // (B,T,C)
@@ -365,7 +410,13 @@ static void attention_backward(Model *m, Activations *a, LayerActs *l, int layer
     be->heads_merge_backward(a->datty, a->dattmerged, B, T, NH, hs);
     be->zero(a->dv, nhead);
     be->attn_values_backward(a->dprobs, a->dv, a->datty, l->probs, l->v, B * NH, T, hs);
-    be->softmax_causal_backward(a->dscores, a->dprobs, l->probs, B * NH, T);
+    if (s->sga) {
+        be->softmax_causal_backward(a->sga_dlogits, a->dprobs, l->probs, B * NH, T);
+        be->zero(a->dscores, (size_t)B * NH * T * T);
+        sga_backward(m, a, layer - m->layer_begin, a->sga_dlogits, a->dscores);
+    } else {
+        be->softmax_causal_backward(a->dscores, a->dprobs, l->probs, B * NH, T);
+    }
     be->zero(a->dq, nhead);
     be->zero(a->dk, nhead);
     be->attn_scores_backward(a->dq, a->dk, a->dscores, l->q, l->k, 1.0 / sqrt((double)hs), B * NH, T, hs);

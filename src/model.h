@@ -22,6 +22,14 @@ typedef struct {
     int tie_embeddings;
     double init_std;
     int scaled_init;
+    // Spectral Gated Attention (attention.kind = "sga", DESIGN section 4)
+    int sga;
+    int sga_spectral;        // gate the DCT spectrum (1) or the row itself (0)
+    int sga_fixed_filter;    // fixed gain curve instead of the gate MLP
+    int sga_blend;           // learned alpha_l (1) or alpha fixed at 1 (0)
+    int sga_hidden;          // gate MLP width
+    int sga_embed;           // e_l width
+    double sga_alpha_init;
 } ModelShape;
 
 ModelShape model_shape_from_config(const Config *cfg);
@@ -44,10 +52,16 @@ typedef enum {
     PARAM_LNF_W,      // (C)
     PARAM_LNF_B,      // (C)
     PARAM_LM_HEAD,    // (V, C), only when the head is not tied
+    PARAM_SGA_E,      // (L, De) layer embedding fed to the gate
+    PARAM_SGA_W1,     // (L, Hg, De+4)
+    PARAM_SGA_B1,     // (L, Hg)
+    PARAM_SGA_W2,     // (L, T, Hg)
+    PARAM_SGA_B2,     // (L, T)
+    PARAM_SGA_ALPHA,  // (L, 1) blend weight, clamped to [0, 1] in the forward pass
     NUM_PARAMS
 } ParamId;
 
-typedef enum { INIT_NORMAL, INIT_ZERO, INIT_ONE } ParamInit;
+typedef enum { INIT_NORMAL, INIT_ZERO, INIT_ONE, INIT_SGA_ALPHA } ParamInit;
 typedef enum { ROLE_EMBEDDING, ROLE_BLOCK, ROLE_HEAD } ParamRole;
 
 typedef struct {
@@ -59,6 +73,7 @@ typedef struct {
     int decay;             // AdamW weight decay applies (matrices only)
     ParamInit init;
     double init_std;
+    int exists;            // the model has it (SGA parameters only with SGA, lm_head only untied)
     int present;           // this stage holds it
     size_t offset;         // element offset in the stage's arenas; for block parameters, within a layer region
     size_t numel;          // elements held by this stage (slice_numel x local layers for blocks)
@@ -131,6 +146,19 @@ typedef struct {
     void *logits;                         // (B,T,V); softmax probabilities after the forward pass
     void *losses;                         // (B,T)
     void *scores;                         // (B,NH,T,T) scratch
+    // SGA, per layer (R = B NH T rows of length T); NULL without SGA
+    void *sga_raw;                        // (Lc,B,NH,T,T) the raw logits a
+    void *sga_spec;                       // (Lc,R,T) s, the spectrum of the zero-padded row
+    void *sga_stats;                      // (Lc,R,4)
+    void *sga_U;                          // (Lc,R,De+4) gate input
+    void *sga_hpre, *sga_h;               // (Lc,R,Hg) gate hidden, before and after GELU
+    void *sga_gate;                       // (Lc,R,T) g
+    void *sga_zp;                         // (Lc,R,T) z' = IDCT(g s)
+    // SGA scratch
+    void *sga_z, *sga_y, *sga_dspec, *sga_dgate, *sga_dlogits;   // (R,T)
+    void *sga_dU;                         // (R,De+4)
+    void *sga_dh, *sga_dhpre;             // (R,Hg)
+    void *sga_dstats;                     // (R,4)
     // gradient scratch
     void *dresidual;                      // (B,T,C) gradient of the residual stream
     void *dtmp, *dln;                     // (B,T,C)

@@ -2,6 +2,7 @@
 typedef float real;
 #define CBLAS_GEMM cblas_sgemm
 #define REAL_EXP expf_fast
+#define FFTW(name) fftwf_##name
 #define BACKEND_NAME "cpu-f32"
 #define BACKEND_CONSTRUCTOR backend_cpu_f32
 #include "cpu_backend.inc"

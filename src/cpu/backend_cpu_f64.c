@@ -2,6 +2,7 @@
 typedef double real;
 #define CBLAS_GEMM cblas_dgemm
 #define REAL_EXP exp   // the oracle keeps libm
+#define FFTW(name) fftw_##name
 #define BACKEND_NAME "cpu-f64"
 #define BACKEND_CONSTRUCTOR backend_cpu_f64
 #include "cpu_backend.inc"

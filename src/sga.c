@@ -1,0 +1,103 @@
+// sga.c: the sequence of backend ops of Spectral Gated Attention for one layer.
+#include "sga.h"
+#include <math.h>
+
+typedef struct {
+    void *raw, *spec, *stats, *U, *hpre, *h, *gate, *zp;
+} SgaLayer;
+
+static SgaLayer sga_layer(const Model *m, const Activations *a, int li) {
+    const Backend *be = m->be;
+    const ModelShape *s = &m->shape;
+    size_t T = a->T, R = (size_t)a->B * s->n_head * T, De = s->sga_embed, Hg = s->sga_hidden;
+    SgaLayer l = {
+        .raw = be_offset(be, a->sga_raw, li * R * T),
+        .spec = be_offset(be, a->sga_spec, li * R * T),
+        .stats = be_offset(be, a->sga_stats, li * R * 4),
+        .U = be_offset(be, a->sga_U, li * R * (De + 4)),
+        .hpre = be_offset(be, a->sga_hpre, li * R * Hg),
+        .h = be_offset(be, a->sga_h, li * R * Hg),
+        .gate = be_offset(be, a->sga_gate, li * R * T),
+        .zp = be_offset(be, a->sga_zp, li * R * T),
+    };
+    return l;
+}
+
+void sga_forward(Model *m, Activations *a, int li, const void *scores, void *logits) {
+    const Backend *be = m->be;
+    const ModelShape *s = &m->shape;
+    int layer = m->layer_begin + li, T = a->T, BH = a->B * s->n_head, R = BH * T;
+    int De = s->sga_embed, Hg = s->sga_hidden;
+    size_t n = (size_t)R * T;
+    SgaLayer l = sga_layer(m, a, li);
+    be->copy(l.raw, scores, n);                                    // a (B,NH,T,T), kept for the blend's gradient
+    be->causal_lower_copy(a->sga_z, scores, BH, T);                // z: the causal row, zero-padded to T
+    if (s->sga_spectral) be->dct_rows(l.spec, a->sga_z, R, T, 0);  // s = DCT-II(z) (R,T)
+    else be->copy(l.spec, a->sga_z, n);                            // ablation: gate the row itself
+    be->sga_stats_forward(l.stats, l.spec, R, T);                  // (R,4)
+    if (s->sga_fixed_filter) {
+        be->sga_fixed_gate(l.gate, R, T);                          // ablation: fixed gains
+    } else {
+        be->sga_gate_input(l.U, model_param(m, PARAM_SGA_E, layer), l.stats, R, De);       // u = [e_l; stats] (R,De+4)
+        be->matmul_forward(l.hpre, l.U, model_param(m, PARAM_SGA_W1, layer), model_param(m, PARAM_SGA_B1, layer), R, De + 4, Hg);
+        be->gelu_forward(l.h, l.hpre, (size_t)R * Hg);                                     // (R,Hg)
+        be->matmul_forward(l.gate, l.h, model_param(m, PARAM_SGA_W2, layer), model_param(m, PARAM_SGA_B2, layer), R, Hg, T);
+        be->sigmoid_forward(l.gate, l.gate, n);                                            // g (R,T)
+    }
+    be->mul(a->sga_y, l.gate, l.spec, n);                          // g * s
+    if (s->sga_spectral) be->dct_rows(l.zp, a->sga_y, R, T, 1);    // z' = IDCT(g * s)
+    else be->copy(l.zp, a->sga_y, n);
+    const void *alpha = s->sga_blend ? model_param(m, PARAM_SGA_ALPHA, layer) : NULL;
+    be->sga_blend_forward(logits, l.raw, l.zp, alpha, BH, T);      // a' = (1 - alpha) a + alpha z'
+}
+
+void sga_backward(Model *m, Activations *a, int li, const void *dlogits, void *dscores) {
+    const Backend *be = m->be;
+    const ModelShape *s = &m->shape;
+    int layer = m->layer_begin + li, T = a->T, BH = a->B * s->n_head, R = BH * T;
+    int De = s->sga_embed, Hg = s->sga_hidden;
+    size_t n = (size_t)R * T;
+    SgaLayer l = sga_layer(m, a, li);
+    const void *alpha = s->sga_blend ? model_param(m, PARAM_SGA_ALPHA, layer) : NULL;
+    void *dalpha = s->sga_blend ? model_grad(m, PARAM_SGA_ALPHA, layer) : NULL;
+    // sga_z serves as dz' and later dz; sga_y as dy.
+    be->sga_blend_backward(dscores, a->sga_z, dalpha, dlogits, l.raw, l.zp, alpha, BH, T);
+    if (s->sga_spectral) be->dct_rows(a->sga_y, a->sga_z, R, T, 0);   // dy = DCT(dz'): the inverse's transpose
+    else be->copy(a->sga_y, a->sga_z, n);
+    be->zero(a->sga_dspec, n);
+    be->mul_backward(a->sga_dgate, a->sga_dspec, a->sga_y, l.gate, l.spec, n);   // dg = dy s, ds += dy g
+    if (!s->sga_fixed_filter) {
+        be->sigmoid_backward(a->sga_dgate, l.gate, a->sga_dgate, n);                    // d(W2 h + b2)
+        be->zero(a->sga_dh, (size_t)R * Hg);
+        be->matmul_backward(a->sga_dh, model_grad(m, PARAM_SGA_W2, layer), model_grad(m, PARAM_SGA_B2, layer), a->sga_dgate,
+                            l.h, model_param(m, PARAM_SGA_W2, layer), R, Hg, T);
+        be->zero(a->sga_dhpre, (size_t)R * Hg);
+        be->gelu_backward(a->sga_dhpre, l.hpre, a->sga_dh, (size_t)R * Hg);
+        be->zero(a->sga_dU, (size_t)R * (De + 4));
+        be->matmul_backward(a->sga_dU, model_grad(m, PARAM_SGA_W1, layer), model_grad(m, PARAM_SGA_B1, layer), a->sga_dhpre,
+                            l.U, model_param(m, PARAM_SGA_W1, layer), R, De + 4, Hg);
+        be->sga_gate_input_backward(model_grad(m, PARAM_SGA_E, layer), a->sga_dstats, a->sga_dU, R, De);
+        be->sga_stats_backward(a->sga_dspec, a->sga_dstats, l.spec, R, T);              // gradient through the statistics
+    }
+    if (s->sga_spectral) be->dct_rows(a->sga_z, a->sga_dspec, R, T, 1);   // dz = IDCT(ds)
+    else be->copy(a->sga_z, a->sga_dspec, n);
+    be->causal_lower_accumulate(dscores, a->sga_z, BH, T);                // the padding carries no gradient
+}
+
+size_t sga_params_per_layer(const ModelShape *s) {
+    if (!s->sga) return 0;
+    size_t De = s->sga_embed, Hg = s->sga_hidden, T = s->seq_len;
+    size_t gate = s->sga_fixed_filter ? 0 : De + Hg * (De + 4) + Hg + T * Hg + T;
+    return gate + (s->sga_blend ? 1 : 0);
+}
+
+double sga_flops_per_token(const ModelShape *s) {
+    if (!s->sga) return 0;
+    // Per token and head there is one logit row of length T. Forward: two DCTs (counted as the
+    // O(T^2) products they replace: 2 T^2 each; FFTW does ~5 T log2 T), the gate MLP
+    // 2 (De+4) Hg + 2 Hg T, and O(T) elementwise work; backward twice the forward.
+    double T = s->seq_len, De = s->sga_embed, Hg = s->sga_hidden;
+    double dct = s->sga_spectral ? 2 * 2 * T * T : 0;
+    double mlp = s->sga_fixed_filter ? 0 : 2 * (De + 4) * Hg + 2 * Hg * T;
+    return 3.0 * s->n_layer * s->n_head * (dct + mlp + 20 * T);
+}

@@ -1,0 +1,359 @@
+// Spectral Gated Attention: the DCT pair against a direct O(T^2) DCT, finite-difference checks of
+// every SGA op and of whole SGA models (every ablation), causality, batch independence, and
+// alpha = 0 reducing to plain SDPA.
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include "gradcheck.h"
+#include "model.h"
+
+#define TOL 1e-3
+#define STEP 1e-5
+
+// ---- DCT --------------------------------------------------------------------------------------
+
+static void direct_dct(const double *z, double *s, int T) {
+    for (int k = 0; k < T; k++) {
+        double c = k == 0 ? sqrt(1.0 / T) : sqrt(2.0 / T), acc = 0;
+        for (int j = 0; j < T; j++) acc += z[j] * cos(M_PI * (2 * j + 1) * k / (2.0 * T));
+        s[k] = c * acc;
+    }
+}
+
+static void test_fft_dct_matches_direct_dct(void **state) {
+    (void)state;
+    const Backend *backends[2] = {backend_cpu_f32(), backend_cpu_f64()};
+    int lengths[3] = {7, 64, 256};
+    for (int b = 0; b < 2; b++) {
+        const Backend *be = backends[b];
+        for (int li = 0; li < 3; li++) {
+            int T = lengths[li], R = 3;
+            double *z = gc_random((size_t)R * T, 40 + li, 1.0), *ref = malloc(sizeof(double) * R * T);
+            for (int r = 0; r < R; r++) direct_dct(z + r * T, ref + r * T, T);
+            void *dz = gc_upload(be, z, (size_t)R * T), *ds = be->alloc((size_t)R * T), *back = be->alloc((size_t)R * T);
+            be->dct_rows(ds, dz, R, T, 0);
+            be->dct_rows(back, ds, R, T, 1);
+            double *s = gc_download(be, ds, (size_t)R * T), *zz = gc_download(be, back, (size_t)R * T);
+            double worst = 0, worst_back = 0, norm = 0;
+            for (int i = 0; i < R * T; i++) {
+                worst = fmax(worst, fabs(s[i] - ref[i]));
+                worst_back = fmax(worst_back, fabs(zz[i] - z[i]));
+                norm = fmax(norm, fabs(ref[i]));
+            }
+            printf("# %s T=%d: max |fft - direct| %.2e (max |s| %.2f), round trip %.2e\n", be->name, T, worst, norm, worst_back);
+            assert_true(worst <= 1e-5 * fmax(1.0, norm));
+            assert_true(worst_back <= 1e-5);
+            free(z); free(ref); free(s); free(zz);
+            be->free(dz); be->free(ds); be->free(back);
+        }
+    }
+}
+
+// ---- op gradients -------------------------------------------------------------------------------
+
+typedef struct { int R, T; double *w; } StatsCtx;
+
+static double stats_objective(const Backend *be, double **in, void *ctx_) {
+    StatsCtx *c = ctx_;
+    void *spec = gc_upload(be, in[0], (size_t)c->R * c->T), *stats = be->alloc((size_t)c->R * 4);
+    be->sga_stats_forward(stats, spec, c->R, c->T);
+    double *h = gc_download(be, stats, (size_t)c->R * 4), sum = 0;
+    for (int i = 0; i < c->R * 4; i++) sum += c->w[i] * h[i];
+    free(h); be->free(spec); be->free(stats);
+    return sum;
+}
+
+static void stats_gradient(const Backend *be, double **in, double **g, void *ctx_) {
+    StatsCtx *c = ctx_;
+    void *spec = gc_upload(be, in[0], (size_t)c->R * c->T), *dstats = gc_upload(be, c->w, (size_t)c->R * 4);
+    void *dspec = be->alloc((size_t)c->R * c->T);
+    be->sga_stats_backward(dspec, dstats, spec, c->R, c->T);
+    double *h = gc_download(be, dspec, (size_t)c->R * c->T);
+    memcpy(g[0], h, sizeof(double) * c->R * c->T);
+    free(h); be->free(spec); be->free(dstats); be->free(dspec);
+}
+
+// Each statistic alone (weights on one column) and all four together.
+static void test_spectral_statistics_gradients(void **state) {
+    (void)state;
+    int R = 3, T = 16;
+    for (int stat = 0; stat <= 4; stat++) {
+        StatsCtx c = {R, T, calloc((size_t)R * 4, sizeof(double))};
+        for (int r = 0; r < R; r++)
+            for (int k = 0; k < 4; k++) c.w[r * 4 + k] = (stat == 4 || stat == k) ? 0.5 + 0.25 * k + 0.1 * r : 0;
+        GradCheck gc = {.n_inputs = 1, .ctx = &c, .objective = stats_objective, .gradient = stats_gradient,
+                        .inputs = {gc_random((size_t)R * T, 50 + stat, 1.0)}, .sizes = {(size_t)R * T},
+                        .names = {"sga.stats"}, .differentiable = {1}};
+        printf("# statistic %d%s\n", stat, stat == 4 ? " (all)" : "");
+        assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
+        free(c.w); free(gc.inputs[0]);
+    }
+}
+
+typedef struct { int BH, T; double *w; } BlendCtx;
+
+static double blend_objective(const Backend *be, double **in, void *ctx_) {
+    BlendCtx *c = ctx_;
+    size_t n = (size_t)c->BH * c->T * c->T;
+    void *a = gc_upload(be, in[0], n), *zp = gc_upload(be, in[1], n), *alpha = gc_upload(be, in[2], 1), *out = be->alloc(n);
+    be->sga_blend_forward(out, a, zp, alpha, c->BH, c->T);
+    // The softmax reads only the causal triangle: so does the objective.
+    double *h = gc_download(be, out, n), sum = 0;
+    for (size_t r = 0; r < (size_t)c->BH * c->T; r++)
+        for (int j = 0; j <= (int)(r % c->T); j++) sum += c->w[r * c->T + j] * h[r * c->T + j];
+    free(h); be->free(a); be->free(zp); be->free(alpha); be->free(out);
+    return sum;
+}
+
+static void blend_gradient(const Backend *be, double **in, double **g, void *ctx_) {
+    BlendCtx *c = ctx_;
+    size_t n = (size_t)c->BH * c->T * c->T;
+    double *w = calloc(n, sizeof(double));
+    for (size_t r = 0; r < (size_t)c->BH * c->T; r++)
+        for (int j = 0; j <= (int)(r % c->T); j++) w[r * c->T + j] = c->w[r * c->T + j];
+    void *a = gc_upload(be, in[0], n), *zp = gc_upload(be, in[1], n), *alpha = gc_upload(be, in[2], 1);
+    void *dout = gc_upload(be, w, n), *da = be->alloc(n), *dzp = be->alloc(n), *dalpha = be->alloc(1);
+    be->sga_blend_backward(da, dzp, dalpha, dout, a, zp, alpha, c->BH, c->T);
+    double *h;
+    h = gc_download(be, da, n); memcpy(g[0], h, n * sizeof(double)); free(h);
+    h = gc_download(be, dzp, n); memcpy(g[1], h, n * sizeof(double)); free(h);
+    h = gc_download(be, dalpha, 1); g[2][0] = h[0]; free(h);
+    free(w); be->free(a); be->free(zp); be->free(alpha); be->free(dout); be->free(da); be->free(dzp); be->free(dalpha);
+}
+
+static void test_blend_gradients(void **state) {
+    (void)state;
+    BlendCtx c = {2, 5, gc_random(50, 60, 1.0)};
+    double alpha = 0.3;
+    GradCheck gc = {.n_inputs = 3, .ctx = &c, .objective = blend_objective, .gradient = blend_gradient,
+                    .inputs = {gc_random(50, 61, 1.0), gc_random(50, 62, 1.0), &alpha}, .sizes = {50, 50, 1},
+                    .names = {"sga.blend.a", "sga.blend.zprime", "sga.blend.alpha"}, .differentiable = {1, 1, 1}};
+    assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
+}
+
+// The DCT pair: d(sum w . DCT(x))/dx = IDCT(w), and the converse.
+typedef struct { int R, T, inverse; double *w; } DctCtx;
+
+static double dct_objective(const Backend *be, double **in, void *ctx_) {
+    DctCtx *c = ctx_;
+    size_t n = (size_t)c->R * c->T;
+    void *x = gc_upload(be, in[0], n), *y = be->alloc(n);
+    be->dct_rows(y, x, c->R, c->T, c->inverse);
+    double *h = gc_download(be, y, n), sum = 0;
+    for (size_t i = 0; i < n; i++) sum += c->w[i] * h[i];
+    free(h); be->free(x); be->free(y);
+    return sum;
+}
+
+static void dct_gradient(const Backend *be, double **in, double **g, void *ctx_) {
+    (void)in;
+    DctCtx *c = ctx_;
+    size_t n = (size_t)c->R * c->T;
+    void *w = gc_upload(be, c->w, n), *dx = be->alloc(n);
+    be->dct_rows(dx, w, c->R, c->T, !c->inverse);   // orthonormal: the transpose is the inverse
+    double *h = gc_download(be, dx, n);
+    memcpy(g[0], h, n * sizeof(double));
+    free(h); be->free(w); be->free(dx);
+}
+
+static void test_dct_pair_gradients(void **state) {
+    (void)state;
+    for (int inverse = 0; inverse <= 1; inverse++) {
+        DctCtx c = {3, 12, inverse, gc_random(36, 70 + inverse, 1.0)};
+        GradCheck gc = {.n_inputs = 1, .ctx = &c, .objective = dct_objective, .gradient = dct_gradient,
+                        .inputs = {gc_random(36, 72 + inverse, 1.0)}, .sizes = {36},
+                        .names = {inverse ? "idct" : "dct"}, .differentiable = {1}};
+        assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
+    }
+}
+
+// ---- whole SGA models ---------------------------------------------------------------------------
+
+typedef struct { int spectral, fixed_filter, blend, hidden; const char *name; } Variant;
+static const Variant VARIANTS[] = {
+    {1, 0, 1, 8, "sga"}, {0, 0, 1, 8, "sga.spectral=false"}, {1, 1, 1, 8, "sga.fixed_filter=true"},
+    {1, 0, 0, 8, "sga.blend=false"}, {1, 0, 1, 3, "sga.gate_hidden=3"},
+};
+
+static ModelShape sga_shape(const Variant *v) {
+    ModelShape s = {.n_layer = 2, .n_head = 2, .d_model = 8, .head_size = 4, .seq_len = 6, .vocab_size = 11,
+                    .mlp_hidden = 16, .norm = NORM_PRE, .tie_embeddings = 1, .init_std = 0.3, .scaled_init = 1,
+                    .sga = 1, .sga_spectral = v->spectral, .sga_fixed_filter = v->fixed_filter, .sga_blend = v->blend,
+                    .sga_hidden = v->hidden, .sga_embed = 5, .sga_alpha_init = 0.4};
+    return s;
+}
+
+enum { B = 2 };
+
+static void load_batch(const Model *m, Activations *a, const int32_t *tokens) {
+    int T = m->shape.seq_len, V = m->shape.vocab_size;
+    int32_t tok[B * 6], targets[B * 6];
+    for (int i = 0; i < B * T; i++) {
+        tok[i] = tokens ? tokens[i] : (int32_t)(rng_hash3(5, 1, (uint64_t)i) % (uint64_t)V);
+        targets[i] = (int32_t)(rng_hash3(5, 2, (uint64_t)i) % (uint64_t)V);
+    }
+    m->be->upload_i32(a->tokens, tok, (size_t)B * T);
+    m->be->upload_i32(a->targets, targets, (size_t)B * T);
+}
+
+static void test_sga_models_gradients_match_finite_differences(void **state) {
+    (void)state;
+    for (size_t vi = 0; vi < sizeof VARIANTS / sizeof VARIANTS[0]; vi++) {
+        ModelShape s = sga_shape(&VARIANTS[vi]);
+        Model m32, m64;
+        Activations a32, a64;
+        model_init(&m32, backend_cpu_f32(), s, 0, s.n_layer, 1, 1, 1);
+        model_init(&m64, backend_cpu_f64(), s, 0, s.n_layer, 1, 1, 1);
+        model_init_weights(&m64, 9);
+        double *host = malloc(m64.num_params * sizeof(double));
+        m64.be->download_f64(host, m64.params_mem, m64.num_params);
+        for (size_t i = 0; i < m64.num_params; i++) host[i] += (double)(float)(0.05 * rng_normal(8, 0, i));
+        m64.be->upload_f64(m64.params_mem, host, m64.num_params);
+        m32.be->upload_f64(m32.params_mem, host, m32.num_params);
+        activations_init(&a32, &m32, B);
+        activations_init(&a64, &m64, B);
+        load_batch(&m32, &a32, NULL);
+        load_batch(&m64, &a64, NULL);
+        double dloss = 1.0 / 12;
+        model_forward(&m32, &a32);
+        model_backward(&m32, &a32, dloss, NULL, NULL);
+        double *grads = malloc(m32.num_params * sizeof(double));
+        m32.be->download_f64(grads, m32.grads_mem, m32.num_params);
+        double worst = 0;
+        for (int id = 0; id < NUM_PARAMS; id++) {
+            const ParamInfo *p = &m64.params[id];
+            if (!p->present) continue;
+            double num = 0, den = 0, h = 1e-5;
+            int samples = p->numel < 16 ? (int)p->numel : 16;
+            for (int k = 0; k < samples; k++) {
+                size_t pick = p->numel <= 16 ? (size_t)k : rng_hash3(7, (uint64_t)id, (uint64_t)k) % p->numel;
+                size_t e = model_param_offset(&m64, (ParamId)id, (int)(pick / p->slice_numel)) + pick % p->slice_numel;
+                double saved = host[e], v, lp, lm;
+                v = saved + h; m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &v, 1);
+                model_forward(&m64, &a64); lp = model_loss_sum(&m64, &a64) * dloss;
+                v = saved - h; m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &v, 1);
+                model_forward(&m64, &a64); lm = model_loss_sum(&m64, &a64) * dloss;
+                m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &saved, 1);
+                double fd = (lp - lm) / (2 * h);
+                num += (grads[e] - fd) * (grads[e] - fd);
+                den += fd * fd;
+            }
+            double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+            printf("# %-22s %-18s rel err %.3e (|g_fd| %.3e)\n", VARIANTS[vi].name, p->name, rel, sqrt(den));
+            assert_true(den > 0);
+            if (!(rel <= worst)) worst = rel;
+        }
+        assert_true(worst < TOL);
+        free(host); free(grads);
+        activations_free(&a32, m32.be); activations_free(&a64, m64.be);
+        model_free(&m32); model_free(&m64);
+    }
+}
+
+// Logits of positions <= i do not change when tokens after i change, nor when another sequence
+// of the batch changes: bitwise, for SGA and every ablation.
+static void test_sga_is_causal_and_batch_independent(void **state) {
+    (void)state;
+    for (size_t vi = 0; vi < sizeof VARIANTS / sizeof VARIANTS[0]; vi++) {
+        ModelShape s = sga_shape(&VARIANTS[vi]);
+        int T = s.seq_len, V = s.vocab_size;
+        Model m;
+        Activations a;
+        model_init(&m, backend_cpu_f32(), s, 0, s.n_layer, 1, 1, 1);
+        model_init_weights(&m, 4);
+        activations_init(&a, &m, B);
+        int32_t tokens[B * 6];
+        for (int i = 0; i < B * T; i++) tokens[i] = (int32_t)(rng_hash3(3, 3, (uint64_t)i) % (uint64_t)V);
+        size_t n = (size_t)B * T * V;
+        float *before = malloc(n * sizeof(float)), *after = malloc(n * sizeof(float));
+        load_batch(&m, &a, tokens);
+        model_forward(&m, &a);
+        m.be->download(before, a.logits, n);   // softmax probabilities: a function of the logits
+        int cut = 3;
+        tokens[cut + 1] = (tokens[cut + 1] + 1) % V;          // sequence 0, a position after `cut`
+        for (int t = 0; t < T; t++) tokens[T + t] = (tokens[T + t] + 5) % V;   // all of sequence 1
+        tokens[T + 0] = tokens[T + 0];
+        load_batch(&m, &a, tokens);
+        model_forward(&m, &a);
+        m.be->download(after, a.logits, n);
+        // Sequence 0, positions 0..cut: bitwise unchanged.
+        assert_memory_equal(before, after, (size_t)(cut + 1) * V * sizeof(float));
+        // ...and position cut + 1 did change (the test can fail).
+        assert_true(memcmp(before + (size_t)(cut + 1) * V, after + (size_t)(cut + 1) * V, (size_t)V * sizeof(float)) != 0);
+        free(before); free(after);
+        activations_free(&a, m.be);
+        model_free(&m);
+    }
+}
+
+static void test_batch_neighbours_do_not_leak(void **state) {
+    (void)state;
+    ModelShape s = sga_shape(&VARIANTS[0]);
+    int T = s.seq_len, V = s.vocab_size;
+    Model m;
+    Activations a;
+    model_init(&m, backend_cpu_f32(), s, 0, s.n_layer, 1, 1, 1);
+    model_init_weights(&m, 4);
+    activations_init(&a, &m, B);
+    int32_t tokens[B * 6];
+    for (int i = 0; i < B * T; i++) tokens[i] = (int32_t)(rng_hash3(3, 4, (uint64_t)i) % (uint64_t)V);
+    size_t n = (size_t)B * T * V;
+    float *before = malloc(n * sizeof(float)), *after = malloc(n * sizeof(float));
+    load_batch(&m, &a, tokens);
+    model_forward(&m, &a);
+    m.be->download(before, a.logits, n);
+    for (int t = 0; t < T; t++) tokens[T + t] = (tokens[T + t] + 5) % V;
+    load_batch(&m, &a, tokens);
+    model_forward(&m, &a);
+    m.be->download(after, a.logits, n);
+    assert_memory_equal(before, after, (size_t)T * V * sizeof(float));
+    free(before); free(after);
+    activations_free(&a, m.be);
+    model_free(&m);
+}
+
+// With alpha_l = 0 the blend returns the raw logits: the loss is SDPA's on the same weights.
+static void test_alpha_zero_is_sdpa(void **state) {
+    (void)state;
+    ModelShape s = sga_shape(&VARIANTS[0]);
+    s.sga_alpha_init = 0;
+    ModelShape plain = s;
+    plain.sga = 0;
+    Model ms, mp;
+    Activations as, ap;
+    model_init(&ms, backend_cpu_f32(), s, 0, s.n_layer, 1, 1, 1);
+    model_init(&mp, backend_cpu_f32(), plain, 0, plain.n_layer, 1, 1, 1);
+    model_init_weights(&ms, 11);
+    model_init_weights(&mp, 11);   // the shared parameters draw the same streams
+    activations_init(&as, &ms, B);
+    activations_init(&ap, &mp, B);
+    load_batch(&ms, &as, NULL);
+    load_batch(&mp, &ap, NULL);
+    model_forward(&ms, &as);
+    model_forward(&mp, &ap);
+    double ls = model_loss_sum(&ms, &as), lp = model_loss_sum(&mp, &ap);
+    printf("# SGA alpha=0 loss %.9f, SDPA loss %.9f\n", ls, lp);
+    assert_true(fabs(ls - lp) <= 1e-6 * fabs(lp));
+    // and alpha != 0 does change it
+    float alpha = 0.5f;
+    for (int l = 0; l < s.n_layer; l++) ms.be->upload(model_param(&ms, PARAM_SGA_ALPHA, l), &alpha, 1);
+    model_forward(&ms, &as);
+    assert_true(fabs(model_loss_sum(&ms, &as) - lp) > 1e-4);
+    activations_free(&as, ms.be); activations_free(&ap, mp.be);
+    model_free(&ms); model_free(&mp);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fft_dct_matches_direct_dct),
+        cmocka_unit_test(test_dct_pair_gradients),
+        cmocka_unit_test(test_spectral_statistics_gradients),
+        cmocka_unit_test(test_blend_gradients),
+        cmocka_unit_test(test_sga_models_gradients_match_finite_differences),
+        cmocka_unit_test(test_sga_is_causal_and_batch_independent),
+        cmocka_unit_test(test_batch_neighbours_do_not_leak),
+        cmocka_unit_test(test_alpha_zero_is_sdpa),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
