@@ -81,6 +81,15 @@ struct Backend {
     void (*attn_values_backward)(void *dprobs, void *dv, const void *dy, const void *probs, const void *v,
                                  int BH, int T, int hs);
 
+    // ---- attention entropy ------------------------------------------------------------------------
+    // ent (BH,T) = -sum_j p_ij log p_ij (nats) of each causal row of probs (BH,T,T)
+    void (*attn_row_entropy)(void *ent, const void *probs, int BH, int T);
+    // sum over rows i >= 1 of H_i / ln(i+1), and dprobs (+=) weight x its gradient
+    double (*attn_entropy_reg_sum)(const void *probs, int BH, int T);
+    void (*attn_entropy_reg_backward)(void *dprobs, const void *probs, double weight, int BH, int T);
+    // y (B,NH,T,hs) *= mask (NH): head pruning at evaluation
+    void (*head_mask_apply)(void *y, const void *mask, int B, int NH, int T, int hs);
+
     // ---- loss -------------------------------------------------------------------------------------
     // probs (N,V) = softmax(logits) (may alias logits); losses (N) = -log probs[target], 0 where target < 0
     void (*crossentropy_forward)(void *losses, void *probs, const void *logits, const int32_t *targets, int N, int V);

@@ -258,6 +258,12 @@ void checkpoint_save(Trainer *t, const char *run_dir, CheckpointProgress progres
     write_attr_double(file, "model.mlp_hidden", s->mlp_hidden);
     write_attr_double(file, "model.norm_post", s->norm == NORM_POST);
     write_attr_double(file, "model.tie_embeddings", s->tie_embeddings);
+    write_attr_double(file, "model.sga", s->sga);
+    write_attr_double(file, "model.sga_spectral", s->sga ? s->sga_spectral : 0);
+    write_attr_double(file, "model.sga_fixed_filter", s->sga ? s->sga_fixed_filter : 0);
+    write_attr_double(file, "model.sga_blend", s->sga ? s->sga_blend : 0);
+    write_attr_double(file, "model.sga_hidden", s->sga ? s->sga_hidden : 0);
+    write_attr_double(file, "model.sga_embed", s->sga ? s->sga_embed : 0);
     write_attr_string(file, "config", config_text);
 
     for (int part = 0; part < 3; part++) {
@@ -376,7 +382,13 @@ int checkpoint_load(Trainer *t, const char *path, int with_optimizer, Checkpoint
         check_shape_attr(file, path, "model.vocab_size", s->vocab_size, err) ||
         check_shape_attr(file, path, "model.mlp_hidden", s->mlp_hidden, err) ||
         check_shape_attr(file, path, "model.norm_post", s->norm == NORM_POST, err) ||
-        check_shape_attr(file, path, "model.tie_embeddings", s->tie_embeddings, err))
+        check_shape_attr(file, path, "model.tie_embeddings", s->tie_embeddings, err) ||
+        check_shape_attr(file, path, "model.sga", s->sga, err) ||
+        check_shape_attr(file, path, "model.sga_spectral", s->sga ? s->sga_spectral : 0, err) ||
+        check_shape_attr(file, path, "model.sga_fixed_filter", s->sga ? s->sga_fixed_filter : 0, err) ||
+        check_shape_attr(file, path, "model.sga_blend", s->sga ? s->sga_blend : 0, err) ||
+        check_shape_attr(file, path, "model.sga_hidden", s->sga ? s->sga_hidden : 0, err) ||
+        check_shape_attr(file, path, "model.sga_embed", s->sga ? s->sga_embed : 0, err))
         goto out;
     double step = 0, tokens = 0, adam_t = 0, bad = 0;
     if (read_attr_double(file, path, "step", &step, err) || read_attr_double(file, path, "tokens", &tokens, err) ||

@@ -1,4 +1,5 @@
 #include "flops.h"
+#include "sga.h"
 
 ParamCounts count_params(const ModelShape *s) {
     size_t L = s->n_layer, C = s->d_model, V = s->vocab_size, T = s->seq_len, H = s->mlp_hidden;
@@ -8,14 +9,15 @@ ParamCounts count_params(const ModelShape *s) {
     c.mlp = L * (H * C + H + C * H + C);
     c.norm = L * 4 * C + 2 * C;
     c.lm_head = s->tie_embeddings ? 0 : V * C;
-    c.total = c.embedding + c.attention + c.mlp + c.norm + c.lm_head;
+    c.sga = L * sga_params_per_layer(s);
+    c.total = c.embedding + c.attention + c.mlp + c.norm + c.lm_head + c.sga;
     c.matmul = L * (4 * C * C + 2 * H * C) + V * C;
     return c;
 }
 
 double flops_per_token(const ModelShape *s) {
     ParamCounts c = count_params(s);
-    return 6.0 * (double)c.matmul + 12.0 * s->n_layer * (double)s->d_model * s->seq_len;
+    return 6.0 * (double)c.matmul + 12.0 * s->n_layer * (double)s->d_model * s->seq_len + sga_flops_per_token(s);
 }
 
 MemoryEstimate estimate_memory(const ModelShape *s, int micro_batch, int layer_begin, int layer_end, int has_embedding,
@@ -23,7 +25,7 @@ MemoryEstimate estimate_memory(const ModelShape *s, int micro_batch, int layer_b
     double L = layer_end - layer_begin, C = s->d_model, V = s->vocab_size, T = s->seq_len, H = s->mlp_hidden;
     double NH = s->n_head, N = (double)micro_batch * T;
     ParamCounts c = count_params(s);
-    double per_layer = (double)(c.attention + c.mlp) / s->n_layer + 4 * C;
+    double per_layer = (double)(c.attention + c.mlp + c.sga) / s->n_layer + 4 * C;
     double params = L * per_layer;
     if (has_embedding) params += (double)c.embedding;
     if (has_head) params += 2 * C + (s->tie_embeddings ? (has_embedding ? 0 : V * C) : V * C);

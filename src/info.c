@@ -1,6 +1,7 @@
 #include "info.h"
 #include "flops.h"
 #include "model.h"
+#include "sga.h"
 #include "train.h"
 
 static void print_count(FILE *out, const char *what, size_t n, size_t total) {
@@ -28,9 +29,18 @@ void print_info(const Config *cfg, int dp, int pp, FILE *out) {
     print_count(out, "mlp (fc + proj)", c.mlp, c.total);
     print_count(out, "layernorms", c.norm, c.total);
     if (c.lm_head) print_count(out, "lm head", c.lm_head, c.total);
+    if (c.sga) print_count(out, "sga (gate, e_l, alpha)", c.sga, c.total);
     double fpt = flops_per_token(&s);
-    fprintf(out, "FLOPs per token (forward+backward): %.4g = 6 x %zu matmul weights + 12 x L %d x d %d x T %d (attention)\n",
-            fpt, c.matmul, s.n_layer, s.d_model, s.seq_len);
+    fprintf(out, "FLOPs per token (forward+backward): %.4g = 6 x %zu matmul weights + 12 x L %d x d %d x T %d (attention)%s\n",
+            fpt, c.matmul, s.n_layer, s.d_model, s.seq_len, s.sga ? " + SGA" : "");
+    if (s.sga) {
+        double extra = sga_flops_per_token(&s);
+        fprintf(out, "SGA: %zu extra parameters per layer (%zu in all, %.3f%% of the model); %.4g extra FLOPs per token "
+                "(%.2f%%: DCT pair at FFT cost 2 x 2.5 T log2 T per row, gate MLP, elementwise)%s%s%s%s\n",
+                sga_params_per_layer(&s), c.sga, 100.0 * c.sga / c.total, extra, 100.0 * extra / fpt,
+                s.sga_spectral ? "" : " [no DCT]", s.sga_fixed_filter ? " [fixed filter]" : "",
+                s.sga_blend ? "" : " [alpha fixed at 1]", "");
+    }
     long steps = total_steps_of(cfg);
     double tokens = (double)steps * cfg->batch_size * cfg->seq_len;
     fprintf(out, "training: %ld steps x %d sequences x %d tokens = %.4g tokens, %.4g FLOPs\n", steps, cfg->batch_size,

@@ -46,9 +46,6 @@ int main(int argc, char **argv) {
     if (config_load(args.config_path, args.sets, args.n_sets, &cfg, &err)) {
         if (rank == 0) fprintf(stderr, "entrank: %s\n", err.msg);
         code = EXIT_BAD_INPUT;
-    } else if (args.command == CMD_EVAL && args.prune_heads > 0) {
-        if (rank == 0) fprintf(stderr, "entrank: --prune-heads: head pruning is not implemented yet (SGA baselines)\n");
-        code = EXIT_BAD_INPUT;
     } else {
         int world;
         mpiCheck(MPI_Comm_size(MPI_COMM_WORLD, &world));
@@ -61,7 +58,7 @@ int main(int argc, char **argv) {
             else snprintf(run_dir, sizeof run_dir, "runs/%s", config_basename(args.config_path, name, sizeof name));
             Comm *comm = comm_mpi_create(cfg.pp, backend_cpu_f32()->elem_size);
             if (args.command == CMD_TRAIN) code = train_command(&cfg, comm, run_dir, args.resume, args.resume_path);
-            else code = eval_command(&cfg, comm, args.checkpoint_path);
+            else code = eval_command(&cfg, comm, args.checkpoint_path, args.prune_heads);
             comm->free(comm);
         }
     }

@@ -334,7 +334,9 @@ static void attention_forward(Model *m, Activations *a, LayerActs *l, int layer,
     be->attn_scores(a->scores, l->q, l->k, 1.0 / sqrt((double)hs), B * NH, T, hs); // (B,NH,T,T)
     if (s->sga) sga_forward(m, a, layer - m->layer_begin, a->scores, a->scores);  // gated logits, in place
     be->softmax_causal_forward(l->probs, a->scores, B * NH, T);              // (B,NH,T,T)
+    if (m->entropy_reg_weight > 0) a->entropy_reg_sum += be->attn_entropy_reg_sum(l->probs, B * NH, T);
     be->attn_values(l->atty, l->probs, l->v, B * NH, T, hs);                 // (B,NH,T,hs)
+    if (m->head_mask) be->head_mask_apply(l->atty, be_offset(be, m->head_mask, (size_t)(layer - m->layer_begin) * NH), B, NH, T, hs);
     be->heads_merge(l->attmerged, l->atty, B, T, NH, hs);                    // (B,T,C)
     be->matmul_forward(out, l->attmerged, model_param(m, PARAM_ATTPROJ_W, layer), model_param(m, PARAM_ATTPROJ_B, layer), N, C, C);
 }
@@ -353,6 +355,10 @@ static void block_forward(Model *m, Activations *a, int li) {
     int layer = m->layer_begin + li, C = m->shape.d_model, N = a->B * a->T;
     LayerActs l = layer_acts(m, a, li);
     const void *x = block_input(m, a, li);  // (B,T,C)
+    if (m->layer_skip && m->layer_skip[layer]) {   // LayerDrop: the block is the identity this step
+        be->copy(model_block_output(m, a, li), x, (size_t)N * C);
+        return;
+    }
     // The attention and MLP outputs are staged in the dtmp scratch before their residual add.
     if (m->shape.norm == NORM_PRE) {
         // x' = x + Attn(LN1(x)); out = x' + MLP(LN2(x'))
@@ -381,6 +387,7 @@ void model_forward(Model *m, Activations *a) {
     const Backend *be = m->be;
     const ModelShape *s = &m->shape;
     int B = a->B, T = a->T, C = s->d_model, V = s->vocab_size, N = B * T;
+    a->entropy_reg_sum = 0;
     if (m->has_embedding)
         be->encoder_forward(a->input, a->tokens, model_param(m, PARAM_WTE, 0), model_param(m, PARAM_WPE, 0), B, T, C); // (B,T,C)
     for (int li = 0; li < a->n_local; li++) block_forward(m, a, li);
@@ -389,6 +396,25 @@ void model_forward(Model *m, Activations *a) {
     be->layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, x, model_param(m, PARAM_LNF_W, 0), model_param(m, PARAM_LNF_B, 0), N, C);
     be->matmul_forward(a->logits, a->lnf, lm_head_weight(m), NULL, N, C, V);    // (B,T,V)
     be->crossentropy_forward(a->losses, a->logits, a->logits, a->targets, N, V); // logits -> probs in place
+}
+
+void model_head_entropies(const Model *m, const Activations *a, double *out) {
+    const Backend *be = m->be;
+    int B = a->B, NH = m->shape.n_head, T = a->T, BH = B * NH;
+    void *ent = be->alloc((size_t)BH * T);
+    double *host = xmalloc((size_t)BH * T * sizeof(double));
+    for (int li = 0; li < a->n_local; li++) {
+        LayerActs l = layer_acts(m, a, li);
+        be->attn_row_entropy(ent, l.probs, BH, T);   // (B,NH,T)
+        be->download_f64(host, ent, (size_t)BH * T);
+        for (int bh = 0; bh < BH; bh++) {
+            double sum = 0;
+            for (int i = 0; i < T; i++) sum += host[(size_t)bh * T + i];
+            out[(size_t)li * BH + bh] = sum / T;
+        }
+    }
+    free(host);
+    be->free(ent);
 }
 
 double model_loss_sum(const Model *m, const Activations *a) {
@@ -410,6 +436,8 @@ static void attention_backward(Model *m, Activations *a, LayerActs *l, int layer
     be->heads_merge_backward(a->datty, a->dattmerged, B, T, NH, hs);
     be->zero(a->dv, nhead);
     be->attn_values_backward(a->dprobs, a->dv, a->datty, l->probs, l->v, B * NH, T, hs);
+    // The regulariser's gradient joins the loss's at the attention weights.
+    if (m->entropy_reg_weight > 0) be->attn_entropy_reg_backward(a->dprobs, l->probs, -m->entropy_reg_weight, B * NH, T);
     if (s->sga) {
         be->softmax_causal_backward(a->sga_dlogits, a->dprobs, l->probs, B * NH, T);
         be->zero(a->dscores, (size_t)B * NH * T * T);
@@ -446,6 +474,7 @@ static void block_backward(Model *m, Activations *a, int li) {
     size_t n = (size_t)N * C;
     LayerActs l = layer_acts(m, a, li);
     const void *x = block_input(m, a, li);
+    if (m->layer_skip && m->layer_skip[layer]) return;   // identity: the gradient passes unchanged
     if (m->shape.norm == NORM_PRE) {
         // The residual gradient passes straight through both adds; each branch adds its share.
         be->zero(a->dln, n);

@@ -99,6 +99,10 @@ typedef struct {
     const Backend *be;
     void *params_mem;               // (num_params)
     void *grads_mem;                // (num_params)
+    // Training-time switches set by the trainer (all off after model_init):
+    double entropy_reg_weight;      // aux loss = -weight x sum over rows i >= 1 of H_i / ln(i+1)
+    const uint8_t *layer_skip;      // (n_layer) host flags: LayerDrop skips these blocks this step
+    void *head_mask;                // (layers on this stage, NH) device gains: head pruning at eval
 } Model;
 
 // Lays out the parameter table of one stage and allocates its arenas (zeroed).
@@ -146,6 +150,7 @@ typedef struct {
     void *logits;                         // (B,T,V); softmax probabilities after the forward pass
     void *losses;                         // (B,T)
     void *scores;                         // (B,NH,T,T) scratch
+    double entropy_reg_sum;               // sum over this stage's rows i >= 1 of H_i / ln(i+1) (when regularised)
     // SGA, per layer (R = B NH T rows of length T); NULL without SGA
     void *sga_raw;                        // (Lc,B,NH,T,T) the raw logits a
     void *sga_spec;                       // (Lc,R,T) s, the spectrum of the zero-padded row
@@ -180,6 +185,10 @@ void *model_block_output(const Model *m, const Activations *a, int li);
 // On the last stage the softmax probabilities replace the logits and `losses` holds one loss
 // per position (0 where target < 0).
 void model_forward(Model *m, Activations *a);
+
+// Mean attention row entropy (nats) per local layer, sequence and head of the last forward pass:
+// out (n_local, B, NH), host memory.
+void model_head_entropies(const Model *m, const Activations *a, double *out);
 
 // Sum of the per-position losses of the last forward pass (last stage only).
 double model_loss_sum(const Model *m, const Activations *a);

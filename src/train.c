@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 #include "flops.h"
+#include "rng.h"
 #include "schedule.h"
 
 enum { TAG_ACTIVATION = 1, TAG_GRADIENT = 2 };
@@ -81,6 +82,15 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
     // Buckets start during the backward pass unless ZeRO-1 reduce-scatters the whole arena.
     t->reduce_in_backward = !cfg->zero && comm->dp > 1;
 
+    if (!strcmp(cfg->drop_mode, "stochastic_depth")) {
+        trainer_free(t);
+        return error_set(err, "drop.mode: \"stochastic_depth\" is not implemented yet (it arrives with the R3SI post's baselines)");
+    }
+    if (!strcmp(cfg->drop_mode, "layerdrop") && cfg->drop_p > 0) t->layer_skip = xcalloc((size_t)shape.n_layer, 1);
+    if (cfg->reg_entropy_coef > 0)
+        // The mean runs over layers, heads and rows i >= 1 of every sequence of the global batch.
+        t->model.entropy_reg_weight = cfg->reg_entropy_coef / ((double)shape.n_layer * shape.n_head * (shape.seq_len - 1) * cfg->batch_size);
+
     size_t n = (size_t)t->sequences_per_rank * cfg->seq_len;
     t->host_tokens = xmalloc(n * sizeof(int32_t));
     t->host_targets = xmalloc(n * sizeof(int32_t));
@@ -92,6 +102,8 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
 }
 
 void trainer_free(Trainer *t) {
+    free(t->layer_skip);
+    if (!t->model.be) { memset(t, 0, sizeof *t); return; }   // freed before the model was built
     adam_free(&t->adam, &t->model);
     if (t->shard_grads) t->be->free(t->shard_grads);
     for (int i = 0; i < t->n_slots; i++) activations_free(&t->slots[i], t->be);
@@ -130,7 +142,7 @@ static size_t stage_io_numel(const Trainer *t) {
 
 // Forward of micro-batch mb on this stage: input from the previous stage (or the embedding),
 // output on to the next. Returns this micro-batch's loss sum on the last stage, 0 elsewhere.
-static double forward_micro_batch(Trainer *t, int mb) {
+static double forward_micro_batch(Trainer *t, int mb, double *aux_sum) {
     Comm *c = t->comm;
     int slot = mb % t->n_slots;
     Activations *a = &t->slots[slot];
@@ -139,6 +151,7 @@ static double forward_micro_batch(Trainer *t, int mb) {
     upload_micro_batch(t, a, mb);
     if (c->stage > 0) c->recv(c, c->stage - 1, a->input, stage_io_numel(t), TAG_ACTIVATION);
     model_forward(&t->model, a);
+    *aux_sum += a->entropy_reg_sum;
     if (c->stage < c->pp - 1) {
         c->send(c, c->stage + 1, model_stage_output(&t->model, a), stage_io_numel(t), TAG_ACTIVATION, &t->act_sends[slot]);
         return 0;
@@ -204,12 +217,18 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
     double dloss = scored > 0 ? 1.0 / scored : 0.0;
 
     t->be->zero(t->model.grads_mem, t->model.num_params);
+    // LayerDrop: the same draw on every rank, a function of (seed, step, layer).
+    if (t->layer_skip) {
+        for (int l = 0; l < t->model.shape.n_layer; l++)
+            t->layer_skip[l] = rng_uniform(cfg->seed, 0x4C61796572447270ull, (uint64_t)step * t->model.shape.n_layer + l) < cfg->drop_p;
+        t->model.layer_skip = t->layer_skip;
+    }
     Action actions[2 * 4096];
     if (t->micro_batches > 4096) die(EXIT_BAD_INPUT, "train.micro_batches: %d is more than 4096", t->micro_batches);
     int n_actions = schedule_1f1b(c->stage, c->pp, t->micro_batches, actions);
-    double loss_sum = 0;
+    double loss_sum = 0, aux_sum = 0;
     for (int i = 0; i < n_actions; i++) {
-        if (actions[i].kind == ACTION_FORWARD) loss_sum += forward_micro_batch(t, actions[i].micro_batch);
+        if (actions[i].kind == ACTION_FORWARD) loss_sum += forward_micro_batch(t, actions[i].micro_batch, &aux_sum);
         else backward_micro_batch(t, actions[i].micro_batch, dloss);
     }
     for (int s = 0; s < t->n_slots; s++) { c->wait(c, &t->act_sends[s]); c->wait(c, &t->grad_sends[s]); }
@@ -217,10 +236,13 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
 
     // Every rank needs the same loss and norm to take the same decision. The norm counts each
     // stage once: under ZeRO-1 every replica holds a different shard, otherwise replica 0 speaks.
-    double sums[2] = {loss_sum, 0};
+    t->model.layer_skip = NULL;
+    double sums[3] = {loss_sum, 0, aux_sum};
     if (cfg->zero || c->dp_index == 0) sums[1] = grad_sum_squares(&t->model, grads, t->adam.begin, t->adam.numel);
-    c->world_sum(c, sums, 2);
-    out->loss = sums[0] * dloss;
+    c->world_sum(c, sums, 3);
+    out->lm_loss = sums[0] * dloss;
+    out->aux_loss = -t->model.entropy_reg_weight * sums[2];
+    out->loss = out->lm_loss + out->aux_loss;
     out->grad_norm = sqrt(sums[1]);
     out->lr = lr_at_step(cfg, step, t->total_steps);
     if (!isfinite(out->loss) || !isfinite(out->grad_norm)) {
@@ -236,7 +258,25 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
     return 0;
 }
 
-int trainer_evaluate(Trainer *t, EvalResult *out, Error *err) {
+// Adds this micro-batch's per-sequence head entropies of the stage's layers to stats.
+static void gather_head_entropies(Trainer *t, const Activations *a, HeadEntropyStats *stats) {
+    int NH = t->model.shape.n_head, B = a->B;
+    double *ent = xmalloc((size_t)a->n_local * B * NH * sizeof(double));
+    model_head_entropies(&t->model, a, ent);   // (n_local, B, NH)
+    for (int li = 0; li < a->n_local; li++)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                double e = ent[((size_t)li * B + b) * NH + h];
+                size_t k = (size_t)(t->model.layer_begin + li) * NH + h;
+                stats->sum[k] += e;
+                stats->sum_sq[k] += e * e;
+            }
+    // Sequences are counted once per replica: on stage 0.
+    if (t->comm->stage == 0) stats->sequences += B;
+    free(ent);
+}
+
+int trainer_evaluate(Trainer *t, EvalResult *out, HeadEntropyStats *stats, Error *err) {
     const Config *cfg = t->cfg;
     const Backend *be = t->be;
     Comm *c = t->comm;
@@ -257,6 +297,7 @@ int trainer_evaluate(Trainer *t, EvalResult *out, Error *err) {
             // Forward only, one direction: blocking hand-over from stage to stage cannot deadlock.
             if (c->stage > 0) c->recv(c, c->stage - 1, a->input, stage_io_numel(t), TAG_ACTIVATION);
             model_forward(&t->model, a);
+            if (stats) gather_head_entropies(t, a, stats);
             if (!last_stage) {
                 CommHandle h = {0};
                 c->send(c, c->stage + 1, model_stage_output(&t->model, a), stage_io_numel(t), TAG_ACTIVATION, &h);
@@ -276,6 +317,12 @@ int trainer_evaluate(Trainer *t, EvalResult *out, Error *err) {
         }
     }
     c->world_sum(c, sums, 2 + 2 * out->n_buckets);
+    if (stats) {
+        size_t n = (size_t)t->model.shape.n_layer * t->model.shape.n_head;
+        c->world_sum(c, stats->sum, (int)n);
+        c->world_sum(c, stats->sum_sq, (int)n);
+        c->world_sum(c, &stats->sequences, 1);
+    }
     out->scored = (long)sums[1];
     out->loss = out->scored > 0 ? sums[0] / (double)out->scored : 0;
     out->ppl = exp(out->loss);

@@ -12,7 +12,9 @@
 #include "optimizer.h"
 
 typedef struct {
-    double loss;          // mean loss over the scored positions of the global batch
+    double loss;          // total loss: lm_loss + aux_loss
+    double lm_loss;       // mean cross-entropy over the scored positions of the global batch
+    double aux_loss;      // auxiliary losses (entropy regularisation)
     double grad_norm;     // global gradient L2 norm before clipping
     double lr;
     int skipped;          // non-finite loss or gradient: no update was applied
@@ -55,6 +57,7 @@ typedef struct {
     int32_t *device_predictions;       // (micro_batch_size, T)
     double flops_per_token;
     int bad_in_row;
+    uint8_t *layer_skip;               // (n_layer) LayerDrop draws of the current step, or NULL
 } Trainer;
 
 // Checks that the topology fits the config (before any work): world divisible by pp, pp <= layers,
@@ -71,8 +74,16 @@ void trainer_free(Trainer *t);
 // Returns -1 with err on bad data.
 int trainer_step(Trainer *t, long step, StepResult *out, Error *err);
 
-// Validation loss, perplexity and per-bucket accuracy over cfg->eval_batches batches, collectively.
-int trainer_evaluate(Trainer *t, EvalResult *out, Error *err);
+// Per (layer, head): sum and sum of squares over validation sequences of the head's mean row
+// entropy, for head pruning. Arrays (n_layer x n_head), summed over all ranks.
+typedef struct {
+    double *sum, *sum_sq;
+    double sequences;
+} HeadEntropyStats;
+
+// Validation loss, perplexity and per-bucket accuracy over cfg->eval_batches batches,
+// collectively. If stats is not NULL it also gathers the heads' entropy statistics.
+int trainer_evaluate(Trainer *t, EvalResult *out, HeadEntropyStats *stats, Error *err);
 
 // Number of optimizer steps of the run: train.steps, or train.tokens / tokens per step rounded up.
 long total_steps_of(const Config *cfg);
@@ -81,5 +92,6 @@ long total_steps_of(const Config *cfg);
 // checkpoints, stop signals. Returns the exit code (the same on every rank).
 int train_command(const Config *cfg, Comm *comm, const char *run_dir, ResumeMode resume, const char *resume_path);
 
-// The `eval` command: loads the parameters of `checkpoint` on this topology and evaluates.
-int eval_command(const Config *cfg, Comm *comm, const char *checkpoint);
+// The `eval` command: loads the parameters of `checkpoint` on this topology and evaluates; with
+// prune_fraction > 0, first masks that fraction of heads (lowest entropy variance) and reports both.
+int eval_command(const Config *cfg, Comm *comm, const char *checkpoint, double prune_fraction);

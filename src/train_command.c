@@ -178,7 +178,7 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
             if (r.skipped)
                 runlog(log, "step %ld: non-finite loss or gradient (loss %g, grad norm %g): update skipped (%d in a row)\n",
                        step, r.loss, r.grad_norm, r.bad_in_row);
-            double row[10] = {(double)step, (step + 1) * tokens_per_step, r.loss, r.loss, 0.0, r.lr, r.grad_norm, dt * 1e3, tok_s, mfu};
+            double row[10] = {(double)step, (step + 1) * tokens_per_step, r.loss, r.lm_loss, r.aux_loss, r.lr, r.grad_norm, dt * 1e3, tok_s, mfu};
             const char *names[10] = {"/steps/step", "/steps/tokens", "/steps/loss", "/steps/lm_loss", "/steps/aux_loss",
                                      "/steps/lr", "/steps/grad_norm", "/steps/step_ms", "/steps/tokens_per_s", "/steps/mfu"};
             for (int i = 0; i < 10; i++) metrics_append(mf, names[i], &row[i]);
@@ -198,7 +198,7 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
         }
         if ((cfg->eval_every > 0 && (step + 1) % cfg->eval_every == 0) || last) {
             EvalResult ev;
-            if (trainer_evaluate(t, &ev, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+            if (trainer_evaluate(t, &ev, NULL, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
             if (log) report_eval(log, mf, t, step, &ev);
         }
         if ((cfg->checkpoint_every > 0 && (step + 1) % cfg->checkpoint_every == 0) || last) save_checkpoint(t, setup, log, step + 1);
@@ -282,7 +282,51 @@ int train_command(const Config *cfg, Comm *comm, const char *run_dir, ResumeMode
     return code;
 }
 
-int eval_command(const Config *cfg, Comm *comm, const char *checkpoint) {
+static void print_eval(const Trainer *t, const Config *cfg, const char *what, const EvalResult *ev) {
+    printf("%sval loss %.6f | val ppl %.4f | %ld scored positions in %d batches\n", what, ev->loss, ev->ppl, ev->scored,
+           cfg->eval_batches);
+    for (int b = 0; b < ev->n_buckets; b++)
+        printf("%s%s acc %.4f (n=%ld)\n", what, data_bucket_label(t->val_data, b),
+               ev->total[b] ? (double)ev->correct[b] / ev->total[b] : NAN, ev->total[b]);
+}
+
+// Post-hoc head pruning (the SGA post's baseline): per head, the variance over validation
+// sequences of its mean row entropy; the `fraction` of heads with the lowest variance are masked.
+static int prune_heads(Trainer *t, const Config *cfg, double fraction, Error *err) {
+    int L = t->model.shape.n_layer, NH = t->model.shape.n_head, n = L * NH;
+    HeadEntropyStats st = {xcalloc((size_t)n, sizeof(double)), xcalloc((size_t)n, sizeof(double)), 0};
+    EvalResult ev;
+    if (trainer_evaluate(t, &ev, &st, err)) return -1;
+    if (t->comm->world_rank == 0) print_eval(t, cfg, "before pruning: ", &ev);
+    double *var = xmalloc((size_t)n * sizeof(double));
+    int *order = xmalloc((size_t)n * sizeof(int));
+    for (int k = 0; k < n; k++) {
+        double mean = st.sum[k] / st.sequences;
+        var[k] = st.sum_sq[k] / st.sequences - mean * mean;
+        order[k] = k;
+    }
+    // Lowest variance first; ties by index, so every rank picks the same heads.
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && (var[order[j]] < var[order[j - 1]] || (var[order[j]] == var[order[j - 1]] && order[j] < order[j - 1])); j--) {
+            int tmp = order[j]; order[j] = order[j - 1]; order[j - 1] = tmp;
+        }
+    int pruned = (int)lround(fraction * n);
+    float *mask = xmalloc((size_t)n * sizeof(float));
+    for (int k = 0; k < n; k++) mask[k] = 1;
+    for (int i = 0; i < pruned; i++) mask[order[i]] = 0;
+    if (t->comm->world_rank == 0) {
+        printf("pruned %d of %d heads (lowest variance of mean row entropy over %.0f sequences):", pruned, n, st.sequences);
+        for (int i = 0; i < pruned; i++) printf(" L%dH%d", order[i] / NH, order[i] % NH);
+        printf("\n");
+    }
+    int n_local = t->model.layer_end - t->model.layer_begin;
+    t->model.head_mask = t->be->alloc((size_t)n_local * NH);
+    t->be->upload(t->model.head_mask, mask + (size_t)t->model.layer_begin * NH, (size_t)n_local * NH);
+    free(st.sum); free(st.sum_sq); free(var); free(order); free(mask);
+    return 0;
+}
+
+int eval_command(const Config *cfg, Comm *comm, const char *checkpoint, double prune_fraction) {
     Error err = {{0}};
     Trainer t;
     int failed = trainer_init(&t, cfg, backend_cpu_f32(), comm, &err) != 0;
@@ -290,15 +334,14 @@ int eval_command(const Config *cfg, Comm *comm, const char *checkpoint) {
     CheckpointProgress progress;
     failed = checkpoint_load(&t, checkpoint, 0, &progress, &err) != 0;
     if (any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
-    EvalResult ev;
-    if (trainer_evaluate(&t, &ev, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
-    if (comm->world_rank == 0) {
+    if (comm->world_rank == 0)
         printf("checkpoint %s (step %ld) | %d ranks: dp %d x pp %d\n", checkpoint, progress.step, comm->world_size, comm->dp, comm->pp);
-        printf("val loss %.6f | val ppl %.4f | %ld scored positions in %d batches\n", ev.loss, ev.ppl, ev.scored, cfg->eval_batches);
-        for (int b = 0; b < ev.n_buckets; b++)
-            printf("%s acc %.4f (n=%ld)\n", data_bucket_label(t.val_data, b), ev.total[b] ? (double)ev.correct[b] / ev.total[b] : NAN,
-                   ev.total[b]);
-    }
+    if (prune_fraction > 0 && prune_heads(&t, cfg, prune_fraction, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    EvalResult ev;
+    if (trainer_evaluate(&t, &ev, NULL, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    if (comm->world_rank == 0) print_eval(&t, cfg, "", &ev);
+    if (t.model.head_mask) t.be->free(t.model.head_mask);
+    t.model.head_mask = NULL;
     trainer_free(&t);
     return EXIT_DONE;
 }
