@@ -81,6 +81,14 @@ struct Backend {
     void (*attn_values_backward)(void *dprobs, void *dv, const void *dy, const void *probs, const void *v,
                                  int BH, int T, int hs);
 
+    // ---- dense linear algebra (R3SI) -------------------------------------------------------------
+    // C (M,N) = alpha op(A) op(B) + beta C, row-major, op = transpose where trans is set
+    void (*gemm)(int transA, int transB, int M, int N, int K, double alpha, const void *A, int lda, const void *B, int ldb,
+                 double beta, void *C, int ldc);
+    void (*axpy)(void *y, double a, const void *x, size_t n);        // y (+=) a x
+    double (*diag_sum)(const void *C, int D);                          // trace of (D,D)
+    void (*column_sums)(void *sums, const void *X, int N, int D);      // sums (+=) (D) over the rows of X (N,D)
+
     // ---- attention entropy ------------------------------------------------------------------------
     // ent (BH,T) = -sum_j p_ij log p_ij (nats) of each causal row of probs (BH,T,T)
     void (*attn_row_entropy)(void *ent, const void *probs, int BH, int T);

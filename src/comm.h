@@ -31,6 +31,11 @@ struct Comm {
     // full (dp * n) <- every replica's shard (n); this replica's part is already in place
     void (*dp_allgather)(Comm *c, void *full, size_t n);
 
+    // host doubles summed over the dp replicas of this stage, in place (identical on each)
+    void (*dp_sum_doubles)(Comm *c, double *x, int n);
+    // buf (n floats) from dp replica 0 to the other replicas of this stage
+    void (*dp_broadcast)(Comm *c, void *buf, size_t n);
+
     // ---- tied embedding: sum between the first and the last stage of this pipeline ---------
     void (*tie_allreduce)(Comm *c, void *buf, size_t n);
 

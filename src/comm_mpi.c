@@ -50,6 +50,16 @@ static void mpi_dp_allgather(Comm *c, void *full, size_t n) {
     mpiCheck(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, full, (int)n, impl(c)->type, impl(c)->dp));
 }
 
+static void mpi_dp_sum_doubles(Comm *c, double *x, int n) {
+    if (c->dp == 1) return;
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, impl(c)->dp));
+}
+
+static void mpi_dp_broadcast(Comm *c, void *buf, size_t n) {
+    if (c->dp == 1) return;
+    mpiCheck(MPI_Bcast(buf, (int)n, impl(c)->type, 0, impl(c)->dp));
+}
+
 static void mpi_tie_allreduce(Comm *c, void *buf, size_t n) {
     if (impl(c)->tie == MPI_COMM_NULL) return;
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, impl(c)->type, MPI_SUM, impl(c)->tie));
@@ -101,6 +111,8 @@ Comm *comm_mpi_create(int pp, size_t elem_size) {
     c->dp_reduce_scatter = mpi_dp_reduce_scatter;
     c->dp_allgather = mpi_dp_allgather;
     c->tie_allreduce = mpi_tie_allreduce;
+    c->dp_sum_doubles = mpi_dp_sum_doubles;
+    c->dp_broadcast = mpi_dp_broadcast;
     c->world_sum = mpi_world_sum;
     c->world_max = mpi_world_max;
     c->barrier = mpi_barrier;

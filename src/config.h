@@ -39,8 +39,26 @@ typedef struct {
     int sga_embed_dim;
     double sga_alpha_init;
 
+    // r3si.*: Residual Rank Restoration via Spectral Injection (DESIGN section 5)
+    int r3si_enabled;
+    int r3si_layers[CFG_MAX_LIST];   // checkpoint blocks, 0-based
+    int r3si_n_layers;
+    int r3si_k;
+    int r3si_ds;
+    int r3si_monitor_every;
+    double r3si_tau_init_frac;
+    int r3si_adaptive;
+    double r3si_lsd_lambda;
+    int r3si_inject;
+    int r3si_center;
+
     // reg.*: auxiliary losses
     double reg_entropy_coef;  // entropy regularisation (DESIGN section 6)
+    double reg_adr_coef;      // attention diversity regularisation (DESIGN section 6)
+
+    // temperature.*: temp(t) = base (1 + beta tanh(gamma (t - t_switch))) (DESIGN section 6)
+    char temperature_mode[CFG_NAME_LEN];  // "none" | "loss" | "attention"
+    double temperature_base, temperature_beta, temperature_gamma, temperature_t_switch;
 
     // drop.*: LayerDrop / stochastic depth
     char drop_mode[CFG_NAME_LEN];        // "none" | "layerdrop" | "stochastic_depth"

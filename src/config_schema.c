@@ -50,6 +50,8 @@ _Static_assert(NORM_PRE == 0 && NORM_POST == 1, "NORM_CHOICES is indexed by Norm
 static const char *const NORM_CHOICES[] = {"pre", "post", NULL};
 static const char *const ATTENTION_CHOICES[] = {"sdpa", "sga", NULL};
 static const char *const DROP_CHOICES[] = {"none", "layerdrop", "stochastic_depth", NULL};
+static const char *const TEMPERATURE_CHOICES[] = {"none", "loss", "attention", NULL};
+static const int R3SI_LAYERS[] = {14, 18, 22, 26};
 static const char *const DEVICE_CHOICES[] = {"auto", "cpu", "cuda", NULL};
 static const char *const DATA_CHOICES[] = {"llmc", "megatron", "text", "logic", "retrieval", NULL};
 static const int RETRIEVAL_DISTANCES[] = {128, 256, 512, 1024};   // the SGA post's distances
@@ -81,7 +83,26 @@ const ConfigKey config_schema[] = {
     INT_KEY("sga.embed_dim",        sga_embed_dim,     32,          1, 4096,             "learned per-layer embedding e_l fed to the gate"),
     FLOAT_KEY("sga.alpha_init",     sga_alpha_init,    0.1,         RANGE_CLOSED, 0, 1,   "initial alpha_l; [0, 1]"),
 
+    BOOL_KEY("r3si.enabled",        r3si_enabled,      0,                                "Residual Rank Restoration via Spectral Injection (DESIGN section 5)"),
+    INT_LIST_KEY("r3si.layers",     r3si_layers, r3si_n_layers, R3SI_LAYERS,           0, 1024,             "checkpoint blocks c (0-based) whose input is monitored and injected"),
+    INT_KEY("r3si.k",               r3si_k,            64,          1, 4096,             "dominant subspace dimension of the monitor"),
+    INT_KEY("r3si.d_s",             r3si_ds,           32,          1, 4096,             "rows of the learned injection basis W_s"),
+    INT_KEY("r3si.monitor_every",   r3si_monitor_every, 50,         1, INT_MAX,          "steps between monitor updates"),
+    FLOAT_KEY("r3si.tau_init_frac", r3si_tau_init_frac, 0.4,        RANGE_OPEN_LO, 0, 1,  "tau_0 = tau_init_frac x d_model; (0, 1]"),
+    BOOL_KEY("r3si.adaptive",       r3si_adaptive,     1,                                "adapt tau to per-head gradient diversity"),
+    FLOAT_KEY("r3si.lsd_lambda",    r3si_lsd_lambda,   0.01,        RANGE_CLOSED, 0, 100, "weight of the rank hinge loss L_SD; 0 = off"),
+    BOOL_KEY("r3si.inject",         r3si_inject,       1,                                "apply the spectral injection"),
+    BOOL_KEY("r3si.center",         r3si_center,       0,                                "subtract column means before the covariance"),
+
     FLOAT_KEY("reg.entropy_coef",   reg_entropy_coef,  0.0,         RANGE_CLOSED, 0, 100, "entropy regularisation: loss -= coef x mean normalised row entropy; [0, 100]"),
+
+    FLOAT_KEY("reg.adr_coef",       reg_adr_coef,      0.0,         RANGE_CLOSED, 0, 100, "attention diversity regularisation: loss += coef x mean pairwise head-map cosine; [0, 100]"),
+
+    CHOICE_KEY("temperature.mode",  temperature_mode,  "none",      TEMPERATURE_CHOICES, "none | loss (divide the total loss) | attention (divide every logit)"),
+    FLOAT_KEY("temperature.base",   temperature_base,  1.0,         RANGE_OPEN_LO, 0, 1000, "base temperature; (0, 1000]"),
+    FLOAT_KEY("temperature.beta",   temperature_beta,  0.2,         RANGE_CLOSED, -0.99, 10, "maximum relative boost beta; [-0.99, 10]"),
+    FLOAT_KEY("temperature.gamma",  temperature_gamma, 0.001,       RANGE_CLOSED, 0, 1000, "transition sharpness gamma (per step); [0, 1000]"),
+    FLOAT_KEY("temperature.t_switch", temperature_t_switch, 0.0,    RANGE_CLOSED, 0, 1e15, "step of the transition; [0, 1e15]"),
 
     CHOICE_KEY("drop.mode",         drop_mode,         "none",      DROP_CHOICES,        "none | layerdrop | stochastic_depth"),
     FLOAT_KEY("drop.p",             drop_p,            0.0,         RANGE_OPEN_HI, 0, 1,  "probability of dropping a block (layerdrop) or a branch (stochastic depth); [0, 1)"),

@@ -5,6 +5,7 @@
 #include <string.h>
 #include "common.h"
 #include "rng.h"
+#include "r3si.h"
 #include "sga.h"
 
 ModelShape model_shape_from_config(const Config *cfg) {
@@ -27,12 +28,18 @@ ModelShape model_shape_from_config(const Config *cfg) {
         .sga_hidden = cfg->sga_gate_hidden,
         .sga_embed = cfg->sga_embed_dim,
         .sga_alpha_init = cfg->sga_alpha_init,
+        .r3si = cfg->r3si_enabled,
+        .r3si_inject = cfg->r3si_enabled && cfg->r3si_inject,
+        .r3si_ds = cfg->r3si_ds,
+        .r3si_k = cfg->r3si_k,
     };
+    for (int i = 0; cfg->r3si_enabled && i < cfg->r3si_n_layers; i++)
+        if (cfg->r3si_layers[i] >= 0 && cfg->r3si_layers[i] < 1024) s.r3si_is_checkpoint[cfg->r3si_layers[i]] = 1;
     return s;
 }
 
 // Which parameters a model has beyond the always-present ones.
-typedef enum { NEEDS_NOTHING, NEEDS_UNTIED_HEAD, NEEDS_SGA_GATE, NEEDS_SGA_ALPHA } Requirement;
+typedef enum { NEEDS_NOTHING, NEEDS_UNTIED_HEAD, NEEDS_SGA_GATE, NEEDS_SGA_ALPHA, NEEDS_R3SI_INJECT } Requirement;
 
 static int requirement_met(const ModelShape *s, Requirement r) {
     switch (r) {
@@ -40,6 +47,7 @@ static int requirement_met(const ModelShape *s, Requirement r) {
     case NEEDS_UNTIED_HEAD: return !s->tie_embeddings;
     case NEEDS_SGA_GATE: return s->sga && !s->sga_fixed_filter;
     case NEEDS_SGA_ALPHA: return s->sga && s->sga_blend;
+    case NEEDS_R3SI_INJECT: return s->r3si_inject;
     }
     return 0;
 }
@@ -76,6 +84,7 @@ static void describe_params(const ModelShape *s, ParamInfo p[NUM_PARAMS], int ex
         {PARAM_SGA_W2, "blocks.sga_w2", ROLE_BLOCK, 2, T, Hg, INIT_NORMAL, s->init_std, NEEDS_SGA_GATE},
         {PARAM_SGA_B2, "blocks.sga_b2", ROLE_BLOCK, 1, T, 0, INIT_ZERO, 0, NEEDS_SGA_GATE},
         {PARAM_SGA_ALPHA, "blocks.sga_alpha", ROLE_BLOCK, 1, 1, 0, INIT_SGA_ALPHA, 0, NEEDS_SGA_ALPHA},
+        {PARAM_R3SI_WS, "blocks.r3si_ws", ROLE_BLOCK, 2, s->r3si_ds, C, INIT_NORMAL, s->init_std, NEEDS_R3SI_INJECT},
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         ParamInfo *pi = &p[rows[r].id];
@@ -254,6 +263,12 @@ void activations_init(Activations *a, const Model *m, int B) {
     ALLOC(dprobs, B * NH * T * T); ALLOC(dscores, B * NH * T * T);
     ALLOC(dattmerged, N * C);
     ALLOC(dfch, N * H); ALLOC(dfch_gelu, N * H);
+    if (s->r3si) {
+        size_t ds = s->r3si_ds, k = s->r3si_k;
+        if (s->r3si_inject) { ALLOC(r3si_in, Lc * N * C); ALLOC(r3si_z, Lc * N * ds); }
+        ALLOC(r3si_u, N * C); ALLOC(r3si_g, N * C); ALLOC(r3si_hc, N * C); ALLOC(r3si_p, N * k); ALLOC(r3si_dz, N * ds);
+        ALLOC(r3si_cov, C * C);
+    }
     if (s->sga) {
         size_t R = (size_t)B * NH * T, De = s->sga_embed, Hg = s->sga_hidden;
         ALLOC(sga_raw, Lc * R * T); ALLOC(sga_spec, Lc * R * T); ALLOC(sga_stats, Lc * R * 4);
@@ -273,7 +288,8 @@ void activations_free(Activations *a, const Backend *be) {
                     a->dresidual, a->dtmp, a->dln, a->dqkv, a->dq, a->dk, a->dv, a->datty, a->dprobs, a->dscores,
                     a->dattmerged, a->dfch, a->dfch_gelu, a->sga_raw, a->sga_spec, a->sga_stats, a->sga_U, a->sga_hpre,
                     a->sga_h, a->sga_gate, a->sga_zp, a->sga_z, a->sga_y, a->sga_dspec, a->sga_dgate, a->sga_dlogits,
-                    a->sga_dU, a->sga_dh, a->sga_dhpre, a->sga_dstats};
+                    a->sga_dU, a->sga_dh, a->sga_dhpre, a->sga_dstats, a->r3si_in, a->r3si_z, a->r3si_u, a->r3si_g,
+                    a->r3si_hc, a->r3si_p, a->r3si_dz, a->r3si_cov};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) if (ptrs[i]) be->free(ptrs[i]);
     memset(a, 0, sizeof *a);
 }
@@ -317,8 +333,16 @@ void *model_block_output(const Model *m, const Activations *a, int li) {
     return m->shape.norm == NORM_POST ? l.ln2 : l.resid_out;
 }
 
-static const void *block_input(const Model *m, const Activations *a, int li) {
+// The residual stream entering block li: the previous block's output (or the stage's input).
+static const void *block_input_raw(const Model *m, const Activations *a, int li) {
     return li == 0 ? a->input : model_block_output(m, a, li - 1);
+}
+
+// What block li reads: the stream, or at an R3SI checkpoint block its injected copy.
+static const void *block_input(const Model *m, const Activations *a, int li) {
+    if (m->shape.r3si_inject && m->shape.r3si_is_checkpoint[m->layer_begin + li])
+        return be_offset(m->be, a->r3si_in, (size_t)li * a->B * a->T * m->shape.d_model);
+    return block_input_raw(m, a, li);
 }
 
 // ---- forward ----------------------------------------------------------------------------------
@@ -388,9 +412,13 @@ void model_forward(Model *m, Activations *a) {
     const ModelShape *s = &m->shape;
     int B = a->B, T = a->T, C = s->d_model, V = s->vocab_size, N = B * T;
     a->entropy_reg_sum = 0;
+    a->lsd_sum = 0;
     if (m->has_embedding)
         be->encoder_forward(a->input, a->tokens, model_param(m, PARAM_WTE, 0), model_param(m, PARAM_WPE, 0), B, T, C); // (B,T,C)
-    for (int li = 0; li < a->n_local; li++) block_forward(m, a, li);
+    for (int li = 0; li < a->n_local; li++) {
+        if (m->r3si) r3si_block_forward(m, a, li, block_input_raw(m, a, li));   // monitor, L_SD, injection
+        block_forward(m, a, li);
+    }
     if (!m->has_head) return;
     const void *x = model_stage_output(m, a);
     be->layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, x, model_param(m, PARAM_LNF_W, 0), model_param(m, PARAM_LNF_B, 0), N, C);
@@ -520,6 +548,7 @@ void model_backward(Model *m, Activations *a, double dloss, GradReadyFn ready, v
     }
     for (int li = a->n_local - 1; li >= 0; li--) {
         block_backward(m, a, li);
+        if (m->r3si) r3si_block_backward(m, a, li, block_input_raw(m, a, li));
         if (ready) ready(ready_ctx, model_layer_region(m, m->layer_begin + li), 0);
     }
     if (m->has_embedding)

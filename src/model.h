@@ -30,6 +30,12 @@ typedef struct {
     int sga_hidden;          // gate MLP width
     int sga_embed;           // e_l width
     double sga_alpha_init;
+    // R3SI (DESIGN section 5): the injection basis W_s exists when injecting
+    int r3si;
+    int r3si_inject;
+    int r3si_ds;
+    int r3si_k;
+    int r3si_is_checkpoint[1024];   // per block: 1 if it is one of r3si.layers
 } ModelShape;
 
 ModelShape model_shape_from_config(const Config *cfg);
@@ -58,6 +64,7 @@ typedef enum {
     PARAM_SGA_W2,     // (L, T, Hg)
     PARAM_SGA_B2,     // (L, T)
     PARAM_SGA_ALPHA,  // (L, 1) blend weight, clamped to [0, 1] in the forward pass
+    PARAM_R3SI_WS,    // (L, d_s, C) learned injection basis; only the r3si.layers slices are used
     NUM_PARAMS
 } ParamId;
 
@@ -103,6 +110,7 @@ typedef struct {
     double entropy_reg_weight;      // aux loss = -weight x sum over rows i >= 1 of H_i / ln(i+1)
     const uint8_t *layer_skip;      // (n_layer) host flags: LayerDrop skips these blocks this step
     void *head_mask;                // (layers on this stage, NH) device gains: head pruning at eval
+    struct R3si *r3si;              // R3SI monitor, injection and L_SD state, or NULL (r3si.h)
 } Model;
 
 // Lays out the parameter table of one stage and allocates its arenas (zeroed).
@@ -151,6 +159,14 @@ typedef struct {
     void *losses;                         // (B,T)
     void *scores;                         // (B,NH,T,T) scratch
     double entropy_reg_sum;               // sum over this stage's rows i >= 1 of H_i / ln(i+1) (when regularised)
+    // R3SI, per local layer (used at checkpoint layers only); NULL without R3SI
+    void *r3si_in;                        // (Lc,B,T,C) block input after the injection
+    void *r3si_z;                         // (Lc,B,T,d_s) z = H W_s^T
+    void *r3si_u, *r3si_g, *r3si_hc;      // (B,T,C) scratch
+    void *r3si_p;                         // (B,T,k) scratch
+    void *r3si_dz;                        // (B,T,d_s) scratch
+    void *r3si_cov;                       // (C,C) scratch: this micro-batch's covariance
+    double lsd_sum;                       // sum over this stage's checkpoint layers of max(0, tau - PR(H_c))
     // SGA, per layer (R = B NH T rows of length T); NULL without SGA
     void *sga_raw;                        // (Lc,B,NH,T,T) the raw logits a
     void *sga_spec;                       // (Lc,R,T) s, the spectrum of the zero-padded row

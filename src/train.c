@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 #include "flops.h"
+#include "r3si.h"
 #include "rng.h"
 #include "schedule.h"
 
@@ -82,6 +83,10 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
     // Buckets start during the backward pass unless ZeRO-1 reduce-scatters the whole arena.
     t->reduce_in_backward = !cfg->zero && comm->dp > 1;
 
+    if (cfg->r3si_enabled && r3si_init(&t->model, cfg, err)) {
+        trainer_free(t);
+        return -1;
+    }
     if (!strcmp(cfg->drop_mode, "stochastic_depth")) {
         trainer_free(t);
         return error_set(err, "drop.mode: \"stochastic_depth\" is not implemented yet (it arrives with the R3SI post's baselines)");
@@ -104,6 +109,7 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
 void trainer_free(Trainer *t) {
     free(t->layer_skip);
     if (!t->model.be) { memset(t, 0, sizeof *t); return; }   // freed before the model was built
+    r3si_free(&t->model);
     adam_free(&t->adam, &t->model);
     if (t->shard_grads) t->be->free(t->shard_grads);
     for (int i = 0; i < t->n_slots; i++) activations_free(&t->slots[i], t->be);
@@ -142,7 +148,7 @@ static size_t stage_io_numel(const Trainer *t) {
 
 // Forward of micro-batch mb on this stage: input from the previous stage (or the embedding),
 // output on to the next. Returns this micro-batch's loss sum on the last stage, 0 elsewhere.
-static double forward_micro_batch(Trainer *t, int mb, double *aux_sum) {
+static double forward_micro_batch(Trainer *t, int mb, double *aux_sum, double *lsd_sum) {
     Comm *c = t->comm;
     int slot = mb % t->n_slots;
     Activations *a = &t->slots[slot];
@@ -150,8 +156,12 @@ static double forward_micro_batch(Trainer *t, int mb, double *aux_sum) {
     c->wait(c, &t->act_sends[slot]);
     upload_micro_batch(t, a, mb);
     if (c->stage > 0) c->recv(c, c->stage - 1, a->input, stage_io_numel(t), TAG_ACTIVATION);
+    R3si *r = t->model.r3si;
+    if (r) r->measure_injection = r->monitor_step && mb == 0;   // ||delta|| / ||H|| on the first micro-batch
     model_forward(&t->model, a);
+    if (r) r->measure_injection = 0;
     *aux_sum += a->entropy_reg_sum;
+    *lsd_sum += a->lsd_sum;
     if (c->stage < c->pp - 1) {
         c->send(c, c->stage + 1, model_stage_output(&t->model, a), stage_io_numel(t), TAG_ACTIVATION, &t->act_sends[slot]);
         return 0;
@@ -223,25 +233,37 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
             t->layer_skip[l] = rng_uniform(cfg->seed, 0x4C61796572447270ull, (uint64_t)step * t->model.shape.n_layer + l) < cfg->drop_p;
         t->model.layer_skip = t->layer_skip;
     }
+    R3si *r3 = t->model.r3si;
+    if (r3) {
+        r3->monitor_step = step % r3->monitor_every == 0;
+        // L_SD is a mean over the micro-batches of the global batch.
+        r3->lsd_scale = cfg->r3si_lsd_lambda / ((double)t->micro_batches * c->dp);
+    }
     Action actions[2 * 4096];
     if (t->micro_batches > 4096) die(EXIT_BAD_INPUT, "train.micro_batches: %d is more than 4096", t->micro_batches);
     int n_actions = schedule_1f1b(c->stage, c->pp, t->micro_batches, actions);
-    double loss_sum = 0, aux_sum = 0;
+    double loss_sum = 0, aux_sum = 0, lsd_sum = 0;
     for (int i = 0; i < n_actions; i++) {
-        if (actions[i].kind == ACTION_FORWARD) loss_sum += forward_micro_batch(t, actions[i].micro_batch, &aux_sum);
+        if (actions[i].kind == ACTION_FORWARD) loss_sum += forward_micro_batch(t, actions[i].micro_batch, &aux_sum, &lsd_sum);
         else backward_micro_batch(t, actions[i].micro_batch, dloss);
     }
     for (int s = 0; s < t->n_slots; s++) { c->wait(c, &t->act_sends[s]); c->wait(c, &t->grad_sends[s]); }
     const void *grads = reduce_gradients(t);
+    if (r3 && r3->monitor_step) {
+        r3si_monitor_update(&t->model, c, step, (double)cfg->batch_size * cfg->seq_len, !cfg->zero);
+        out->monitored = 1;
+    }
 
     // Every rank needs the same loss and norm to take the same decision. The norm counts each
     // stage once: under ZeRO-1 every replica holds a different shard, otherwise replica 0 speaks.
     t->model.layer_skip = NULL;
-    double sums[3] = {loss_sum, 0, aux_sum};
+    double sums[4] = {loss_sum, 0, aux_sum, lsd_sum};
     if (cfg->zero || c->dp_index == 0) sums[1] = grad_sum_squares(&t->model, grads, t->adam.begin, t->adam.numel);
-    c->world_sum(c, sums, 3);
+    c->world_sum(c, sums, 4);
     out->lm_loss = sums[0] * dloss;
-    out->aux_loss = -t->model.entropy_reg_weight * sums[2];
+    // Every replica's micro-batches count once; pipeline stages hold different layers.
+    out->lsd = r3 ? r3->lsd_scale * sums[3] : 0;
+    out->aux_loss = -t->model.entropy_reg_weight * sums[2] + out->lsd;
     out->loss = out->lm_loss + out->aux_loss;
     out->grad_norm = sqrt(sums[1]);
     out->lr = lr_at_step(cfg, step, t->total_steps);
@@ -286,6 +308,11 @@ int trainer_evaluate(Trainer *t, EvalResult *out, HeadEntropyStats *stats, Error
     size_t n = (size_t)mbs * T;
     Activations *a = &t->slots[0];
     int last_stage = c->stage == c->pp - 1;
+    // Evaluation neither monitors nor computes L_SD; the injection uses the current buffers.
+    R3si *r3 = t->model.r3si;
+    int saved_monitor = r3 ? r3->monitor_step : 0;
+    double saved_lsd = r3 ? r3->lsd_scale : 0;
+    if (r3) { r3->monitor_step = 0; r3->lsd_scale = 0; }
     // sums: loss, scored, then correct and total per bucket
     double sums[2 + 2 * DATA_MAX_BUCKETS] = {0};
     for (int batch = 0; batch < cfg->eval_batches; batch++) {
@@ -316,6 +343,7 @@ int trainer_evaluate(Trainer *t, EvalResult *out, HeadEntropyStats *stats, Error
             }
         }
     }
+    if (r3) { r3->monitor_step = saved_monitor; r3->lsd_scale = saved_lsd; }
     c->world_sum(c, sums, 2 + 2 * out->n_buckets);
     if (stats) {
         size_t n = (size_t)t->model.shape.n_layer * t->model.shape.n_head;

@@ -14,7 +14,9 @@
 typedef struct {
     double loss;          // total loss: lm_loss + aux_loss
     double lm_loss;       // mean cross-entropy over the scored positions of the global batch
-    double aux_loss;      // auxiliary losses (entropy regularisation)
+    double aux_loss;      // auxiliary losses (entropy regularisation, L_SD)
+    double lsd;           // R3SI's L_SD
+    int monitored;        // R3SI's monitor ran at this step
     double grad_norm;     // global gradient L2 norm before clipping
     double lr;
     int skipped;          // non-finite loss or gradient: no update was applied

@@ -11,6 +11,7 @@
 #include "peak.h"
 #include "checkpoint.h"
 #include "metrics.h"
+#include "r3si.h"
 #include "signals.h"
 #include "train.h"
 
@@ -63,6 +64,31 @@ static void format_duration(double seconds, char *out, size_t n) {
     if (s >= 3600) snprintf(out, n, "%ldh%02ldm", s / 3600, s / 60 % 60);
     else if (s >= 60) snprintf(out, n, "%ldm%02lds", s / 60, s % 60);
     else snprintf(out, n, "%lds", s);
+}
+
+static void declare_r3si_metrics(MetricsFile *mf, const R3si *r) {
+    metrics_declare(mf, "/steps/lsd", 0, NULL, "R3SI rank hinge loss L_SD (part of aux_loss)", "1");
+    metrics_declare(mf, "/r3si/step", 0, NULL, "step of the monitor update", "step");
+    metrics_declare(mf, "/r3si/tau", 0, NULL, "rank threshold tau after the update", "dimensions");
+    metrics_declare(mf, "/r3si/rho", 0, NULL, "mean over checkpoint layers of the variance of head-gradient cosines", "1");
+    size_t dims[1] = {(size_t)r->n_ckpt};
+    metrics_declare(mf, "/r3si/rank", 1, dims, "participation ratio of the global-batch covariance entering each checkpoint block", "dimensions");
+    metrics_declare(mf, "/r3si/alpha", 1, dims, "injection strength max(0, tau - rank) / tau after the update", "fraction");
+    metrics_declare(mf, "/r3si/inject_ratio", 1, dims, "||delta|| / ||H|| on the first micro-batch of the monitor step", "fraction");
+    const char *names[3] = {"/r3si/rank", "/r3si/alpha", "/r3si/inject_ratio"};
+    for (int i = 0; i < 3; i++) metrics_set_axis(mf, names[i], 1, "layer", r->layers, r->n_ckpt);
+}
+
+static void record_r3si(MetricsFile *mf, const R3si *r, long step, double lsd, int monitored) {
+    metrics_append(mf, "/steps/lsd", &lsd);
+    if (!monitored) return;
+    double s = (double)step;
+    metrics_append(mf, "/r3si/step", &s);
+    metrics_append(mf, "/r3si/tau", &r->tau);
+    metrics_append(mf, "/r3si/rho", &r->rho);
+    metrics_append(mf, "/r3si/rank", r->rank);
+    metrics_append(mf, "/r3si/alpha", r->alpha);
+    metrics_append(mf, "/r3si/inject_ratio", r->inject_ratio);
 }
 
 static void declare_metrics(MetricsFile *mf, int n_buckets) {
@@ -182,6 +208,17 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
             const char *names[10] = {"/steps/step", "/steps/tokens", "/steps/loss", "/steps/lm_loss", "/steps/aux_loss",
                                      "/steps/lr", "/steps/grad_norm", "/steps/step_ms", "/steps/tokens_per_s", "/steps/mfu"};
             for (int i = 0; i < 10; i++) metrics_append(mf, names[i], &row[i]);
+            if (t->model.r3si) {
+                record_r3si(mf, t->model.r3si, step, r.lsd, r.monitored);
+                if (r.monitored) {
+                    const R3si *q = t->model.r3si;
+                    char line[1024];
+                    int len = snprintf(line, sizeof line, "r3si monitor step %ld | tau %.1f | rho %.4g | rank/alpha:", step, q->tau, q->rho);
+                    for (int c = 0; c < q->n_ckpt && len < (int)sizeof line; c++)
+                        len += snprintf(line + len, sizeof line - (size_t)len, " L%d %.1f/%.3f", q->layers[c], q->rank[c], q->alpha[c]);
+                    runlog(log, "%s\n", line);
+                }
+            }
             if (step % cfg->log_every == 0 || last || r.stop) {
                 char eta[32];
                 double mean = timed_steps > 0 ? steps_time / timed_steps : dt;
@@ -271,6 +308,7 @@ int train_command(const Config *cfg, Comm *comm, const char *run_dir, ResumeMode
     }
     if (!mf) die(EXIT_FAILURE_OTHER, "%s", err.msg);
     declare_metrics(mf, data_n_buckets(t.val_data));
+    if (t.model.r3si) declare_r3si_metrics(mf, t.model.r3si);
     if (checkpoint[0]) runlog(&log, "loaded %s (step %ld) in %.2f s\n", checkpoint, progress.step, load_seconds);
 
     int code = train_loop(&t, cfg, &log, mf, &setup);
