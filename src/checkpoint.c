@@ -1,5 +1,6 @@
 // checkpoint.c: collective parallel-HDF5 checkpoint write and read (see checkpoint.h).
 #include "checkpoint.h"
+#include "r3si.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -220,6 +221,101 @@ static void remove_old_checkpoints(const char *dir, int keep) {
     }
 }
 
+// ---- R3SI buffers -----------------------------------------------------------------------------
+// /r3si/rank (C), /r3si/alpha (C) and /r3si/V (C, D, k) for the C checkpoint layers, and the
+// threshold state as attributes: identical on every replica, so replica 0 of each stage writes
+// its layers' V and rank 0 the small vectors.
+
+static void write_vector(hid_t group, const char *name, const double *v, int n, int writer, hid_t dxpl) {
+    hsize_t dims = (hsize_t)n;
+    hid_t fspace = H5Screate_simple(1, &dims, NULL);
+    hid_t dset = H5Dcreate2(group, name, H5T_NATIVE_DOUBLE, fspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hdf5Check(dset);
+    hid_t mspace = memory_space(writer ? (size_t)n : 0);
+    if (!writer) hdf5Check(H5Sselect_none(fspace));
+    hdf5Check(H5Dwrite(dset, H5T_NATIVE_DOUBLE, mspace, fspace, dxpl, v));
+    H5Sclose(mspace); H5Sclose(fspace); H5Dclose(dset);
+}
+
+// The runs of /r3si/V this rank holds: whole (D, k) slices of its stage's checkpoint layers.
+static RunList r3si_v_runs(const Trainer *t) {
+    const R3si *r = t->model.r3si;
+    RunList l = {0};
+    for (int c = 0; c < r->n_ckpt; c++)
+        if (r->V[c]) runs_add(&l, (size_t)c, (size_t)c * r->D * r->k, (size_t)r->D * r->k);
+    return l;
+}
+
+static void save_r3si(Trainer *t, hid_t file, hid_t dxpl) {
+    const R3si *r = t->model.r3si;
+    Comm *c = t->comm;
+    write_attr_double(file, "r3si.tau", r->tau);
+    write_attr_double(file, "r3si.rho_ref", r->rho_ref);
+    write_attr_double(file, "r3si.rho", r->rho);
+    write_attr_double(file, "r3si.monitors", r->monitors);
+    write_attr_double(file, "r3si.n_ckpt", r->n_ckpt);
+    hid_t group = H5Gcreate2(file, "r3si", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hdf5Check(group);
+    double layers[CFG_MAX_LIST];
+    for (int i = 0; i < r->n_ckpt; i++) layers[i] = r->layers[i];
+    write_vector(group, "layers", layers, r->n_ckpt, c->world_rank == 0, dxpl);
+    write_vector(group, "rank", r->rank, r->n_ckpt, c->world_rank == 0, dxpl);
+    write_vector(group, "alpha", r->alpha, r->n_ckpt, c->world_rank == 0, dxpl);
+    hsize_t dims[3] = {(hsize_t)r->n_ckpt, (hsize_t)r->D, (hsize_t)r->k};
+    hid_t fspace = H5Screate_simple(3, dims, NULL);
+    hid_t dset = H5Dcreate2(group, "V", H5T_NATIVE_FLOAT, fspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hdf5Check(dset);
+    H5Sclose(fspace);
+    RunList runs = {0};
+    if (c->dp_index == 0) runs = r3si_v_runs(t);
+    float *host = xmalloc((runs.total ? runs.total : 1) * sizeof(float));
+    for (int i = 0, pos = 0; i < runs.count; pos += (int)runs.runs[i].n, i++)
+        t->be->download(host + pos, r->V[runs.runs[i].arena], runs.runs[i].n);
+    hid_t sel = file_selection(dset, &runs), mspace = memory_space(runs.total);
+    hdf5Check(H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host));
+    H5Sclose(sel); H5Sclose(mspace); H5Dclose(dset); H5Gclose(group);
+    free(host); free(runs.runs);
+}
+
+static int load_r3si(Trainer *t, hid_t file, const char *path, hid_t dxpl, Error *err) {
+    R3si *r = t->model.r3si;
+    double n_ckpt, monitors;
+    if (read_attr_double(file, path, "r3si.n_ckpt", &n_ckpt, err)) return -1;
+    if ((int)n_ckpt != r->n_ckpt) return error_set(err, "%s: r3si.layers has %g checkpoint layers in the checkpoint but %d in the config", path, n_ckpt, r->n_ckpt);
+    if (read_attr_double(file, path, "r3si.tau", &r->tau, err) || read_attr_double(file, path, "r3si.rho_ref", &r->rho_ref, err) ||
+        read_attr_double(file, path, "r3si.rho", &r->rho, err) || read_attr_double(file, path, "r3si.monitors", &monitors, err))
+        return -1;
+    r->monitors = (int)monitors;
+    const char *names[3] = {"/r3si/layers", "/r3si/rank", "/r3si/alpha"};
+    double vals[3][CFG_MAX_LIST];
+    for (int i = 0; i < 3; i++) {
+        if (H5Lexists(file, "r3si", H5P_DEFAULT) <= 0 || H5Lexists(file, names[i], H5P_DEFAULT) <= 0)
+            return error_set(err, "%s: missing dataset %s", path, names[i]);
+        hid_t d = H5Dopen2(file, names[i], H5P_DEFAULT);
+        herr_t rc = H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, dxpl, vals[i]);
+        H5Dclose(d);
+        if (rc < 0) return error_set(err, "%s: cannot read dataset %s", path, names[i]);
+    }
+    for (int c = 0; c < r->n_ckpt; c++) {
+        if ((int)vals[0][c] != r->layers[c])
+            return error_set(err, "%s: r3si.layers differ: the checkpoint's layer %d is %g, the config's %d", path, c, vals[0][c], r->layers[c]);
+        r->rank[c] = vals[1][c];
+        r->alpha[c] = vals[2][c];
+    }
+    if (H5Lexists(file, "/r3si/V", H5P_DEFAULT) <= 0) return error_set(err, "%s: missing dataset /r3si/V", path);
+    hid_t dset = H5Dopen2(file, "/r3si/V", H5P_DEFAULT);
+    RunList runs = r3si_v_runs(t);
+    float *host = xmalloc((runs.total ? runs.total : 1) * sizeof(float));
+    hid_t sel = file_selection(dset, &runs), mspace = memory_space(runs.total);
+    herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host);
+    H5Sclose(sel); H5Sclose(mspace); H5Dclose(dset);
+    if (rc >= 0)
+        for (int i = 0, pos = 0; i < runs.count; pos += (int)runs.runs[i].n, i++)
+            t->be->upload(r->V[runs.runs[i].arena], host + pos, runs.runs[i].n);
+    free(host); free(runs.runs);
+    return rc < 0 ? error_set(err, "%s: cannot read dataset /r3si/V (truncated or corrupt checkpoint)", path) : 0;
+}
+
 void checkpoint_save(Trainer *t, const char *run_dir, CheckpointProgress progress, const char *config_text) {
     const Model *m = &t->model;
     Comm *c = t->comm;
@@ -258,6 +354,8 @@ void checkpoint_save(Trainer *t, const char *run_dir, CheckpointProgress progres
     write_attr_double(file, "model.mlp_hidden", s->mlp_hidden);
     write_attr_double(file, "model.norm_post", s->norm == NORM_POST);
     write_attr_double(file, "model.tie_embeddings", s->tie_embeddings);
+    write_attr_double(file, "model.r3si", s->r3si);
+    write_attr_double(file, "model.r3si_inject", s->r3si_inject);
     write_attr_double(file, "model.sga", s->sga);
     write_attr_double(file, "model.sga_spectral", s->sga ? s->sga_spectral : 0);
     write_attr_double(file, "model.sga_fixed_filter", s->sga ? s->sga_fixed_filter : 0);
@@ -286,6 +384,7 @@ void checkpoint_save(Trainer *t, const char *run_dir, CheckpointProgress progres
         }
         H5Gclose(group);
     }
+    if (m->r3si) save_r3si(t, file, dxpl);
     H5Pclose(dxpl);
     hdf5Check(H5Fflush(file, H5F_SCOPE_GLOBAL));
     hdf5Check(H5Fclose(file));
@@ -383,6 +482,8 @@ int checkpoint_load(Trainer *t, const char *path, int with_optimizer, Checkpoint
         check_shape_attr(file, path, "model.mlp_hidden", s->mlp_hidden, err) ||
         check_shape_attr(file, path, "model.norm_post", s->norm == NORM_POST, err) ||
         check_shape_attr(file, path, "model.tie_embeddings", s->tie_embeddings, err) ||
+        check_shape_attr(file, path, "model.r3si", s->r3si, err) ||
+        check_shape_attr(file, path, "model.r3si_inject", s->r3si_inject, err) ||
         check_shape_attr(file, path, "model.sga", s->sga, err) ||
         check_shape_attr(file, path, "model.sga_spectral", s->sga ? s->sga_spectral : 0, err) ||
         check_shape_attr(file, path, "model.sga_fixed_filter", s->sga ? s->sga_fixed_filter : 0, err) ||
@@ -433,6 +534,7 @@ int checkpoint_load(Trainer *t, const char *path, int with_optimizer, Checkpoint
             free(host); free(runs.runs);
         }
     }
+    if (m->r3si && load_r3si(t, file, path, dxpl, err)) goto out;
     if (with_optimizer) {
         t->adam.t = (long)adam_t;
         t->bad_in_row = (int)bad;
