@@ -56,6 +56,7 @@ struct Backend {
     void (*add)(void *out, const void *a, const void *b, size_t n);                  // out = a + b
     void (*accumulate)(void *dst, const void *src, size_t n);                        // dst += src
     void (*scale)(void *x, double factor, size_t n);                                 // x *= factor
+    void (*scale_rows)(void *x, const void *factors, int B, size_t n);               // x (B,n) *= factors (B) per row
 
     // ---- attention pieces (BH = B * NH; heads are (B,NH,T,hs)) ------------------------------------
     // q, k, v (B,NH,T,hs) from qkv (B,T,3C) laid out [q | k | v], each C = NH * hs

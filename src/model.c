@@ -174,6 +174,7 @@ void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, 
     m->regions[REGION_HEAD].numel = offset - m->regions[REGION_HEAD].offset;
     if (arena_multiple > 1) offset = (offset + arena_multiple - 1) / arena_multiple * arena_multiple;
     m->num_params = offset;
+    m->attn_temperature = 1.0;
     m->params_mem = be->alloc(offset);
     m->grads_mem = be->alloc(offset);
 }
@@ -269,6 +270,8 @@ void activations_init(Activations *a, const Model *m, int B) {
         ALLOC(r3si_u, N * C); ALLOC(r3si_g, N * C); ALLOC(r3si_hc, N * C); ALLOC(r3si_p, N * k); ALLOC(r3si_dz, N * ds);
         ALLOC(r3si_cov, C * C);
     }
+    ALLOC(adr_gram, NH * NH);
+    ALLOC(sd_factor, Lc * B);
     if (s->sga) {
         size_t R = (size_t)B * NH * T, De = s->sga_embed, Hg = s->sga_hidden;
         ALLOC(sga_raw, Lc * R * T); ALLOC(sga_spec, Lc * R * T); ALLOC(sga_stats, Lc * R * 4);
@@ -289,7 +292,7 @@ void activations_free(Activations *a, const Backend *be) {
                     a->dattmerged, a->dfch, a->dfch_gelu, a->sga_raw, a->sga_spec, a->sga_stats, a->sga_U, a->sga_hpre,
                     a->sga_h, a->sga_gate, a->sga_zp, a->sga_z, a->sga_y, a->sga_dspec, a->sga_dgate, a->sga_dlogits,
                     a->sga_dU, a->sga_dh, a->sga_dhpre, a->sga_dstats, a->r3si_in, a->r3si_z, a->r3si_u, a->r3si_g,
-                    a->r3si_hc, a->r3si_p, a->r3si_dz, a->r3si_cov};
+                    a->r3si_hc, a->r3si_p, a->r3si_dz, a->r3si_cov, a->adr_gram, a->sd_factor};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) if (ptrs[i]) be->free(ptrs[i]);
     memset(a, 0, sizeof *a);
 }
@@ -347,6 +350,39 @@ static const void *block_input(const Model *m, const Activations *a, int li) {
 
 // ---- forward ----------------------------------------------------------------------------------
 
+// Sum over the sequences and head pairs h < h' of cos(A_h, A_h'), the attention maps (T,T) of one
+// layer flattened. With dprobs, adds weight x the gradient of that sum instead (and returns it):
+// d cos(a, b) / da = b / (|a| |b|) - cos a / |a|^2, applied per sequence as dP (+=) W P with the
+// (NH,NH) matrix W built from the Gram matrix G = P P^T.
+static double head_map_cosines(const Model *m, Activations *a, const void *probs, void *dprobs, double weight) {
+    const Backend *be = m->be;
+    int NH = m->shape.n_head, T = a->T, TT = T * T;
+    double G[64 * 64], W[64 * 64], total = 0;
+    float Wf[64 * 64];
+    if (NH > 64) die(EXIT_FAILURE_OTHER, "attention diversity regularisation supports up to 64 heads");
+    for (int b = 0; b < a->B; b++) {
+        const void *P = be_offset(be, (void *)probs, (size_t)b * NH * TT);   // (NH, T*T)
+        be->gemm(0, 1, NH, NH, TT, 1.0, P, TT, P, TT, 0, a->adr_gram, NH);
+        be->download_f64(G, a->adr_gram, (size_t)NH * NH);
+        for (int h = 0; h < NH; h++) W[h * NH + h] = 0;
+        for (int h = 0; h < NH; h++)
+            for (int g = h + 1; g < NH; g++) {
+                double nh = sqrt(G[h * NH + h]), ng = sqrt(G[g * NH + g]);
+                double cos = nh > 0 && ng > 0 ? G[h * NH + g] / (nh * ng) : 0;
+                total += cos;
+                if (!dprobs || nh == 0 || ng == 0) continue;
+                W[h * NH + g] = W[g * NH + h] = weight / (nh * ng);
+                W[h * NH + h] -= weight * cos / (nh * nh);
+                W[g * NH + g] -= weight * cos / (ng * ng);
+            }
+        if (!dprobs) continue;
+        for (int i = 0; i < NH * NH; i++) Wf[i] = (float)W[i];
+        be->upload(a->adr_gram, Wf, (size_t)NH * NH);
+        be->gemm(0, 0, NH, TT, NH, 1.0, a->adr_gram, NH, P, TT, 1.0, be_offset(be, dprobs, (size_t)b * NH * TT), TT);
+    }
+    return total;
+}
+
 // Causal multi-head self-attention of x (B,T,C) into out (B,T,C), before the output projection's
 // residual add. Leaves q, k, v, probs, atty and attmerged for the backward pass.
 static void attention_forward(Model *m, Activations *a, LayerActs *l, int layer, const void *x, void *out) {
@@ -355,10 +391,11 @@ static void attention_forward(Model *m, Activations *a, LayerActs *l, int layer,
     int B = a->B, T = a->T, C = s->d_model, NH = s->n_head, hs = s->head_size, N = B * T;
     be->matmul_forward(l->qkv, x, model_param(m, PARAM_QKV_W, layer), model_param(m, PARAM_QKV_B, layer), N, C, 3 * C); // (B,T,3C)
     be->heads_split(l->q, l->k, l->v, l->qkv, B, T, NH, hs);                 // (B,NH,T,hs) each
-    be->attn_scores(a->scores, l->q, l->k, 1.0 / sqrt((double)hs), B * NH, T, hs); // (B,NH,T,T)
+    be->attn_scores(a->scores, l->q, l->k, 1.0 / (sqrt((double)hs) * m->attn_temperature), B * NH, T, hs); // (B,NH,T,T)
     if (s->sga) sga_forward(m, a, layer - m->layer_begin, a->scores, a->scores);  // gated logits, in place
     be->softmax_causal_forward(l->probs, a->scores, B * NH, T);              // (B,NH,T,T)
     if (m->entropy_reg_weight > 0) a->entropy_reg_sum += be->attn_entropy_reg_sum(l->probs, B * NH, T);
+    if (m->adr_weight > 0) a->adr_sum += head_map_cosines(m, a, l->probs, NULL, 0);
     be->attn_values(l->atty, l->probs, l->v, B * NH, T, hs);                 // (B,NH,T,hs)
     if (m->head_mask) be->head_mask_apply(l->atty, be_offset(be, m->head_mask, (size_t)(layer - m->layer_begin) * NH), B, NH, T, hs);
     be->heads_merge(l->attmerged, l->atty, B, T, NH, hs);                    // (B,T,C)
@@ -374,6 +411,34 @@ static void mlp_forward(Model *m, LayerActs *l, int layer, int N, const void *x,
     be->matmul_forward(out, l->fch_gelu, model_param(m, PARAM_FCPROJ_W, layer), model_param(m, PARAM_FCPROJ_B, layer), N, H, C);
 }
 
+// Stochastic depth: the gain of each sequence's branches in block li this step, 0 (dropped) or
+// 1 / (1 - p), drawn from (seed, step, layer, global sequence index); NULL when off.
+static const void *branch_gains(Model *m, Activations *a, int li, int draw) {
+    if (m->stochastic_depth_p <= 0 || !a->training) return NULL;
+    void *gains = be_offset(m->be, a->sd_factor, (size_t)li * a->B);
+    if (draw) {
+        float g[4096];
+        if (a->B > 4096) die(EXIT_FAILURE_OTHER, "stochastic depth supports micro-batches of up to 4096 sequences");
+        for (int b = 0; b < a->B; b++) {
+            uint64_t counter = ((uint64_t)m->step * (uint64_t)m->shape.n_layer + (uint64_t)(m->layer_begin + li)) * 1048576u +
+                               (uint64_t)(a->first_sequence + b);
+            double u = rng_uniform(m->stochastic_depth_seed, 0x5354444550ull, counter);
+            g[b] = u < m->stochastic_depth_p ? 0.0f : (float)(1.0 / (1.0 - m->stochastic_depth_p));
+        }
+        m->be->upload(gains, g, (size_t)a->B);
+    }
+    return gains;
+}
+
+// dst = src with each sequence's rows multiplied by its gain (the gradient of a gained branch).
+static const void *gained(Model *m, Activations *a, const void *gains, void *dst, const void *src) {
+    if (!gains) return src;
+    size_t n = (size_t)a->T * m->shape.d_model;
+    m->be->copy(dst, src, (size_t)a->B * n);
+    m->be->scale_rows(dst, gains, a->B, n);
+    return dst;
+}
+
 static void block_forward(Model *m, Activations *a, int li) {
     const Backend *be = m->be;
     int layer = m->layer_begin + li, C = m->shape.d_model, N = a->B * a->T;
@@ -383,21 +448,27 @@ static void block_forward(Model *m, Activations *a, int li) {
         be->copy(model_block_output(m, a, li), x, (size_t)N * C);
         return;
     }
+    const void *gains = branch_gains(m, a, li, 1);
+    size_t row = (size_t)a->T * C;
     // The attention and MLP outputs are staged in the dtmp scratch before their residual add.
     if (m->shape.norm == NORM_PRE) {
         // x' = x + Attn(LN1(x)); out = x' + MLP(LN2(x'))
         be->layernorm_forward(l.ln1, l.ln1_mean, l.ln1_rstd, x, model_param(m, PARAM_LN1_W, layer), model_param(m, PARAM_LN1_B, layer), N, C);
         attention_forward(m, a, &l, layer, l.ln1, a->dtmp);
+        if (gains) be->scale_rows(a->dtmp, gains, a->B, row);
         be->add(l.resid_mid, x, a->dtmp, (size_t)N * C);
         be->layernorm_forward(l.ln2, l.ln2_mean, l.ln2_rstd, l.resid_mid, model_param(m, PARAM_LN2_W, layer), model_param(m, PARAM_LN2_B, layer), N, C);
         mlp_forward(m, &l, layer, N, l.ln2, a->dtmp);
+        if (gains) be->scale_rows(a->dtmp, gains, a->B, row);
         be->add(l.resid_out, l.resid_mid, a->dtmp, (size_t)N * C);
     } else {
         // x' = LN1(x + Attn(x)); out = LN2(x' + MLP(x'))
         attention_forward(m, a, &l, layer, x, a->dtmp);
+        if (gains) be->scale_rows(a->dtmp, gains, a->B, row);
         be->add(l.resid_mid, x, a->dtmp, (size_t)N * C);
         be->layernorm_forward(l.ln1, l.ln1_mean, l.ln1_rstd, l.resid_mid, model_param(m, PARAM_LN1_W, layer), model_param(m, PARAM_LN1_B, layer), N, C);
         mlp_forward(m, &l, layer, N, l.ln1, a->dtmp);
+        if (gains) be->scale_rows(a->dtmp, gains, a->B, row);
         be->add(l.resid_out, l.ln1, a->dtmp, (size_t)N * C);
         be->layernorm_forward(l.ln2, l.ln2_mean, l.ln2_rstd, l.resid_out, model_param(m, PARAM_LN2_W, layer), model_param(m, PARAM_LN2_B, layer), N, C);
     }
@@ -413,6 +484,7 @@ void model_forward(Model *m, Activations *a) {
     int B = a->B, T = a->T, C = s->d_model, V = s->vocab_size, N = B * T;
     a->entropy_reg_sum = 0;
     a->lsd_sum = 0;
+    a->adr_sum = 0;
     if (m->has_embedding)
         be->encoder_forward(a->input, a->tokens, model_param(m, PARAM_WTE, 0), model_param(m, PARAM_WPE, 0), B, T, C); // (B,T,C)
     for (int li = 0; li < a->n_local; li++) {
@@ -466,6 +538,7 @@ static void attention_backward(Model *m, Activations *a, LayerActs *l, int layer
     be->attn_values_backward(a->dprobs, a->dv, a->datty, l->probs, l->v, B * NH, T, hs);
     // The regulariser's gradient joins the loss's at the attention weights.
     if (m->entropy_reg_weight > 0) be->attn_entropy_reg_backward(a->dprobs, l->probs, -m->entropy_reg_weight, B * NH, T);
+    if (m->adr_weight > 0) head_map_cosines(m, a, l->probs, a->dprobs, m->adr_weight);
     if (s->sga) {
         be->softmax_causal_backward(a->sga_dlogits, a->dprobs, l->probs, B * NH, T);
         be->zero(a->dscores, (size_t)B * NH * T * T);
@@ -475,7 +548,7 @@ static void attention_backward(Model *m, Activations *a, LayerActs *l, int layer
     }
     be->zero(a->dq, nhead);
     be->zero(a->dk, nhead);
-    be->attn_scores_backward(a->dq, a->dk, a->dscores, l->q, l->k, 1.0 / sqrt((double)hs), B * NH, T, hs);
+    be->attn_scores_backward(a->dq, a->dk, a->dscores, l->q, l->k, 1.0 / (sqrt((double)hs) * m->attn_temperature), B * NH, T, hs);
     be->zero(a->dqkv, 3 * nhead);
     be->heads_split_backward(a->dqkv, a->dq, a->dk, a->dv, B, T, NH, hs);
     be->matmul_backward(dx, model_grad(m, PARAM_QKV_W, layer), model_grad(m, PARAM_QKV_B, layer), a->dqkv, x,
@@ -503,14 +576,15 @@ static void block_backward(Model *m, Activations *a, int li) {
     LayerActs l = layer_acts(m, a, li);
     const void *x = block_input(m, a, li);
     if (m->layer_skip && m->layer_skip[layer]) return;   // identity: the gradient passes unchanged
+    const void *gains = branch_gains(m, a, li, 0);
     if (m->shape.norm == NORM_PRE) {
         // The residual gradient passes straight through both adds; each branch adds its share.
         be->zero(a->dln, n);
-        mlp_backward(m, a, &l, layer, l.ln2, a->dresidual, a->dln);
+        mlp_backward(m, a, &l, layer, l.ln2, gained(m, a, gains, a->dtmp, a->dresidual), a->dln);
         be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LN2_W, layer), model_grad(m, PARAM_LN2_B, layer), a->dln,
                                l.resid_mid, model_param(m, PARAM_LN2_W, layer), l.ln2_mean, l.ln2_rstd, N, C);
         be->zero(a->dln, n);
-        attention_backward(m, a, &l, layer, l.ln1, a->dresidual, a->dln);
+        attention_backward(m, a, &l, layer, l.ln1, gained(m, a, gains, a->dtmp, a->dresidual), a->dln);
         be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LN1_W, layer), model_grad(m, PARAM_LN1_B, layer), a->dln,
                                x, model_param(m, PARAM_LN1_W, layer), l.ln1_mean, l.ln1_rstd, N, C);
     } else {
@@ -518,11 +592,12 @@ static void block_backward(Model *m, Activations *a, int li) {
         be->zero(a->dtmp, n);
         be->layernorm_backward(a->dtmp, model_grad(m, PARAM_LN2_W, layer), model_grad(m, PARAM_LN2_B, layer), a->dresidual,
                                l.resid_out, model_param(m, PARAM_LN2_W, layer), l.ln2_mean, l.ln2_rstd, N, C);
-        mlp_backward(m, a, &l, layer, l.ln1, a->dtmp, a->dtmp);  // dtmp is read before it is accumulated into
+        // dtmp is read before it is accumulated into
+        mlp_backward(m, a, &l, layer, l.ln1, gained(m, a, gains, a->dln, a->dtmp), a->dtmp);
         be->zero(a->dresidual, n);
         be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LN1_W, layer), model_grad(m, PARAM_LN1_B, layer), a->dtmp,
                                l.resid_mid, model_param(m, PARAM_LN1_W, layer), l.ln1_mean, l.ln1_rstd, N, C);
-        attention_backward(m, a, &l, layer, x, a->dresidual, a->dresidual);
+        attention_backward(m, a, &l, layer, x, gained(m, a, gains, a->dln, a->dresidual), a->dresidual);
     }
 }
 

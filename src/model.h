@@ -111,6 +111,11 @@ typedef struct {
     const uint8_t *layer_skip;      // (n_layer) host flags: LayerDrop skips these blocks this step
     void *head_mask;                // (layers on this stage, NH) device gains: head pruning at eval
     struct R3si *r3si;              // R3SI monitor, injection and L_SD state, or NULL (r3si.h)
+    double attn_temperature;        // every attention logit is divided by it (temperature.mode = "attention"); 1 = off
+    double adr_weight;              // aux loss += weight x sum over layers, sequences, head pairs of cos(A_h, A_h')
+    double stochastic_depth_p;      // per sequence and block, drop both branches with this probability; 0 = off
+    uint64_t stochastic_depth_seed; // draws are a function of (seed, step, layer, global sequence index)
+    long step;                      // the training step being run (stochastic depth draws)
 } Model;
 
 // Lays out the parameter table of one stage and allocates its arenas (zeroed).
@@ -167,6 +172,11 @@ typedef struct {
     void *r3si_dz;                        // (B,T,d_s) scratch
     void *r3si_cov;                       // (C,C) scratch: this micro-batch's covariance
     double lsd_sum;                       // sum over this stage's checkpoint layers of max(0, tau - PR(H_c))
+    double adr_sum;                       // sum over this stage's layers, sequences and head pairs of cos(A_h, A_h')
+    void *adr_gram;                       // (NH,NH) scratch
+    void *sd_factor;                      // (Lc,B) stochastic depth: 0 or 1/(1-p) per block and sequence
+    int first_sequence;                   // global index of this micro-batch's first sequence (set by the trainer)
+    int training;                         // 1 in training passes: stochastic depth draws; 0 at evaluation
     // SGA, per layer (R = B NH T rows of length T); NULL without SGA
     void *sga_raw;                        // (Lc,B,NH,T,T) the raw logits a
     void *sga_spec;                       // (Lc,R,T) s, the spectrum of the zero-padded row

@@ -88,8 +88,13 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
         return -1;
     }
     if (!strcmp(cfg->drop_mode, "stochastic_depth")) {
-        trainer_free(t);
-        return error_set(err, "drop.mode: \"stochastic_depth\" is not implemented yet (it arrives with the R3SI post's baselines)");
+        t->model.stochastic_depth_p = cfg->drop_p;
+        t->model.stochastic_depth_seed = cfg->seed;
+    }
+    if (cfg->reg_adr_coef > 0) {
+        // The mean runs over layers, head pairs and every sequence of the global batch.
+        double pairs = shape.n_head * (shape.n_head - 1) / 2.0;
+        t->model.adr_weight = pairs > 0 ? cfg->reg_adr_coef / (shape.n_layer * pairs * cfg->batch_size) : 0;
     }
     if (!strcmp(cfg->drop_mode, "layerdrop") && cfg->drop_p > 0) t->layer_skip = xcalloc((size_t)shape.n_layer, 1);
     if (cfg->reg_entropy_coef > 0)
@@ -136,8 +141,14 @@ static long read_sequences(Trainer *t, DataSource *src, uint64_t batch, int firs
     return scored;
 }
 
+double temperature_at(const Config *cfg, long step) {
+    if (!strcmp(cfg->temperature_mode, "none")) return 1.0;
+    return cfg->temperature_base * (1 + cfg->temperature_beta * tanh(cfg->temperature_gamma * ((double)step - cfg->temperature_t_switch)));
+}
+
 static void upload_micro_batch(Trainer *t, Activations *a, int mb) {
     size_t n = (size_t)t->micro_batch_size * t->cfg->seq_len, off = (size_t)mb * n;
+    a->first_sequence = t->comm->dp_index * t->sequences_per_rank + mb * t->micro_batch_size;
     t->be->upload_i32(a->tokens, t->host_tokens + off, n);
     t->be->upload_i32(a->targets, t->host_targets + off, n);
 }
@@ -148,13 +159,14 @@ static size_t stage_io_numel(const Trainer *t) {
 
 // Forward of micro-batch mb on this stage: input from the previous stage (or the embedding),
 // output on to the next. Returns this micro-batch's loss sum on the last stage, 0 elsewhere.
-static double forward_micro_batch(Trainer *t, int mb, double *aux_sum, double *lsd_sum) {
+static double forward_micro_batch(Trainer *t, int mb, double *aux_sum, double *lsd_sum, double *adr_sum) {
     Comm *c = t->comm;
     int slot = mb % t->n_slots;
     Activations *a = &t->slots[slot];
     // The slot's previous output may still be on its way to the next stage.
     c->wait(c, &t->act_sends[slot]);
     upload_micro_batch(t, a, mb);
+    a->training = 1;
     if (c->stage > 0) c->recv(c, c->stage - 1, a->input, stage_io_numel(t), TAG_ACTIVATION);
     R3si *r = t->model.r3si;
     if (r) r->measure_injection = r->monitor_step && mb == 0;   // ||delta|| / ||H|| on the first micro-batch
@@ -162,6 +174,7 @@ static double forward_micro_batch(Trainer *t, int mb, double *aux_sum, double *l
     if (r) r->measure_injection = 0;
     *aux_sum += a->entropy_reg_sum;
     *lsd_sum += a->lsd_sum;
+    *adr_sum += a->adr_sum;
     if (c->stage < c->pp - 1) {
         c->send(c, c->stage + 1, model_stage_output(&t->model, a), stage_io_numel(t), TAG_ACTIVATION, &t->act_sends[slot]);
         return 0;
@@ -225,6 +238,16 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
     double scored = c->stage == c->pp - 1 ? (double)scored_local : 0;
     c->world_sum(c, &scored, 1);
     double dloss = scored > 0 ? 1.0 / scored : 0.0;
+    // Temperature schedule: "loss" divides the whole objective (so every gradient) by temp(t);
+    // "attention" divides every attention logit.
+    double temp = temperature_at(cfg, step), loss_scale = 1.0;
+    if (!strcmp(cfg->temperature_mode, "loss")) loss_scale = 1.0 / temp;
+    if (!strcmp(cfg->temperature_mode, "attention")) t->model.attn_temperature = temp;
+    double entropy_weight = t->model.entropy_reg_weight, adr_weight = t->model.adr_weight;
+    t->model.entropy_reg_weight *= loss_scale;
+    t->model.adr_weight *= loss_scale;
+    dloss *= loss_scale;
+    t->model.step = step;
 
     t->be->zero(t->model.grads_mem, t->model.num_params);
     // LayerDrop: the same draw on every rank, a function of (seed, step, layer).
@@ -237,14 +260,14 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
     if (r3) {
         r3->monitor_step = step % r3->monitor_every == 0;
         // L_SD is a mean over the micro-batches of the global batch.
-        r3->lsd_scale = cfg->r3si_lsd_lambda / ((double)t->micro_batches * c->dp);
+        r3->lsd_scale = loss_scale * cfg->r3si_lsd_lambda / ((double)t->micro_batches * c->dp);
     }
     Action actions[2 * 4096];
     if (t->micro_batches > 4096) die(EXIT_BAD_INPUT, "train.micro_batches: %d is more than 4096", t->micro_batches);
     int n_actions = schedule_1f1b(c->stage, c->pp, t->micro_batches, actions);
-    double loss_sum = 0, aux_sum = 0, lsd_sum = 0;
+    double loss_sum = 0, aux_sum = 0, lsd_sum = 0, adr_sum = 0;
     for (int i = 0; i < n_actions; i++) {
-        if (actions[i].kind == ACTION_FORWARD) loss_sum += forward_micro_batch(t, actions[i].micro_batch, &aux_sum, &lsd_sum);
+        if (actions[i].kind == ACTION_FORWARD) loss_sum += forward_micro_batch(t, actions[i].micro_batch, &aux_sum, &lsd_sum, &adr_sum);
         else backward_micro_batch(t, actions[i].micro_batch, dloss);
     }
     for (int s = 0; s < t->n_slots; s++) { c->wait(c, &t->act_sends[s]); c->wait(c, &t->grad_sends[s]); }
@@ -257,14 +280,18 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
     // Every rank needs the same loss and norm to take the same decision. The norm counts each
     // stage once: under ZeRO-1 every replica holds a different shard, otherwise replica 0 speaks.
     t->model.layer_skip = NULL;
-    double sums[4] = {loss_sum, 0, aux_sum, lsd_sum};
+    double sums[5] = {loss_sum, 0, aux_sum, lsd_sum, adr_sum};
     if (cfg->zero || c->dp_index == 0) sums[1] = grad_sum_squares(&t->model, grads, t->adam.begin, t->adam.numel);
-    c->world_sum(c, sums, 4);
-    out->lm_loss = sums[0] * dloss;
-    // Every replica's micro-batches count once; pipeline stages hold different layers.
-    out->lsd = r3 ? r3->lsd_scale * sums[3] : 0;
-    out->aux_loss = -t->model.entropy_reg_weight * sums[2] + out->lsd;
-    out->loss = out->lm_loss + out->aux_loss;
+    c->world_sum(c, sums, 5);
+    t->model.entropy_reg_weight = entropy_weight;
+    t->model.adr_weight = adr_weight;
+    // Reported losses are the unscaled ones; `loss` is the objective the gradient follows
+    // (divided by the temperature in "loss" mode).
+    out->lm_loss = sums[0] * dloss / loss_scale;
+    out->lsd = r3 ? r3->lsd_scale / loss_scale * sums[3] : 0;
+    out->aux_loss = -entropy_weight * sums[2] + out->lsd + adr_weight * sums[4];
+    out->loss = (out->lm_loss + out->aux_loss) * loss_scale;
+    out->temperature = temp;
     out->grad_norm = sqrt(sums[1]);
     out->lr = lr_at_step(cfg, step, t->total_steps);
     if (!isfinite(out->loss) || !isfinite(out->grad_norm)) {
@@ -321,6 +348,7 @@ int trainer_evaluate(Trainer *t, EvalResult *out, HeadEntropyStats *stats, Error
             long scored = read_sequences(t, t->val_data, (uint64_t)batch, first + mb * mbs, mbs, err);
             if (scored < 0) return -1;
             upload_micro_batch(t, a, 0);
+            a->training = 0;
             // Forward only, one direction: blocking hand-over from stage to stage cannot deadlock.
             if (c->stage > 0) c->recv(c, c->stage - 1, a->input, stage_io_numel(t), TAG_ACTIVATION);
             model_forward(&t->model, a);

@@ -17,6 +17,7 @@ typedef struct {
     double aux_loss;      // auxiliary losses (entropy regularisation, L_SD)
     double lsd;           // R3SI's L_SD
     int monitored;        // R3SI's monitor ran at this step
+    double temperature;   // temp(t) of the temperature schedule (1 when off)
     double grad_norm;     // global gradient L2 norm before clipping
     double lr;
     int skipped;          // non-finite loss or gradient: no update was applied
@@ -86,6 +87,9 @@ typedef struct {
 // Validation loss, perplexity and per-bucket accuracy over cfg->eval_batches batches,
 // collectively. If stats is not NULL it also gathers the heads' entropy statistics.
 int trainer_evaluate(Trainer *t, EvalResult *out, HeadEntropyStats *stats, Error *err);
+
+// temp(t) = base (1 + beta tanh(gamma (t - t_switch))) of the temperature schedule; 1 when off.
+double temperature_at(const Config *cfg, long step);
 
 // Number of optimizer steps of the run: train.steps, or train.tokens / tokens per step rounded up.
 long total_steps_of(const Config *cfg);

@@ -1,0 +1,162 @@
+// The R3SI post's baselines and the SGA post's regulariser through whole models against central
+// differences (fp64 reference): attention diversity regularisation, stochastic depth (pre- and
+// post-norm), entropy regularisation and the attention temperature.
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include "gradcheck.h"
+#include "model.h"
+
+enum { B = 3 };
+
+typedef struct {
+    double adr, entropy, sd_p, temperature;
+    NormPlacement norm;
+} Variant;
+
+static void setup(Model *m, Activations *a, const Backend *be, const Variant *v) {
+    ModelShape s = {.n_layer = 3, .n_head = 3, .d_model = 9, .head_size = 3, .seq_len = 5, .vocab_size = 11,
+                    .mlp_hidden = 12, .norm = v->norm, .tie_embeddings = 1, .init_std = 0.4, .scaled_init = 1};
+    model_init(m, be, s, 0, s.n_layer, 1, 1, 1);
+    model_init_weights(m, 31);
+    m->adr_weight = v->adr;
+    m->entropy_reg_weight = v->entropy;
+    m->stochastic_depth_p = v->sd_p;
+    m->stochastic_depth_seed = 5;
+    m->attn_temperature = v->temperature;
+    m->step = 3;
+    activations_init(a, m, B);
+    a->training = 1;
+    a->first_sequence = 0;
+    int32_t tok[B * 5], targets[B * 5];
+    for (int i = 0; i < B * 5; i++) {
+        tok[i] = (int32_t)(rng_hash3(2, 1, (uint64_t)i) % 11);
+        targets[i] = (int32_t)(rng_hash3(2, 2, (uint64_t)i) % 11);
+    }
+    be->upload_i32(a->tokens, tok, B * 5);
+    be->upload_i32(a->targets, targets, B * 5);
+}
+
+static double objective(Model *m, Activations *a, double dloss) {
+    model_forward(m, a);
+    return model_loss_sum(m, a) * dloss + m->adr_weight * a->adr_sum - m->entropy_reg_weight * a->entropy_reg_sum;
+}
+
+static double check(const Variant *v, const char *name) {
+    Model m32, m64;
+    Activations a32, a64;
+    setup(&m32, &a32, backend_cpu_f32(), v);
+    setup(&m64, &a64, backend_cpu_f64(), v);
+    double dloss = 1.0 / 15, h = 1e-5, worst = 0;
+    objective(&m32, &a32, dloss);
+    model_backward(&m32, &a32, dloss, NULL, NULL);
+    double *grads = malloc(m32.num_params * sizeof(double)), *host = malloc(m64.num_params * sizeof(double));
+    m32.be->download_f64(grads, m32.grads_mem, m32.num_params);
+    m64.be->download_f64(host, m64.params_mem, m64.num_params);
+    for (int id = 0; id < NUM_PARAMS; id++) {
+        const ParamInfo *p = &m64.params[id];
+        if (!p->present) continue;
+        double num = 0, den = 0;
+        int samples = p->numel < 16 ? (int)p->numel : 16;
+        for (int k = 0; k < samples; k++) {
+            size_t pick = p->numel <= 16 ? (size_t)k : rng_hash3(8, (uint64_t)id, (uint64_t)k) % p->numel;
+            size_t e = model_param_offset(&m64, (ParamId)id, (int)(pick / p->slice_numel)) + pick % p->slice_numel;
+            double saved = host[e], val;
+            val = saved + h; m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &val, 1);
+            double lp = objective(&m64, &a64, dloss);
+            val = saved - h; m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &val, 1);
+            double lm = objective(&m64, &a64, dloss);
+            m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &saved, 1);
+            double fd = (lp - lm) / (2 * h);
+            num += (grads[e] - fd) * (grads[e] - fd);
+            den += fd * fd;
+        }
+        double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+        printf("# %-22s %-18s rel err %.3e (|g_fd| %.3e)\n", name, p->name, rel, sqrt(den));
+        if (!(rel <= worst)) worst = rel;
+    }
+    free(grads); free(host);
+    activations_free(&a32, m32.be); activations_free(&a64, m64.be);
+    model_free(&m32); model_free(&m64);
+    return worst;
+}
+
+static void test_adr_gradients(void **state) {
+    (void)state;
+    Variant v = {.adr = 0.7, .temperature = 1, .norm = NORM_PRE};
+    assert_true(check(&v, "adr") < 1e-3);
+}
+
+static void test_stochastic_depth_gradients(void **state) {
+    (void)state;
+    Variant pre = {.sd_p = 0.4, .temperature = 1, .norm = NORM_PRE}, post = {.sd_p = 0.4, .temperature = 1, .norm = NORM_POST};
+    assert_true(check(&pre, "stochastic depth pre") < 1e-3);
+    assert_true(check(&post, "stochastic depth post") < 1e-3);
+}
+
+static void test_entropy_reg_and_temperature_gradients(void **state) {
+    (void)state;
+    Variant v = {.entropy = 0.5, .temperature = 1.7, .norm = NORM_PRE};
+    assert_true(check(&v, "entropy + temperature") < 1e-3);
+}
+
+// Stochastic depth really drops: with p close to 1 a dropped block's parameters get no gradient
+// for the sequences that dropped it, and the same step draws the same masks.
+static void test_stochastic_depth_drops_branches_per_sequence(void **state) {
+    (void)state;
+    Variant v = {.sd_p = 0.999, .temperature = 1, .norm = NORM_PRE};
+    Model m;
+    Activations a;
+    setup(&m, &a, backend_cpu_f32(), &v);
+    model_forward(&m, &a);
+    model_backward(&m, &a, 1.0, NULL, NULL);
+    float g[9 * 9];
+    m.be->download(g, model_grad(&m, PARAM_ATTPROJ_W, 1), 81);
+    double n = 0;
+    for (int i = 0; i < 81; i++) n += fabs(g[i]);
+    assert_true(n == 0);   // every sequence dropped block 1 (p = 0.999)
+    activations_free(&a, m.be);
+    model_free(&m);
+}
+
+// Attention temperature divides every logit: with temperature t and weights W_q scaled by t the
+// model computes the same loss.
+static void test_attention_temperature_divides_logits(void **state) {
+    (void)state;
+    Variant v1 = {.temperature = 1, .norm = NORM_PRE}, v2 = {.temperature = 2.5, .norm = NORM_PRE};
+    Model m1, m2;
+    Activations a1, a2;
+    setup(&m1, &a1, backend_cpu_f64(), &v1);
+    setup(&m2, &a2, backend_cpu_f64(), &v2);
+    for (int l = 0; l < 3; l++) {
+        double *q = malloc(sizeof(double) * 9 * 9 * 3), *bias = malloc(sizeof(double) * 27);
+        m2.be->download_f64(q, model_param(&m2, PARAM_QKV_W, l), 243);
+        m2.be->download_f64(bias, model_param(&m2, PARAM_QKV_B, l), 27);
+        for (int i = 0; i < 81; i++) q[i] *= 2.5;      // the query rows come first
+        for (int i = 0; i < 9; i++) bias[i] *= 2.5;
+        m2.be->upload_f64(model_param(&m2, PARAM_QKV_W, l), q, 243);
+        m2.be->upload_f64(model_param(&m2, PARAM_QKV_B, l), bias, 27);
+        free(q); free(bias);
+    }
+    model_forward(&m1, &a1);
+    model_forward(&m2, &a2);
+    double l1 = model_loss_sum(&m1, &a1), l2 = model_loss_sum(&m2, &a2);
+    assert_true(fabs(l1 - l2) < 1e-10 * fabs(l1));
+    m2.attn_temperature = 1;
+    model_forward(&m2, &a2);
+    assert_true(fabs(model_loss_sum(&m2, &a2) - l1) > 1e-3);
+    activations_free(&a1, m1.be); activations_free(&a2, m2.be);
+    model_free(&m1); model_free(&m2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_adr_gradients),
+        cmocka_unit_test(test_stochastic_depth_gradients),
+        cmocka_unit_test(test_entropy_reg_and_temperature_gradients),
+        cmocka_unit_test(test_stochastic_depth_drops_branches_per_sequence),
+        cmocka_unit_test(test_attention_temperature_divides_logits),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
