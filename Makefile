@@ -34,6 +34,9 @@ OBJ     = $(patsubst %.c,$(BUILD)/%.o,$(SRC))
 LIB_OBJ = $(filter-out $(BUILD)/src/main.o,$(OBJ))
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+# MPI programs that pytest runs under mpirun
+MPI_TEST_SRC = $(wildcard tests/mpi_*.c)
+MPI_TEST_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(MPI_TEST_SRC))
 BENCH_SRC = $(wildcard tests/bench_*.c)
 BENCH_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 
@@ -90,7 +93,7 @@ run: check-deps
 	bin/entrank train -c configs/tiny.cfg --run-dir $(RUN_DIR) --resume never
 
 test: check-deps
-	@$(MAKE) --no-print-directory all $(TEST_BIN)
+	@$(MAKE) --no-print-directory all $(TEST_BIN) $(MPI_TEST_BIN)
 	@bash tests/run_all.sh $(BUILD)/tests
 
 bench: check-deps

@@ -10,7 +10,10 @@ ParamCounts count_params(const ModelShape *s) {
     c.norm = L * 4 * C + 2 * C;
     c.lm_head = s->tie_embeddings ? 0 : V * C;
     c.sga = L * sga_params_per_layer(s);
-    c.total = c.embedding + c.attention + c.mlp + c.norm + c.lm_head + c.sga;
+    size_t checkpoints = 0;
+    for (size_t l = 0; l < L && l < 1024; l++) checkpoints += s->r3si_is_checkpoint[l] != 0;
+    c.r3si = s->r3si_inject ? checkpoints * (size_t)s->r3si_ds * C : 0;
+    c.total = c.embedding + c.attention + c.mlp + c.norm + c.lm_head + c.sga + c.r3si;
     c.matmul = L * (4 * C * C + 2 * H * C) + V * C;
     return c;
 }

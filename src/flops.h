@@ -11,6 +11,7 @@ typedef struct {
     size_t norm;             // every LayerNorm weight and bias
     size_t lm_head;          // 0 when tied
     size_t sga;              // Spectral Gated Attention: gate MLP, layer embeddings, alphas (all layers)
+    size_t r3si;             // R3SI's injection bases W_s at the checkpoint layers
     size_t matmul;           // weights that take part in a matmul per token (LM head included)
 } ParamCounts;
 

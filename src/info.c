@@ -30,6 +30,7 @@ void print_info(const Config *cfg, int dp, int pp, FILE *out) {
     print_count(out, "layernorms", c.norm, c.total);
     if (c.lm_head) print_count(out, "lm head", c.lm_head, c.total);
     if (c.sga) print_count(out, "sga (gate, e_l, alpha)", c.sga, c.total);
+    if (c.r3si) print_count(out, "r3si (W_s at checkpoints)", c.r3si, c.total);
     double fpt = flops_per_token(&s);
     fprintf(out, "FLOPs per token (forward+backward): %.4g = 6 x %zu matmul weights + 12 x L %d x d %d x T %d (attention)%s\n",
             fpt, c.matmul, s.n_layer, s.d_model, s.seq_len, s.sga ? " + SGA" : "");
@@ -40,6 +41,13 @@ void print_info(const Config *cfg, int dp, int pp, FILE *out) {
                 sga_params_per_layer(&s), c.sga, 100.0 * c.sga / c.total, extra, 100.0 * extra / fpt,
                 s.sga_spectral ? "" : " [no DCT]", s.sga_fixed_filter ? " [fixed filter]" : "",
                 s.sga_blend ? "" : " [alpha fixed at 1]", "");
+    }
+    if (cfg->r3si_enabled) {
+        fprintf(out, "R3SI: checkpoint blocks");
+        for (int i = 0; i < cfg->r3si_n_layers; i++) fprintf(out, " %d", cfg->r3si_layers[i]);
+        fprintf(out, " | monitor every %d steps, k %d | injection %s (d_s %d) | L_SD lambda %g | tau0 %.1f (%s)\n",
+                cfg->r3si_monitor_every, cfg->r3si_k, cfg->r3si_inject ? "on" : "off", cfg->r3si_ds, cfg->r3si_lsd_lambda,
+                cfg->r3si_tau_init_frac * s.d_model, cfg->r3si_adaptive ? "adaptive" : "fixed");
     }
     long steps = total_steps_of(cfg);
     double tokens = (double)steps * cfg->batch_size * cfg->seq_len;
