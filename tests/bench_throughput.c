@@ -51,6 +51,91 @@ static void bench(Comm *world, const char *label, const char *const *sets, int n
     trainer_free(&t);
 }
 
+// SGA against SDPA on the same model in this one process: steps of the two alternate, so that
+// machine noise hits both alike; the overhead is the ratio of median step times.
+static void bench_sga_overhead(Comm *world, int T, int batch, int steps) {
+    static Config cfg_sdpa, cfg_sga;
+    Error err = {{0}};
+    char seq[64], bs[64], mbs[64];
+    snprintf(seq, sizeof seq, "model.seq_len=%d", T);
+    snprintf(bs, sizeof bs, "train.batch_size=%d", batch);
+    snprintf(mbs, sizeof mbs, "train.micro_batch_size=%d", batch);
+    const char *base[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", seq, "model.vocab_size=32000", bs, mbs,
+                          "train.steps=100", "attention.kind=sdpa"};
+    if (config_load("configs/tiny.cfg", base, 9, &cfg_sdpa, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    base[8] = "attention.kind=sga";
+    if (config_load("configs/tiny.cfg", base, 9, &cfg_sga, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    Trainer a, b;
+    if (trainer_init(&a, &cfg_sdpa, backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    if (trainer_init(&b, &cfg_sga, backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    double *ta = xmalloc(sizeof(double) * steps), *tb = xmalloc(sizeof(double) * steps);
+    StepResult r;
+    trainer_step(&a, 0, &r, &err);
+    trainer_step(&b, 0, &r, &err);
+    for (int s = 0; s < steps; s++) {
+        double t0 = now_seconds();
+        trainer_step(&a, s + 1, &r, &err);
+        double t1 = now_seconds();
+        trainer_step(&b, s + 1, &r, &err);
+        ta[s] = t1 - t0;
+        tb[s] = now_seconds() - t1;
+    }
+    qsort(ta, steps, sizeof(double), cmp_double);
+    qsort(tb, steps, sizeof(double), cmp_double);
+    double ma = ta[steps / 2], mb = tb[steps / 2];
+    printf("SGA vs SDPA, 6 layers d=512 8 heads vocab 32000, T=%d, B=%d | SDPA %8.1f ms/step | SGA %8.1f ms/step | overhead %+.1f%%\n",
+           T, batch, ma * 1e3, mb * 1e3, 100 * (mb / ma - 1));
+    free(ta); free(tb);
+    trainer_free(&a);
+    trainer_free(&b);
+}
+
+// R3SI against the baseline on the same model in this process: ordinary steps alternate as
+// above; monitor steps (every 50) are timed apart. The average overhead weighs 49 ordinary steps
+// and one monitor step, as a run with r3si.monitor_every = 50 does.
+static void bench_r3si_overhead(Comm *world, int steps) {
+    static Config cfg_base, cfg_r3si;
+    Error err = {{0}};
+    const char *base[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", "model.seq_len=256",
+                          "model.vocab_size=32000", "train.batch_size=8", "train.micro_batch_size=8", "train.steps=1000",
+                          "r3si.enabled=false", "r3si.layers=[2, 3, 4, 5]", "r3si.monitor_every=50"};
+    if (config_load("configs/tiny.cfg", base, 11, &cfg_base, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    base[8] = "r3si.enabled=true";
+    if (config_load("configs/tiny.cfg", base, 11, &cfg_r3si, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    Trainer a, b;
+    if (trainer_init(&a, &cfg_base, backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    if (trainer_init(&b, &cfg_r3si, backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    double *ta = xmalloc(sizeof(double) * steps), *tb = xmalloc(sizeof(double) * steps), tm[3];
+    StepResult r;
+    trainer_step(&a, 0, &r, &err);
+    trainer_step(&b, 0, &r, &err);   // a monitor step: alpha > 0 from here on, so the injection runs
+    for (int s = 0; s < steps; s++) {
+        double t0 = now_seconds();
+        trainer_step(&a, s + 1, &r, &err);
+        double t1 = now_seconds();
+        trainer_step(&b, s + 1, &r, &err);
+        ta[s] = t1 - t0;
+        tb[s] = now_seconds() - t1;
+    }
+    for (int i = 0; i < 3; i++) {
+        double t0 = now_seconds();
+        trainer_step(&b, 50 * (i + 1), &r, &err);
+        tm[i] = now_seconds() - t0;
+    }
+    qsort(ta, steps, sizeof(double), cmp_double);
+    qsort(tb, steps, sizeof(double), cmp_double);
+    qsort(tm, 3, sizeof(double), cmp_double);
+    double base_t = ta[steps / 2], ordinary = tb[steps / 2], monitor = tm[1];
+    double average = (49 * ordinary + monitor) / 50;
+    printf("R3SI vs baseline, 6 layers d=512 T=256 B=8, checkpoints 2-5, k 64, d_s 32 | baseline %.1f ms | R3SI %.1f ms "
+           "(%+.1f%%) | monitor step %.1f ms (%+.1f%%) | average with monitor_every 50: %+.1f%%\n",
+           base_t * 1e3, ordinary * 1e3, 100 * (ordinary / base_t - 1), monitor * 1e3, 100 * (monitor / base_t - 1),
+           100 * (average / base_t - 1));
+    free(ta); free(tb);
+    trainer_free(&a);
+    trainer_free(&b);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     Comm *world = comm_mpi_create(1, sizeof(float));
@@ -63,6 +148,9 @@ int main(int argc, char **argv) {
     const char *d512[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", "model.seq_len=256",
                           "model.vocab_size=32000", "train.batch_size=8", "train.micro_batch_size=8", "train.steps=100"};
     bench(world, "d512 (6 layers, vocab 32000)", d512, 8, steps, sgemm);
+    bench_sga_overhead(world, 256, 8, steps);
+    bench_sga_overhead(world, 512, 4, steps);
+    bench_r3si_overhead(world, steps);
     world->free(world);
     MPI_Finalize();
     return 0;
