@@ -341,6 +341,10 @@ static const void *block_input_raw(const Model *m, const Activations *a, int li)
     return li == 0 ? a->input : model_block_output(m, a, li - 1);
 }
 
+const void *model_block_input(const Model *m, const Activations *a, int li) { return block_input_raw(m, a, li); }
+
+const void *model_layer_probs(const Model *m, const Activations *a, int li) { return layer_acts(m, a, li).probs; }
+
 // What block li reads: the stream, or at an R3SI checkpoint block its injected copy.
 static const void *block_input(const Model *m, const Activations *a, int li) {
     if (m->shape.r3si_inject && m->shape.r3si_is_checkpoint[m->layer_begin + li])
@@ -631,4 +635,23 @@ void model_backward(Model *m, Activations *a, double dloss, GradReadyFn ready, v
     // The embedding region is complete here on the first stage; on the last stage it holds the
     // tied head's share of wte, complete since the head's backward.
     if (ready && m->regions[REGION_EMBEDDING].numel > 0) ready(ready_ctx, m->regions[REGION_EMBEDDING], 1);
+}
+
+void model_head_gradients(const Model *m, int layer, double *out) {
+    const Backend *be = m->be;
+    int C = m->shape.d_model, NH = m->shape.n_head, hs = m->shape.head_size;
+    double *qkv = xmalloc(sizeof(double) * 3 * C * C), *proj = xmalloc(sizeof(double) * C * C);
+    be->download_f64(qkv, model_grad(m, PARAM_QKV_W, layer), (size_t)3 * C * C);       // (3C, C)
+    be->download_f64(proj, model_grad(m, PARAM_ATTPROJ_W, layer), (size_t)C * C);      // (C, C)
+    size_t n = (size_t)4 * hs * C;
+    for (int h = 0; h < NH; h++) {
+        double *g = out + (size_t)h * n;
+        // rows h hs .. (h+1) hs of W_q, W_k and W_v: the head's query, key and value maps
+        for (int part = 0; part < 3; part++)
+            memcpy(g + (size_t)part * hs * C, qkv + ((size_t)part * C + (size_t)h * hs) * C, sizeof(double) * hs * C);
+        // columns h hs .. (h+1) hs of W_o: where the head's output enters the projection
+        for (int row = 0; row < C; row++)
+            for (int d = 0; d < hs; d++) g[(size_t)3 * hs * C + (size_t)row * hs + d] = proj[(size_t)row * C + h * hs + d];
+    }
+    free(qkv); free(proj);
 }

@@ -204,6 +204,10 @@ typedef struct {
 void activations_init(Activations *a, const Model *m, int B);
 void activations_free(Activations *a, const Backend *be);
 
+// The residual stream entering local block li (B,T,C), and its attention weights (B,NH,T,T).
+const void *model_block_input(const Model *m, const Activations *a, int li);
+const void *model_layer_probs(const Model *m, const Activations *a, int li);
+
 // Block output of local layer index li (the next block's input).
 void *model_block_output(const Model *m, const Activations *a, int li);
 
@@ -215,6 +219,10 @@ void model_forward(Model *m, Activations *a);
 // Mean attention row entropy (nats) per local layer, sequence and head of the last forward pass:
 // out (n_local, B, NH), host memory.
 void model_head_entropies(const Model *m, const Activations *a, double *out);
+
+// The gradient of head h's slice of layer `layer`'s attention weights, flattened: rows of W_q,
+// W_k, W_v and columns of W_o. out (NH, 4 hs C), host memory.
+void model_head_gradients(const Model *m, int layer, double *out);
 
 // Sum of the per-position losses of the last forward pass (last stage only).
 double model_loss_sum(const Model *m, const Activations *a);

@@ -133,25 +133,6 @@ void r3si_block_backward(Model *m, Activations *a, int li, const void *x) {
     }
 }
 
-// Head h's slice of the attention weights' gradient of `layer`, flattened: rows of W_q, W_k, W_v
-// and columns of W_o. out (NH, 4 hs C).
-static void head_gradients(const Model *m, int layer, double *out) {
-    const Backend *be = m->be;
-    int C = m->shape.d_model, NH = m->shape.n_head, hs = m->shape.head_size;
-    double *qkv = xmalloc(sizeof(double) * 3 * C * C), *proj = xmalloc(sizeof(double) * C * C);
-    be->download_f64(qkv, model_grad(m, PARAM_QKV_W, layer), (size_t)3 * C * C);       // (3C, C)
-    be->download_f64(proj, model_grad(m, PARAM_ATTPROJ_W, layer), (size_t)C * C);      // (C, C)
-    size_t n = (size_t)4 * hs * C;
-    for (int h = 0; h < NH; h++) {
-        double *g = out + (size_t)h * n;
-        for (int part = 0; part < 3; part++)
-            memcpy(g + (size_t)part * hs * C, qkv + ((size_t)part * C + (size_t)h * hs) * C, sizeof(double) * hs * C);
-        for (int row = 0; row < C; row++)
-            for (int d = 0; d < hs; d++) g[(size_t)3 * hs * C + (size_t)row * hs + d] = proj[(size_t)row * C + h * hs + d];
-    }
-    free(qkv); free(proj);
-}
-
 void r3si_monitor_update(Model *m, Comm *comm, long step, double tokens, int grads_reduced) {
     R3si *r = m->r3si;
     const Backend *be = m->be;
@@ -184,7 +165,7 @@ void r3si_monitor_update(Model *m, Comm *comm, long step, double tokens, int gra
         be->upload(r->V[c], Vf, (size_t)D * r->k);
         free(Vf);
         comm->dp_broadcast(comm, r->V[c], (size_t)D * r->k);
-        head_gradients(m, r->layers[c], G);
+        model_head_gradients(m, r->layers[c], G);
         if (!grads_reduced) comm->dp_sum_doubles(comm, G, (int)(NH * n_head));
         double diversity = head_gradient_diversity(G, NH, n_head);
         if (comm->dp_index == 0) {

@@ -84,6 +84,13 @@ void sga_backward(Model *m, Activations *a, int li, const void *dlogits, void *d
     be->causal_lower_accumulate(dscores, a->sga_z, BH, T);                // the padding carries no gradient
 }
 
+void sga_download_layer(const Model *m, const Activations *a, int li, double *stats, double *gate) {
+    SgaLayer l = sga_layer(m, a, li);
+    size_t R = (size_t)a->B * m->shape.n_head * a->T;
+    m->be->download_f64(stats, l.stats, R * 4);
+    m->be->download_f64(gate, l.gate, R * a->T);
+}
+
 size_t sga_params_per_layer(const ModelShape *s) {
     if (!s->sga) return 0;
     size_t De = s->sga_embed, Hg = s->sga_hidden, T = s->seq_len;

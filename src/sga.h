@@ -16,6 +16,9 @@ void sga_forward(Model *m, Activations *a, int li, const void *scores, void *log
 // gate's parameter gradients of layer li.
 void sga_backward(Model *m, Activations *a, int li, const void *dlogits, void *dscores);
 
+// Host copies of local layer li's statistics (R,4) and gate (R,T) of the last forward pass.
+void sga_download_layer(const Model *m, const Activations *a, int li, double *stats, double *gate);
+
 // Extra parameters per layer and extra training FLOPs per token of SGA, for `info`.
 size_t sga_params_per_layer(const ModelShape *s);
 double sga_flops_per_token(const ModelShape *s);

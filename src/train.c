@@ -108,6 +108,7 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
     t->host_predictions = xmalloc(n * sizeof(int32_t));
     t->device_predictions = be->alloc_i32((size_t)t->micro_batch_size * cfg->seq_len);
     t->flops_per_token = flops_per_token(&shape);
+    if (cfg->trace_every > 0) trace_init(&t->trace, &shape, t->micro_batch_size);
     return 0;
 }
 
@@ -115,6 +116,7 @@ void trainer_free(Trainer *t) {
     free(t->layer_skip);
     if (!t->model.be) { memset(t, 0, sizeof *t); return; }   // freed before the model was built
     r3si_free(&t->model);
+    if (t->trace.L) trace_free(&t->trace);
     adam_free(&t->adam, &t->model);
     if (t->shard_grads) t->be->free(t->shard_grads);
     for (int i = 0; i < t->n_slots; i++) activations_free(&t->slots[i], t->be);
@@ -172,6 +174,8 @@ static double forward_micro_batch(Trainer *t, int mb, double *aux_sum, double *l
     if (r) r->measure_injection = r->monitor_step && mb == 0;   // ||delta|| / ||H|| on the first micro-batch
     model_forward(&t->model, a);
     if (r) r->measure_injection = 0;
+    // Traces come from replica 0's first micro-batch: the same sequences on every topology.
+    if (t->trace_step && mb == 0 && c->dp_index == 0) trace_forward(&t->trace, &t->model, a);
     *aux_sum += a->entropy_reg_sum;
     *lsd_sum += a->lsd_sum;
     *adr_sum += a->adr_sum;
@@ -248,6 +252,8 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
     t->model.adr_weight *= loss_scale;
     dloss *= loss_scale;
     t->model.step = step;
+    t->trace_step = cfg->trace_every > 0 && step % cfg->trace_every == 0;
+    if (t->trace_step) trace_clear(&t->trace);
 
     t->be->zero(t->model.grads_mem, t->model.num_params);
     // LayerDrop: the same draw on every rank, a function of (seed, step, layer).
@@ -275,6 +281,10 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
     if (r3 && r3->monitor_step) {
         r3si_monitor_update(&t->model, c, step, (double)cfg->batch_size * cfg->seq_len, !cfg->zero);
         out->monitored = 1;
+    }
+    if (t->trace_step) {
+        trace_finish(&t->trace, &t->model, c, !cfg->zero);
+        out->traced = 1;
     }
 
     // Every rank needs the same loss and norm to take the same decision. The norm counts each

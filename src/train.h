@@ -10,6 +10,7 @@
 #include "data/data.h"
 #include "model.h"
 #include "optimizer.h"
+#include "trace.h"
 
 typedef struct {
     double loss;          // total loss: lm_loss + aux_loss
@@ -18,6 +19,7 @@ typedef struct {
     double lsd;           // R3SI's L_SD
     int monitored;        // R3SI's monitor ran at this step
     double temperature;   // temp(t) of the temperature schedule (1 when off)
+    int traced;           // t->trace holds this step's per-layer traces
     double grad_norm;     // global gradient L2 norm before clipping
     double lr;
     int skipped;          // non-finite loss or gradient: no update was applied
@@ -61,6 +63,8 @@ typedef struct {
     double flops_per_token;
     int bad_in_row;
     uint8_t *layer_skip;               // (n_layer) LayerDrop draws of the current step, or NULL
+    TraceRecord trace;                 // per-layer traces of the last trace step (trace.every)
+    int trace_step;
 } Trainer;
 
 // Checks that the topology fits the config (before any work): world divisible by pp, pp <= layers,

@@ -1,0 +1,75 @@
+"""Per-layer traces in metrics.h5: the same on every topology, readable while the run goes on,
+attributes visible to h5dump (DESIGN section 7)."""
+import os
+import subprocess
+import time
+
+import h5py
+import numpy as np
+from conftest import BIN, ROOT, small_model
+
+TRACE_KEYS = ["attn_entropy_bh", "attn_entropy", "head_redundancy", "attn_eff_rank", "resid_rank", "token_cos",
+              "grad_diversity"]
+
+
+def traced(layers=5, steps=4, extra=()):
+    return small_model(layers, steps=steps, extra=["--set", "trace.every=2", *extra])
+
+
+def read_traces(run):
+    with h5py.File(run / "metrics.h5", "r") as f:
+        out = {k: f["trace"][k][...] for k in TRACE_KEYS}
+        out["step"] = f["trace/step"][...]
+        for k in ("alpha", "stats", "gate_band"):
+            if "sga" in f:
+                out["sga/" + k] = f["sga"][k][...]
+        return out
+
+
+def test_traces_are_the_same_on_1x1_and_2x2(mpirun, tmp_path):
+    sga = ["--set", "attention.kind=sga"]
+    mpirun(1, "train", *traced(extra=sga), "--run-dir", tmp_path / "a", check=0)
+    mpirun(4, "train", *traced(extra=sga + ["--set", "parallel.pp=2"]), "--run-dir", tmp_path / "b", check=0)
+    a, b = read_traces(tmp_path / "a"), read_traces(tmp_path / "b")
+    assert list(a["step"]) == [0, 2]
+    L, B, H = 5, 2, 2
+    assert a["attn_entropy_bh"].shape == (2, L, B, H) and a["resid_rank"].shape == (2, L + 1)
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    # values in their ranges: entropy below ln T, cosines in [-1, 1], ranks in (0, d_model]
+    assert np.all(a["attn_entropy"] > 0) and np.all(a["attn_entropy"] < np.log(32))
+    assert np.all(np.abs(a["head_redundancy"]) <= 1 + 1e-9)
+    assert np.all(a["resid_rank"] > 0) and np.all(a["resid_rank"] <= 32)
+    assert np.all((a["sga/alpha"] >= 0) & (a["sga/alpha"] <= 1))
+
+
+def test_metrics_can_be_read_while_the_run_goes_on(tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.Popen([str(BIN), "train", *traced(steps=400, extra=["--set", "train.log_every=5"]), "--run-dir", str(run)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    lengths = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(set(lengths)) < 3:
+            try:
+                with h5py.File(run / "metrics.h5", "r") as f:
+                    if "steps/loss" in f:
+                        lengths.append(f["steps/loss"].shape[0])
+            except OSError:
+                pass                       # between a flush's open and close: try again
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before the reads"
+    finally:
+        proc.kill()
+        proc.wait()
+    # The series grew while the run was going, and every read saw a consistent file.
+    assert len(set(lengths)) >= 3 and lengths == sorted(lengths)
+
+
+def test_h5dump_shows_the_attributes(entrank, tmp_path):
+    entrank("train", *traced(), "--run-dir", tmp_path / "run", check=0)
+    out = subprocess.run(["h5dump", "-H", str(tmp_path / "run" / "metrics.h5")], capture_output=True, text=True).stdout
+    for needle in ('ATTRIBUTE "description"', 'ATTRIBUTE "units"', 'ATTRIBUTE "config"', 'ATTRIBUTE "revision"',
+                   'DATASET "attn_entropy_bh"', 'ATTRIBUTE "axis1_layer"'):
+        assert needle in out, needle
