@@ -43,6 +43,18 @@ MemoryEstimate estimate_memory(const ModelShape *s, int micro_batch, int layer_b
     if (has_head) saved += N * C + 2 * N + N * V + N;
     // Scratch reused by every layer: scores, dprobs, dscores and 11 (B,T,C)-sized gradients.
     double scratch = 3 * micro_batch * NH * T * T + 11 * N * C + 2 * N * H;
+    // ADR's Gram scratch and stochastic depth's gains.
+    scratch += NH * NH;
+    saved += L * micro_batch;
+    if (s->sga) {
+        double R = (double)micro_batch * NH * T, De = s->sga_embed, Hg = s->sga_hidden;
+        saved += L * (4 * R * T + 4 * R + R * (De + 4) + 2 * R * Hg);
+        scratch += 5 * R * T + R * (De + 4) + 2 * R * Hg + 4 * R;
+    }
+    if (s->r3si) {
+        if (s->r3si_inject) saved += L * (N * C + N * s->r3si_ds);
+        scratch += 3 * N * C + N * s->r3si_k + N * s->r3si_ds + C * C;
+    }
     // Token ids and targets, int32.
     double ids = 2 * N;
     m.activation_bytes = 4 * (in_flight * (saved + ids) + scratch);
