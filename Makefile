@@ -90,7 +90,10 @@ deps:
 RUN_DIR ?= runs/tiny-logic
 run: check-deps
 	@$(MAKE) --no-print-directory all
-	bin/entrank train -c configs/tiny.cfg --run-dir $(RUN_DIR) --resume never
+	rm -rf $(RUN_DIR)
+	bin/entrank train -c configs/tiny.cfg --set trace.every=25 --run-dir $(RUN_DIR) --resume never
+	$(PYTHON) analysis/summarize $(RUN_DIR)
+	$(PYTHON) analysis/plot $(RUN_DIR) -o $(RUN_DIR)/plots
 
 test: check-deps
 	@$(MAKE) --no-print-directory all $(TEST_BIN) $(MPI_TEST_BIN)
