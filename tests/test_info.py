@@ -14,7 +14,7 @@ def gpt_params(L, C, V, T, ratio=4.0, tied=True):
     ("sga-780m", 48, 1152, 32000, 512, 800e6),
     ("r3si-32l", 32, 2048, 50304, 2048, 1.7e9),
     ("r3si-1.3b", 24, 2048, 50304, 2048, 1.3e9),
-    ("tiny", 8, 64, 64, 128, 0.41e6),
+    ("tiny", 8, 64, 64, 18, 0.405e6),
 ])
 def test_parameter_counts_match_independent_formula(entrank, preset, L, C, V, T, approx):
     out = entrank("info", "-c", f"configs/{preset}.cfg", check=0).stdout
@@ -29,7 +29,7 @@ def test_parameter_counts_match_independent_formula(entrank, preset, L, C, V, T,
 
 def test_pipeline_bubble_and_per_stage_memory(entrank):
     out = entrank("info", "-c", "configs/tiny.cfg", "--dp", "2", "--pp", "4",
-                  "--set", "train.micro_batch_size=4", check=0).stdout
+                  "--set", "train.batch_size=32", "--set", "train.micro_batch_size=4", check=0).stdout
     # 32 sequences / (4 per micro-batch x dp 2) = 4 micro-batches; bubble (4-1)/(4+4-1)
     assert "4 micro-batches" in out
     assert re.search(r"bubble .* = 0\.4286", out)
