@@ -222,7 +222,7 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
         runlog(log, "train: %ld steps x %d sequences (%d micro-batches of %d per replica) = %.0f tokens/step | data %s\n",
                t->total_steps, cfg->batch_size, t->micro_batches, t->micro_batch_size, tokens_per_step, cfg->data_kind);
         // MFU is per rank: the FLOPs of the step over world_size times one core set's sgemm rate.
-        runlog(log, "throughput reference: cblas_sgemm 1024^3 measured at %.1f GFLOP/s on rank 0 (MFU is relative to "
+        runlog(log, "throughput reference: cblas_sgemm 2048^3 (best of 5) measured at %.1f GFLOP/s on rank 0 (MFU is relative to "
                "%d x that); %.4f GFLOP per token\n", peak_gflops, t->comm->world_size, t->flops_per_token / 1e9);
     }
     int exit_code = EXIT_DONE;
