@@ -98,7 +98,9 @@ def small_model(layers=8, steps=20, extra=()):
     return ["-c", "configs/tiny.cfg", "--set", f"model.n_layer={layers}", "--set", "model.d_model=32",
             "--set", "model.n_head=2", "--set", "model.seq_len=32", "--set", "train.batch_size=16",
             "--set", "train.micro_batch_size=2", "--set", f"train.steps={steps}", "--set", "train.warmup_steps=2",
-            "--set", "eval.batches=1", "--set", "train.log_every=1", *extra]
+            "--set", "eval.batches=1", "--set", "train.log_every=1",
+            # packed sequences of depth 2-3 examples over 4 variables: many scored positions per batch
+            "--set", "data.logic.n_vars=4", "--set", "data.logic.depth_min=2", "--set", "data.logic.depth_max=3", *extra]
 
 
 def read_losses(run_dir):

@@ -653,7 +653,7 @@ def test_real_run_summarize(real_run):
     assert j["loss"]["loss"] == loss and j["loss"]["step"] == step == 3
     assert j["loss"]["val_ppl"] == pytest.approx(math.exp(val_loss), rel=1e-12)
     assert j["loss"]["val_ppl_stored"] == pytest.approx(j["loss"]["val_ppl"], rel=1e-9)
-    assert j["task_acc"]["buckets"] == pytest.approx({"depth 2": acc[0], "depth 3": acc[1]})
+    assert j["task_acc"]["buckets"] == pytest.approx({"depth 1": acc[0], "depth 2": acc[1]})   # tiny.cfg: depths 1-2
     assert j["run"]["finished"] is True and j["run"]["n_layer"] == 8 and j["run"]["dp"] == 1
     assert j["entropy"]["collapse_pct"] is None and "/trace/attn_entropy" in j["missing"]
     r = subprocess.run([PYTHON, str(ANALYSIS / "summarize"), str(real_run)], capture_output=True, text=True, timeout=60)

@@ -129,10 +129,16 @@ def test_sigusr1_checkpoints_exits_3_and_resume_finishes_the_same(mpirun, tmp_pa
     mpirun(4, "train", *run_args(pp=2, steps=200), "--run-dir", straight, check=0)
     run = tmp_path / "run"
     proc = mpirun(4, "train", *run_args(pp=2, steps=200), "--run-dir", run, popen=True)
+    # Signal once a few steps are done (rows are flushed at each log line).
     deadline = time.time() + 60
-    while time.time() < deadline and not (run / "metrics.h5").exists():
-        time.sleep(0.1)
-    time.sleep(0.3)
+    while time.time() < deadline:
+        try:
+            with h5py.File(run / "metrics.h5", "r", locking=False) as f:
+                if "steps/loss" in f and f["steps/loss"].shape[0] >= 2:
+                    break
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.05)
     ranks = []
     for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
         try:

@@ -78,21 +78,22 @@ static void test_tiny_preset(void **state) {
     assert_int_equal(c.n_layer, 8);
     assert_int_equal(c.n_head, 4);
     assert_int_equal(c.d_model, 64);
-    assert_int_equal(c.seq_len, 128);
+    assert_int_equal(c.seq_len, 18);
     assert_int_equal(c.vocab_size, 64);
     assert_true(c.mlp_ratio == 4.0);
-    assert_int_equal(c.batch_size, 32);
-    assert_int_equal(c.micro_batch_size, 32);
-    assert_int_equal(c.steps, 600);
+    assert_int_equal(c.batch_size, 224);
+    assert_int_equal(c.micro_batch_size, 224);
+    assert_int_equal(c.steps, 1200);
     assert_true(c.tokens == 0.0);
     assert_true(c.lr == 3e-3);
     assert_true(c.min_lr == 3e-4);
     assert_int_equal(c.warmup_steps, 50);
     assert_string_equal(c.data_kind, "logic");
-    assert_int_equal(c.logic_depth_min, 2);
-    assert_int_equal(c.logic_depth_max, 3);
-    assert_int_equal(c.eval_every, 100);
-    assert_int_equal(c.eval_batches, 4);
+    assert_int_equal(c.logic_depth_min, 1);
+    assert_int_equal(c.logic_depth_max, 2);
+    assert_int_equal(c.logic_n_vars, 2);
+    assert_int_equal(c.eval_every, 200);
+    assert_int_equal(c.eval_batches, 2);
     assert_int_equal(c.log_every, 10);
     assert_string_equal(c.attention_kind, "sdpa");
 }
@@ -287,9 +288,9 @@ static void test_write_every_key_grouped(void **state) {
     char *text = config_to_string(&c);
     const char *expected[] = {
         "model = {", "n_layer = 8;", "norm = \"pre\";", "tie_embeddings = true;", "attention = {",
-        "kind = \"sdpa\";", "train = {", "steps = 600;", "tokens = 0.0;", "lr = 0.003;", "seed = 1337;",
+        "kind = \"sdpa\";", "train = {", "steps = 1200;", "tokens = 0.0;", "lr = 0.003;", "seed = 1337;",
         "device = \"auto\";", "data = {", "kind = \"logic\";", "train = \"\";", "val_fraction = 0.05;",
-        "logic = {", "depth_max = 3;", "retrieval = {", "distances = [128, 256, 512, 1024];",
+        "logic = {", "depth_max = 2;", "retrieval = {", "distances = [128, 256, 512, 1024];",
         "parallel = {", "pp = 1;", "zero = 0;", "eval = {", "trace = {", "checkpoint = {", "keep = 2;",
     };
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
