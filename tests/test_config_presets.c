@@ -94,7 +94,7 @@ static void test_tiny_preset(void **state) {
     assert_int_equal(c.logic_n_vars, 2);
     assert_int_equal(c.eval_every, 200);
     assert_int_equal(c.eval_batches, 2);
-    assert_int_equal(c.log_every, 10);
+    assert_int_equal(c.log_every, 50);
     assert_string_equal(c.attention_kind, "sdpa");
 }
 
