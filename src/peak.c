@@ -3,17 +3,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include "common.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "timer.h"
 
 double measure_sgemm_gflops(void) {
     enum { n = 2048, runs = 5 };
@@ -28,7 +18,7 @@ double measure_sgemm_gflops(void) {
     }
     // The ceiling is the best run: a slower one measured a disturbance (another process, a page
     // fault), not the machine.
-    qsort(gflops, runs, sizeof(double), cmp_double);
+    qsort(gflops, runs, sizeof(double), compare_doubles);
     free(a); free(b); free(c);
     return gflops[runs - 1];
 }

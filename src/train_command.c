@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "r3si.h"
 #include "signals.h"
+#include "timer.h"
 #include "train.h"
 
 #ifndef ENTRANK_REVISION
@@ -38,12 +39,6 @@ static void runlog(RunLog *log, const char *fmt, ...) {
         va_end(ap);
         fflush(log->file);
     }
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
 static int mkdir_p(const char *path, Error *err) {

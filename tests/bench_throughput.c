@@ -12,18 +12,8 @@
 #include "peak.h"
 #include <mpi.h>
 #include "comm.h"
+#include "timer.h"
 #include "train.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void bench(Comm *world, const char *label, const char *const *sets, int n_sets, int steps, double sgemm_gflops) {
     static Config cfg;
@@ -39,7 +29,7 @@ static void bench(Comm *world, const char *label, const char *const *sets, int n
         if (trainer_step(&t, s + 1, &r, &err)) die(EXIT_FAILURE_OTHER, "%s", err.msg);
         times[s] = now_seconds() - t0;
     }
-    qsort(times, steps, sizeof(double), cmp_double);
+    qsort(times, steps, sizeof(double), compare_doubles);
     double median = times[steps / 2];
     double tokens = (double)cfg.batch_size * cfg.seq_len;
     double gflops = tokens * t.flops_per_token / median / 1e9;
@@ -80,8 +70,8 @@ static void bench_sga_overhead(Comm *world, int T, int batch, int steps) {
         ta[s] = t1 - t0;
         tb[s] = now_seconds() - t1;
     }
-    qsort(ta, steps, sizeof(double), cmp_double);
-    qsort(tb, steps, sizeof(double), cmp_double);
+    qsort(ta, steps, sizeof(double), compare_doubles);
+    qsort(tb, steps, sizeof(double), compare_doubles);
     double ma = ta[steps / 2], mb = tb[steps / 2];
     printf("SGA vs SDPA, 6 layers d=512 8 heads vocab 32000, T=%d, B=%d | SDPA %8.1f ms/step | SGA %8.1f ms/step | overhead %+.1f%%\n",
            T, batch, ma * 1e3, mb * 1e3, 100 * (mb / ma - 1));
@@ -122,9 +112,9 @@ static void bench_r3si_overhead(Comm *world, int steps) {
         trainer_step(&b, 50 * (i + 1), &r, &err);
         tm[i] = now_seconds() - t0;
     }
-    qsort(ta, steps, sizeof(double), cmp_double);
-    qsort(tb, steps, sizeof(double), cmp_double);
-    qsort(tm, 3, sizeof(double), cmp_double);
+    qsort(ta, steps, sizeof(double), compare_doubles);
+    qsort(tb, steps, sizeof(double), compare_doubles);
+    qsort(tm, 3, sizeof(double), compare_doubles);
     double base_t = ta[steps / 2], ordinary = tb[steps / 2], monitor = tm[1];
     double average = (49 * ordinary + monitor) / 50;
     printf("R3SI vs baseline, 6 layers d=512 T=256 B=8, checkpoints 2-5, k 64, d_s 32 | baseline %.1f ms | R3SI %.1f ms "
