@@ -20,6 +20,21 @@ CFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(shell $(BLAS_PC) --
 REVISION := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 CFLAGS += -DENTRANK_REVISION='"$(REVISION)"'
 LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(shell $(BLAS_PC) --libs openblas 2>/dev/null) -Wl,-rpath,$(BLAS_DIR) -lm -fopenmp
+
+# The CUDA backend is built whenever the toolkit is present (CI compiles and links it without a
+# GPU); without it the binary is CPU-only and train.device = "cuda" is refused.
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+CUDA      ?= $(shell test -x $(NVCC) && echo 1 || echo 0)
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+NVCCFLAGS ?= -O3
+NVCCFLAGS += -std=c++17 $(CUDA_ARCH) -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -MMD -MP
+ifeq ($(CUDA),1)
+CFLAGS += -DENTRANK_CUDA -I$(CUDA_HOME)/include
+LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lcufft -lnccl -lstdc++ -ldl -lrt -lpthread
+CUDA_SRC = $(wildcard cuda/*.cu)
+CUDA_C_SRC = $(wildcard cuda/*.c)
+endif
 TEST_LDLIBS = $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 # mpirun refuses root and more ranks than cores unless told; tests and the demo run as root here.
@@ -29,8 +44,8 @@ export OMPI_MCA_rmaps_base_oversubscribe = 1
 export PYTHON
 
 BUILD   = build
-SRC     = $(wildcard src/*.c src/*/*.c)
-OBJ     = $(patsubst %.c,$(BUILD)/%.o,$(SRC))
+SRC     = $(wildcard src/*.c src/*/*.c) $(CUDA_C_SRC)
+OBJ     = $(patsubst %.c,$(BUILD)/%.o,$(SRC)) $(patsubst %.cu,$(BUILD)/%.o,$(CUDA_SRC))
 LIB_OBJ = $(filter-out $(BUILD)/src/main.o,$(OBJ))
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
@@ -51,6 +66,11 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	@echo "NVCC $<"
+	@$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)

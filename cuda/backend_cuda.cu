@@ -1,0 +1,114 @@
+// backend_cuda.cu: device discovery, the backend's context and the assembly of its op table.
+#include <stdio.h>
+#include <string.h>
+#include "cuda_common.h"
+
+// One backend per process (one rank per GPU): the context lives as long as the backend.
+static CudaContext context;
+static int context_ready = 0;
+static char device_name[256];
+
+CudaContext *cuda_context(void) {
+    if (!context_ready) die(1, "CUDA backend used before backend_cuda_create");
+    return &context;
+}
+
+extern "C" int cuda_device_count(char *why, size_t why_len) {
+    int n = 0;
+    cudaError_t rc = cudaGetDeviceCount(&n);
+    if (rc != cudaSuccess) {
+        // No driver (a CPU node) reads as "insufficient driver": no device, not a failure.
+        snprintf(why, why_len, "%s", cudaGetErrorString(rc));
+        (void)cudaGetLastError();
+        return 0;
+    }
+    if (n == 0) snprintf(why, why_len, "no CUDA device visible");
+    return n;
+}
+
+// Lists every op of backend.h: the first one without a CUDA implementation, or NULL.
+static const char *missing_op(const Backend *be) {
+#define OP(name) if (!be->name) return #name;
+    OP(alloc) OP(alloc_i32) OP(free) OP(upload) OP(download) OP(upload_f64) OP(download_f64) OP(upload_i32)
+    OP(download_i32) OP(zero) OP(copy) OP(synchronize)
+    OP(encoder_forward) OP(encoder_backward) OP(layernorm_forward) OP(layernorm_backward)
+    OP(matmul_forward) OP(matmul_backward)
+    OP(gelu_forward) OP(gelu_backward) OP(add) OP(accumulate) OP(scale) OP(scale_rows)
+    OP(heads_split) OP(heads_split_backward) OP(heads_merge) OP(heads_merge_backward)
+    OP(attn_scores) OP(attn_scores_backward) OP(softmax_causal_forward) OP(softmax_causal_backward)
+    OP(attn_values) OP(attn_values_backward)
+    OP(gemm) OP(axpy) OP(diag_sum) OP(column_sums)
+    OP(attn_row_entropy) OP(attn_entropy_reg_sum) OP(attn_entropy_reg_backward) OP(head_mask_apply)
+    OP(crossentropy_forward) OP(crossentropy_backward) OP(argmax_rows)
+    OP(dct_rows) OP(causal_lower_copy) OP(causal_lower_accumulate) OP(sga_stats_forward) OP(sga_stats_backward)
+    OP(sga_gate_input) OP(sga_gate_input_backward) OP(sga_fixed_gate) OP(sigmoid_forward) OP(sigmoid_backward)
+    OP(mul) OP(mul_backward) OP(sga_blend_forward) OP(sga_blend_backward)
+    OP(sum) OP(sum_squares) OP(adamw_update)
+#undef OP
+    return NULL;
+}
+
+static Backend table;
+static int table_ready = 0;
+
+extern "C" const Backend *backend_cuda_table(void) {
+    if (!table_ready) {
+        memset(&table, 0, sizeof table);
+        table.name = "cuda";
+        table.elem_size = sizeof(float);
+        cuda_fill_memory_ops(&table);
+        cuda_fill_encoder_ops(&table);
+        cuda_fill_layernorm_ops(&table);
+        cuda_fill_matmul_ops(&table);
+        cuda_fill_elementwise_ops(&table);
+        cuda_fill_attention_ops(&table);
+        cuda_fill_crossentropy_ops(&table);
+        cuda_fill_optimizer_ops(&table);
+        cuda_fill_linalg_ops(&table);
+        cuda_fill_entropy_ops(&table);
+        cuda_fill_sga_ops(&table);
+        table_ready = 1;
+    }
+    return &table;
+}
+
+extern "C" const Backend *backend_cuda_create(int device, CudaGemmPrecision precision, char *why, size_t why_len) {
+    const Backend *be = backend_cuda_table();
+    const char *missing = missing_op(be);
+    if (missing) { snprintf(why, why_len, "the CUDA backend has no implementation of op %s", missing); return NULL; }
+    if (context_ready) { snprintf(why, why_len, "the CUDA backend is already active on device %d", context.device); return NULL; }
+    int n = cuda_device_count(why, why_len);
+    if (device < 0 || device >= n) {
+        if (n > 0) snprintf(why, why_len, "CUDA device %d requested but %d visible", device, n);
+        return NULL;
+    }
+    cudaCheck(cudaSetDevice(device));
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDeviceProperties(&prop, device));
+    snprintf(device_name, sizeof device_name, "%s", prop.name);
+    context.device = device;
+    context.sm_count = prop.multiProcessorCount;
+    cudaCheck(cudaStreamCreateWithFlags(&context.stream, cudaStreamNonBlocking));
+    cublasCheck(cublasCreate(&context.cublas));
+    cublasCheck(cublasSetStream(context.cublas, context.stream));
+    context.gemm_compute = precision == CUDA_GEMM_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+    cudaCheck(cudaMalloc((void **)&context.reduce_scratch, CUDA_REDUCE_BLOCKS * sizeof(double)));
+    cudaCheck(cudaMallocHost((void **)&context.reduce_host, sizeof(double)));
+    context_ready = 1;
+    table.name = precision == CUDA_GEMM_BF16 ? "cuda-bf16" : "cuda-f32";
+    return be;
+}
+
+extern "C" void backend_cuda_destroy(void) {
+    if (!context_ready) return;
+    cudaCheck(cudaStreamSynchronize(context.stream));
+    cudaCheck(cudaFree(context.reduce_scratch));
+    cudaCheck(cudaFreeHost(context.reduce_host));
+    cublasCheck(cublasDestroy(context.cublas));
+    cudaCheck(cudaStreamDestroy(context.stream));
+    context_ready = 0;
+    device_name[0] = 0;
+}
+
+extern "C" void *backend_cuda_stream(void) { return (void *)cuda_context()->stream; }
+extern "C" const char *backend_cuda_device_name(void) { return device_name; }
