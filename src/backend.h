@@ -15,6 +15,9 @@ typedef struct Backend Backend;
 struct Backend {
     const char *name;          // "cpu-f32", "cpu-f64", "cuda"
     size_t elem_size;          // bytes per element of a float tensor
+    // Bytes of one tensor slice that stays in cache across a chain of row-wise ops; model code may
+    // run such chains (SGA) slice by slice. 0: run whole tensors (GPUs, where big launches pay).
+    size_t working_set_bytes;
 
     // ---- memory -----------------------------------------------------------------------------
     void *(*alloc)(size_t n);                                   // n float elements, zeroed

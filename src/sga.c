@@ -6,32 +6,48 @@ typedef struct {
     void *raw, *spec, *stats, *U, *hpre, *h, *gate, *zp;
 } SgaLayer;
 
-static SgaLayer sga_layer(const Model *m, const Activations *a, int li) {
+// The saved tensors of layer li, from row `row0` on (rows are (B*NH*T) in head-major order).
+static SgaLayer sga_layer(const Model *m, const Activations *a, int li, size_t row0) {
     const Backend *be = m->be;
     const ModelShape *s = &m->shape;
     size_t T = a->T, R = (size_t)a->B * s->n_head * T, De = s->sga_embed, Hg = s->sga_hidden;
+    size_t r = li * R + row0;
     SgaLayer l = {
-        .raw = be_offset(be, a->sga_raw, li * R * T),
-        .spec = be_offset(be, a->sga_spec, li * R * T),
-        .stats = be_offset(be, a->sga_stats, li * R * 4),
-        .U = be_offset(be, a->sga_U, li * R * (De + 4)),
-        .hpre = be_offset(be, a->sga_hpre, li * R * Hg),
-        .h = be_offset(be, a->sga_h, li * R * Hg),
-        .gate = be_offset(be, a->sga_gate, li * R * T),
-        .zp = be_offset(be, a->sga_zp, li * R * T),
+        .raw = be_offset(be, a->sga_raw, r * T),
+        .spec = be_offset(be, a->sga_spec, r * T),
+        .stats = be_offset(be, a->sga_stats, r * 4),
+        .U = be_offset(be, a->sga_U, r * (De + 4)),
+        .hpre = be_offset(be, a->sga_hpre, r * Hg),
+        .h = be_offset(be, a->sga_h, r * Hg),
+        .gate = be_offset(be, a->sga_gate, r * T),
+        .zp = be_offset(be, a->sga_zp, r * T),
     };
     return l;
 }
 
-void sga_forward(Model *m, Activations *a, int li, const void *scores, void *logits) {
+// Rows never interact in SGA (DESIGN section 4: no statistic is pooled over rows), so the chain of
+// ops may run over slices of whole heads. On the CPU every (R,T) tensor of a 6-layer T=512 model is
+// tens of MB and each op streamed it from DRAM; slices of backend->working_set_bytes per tensor stay
+// in cache from one op to the next. Backends that want whole layers (GPUs) set it to 0.
+static int heads_per_slice(const Backend *be, int BH, int T) {
+    if (be->working_set_bytes == 0) return BH;
+    size_t head_bytes = (size_t)T * T * be->elem_size;
+    size_t heads = be->working_set_bytes / head_bytes;
+    return heads < 1 ? 1 : (heads > (size_t)BH ? BH : (int)heads);
+}
+
+// One slice of `nh` heads (R = nh T rows) starting at head h0; scratch tensors are slice-sized.
+static void sga_forward_slice(Model *m, Activations *a, int li, int h0, int nh, const void *scores, void *logits) {
     const Backend *be = m->be;
     const ModelShape *s = &m->shape;
-    int layer = m->layer_begin + li, T = a->T, BH = a->B * s->n_head, R = BH * T;
+    int layer = m->layer_begin + li, T = a->T, R = nh * T;
     int De = s->sga_embed, Hg = s->sga_hidden;
-    size_t n = (size_t)R * T;
-    SgaLayer l = sga_layer(m, a, li);
-    be->copy(l.raw, scores, n);                                    // a (B,NH,T,T), kept for the blend's gradient
-    be->causal_lower_copy(a->sga_z, scores, BH, T);                // z: the causal row, zero-padded to T
+    size_t n = (size_t)R * T, off = (size_t)h0 * T * T;
+    scores = be_offset(be, (void *)scores, off);
+    logits = be_offset(be, logits, off);
+    SgaLayer l = sga_layer(m, a, li, (size_t)h0 * T);
+    be->copy(l.raw, scores, n);                                    // a (nh,T,T), kept for the blend's gradient
+    be->causal_lower_copy(a->sga_z, scores, nh, T);                // z: the causal row, zero-padded to T
     if (s->sga_spectral) be->dct_rows(l.spec, a->sga_z, R, T, 0);  // s = DCT-II(z) (R,T)
     else be->copy(l.spec, a->sga_z, n);                            // ablation: gate the row itself
     be->sga_stats_forward(l.stats, l.spec, R, T);                  // (R,4)
@@ -48,20 +64,27 @@ void sga_forward(Model *m, Activations *a, int li, const void *scores, void *log
     if (s->sga_spectral) be->dct_rows(l.zp, a->sga_y, R, T, 1);    // z' = IDCT(g * s)
     else be->copy(l.zp, a->sga_y, n);
     const void *alpha = s->sga_blend ? model_param(m, PARAM_SGA_ALPHA, layer) : NULL;
-    be->sga_blend_forward(logits, l.raw, l.zp, alpha, BH, T);      // a' = (1 - alpha) a + alpha z'
+    be->sga_blend_forward(logits, l.raw, l.zp, alpha, nh, T);      // a' = (1 - alpha) a + alpha z'
 }
 
-void sga_backward(Model *m, Activations *a, int li, const void *dlogits, void *dscores) {
+void sga_forward(Model *m, Activations *a, int li, const void *scores, void *logits) {
+    int T = a->T, BH = a->B * m->shape.n_head, step = heads_per_slice(m->be, BH, T);
+    for (int h0 = 0; h0 < BH; h0 += step) sga_forward_slice(m, a, li, h0, BH - h0 < step ? BH - h0 : step, scores, logits);
+}
+
+static void sga_backward_slice(Model *m, Activations *a, int li, int h0, int nh, const void *dlogits, void *dscores) {
     const Backend *be = m->be;
     const ModelShape *s = &m->shape;
-    int layer = m->layer_begin + li, T = a->T, BH = a->B * s->n_head, R = BH * T;
+    int layer = m->layer_begin + li, T = a->T, R = nh * T;
     int De = s->sga_embed, Hg = s->sga_hidden;
-    size_t n = (size_t)R * T;
-    SgaLayer l = sga_layer(m, a, li);
+    size_t n = (size_t)R * T, off = (size_t)h0 * T * T;
+    dlogits = be_offset(be, (void *)dlogits, off);
+    dscores = be_offset(be, dscores, off);
+    SgaLayer l = sga_layer(m, a, li, (size_t)h0 * T);
     const void *alpha = s->sga_blend ? model_param(m, PARAM_SGA_ALPHA, layer) : NULL;
     void *dalpha = s->sga_blend ? model_grad(m, PARAM_SGA_ALPHA, layer) : NULL;
     // sga_z serves as dz' and later dz; sga_y as dy.
-    be->sga_blend_backward(dscores, a->sga_z, dalpha, dlogits, l.raw, l.zp, alpha, BH, T);
+    be->sga_blend_backward(dscores, a->sga_z, dalpha, dlogits, l.raw, l.zp, alpha, nh, T);
     if (s->sga_spectral) be->dct_rows(a->sga_y, a->sga_z, R, T, 0);   // dy = DCT(dz'): the inverse's transpose
     else be->copy(a->sga_y, a->sga_z, n);
     be->zero(a->sga_dspec, n);
@@ -81,11 +104,16 @@ void sga_backward(Model *m, Activations *a, int li, const void *dlogits, void *d
     }
     if (s->sga_spectral) be->dct_rows(a->sga_z, a->sga_dspec, R, T, 1);   // dz = IDCT(ds)
     else be->copy(a->sga_z, a->sga_dspec, n);
-    be->causal_lower_accumulate(dscores, a->sga_z, BH, T);                // the padding carries no gradient
+    be->causal_lower_accumulate(dscores, a->sga_z, nh, T);                // the padding carries no gradient
+}
+
+void sga_backward(Model *m, Activations *a, int li, const void *dlogits, void *dscores) {
+    int T = a->T, BH = a->B * m->shape.n_head, step = heads_per_slice(m->be, BH, T);
+    for (int h0 = 0; h0 < BH; h0 += step) sga_backward_slice(m, a, li, h0, BH - h0 < step ? BH - h0 : step, dlogits, dscores);
 }
 
 void sga_download_layer(const Model *m, const Activations *a, int li, double *stats, double *gate) {
-    SgaLayer l = sga_layer(m, a, li);
+    SgaLayer l = sga_layer(m, a, li, 0);
     size_t R = (size_t)a->B * m->shape.n_head * a->T;
     m->be->download_f64(stats, l.stats, R * 4);
     m->be->download_f64(gate, l.gate, R * a->T);

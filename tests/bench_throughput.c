@@ -1,7 +1,7 @@
 // bench_throughput: training-step throughput of the CPU backend against the machine's measured
 // cblas_sgemm rate, for configs/tiny.cfg and a 6-layer d=512 T=256 model (issue 2's goal: the
 // d=512 step reaches 40% of sgemm throughput). Prints one line per model.
-//   build/tests/bench_throughput [steps]
+//   build/tests/bench_throughput [steps] [all|throughput|sga|r3si]
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,17 +130,23 @@ int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     Comm *world = comm_mpi_create(1, sizeof(float));
     int steps = argc > 1 ? atoi(argv[1]) : 5;
-    double sgemm = measure_sgemm_gflops();
-    printf("cblas_sgemm 2048^3 (best of 5): %.1f GFLOP/s\n", sgemm);
-    printf("step FLOPs = tokens x (6 x matmul weights + 12 x L x d x T); median of %d steps after one warm-up\n", steps);
-    const char *tiny[] = {"train.steps=100"};
-    bench(world, "tiny (configs/tiny.cfg)", tiny, 1, steps, sgemm);
-    const char *d512[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", "model.seq_len=256",
-                          "model.vocab_size=32000", "train.batch_size=8", "train.micro_batch_size=8", "train.steps=100"};
-    bench(world, "d512 (6 layers, vocab 32000)", d512, 8, steps, sgemm);
-    bench_sga_overhead(world, 256, 8, steps);
-    bench_sga_overhead(world, 512, 4, steps);
-    bench_r3si_overhead(world, steps);
+    const char *only = argc > 2 ? argv[2] : "all";
+    int all = !strcmp(only, "all");
+    if (all || !strcmp(only, "throughput")) {
+        double sgemm = measure_sgemm_gflops();
+        printf("cblas_sgemm 2048^3 (best of 5): %.1f GFLOP/s\n", sgemm);
+        printf("step FLOPs = tokens x (6 x matmul weights + 12 x L x d x T); median of %d steps after one warm-up\n", steps);
+        const char *tiny[] = {"train.steps=100"};
+        bench(world, "tiny (configs/tiny.cfg)", tiny, 1, steps, sgemm);
+        const char *d512[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", "model.seq_len=256",
+                              "model.vocab_size=32000", "train.batch_size=8", "train.micro_batch_size=8", "train.steps=100"};
+        bench(world, "d512 (6 layers, vocab 32000)", d512, 8, steps, sgemm);
+    }
+    if (all || !strcmp(only, "sga")) {
+        bench_sga_overhead(world, 256, 8, steps);
+        bench_sga_overhead(world, 512, 4, steps);
+    }
+    if (all || !strcmp(only, "r3si")) bench_r3si_overhead(world, steps);
     world->free(world);
     MPI_Finalize();
     return 0;

@@ -24,11 +24,12 @@ static void direct_dct(const double *z, double *s, int T) {
 static void test_fft_dct_matches_direct_dct(void **state) {
     (void)state;
     const Backend *backends[2] = {backend_cpu_f32(), backend_cpu_f64()};
-    int lengths[3] = {7, 64, 256};
+    // Odd, even, tiny and power-of-two lengths; 3 rows (a partial block) and 70 (blocks plus a remainder).
+    int lengths[6] = {1, 2, 7, 18, 64, 256};
     for (int b = 0; b < 2; b++) {
         const Backend *be = backends[b];
-        for (int li = 0; li < 3; li++) {
-            int T = lengths[li], R = 3;
+        for (int li = 0; li < 6; li++) {
+            int T = lengths[li], R = li % 2 ? 70 : 3;
             double *z = gc_random((size_t)R * T, 40 + li, 1.0), *ref = malloc(sizeof(double) * R * T);
             for (int r = 0; r < R; r++) direct_dct(z + r * T, ref + r * T, T);
             void *dz = gc_upload(be, z, (size_t)R * T), *ds = be->alloc((size_t)R * T), *back = be->alloc((size_t)R * T);
