@@ -1,4 +1,290 @@
-// attention.cu: (to be written) the attention kernel family of the CUDA backend.
+// attention.cu: the pieces of causal multi-head attention on the GPU (CPU twin: src/cpu/attention.inc).
+//
+// Heads live as (B,NH,T,hs), so every (batch, head) pair is one contiguous (T,hs) matrix and the
+// three attention products are strided-batched GEMMs over BH = B * NH matrices: one cuBLAS call
+// each, in the precision the backend was created with (cuda_context()->gemm_compute: bf16 tensor
+// cores or plain fp32; the data stay fp32 in memory either way). The head reshapes and the causal
+// softmax are plain kernels: the reshapes are one thread per element (the innermost index d is the
+// thread index, so reads and writes are coalesced), the softmax is one warp per row (a row is at
+// most a few thousand elements, and a warp reduces it with shuffles, without shared memory or
+// block barriers).
+//
+// Row-major vs column-major. cuBLAS is column-major: a row-major (R,C) matrix with leading
+// dimension ld is, to cuBLAS, the column-major (C,R) matrix X^T with the same ld. A row-major
+// product C = op(A) op(B) is therefore computed as the column-major product C^T = op(B)^T op(A)^T:
+// the operands swap places, and each keeps its own transpose flag (a row-major operand that is
+// used untransposed is, seen column-major, already the transpose cuBLAS needs). Each call below
+// spells out what cuBLAS computes in its own (column-major) terms.
+#include <math.h>
 #include "cuda_common.h"
 
-void cuda_fill_attention_ops(Backend *be) { (void)be; }
+#define BLOCK 256                       // threads per block of the elementwise kernels
+#define WARPS_PER_BLOCK (BLOCK / 32)    // rows per block of the warp-per-row kernels
+#define MAX_GRID (1u << 20)             // grid-stride loops cover the rest
+// Largest scratch copy of dscores that attn_scores_backward keeps at once (elements, 128 MiB):
+// the heads are processed in chunks that fit, so the copy never costs a second (BH,T,T) tensor.
+#define MASK_CHUNK_ELEMS ((size_t)32 << 20)
+
+static unsigned int grid_for(size_t n, size_t per_block) {
+    size_t blocks = (n + per_block - 1) / per_block;
+    return blocks > MAX_GRID ? MAX_GRID : (unsigned int)blocks;
+}
+
+// ---- head reshapes --------------------------------------------------------------------------------
+
+// q, k, v (B,NH,T,hs) <- qkv (B,T,3C); one thread per element of q, d fastest.
+__global__ static void heads_split_kernel(float *q, float *k, float *v, const float *qkv, int B, int T, int NH, int hs) {
+    size_t n = (size_t)B * NH * T * hs, C = (size_t)NH * hs;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+        size_t d = idx % hs, t = (idx / hs) % T, h = (idx / ((size_t)hs * T)) % NH, b = idx / ((size_t)hs * T * NH);
+        const float *row = qkv + (b * T + t) * 3 * C + h * hs + d;
+        q[idx] = row[0];
+        k[idx] = row[C];
+        v[idx] = row[2 * C];
+    }
+}
+
+// dqkv (+=) (B,T,3C) <- dq, dk, dv (B,NH,T,hs); one thread per (b,t,h,d), writing the q, k and v parts.
+__global__ static void heads_split_backward_kernel(float *dqkv, const float *dq, const float *dk, const float *dv,
+                                                   int B, int T, int NH, int hs) {
+    size_t n = (size_t)B * T * NH * hs, C = (size_t)NH * hs;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+        size_t c = idx % C, bt = idx / C, h = c / hs, d = c % hs, b = bt / T, t = bt % T;
+        size_t src = ((b * NH + h) * T + t) * hs + d;
+        float *row = dqkv + bt * 3 * C + c;
+        row[0] += dq[src];
+        row[C] += dk[src];
+        row[2 * C] += dv[src];
+    }
+}
+
+// out (B,T,C) <- y (B,NH,T,hs); one thread per element of out.
+__global__ static void heads_merge_kernel(float *out, const float *y, int B, int T, int NH, int hs) {
+    size_t n = (size_t)B * T * NH * hs, C = (size_t)NH * hs;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+        size_t c = idx % C, bt = idx / C, h = c / hs, d = c % hs, b = bt / T, t = bt % T;
+        out[idx] = y[((b * NH + h) * T + t) * hs + d];
+    }
+}
+
+// dy (=) (B,NH,T,hs) <- dout (B,T,C); one thread per element of dy.
+__global__ static void heads_merge_backward_kernel(float *dy, const float *dout, int B, int T, int NH, int hs) {
+    size_t n = (size_t)B * NH * T * hs, C = (size_t)NH * hs;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+        size_t d = idx % hs, t = (idx / hs) % T, h = (idx / ((size_t)hs * T)) % NH, b = idx / ((size_t)hs * T * NH);
+        dy[idx] = dout[(b * T + t) * C + h * hs + d];
+    }
+}
+
+// q, k, v (B,NH,T,hs), qkv (B,T,3C)
+static void cuda_heads_split(void *q, void *k, void *v, const void *qkv, int B, int T, int NH, int hs) {
+    size_t n = (size_t)B * NH * T * hs;
+    if (n == 0) return;
+    heads_split_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>(
+        (float *)q, (float *)k, (float *)v, (const float *)qkv, B, T, NH, hs);
+    cudaCheckLaunch();
+}
+
+// dqkv (+=) (B,T,3C), dq, dk, dv (B,NH,T,hs)
+static void cuda_heads_split_backward(void *dqkv, const void *dq, const void *dk, const void *dv, int B, int T, int NH, int hs) {
+    size_t n = (size_t)B * T * NH * hs;
+    if (n == 0) return;
+    heads_split_backward_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>(
+        (float *)dqkv, (const float *)dq, (const float *)dk, (const float *)dv, B, T, NH, hs);
+    cudaCheckLaunch();
+}
+
+// out (B,T,C), y (B,NH,T,hs)
+static void cuda_heads_merge(void *out, const void *y, int B, int T, int NH, int hs) {
+    size_t n = (size_t)B * T * NH * hs;
+    if (n == 0) return;
+    heads_merge_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>((float *)out, (const float *)y, B, T, NH, hs);
+    cudaCheckLaunch();
+}
+
+// dy (=) (B,NH,T,hs), dout (B,T,C)
+static void cuda_heads_merge_backward(void *dy, const void *dout, int B, int T, int NH, int hs) {
+    size_t n = (size_t)B * NH * T * hs;
+    if (n == 0) return;
+    heads_merge_backward_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>(
+        (float *)dy, (const float *)dout, B, T, NH, hs);
+    cudaCheckLaunch();
+}
+
+// ---- batched products -------------------------------------------------------------------------------
+
+// One strided-batched GEMM in cuBLAS's own column-major terms, fp32 data, the backend's compute type:
+// C_b (m,n) = alpha op(A_b) op(B_b) + beta C_b for b < batch, X_b = X + b * strideX.
+static void gemm_batched_colmajor(cublasOperation_t opA, cublasOperation_t opB, int m, int n, int k, float alpha,
+                                  const float *A, int lda, long long strideA, const float *B, int ldb, long long strideB,
+                                  float beta, float *C, int ldc, long long strideC, int batch) {
+    CudaContext *ctx = cuda_context();
+    cublasCheck(cublasGemmStridedBatchedEx(ctx->cublas, opA, opB, m, n, k, &alpha, A, CUDA_R_32F, lda, strideA,
+                                           B, CUDA_R_32F, ldb, strideB, &beta, C, CUDA_R_32F, ldc, strideC, batch,
+                                           ctx->gemm_compute, CUBLAS_GEMM_DEFAULT));
+}
+
+// scores (BH,T,T) = scale q k^T, q, k (BH,T,hs). The full square, as on the CPU; the softmax reads only
+// the causal triangle.
+static void cuda_attn_scores(void *scores, const void *q, const void *k, double scale, int BH, int T, int hs) {
+    if (BH <= 0 || T <= 0) return;
+    long long sh = (long long)T * hs, ss = (long long)T * T;
+    // Row-major S (T,T) = q k^T is column-major S^T (T,T) = k q^T. Column-major, the row-major k (T,hs)
+    // is k^T (hs,T), ld hs, so op = T gives k; q is q^T (hs,T), ld hs, used as is (op = N).
+    // cuBLAS: S^T (m=T, n=T) = scale op_T(k^T) (T,hs=k) x op_N(q^T) (hs,T), ldc T.
+    gemm_batched_colmajor(CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, (float)scale, (const float *)k, hs, sh,
+                          (const float *)q, hs, sh, 0.0f, (float *)scores, T, ss, BH);
+}
+
+// Zeros above the diagonal of each (T,T) matrix: the causal part of dscores, the upper triangle of
+// which the op contract leaves unspecified (it may hold anything, NaN included).
+__global__ static void causal_lower_masked_copy_kernel(float *out, const float *in, size_t n, int T) {
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+        size_t j = idx % T, i = (idx / T) % T;
+        out[idx] = j <= i ? in[idx] : 0.0f;
+    }
+}
+
+// dq (+=), dk (+=) (BH,T,hs); dscores (BH,T,T) read on its causal triangle only; q, k (BH,T,hs).
+// The GEMMs would read the whole square, so the triangle is first copied, zero-padded, into a
+// stream-ordered scratch buffer, a chunk of heads at a time (bounded memory, still batched GEMMs).
+// On the CPU the GEMMs read dscores whole: the two agree whenever the upper triangle is zero, which
+// is what every producer of dscores (softmax_causal_backward, the SGA path) leaves there.
+static void cuda_attn_scores_backward(void *dq, void *dk, const void *dscores, const void *q, const void *k, double scale,
+                                      int BH, int T, int hs) {
+    if (BH <= 0 || T <= 0) return;
+    CudaContext *ctx = cuda_context();
+    size_t tt = (size_t)T * T;
+    int chunk = (int)(MASK_CHUNK_ELEMS / tt);
+    chunk = chunk < 1 ? 1 : chunk > BH ? BH : chunk;
+    float *ds = NULL;
+    cudaCheck(cudaMallocAsync((void **)&ds, (size_t)chunk * tt * sizeof(float), ctx->stream));
+    long long sh = (long long)T * hs, ss = (long long)tt;
+    for (int bh0 = 0; bh0 < BH; bh0 += chunk) {
+        int nb = BH - bh0 < chunk ? BH - bh0 : chunk;
+        size_t n = (size_t)nb * tt;
+        causal_lower_masked_copy_kernel<<<grid_for(n, BLOCK), BLOCK, 0, ctx->stream>>>(
+            ds, (const float *)dscores + (size_t)bh0 * tt, n, T);
+        cudaCheckLaunch();
+        size_t hoff = (size_t)bh0 * T * hs;
+        const float *qh = (const float *)q + hoff, *kh = (const float *)k + hoff;
+        // Row-major dq (T,hs) += scale dS (T,T) k (T,hs) is column-major dq^T (hs,T) += scale k^T dS^T.
+        // Column-major, k is k^T (hs,T), ld hs, and dS is dS^T (T,T), ld T: both used as is.
+        // cuBLAS: dq^T (m=hs, n=T) = scale op_N(k^T) (hs,T) x op_N(dS^T) (T,T) + 1 dq^T, ldc hs.
+        gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, (float)scale, kh, hs, sh, ds, T, ss, 1.0f,
+                              (float *)dq + hoff, hs, sh, nb);
+        // Row-major dk (T,hs) += scale dS^T (T,T) q (T,hs) is column-major dk^T (hs,T) += scale q^T dS.
+        // Column-major, q is q^T (hs,T), ld hs (as is), dS is dS^T (T,T), ld T: op = T gives dS.
+        // cuBLAS: dk^T (m=hs, n=T) = scale op_N(q^T) (hs,T) x op_T(dS^T) (T,T) + 1 dk^T, ldc hs.
+        gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, (float)scale, qh, hs, sh, ds, T, ss, 1.0f,
+                              (float *)dk + hoff, hs, sh, nb);
+    }
+    cudaCheck(cudaFreeAsync(ds, ctx->stream));
+}
+
+// y (BH,T,hs) = probs (BH,T,T) v (BH,T,hs). The whole square of probs is read, as on the CPU (its
+// upper triangle is exactly zero).
+static void cuda_attn_values(void *y, const void *probs, const void *v, int BH, int T, int hs) {
+    if (BH <= 0 || T <= 0) return;
+    long long sh = (long long)T * hs, ss = (long long)T * T;
+    // Row-major y (T,hs) = P (T,T) v (T,hs) is column-major y^T (hs,T) = v^T P^T. Column-major, v is
+    // v^T (hs,T), ld hs, and P is P^T (T,T), ld T: both used as is.
+    // cuBLAS: y^T (m=hs, n=T) = op_N(v^T) (hs,T) x op_N(P^T) (T,T), ldc hs.
+    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, (const float *)v, hs, sh, (const float *)probs, T, ss,
+                          0.0f, (float *)y, hs, sh, BH);
+}
+
+// dprobs (=) (BH,T,T) = dy v^T (the whole square, as on the CPU); dv (+=) (BH,T,hs) = probs^T dy;
+// dy, v (BH,T,hs), probs (BH,T,T)
+static void cuda_attn_values_backward(void *dprobs, void *dv, const void *dy, const void *probs, const void *v,
+                                      int BH, int T, int hs) {
+    if (BH <= 0 || T <= 0) return;
+    long long sh = (long long)T * hs, ss = (long long)T * T;
+    // Row-major dP (T,T) = dy v^T is column-major dP^T (T,T) = v dy^T. Column-major, v is v^T (hs,T),
+    // ld hs: op = T gives v; dy is dy^T (hs,T), ld hs, used as is.
+    // cuBLAS: dP^T (m=T, n=T) = op_T(v^T) (T,hs) x op_N(dy^T) (hs,T), ldc T.
+    gemm_batched_colmajor(CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, 1.0f, (const float *)v, hs, sh, (const float *)dy, hs, sh,
+                          0.0f, (float *)dprobs, T, ss, BH);
+    // Row-major dv (T,hs) += P^T (T,T) dy (T,hs) is column-major dv^T (hs,T) += dy^T P. Column-major,
+    // dy is dy^T (hs,T), ld hs (as is), P is P^T (T,T), ld T: op = T gives P.
+    // cuBLAS: dv^T (m=hs, n=T) = op_N(dy^T) (hs,T) x op_T(P^T) (T,T) + 1 dv^T, ldc hs.
+    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, (const float *)dy, hs, sh, (const float *)probs, T, ss,
+                          1.0f, (float *)dv, hs, sh, BH);
+}
+
+// ---- causal softmax ---------------------------------------------------------------------------------
+
+__device__ static float warp_sum(float x) {
+    for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
+    return x;
+}
+
+__device__ static float warp_max(float x) {
+    for (int offset = 16; offset > 0; offset >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+    return x;
+}
+
+// One warp per row of (BH*T, T): row r is query position i = r % T and sees keys j <= i. The loop
+// bound depends on the warp only, so every lane reaches every shuffle.
+__global__ static void softmax_causal_forward_kernel(float *probs, const float *scores, size_t rows, int T) {
+    int lane = threadIdx.x % 32;
+    size_t warps = (size_t)gridDim.x * WARPS_PER_BLOCK;
+    for (size_t r = (size_t)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32; r < rows; r += warps) {
+        int i = (int)(r % T);
+        const float *s = scores + r * T;
+        float *p = probs + r * T;
+        float maxval = -INFINITY;
+        for (int j = lane; j <= i; j += 32) maxval = fmaxf(maxval, s[j]);
+        maxval = warp_max(maxval);
+        float sum = 0.0f;
+        for (int j = lane; j <= i; j += 32) sum += expf(s[j] - maxval);
+        float inv = 1.0f / warp_sum(sum);
+        for (int j = lane; j < T; j += 32) p[j] = j <= i ? expf(s[j] - maxval) * inv : 0.0f;
+    }
+}
+
+// dscores = probs * (dprobs - <probs, dprobs>) on the causal triangle, 0 above; one warp per row.
+__global__ static void softmax_causal_backward_kernel(float *dscores, const float *dprobs, const float *probs, size_t rows, int T) {
+    int lane = threadIdx.x % 32;
+    size_t warps = (size_t)gridDim.x * WARPS_PER_BLOCK;
+    for (size_t r = (size_t)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32; r < rows; r += warps) {
+        int i = (int)(r % T);
+        const float *p = probs + r * T, *dp = dprobs + r * T;
+        float *ds = dscores + r * T;
+        float dot = 0.0f;
+        for (int j = lane; j <= i; j += 32) dot += p[j] * dp[j];
+        dot = warp_sum(dot);
+        for (int j = lane; j < T; j += 32) ds[j] = j <= i ? p[j] * (dp[j] - dot) : 0.0f;
+    }
+}
+
+// probs (BH,T,T), scores (BH,T,T) read on the causal triangle only
+static void cuda_softmax_causal_forward(void *probs, const void *scores, int BH, int T) {
+    size_t rows = (size_t)BH * T;
+    if (rows == 0) return;
+    softmax_causal_forward_kernel<<<grid_for(rows, WARPS_PER_BLOCK), BLOCK, 0, cuda_context()->stream>>>(
+        (float *)probs, (const float *)scores, rows, T);
+    cudaCheckLaunch();
+}
+
+// dscores (=) (BH,T,T); dprobs, probs (BH,T,T) read on the causal triangle only
+static void cuda_softmax_causal_backward(void *dscores, const void *dprobs, const void *probs, int BH, int T) {
+    size_t rows = (size_t)BH * T;
+    if (rows == 0) return;
+    softmax_causal_backward_kernel<<<grid_for(rows, WARPS_PER_BLOCK), BLOCK, 0, cuda_context()->stream>>>(
+        (float *)dscores, (const float *)dprobs, (const float *)probs, rows, T);
+    cudaCheckLaunch();
+}
+
+void cuda_fill_attention_ops(Backend *be) {
+    be->heads_split = cuda_heads_split;
+    be->heads_split_backward = cuda_heads_split_backward;
+    be->heads_merge = cuda_heads_merge;
+    be->heads_merge_backward = cuda_heads_merge_backward;
+    be->attn_scores = cuda_attn_scores;
+    be->attn_scores_backward = cuda_attn_scores_backward;
+    be->softmax_causal_forward = cuda_softmax_causal_forward;
+    be->softmax_causal_backward = cuda_softmax_causal_backward;
+    be->attn_values = cuda_attn_values;
+    be->attn_values_backward = cuda_attn_values_backward;
+}

@@ -56,6 +56,7 @@ extern "C" const Backend *backend_cuda_table(void) {
         memset(&table, 0, sizeof table);
         table.name = "cuda";
         table.elem_size = sizeof(float);
+        table.working_set_bytes = 0;   // whole tensors per launch
         cuda_fill_memory_ops(&table);
         cuda_fill_encoder_ops(&table);
         cuda_fill_layernorm_ops(&table);

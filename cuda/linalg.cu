@@ -1,4 +1,100 @@
-// linalg.cu: (to be written) the linalg kernel family of the CUDA backend.
+// linalg.cu: general dense products and small reductions used by R3SI and the traces (DESIGN
+// section 5; CPU twin: src/cpu/linalg.inc).
+//
+// gemm always runs in plain fp32 (CUBLAS_COMPUTE_32F), whatever GEMM precision the backend was
+// created with: it builds the Gram and covariance matrices whose eigenvectors R3SI solves for, and
+// bf16-rounded operands would move those eigenvectors. The reductions are deterministic: diag_sum
+// is one block with a fixed tree in double, column_sums adds the rows of each column in order
+// (one thread per column), exactly as the CPU does.
 #include "cuda_common.h"
 
-void cuda_fill_linalg_ops(Backend *be) { (void)be; }
+#define BLOCK 256                       // threads per block
+#define MAX_GRID (1u << 20)             // grid-stride loops cover the rest
+static_assert((CUDA_REDUCE_BLOCKS & (CUDA_REDUCE_BLOCKS - 1)) == 0, "the diag_sum tree needs a power of two");
+
+static unsigned int grid_for(size_t n, size_t per_block) {
+    size_t blocks = (n + per_block - 1) / per_block;
+    return blocks > MAX_GRID ? MAX_GRID : (unsigned int)blocks;
+}
+
+// C (M,N) = alpha op(A) op(B) + beta C, all row-major with leading dimensions lda, ldb, ldc.
+// cuBLAS is column-major: a row-major (R,C) matrix with leading dimension ld is, to cuBLAS, its
+// transpose (C,R) with the same ld. So row-major C = op(A) op(B) is computed as the column-major
+// C^T (N,M) = op(B)^T op(A)^T: B comes first, A second, and each keeps its own flag (untransposed,
+// the column-major view of the row-major B (K,N) is B^T = op(B)^T already; transposed, B is stored
+// (N,K) and its view B^T must be transposed once more to give op(B)^T = B). The leading-dimension
+// rules match as well: row-major lda >= K (no transpose) or >= M (transpose) is exactly cuBLAS's
+// lda >= k or >= m of the swapped call.
+// cuBLAS: C^T (m=N, n=M) = alpha op(B^T) (N,K) x op(A^T) (K,M) + beta C^T, ldc.
+static void cuda_gemm(int transA, int transB, int M, int N, int K, double alpha, const void *A, int lda, const void *B,
+                      int ldb, double beta, void *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    CudaContext *ctx = cuda_context();
+    float alpha_f = (float)alpha, beta_f = (float)beta;
+    cublasCheck(cublasGemmEx(ctx->cublas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
+                             &alpha_f, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta_f, C, CUDA_R_32F, ldc,
+                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// y (+=) a x; one thread per element.
+__global__ static void axpy_kernel(float *y, float a, const float *x, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += a * x[i];
+}
+
+// y (+=) (n), x (n)
+static void cuda_axpy(void *y, double a, const void *x, size_t n) {
+    if (n == 0) return;
+    axpy_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>((float *)y, (float)a, (const float *)x, n);
+    cudaCheckLaunch();
+}
+
+// out[0] = trace of C (D,D) in double: thread t adds C[i,i] for i = t, t + 256, ... in order, then a
+// fixed tree adds the threads. One block of CUDA_REDUCE_BLOCKS threads: D is a model width, small.
+__global__ static void diag_sum_kernel(double *out, const float *C, int D) {
+    __shared__ double buf[CUDA_REDUCE_BLOCKS];
+    double s = 0.0;
+    for (int i = threadIdx.x; i < D; i += CUDA_REDUCE_BLOCKS) s += (double)C[(size_t)i * D + i];
+    buf[threadIdx.x] = s;
+    __syncthreads();
+    for (int stride = CUDA_REDUCE_BLOCKS / 2; stride > 0; stride >>= 1) {
+        if ((int)threadIdx.x < stride) buf[threadIdx.x] += buf[threadIdx.x + stride];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[0] = buf[0];
+}
+
+// C (D,D); returns its trace (synchronizes)
+static double cuda_diag_sum(const void *C, int D) {
+    if (D <= 0) return 0.0;
+    CudaContext *ctx = cuda_context();
+    diag_sum_kernel<<<1, CUDA_REDUCE_BLOCKS, 0, ctx->stream>>>(ctx->reduce_scratch, (const float *)C, D);
+    cudaCheckLaunch();
+    cudaCheck(cudaMemcpyAsync(ctx->reduce_host, ctx->reduce_scratch, sizeof(double), cudaMemcpyDeviceToHost, ctx->stream));
+    cudaCheck(cudaStreamSynchronize(ctx->stream));
+    return *ctx->reduce_host;
+}
+
+// sums[c] += X[0,c] + X[1,c] + ... in row order, fp32, one thread per column: the same additions in the
+// same order as the CPU. Neighbouring threads read neighbouring columns, so every row read is coalesced.
+__global__ static void column_sums_kernel(float *sums, const float *X, int N, int D) {
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < D; c += gridDim.x * blockDim.x) {
+        float acc = sums[c];
+        for (int i = 0; i < N; i++) acc += X[(size_t)i * D + c];
+        sums[c] = acc;
+    }
+}
+
+// sums (+=) (D), X (N,D)
+static void cuda_column_sums(void *sums, const void *X, int N, int D) {
+    if (D <= 0 || N <= 0) return;
+    column_sums_kernel<<<grid_for((size_t)D, BLOCK), BLOCK, 0, cuda_context()->stream>>>((float *)sums, (const float *)X, N, D);
+    cudaCheckLaunch();
+}
+
+void cuda_fill_linalg_ops(Backend *be) {
+    be->gemm = cuda_gemm;
+    be->axpy = cuda_axpy;
+    be->diag_sum = cuda_diag_sum;
+    be->column_sums = cuda_column_sums;
+}

@@ -1,4 +1,422 @@
-// sga.cu: (to be written) the sga kernel family of the CUDA backend.
+// sga.cu: the kernels of Spectral Gated Attention (DESIGN section 4) on the GPU. Rows are the
+// causal logit rows of one layer, R = B x NH x T of them, each of design length T; row r is query
+// i = r % T. The CPU twins in src/cpu/sga.inc are the specification: same math, same epsilons and
+// clamps, same accumulate (+=) or overwrite (=) behaviour. Everything is fp32 (DESIGN section 10:
+// spectral statistics and the DCT stay out of bf16); the DCT itself lives in cuda/dct.cu.
+//
+// Layout of the work: a row-structured op (causal triangle, statistics, gate input) runs one
+// thread block per row, its threads striding over the row, so the row and column indices come
+// from one division per row instead of one per element; the statistics reduce each row with a
+// fixed-order block reduction. Plain elementwise ops are flat grid-stride loops. Reductions over
+// rows (de, dalpha) use a fixed grid and add the partial sums in a fixed order: bitwise
+// reproducible run to run, no atomics.
 #include "cuda_common.h"
+#include "dct.h"
 
-void cuda_fill_sga_ops(Backend *be) { (void)be; }
+#define SGA_EPS 1e-8f
+#define SGA_THREADS 256
+#define SGA_GATE_CHUNKS 64   // row chunks of the de reduction (the CPU's REDUCE_CHUNKS)
+
+// Grid of a grid-stride loop over n elements: enough blocks to fill the GPU, never zero.
+static unsigned int flat_grid(size_t n) {
+    unsigned int blocks = ceil_div(n, SGA_THREADS);
+    return blocks < 1 ? 1 : (blocks > 65536 ? 65536 : blocks);
+}
+
+// Grid of a loop over rows, one block per row (grid-stride past 2^20 rows).
+static unsigned int row_grid(size_t rows) { return rows < 1 ? 1 : (rows > (1u << 20) ? (1u << 20) : (unsigned int)rows); }
+
+// Threads of a block that walks a row of length n: whole warps, no more than SGA_THREADS.
+static unsigned int row_threads(int n) {
+    unsigned int warps = ceil_div(n > 0 ? (size_t)n : 1, 32);
+    return warps * 32 > SGA_THREADS ? SGA_THREADS : warps * 32;
+}
+
+// Sum of v over the block (blockDim.x a multiple of 32, at most 1024), the same value in every
+// thread and the same order every run. shared: 32 elements. Every thread of the block must call it.
+template <typename F>
+static __device__ F block_sum(F v, F *shared) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();   // a previous call may still be reading `shared`
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    v = lane < warps ? shared[lane] : (F)0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// alpha = clamp(alpha_raw[0], 0, 1); 1 without a blend parameter. NaN stays NaN, as on the CPU.
+static __device__ float blend_alpha(const float *alpha_raw) {
+    if (!alpha_raw) return 1.0f;
+    float a = *alpha_raw;
+    return a < 0.0f ? 0.0f : (a > 1.0f ? 1.0f : a);
+}
+
+// ---- DCT ------------------------------------------------------------------------------------------
+
+// out (R,T), in (R,T)
+static void cuda_dct_rows_op(void *out, const void *in, int R, int T, int inverse) {
+    cuda_dct_rows((float *)out, (const float *)in, R, T, inverse);
+}
+
+// ---- causal rows ----------------------------------------------------------------------------------
+
+// out (BH,T,T) = in on the causal triangle (j <= i), 0 above: the zero-padded logit row z.
+static __global__ void causal_lower_copy_kernel(float *out, const float *in, size_t rows, int T) {
+    for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        int i = (int)(r % T);
+        const float *x = in + r * T;
+        float *y = out + r * T;
+        for (int j = threadIdx.x; j < T; j += blockDim.x) y[j] = j <= i ? x[j] : 0.0f;
+    }
+}
+
+// out (BH,T,T) (+=) in (BH,T,T) on the causal triangle only: the padding carries no gradient.
+static __global__ void causal_lower_accumulate_kernel(float *out, const float *in, size_t rows, int T) {
+    for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        int i = (int)(r % T);
+        const float *x = in + r * T;
+        float *y = out + r * T;
+        for (int j = threadIdx.x; j <= i; j += blockDim.x) y[j] += x[j];
+    }
+}
+
+static void cuda_causal_lower_copy(void *out, const void *in, int BH, int T) {
+    size_t rows = (size_t)BH * T;
+    if (rows == 0) return;
+    causal_lower_copy_kernel<<<row_grid(rows), row_threads(T), 0, cuda_context()->stream>>>((float *)out, (const float *)in, rows, T);
+    cudaCheckLaunch();
+}
+
+static void cuda_causal_lower_accumulate(void *out, const void *in, int BH, int T) {
+    size_t rows = (size_t)BH * T;
+    if (rows == 0) return;
+    causal_lower_accumulate_kernel<<<row_grid(rows), row_threads(T), 0, cuda_context()->stream>>>((float *)out, (const float *)in, rows, T);
+    cudaCheckLaunch();
+}
+
+// ---- the four spectral statistics ---------------------------------------------------------------
+
+// The first pass over a row s (T) shared by both directions: sum P, sum (k/(T-1)) P, sum log(P + eps),
+// P = s^2, reduced over the block.
+static __device__ void spectrum_sums(const float *s, int T, float *shared, float *sumP, float *sumWP, float *sumLog) {
+    float p_acc = 0.0f, wp_acc = 0.0f, log_acc = 0.0f;
+    for (int k = threadIdx.x; k < T; k += blockDim.x) {
+        float P = s[k] * s[k];
+        p_acc += P;
+        wp_acc += ((float)k / (float)(T - 1)) * P;
+        log_acc += logf(P + SGA_EPS);
+    }
+    *sumP = block_sum(p_acc, shared);
+    *sumWP = block_sum(wp_acc, shared);
+    *sumLog = block_sum(log_acc, shared);
+}
+
+// stats (R,4) = [DC fraction, centroid, flatness, normalised entropy] of P = s^2 per row of spec (R,T).
+static __global__ void sga_stats_forward_kernel(float *stats, const float *spec, int R, int T) {
+    __shared__ float shared[32];
+    for (size_t r = blockIdx.x; r < (size_t)R; r += gridDim.x) {
+        const float *s = spec + r * T;
+        float sumP, sumWP, sumLog;
+        spectrum_sums(s, T, shared, &sumP, &sumWP, &sumLog);
+        float E = sumP + SGA_EPS;
+        float ent = 0.0f;
+        for (int k = threadIdx.x; k < T; k += blockDim.x) {
+            float p = s[k] * s[k] / E;
+            if (p > 0.0f) ent -= p * logf(p);
+        }
+        ent = block_sum(ent, shared);
+        if (threadIdx.x == 0) {
+            float *o = stats + r * 4;
+            o[0] = s[0] * s[0] / E;
+            o[1] = sumWP / E;
+            o[2] = expf(sumLog / T) / (sumP / T + SGA_EPS);
+            o[3] = ent / logf((float)T);
+        }
+    }
+}
+
+// dspec (+=) (R,T) from dstats (R,4) and spec (R,T): the derivatives of the four statistics through
+// P_k = s_k^2, recomputing the row sums (cheaper than storing them).
+static __global__ void sga_stats_backward_kernel(float *dspec, const float *dstats, const float *spec, int R, int T) {
+    __shared__ float shared[32];
+    float logT = logf((float)T);
+    for (size_t r = blockIdx.x; r < (size_t)R; r += gridDim.x) {
+        const float *s = spec + r * T;
+        const float *g = dstats + r * 4;
+        float *ds = dspec + r * T;
+        float sumP, sumWP, sumLog;
+        spectrum_sums(s, T, shared, &sumP, &sumWP, &sumLog);
+        float E = sumP + SGA_EPS, M = sumP / T + SGA_EPS, G = expf(sumLog / T);
+        // entropy: H = -sum p log p / log T with p = P / E; dH/dP_k = (d_k - sum_m d_m p_m) / E,
+        // d_m = -(log p_m + 1) / log T.
+        float mean_d = 0.0f;
+        for (int k = threadIdx.x; k < T; k += blockDim.x) {
+            float p = s[k] * s[k] / E;
+            float d = p > 0.0f ? -(logf(p) + 1.0f) / logT : 0.0f;
+            mean_d += d * p;
+        }
+        mean_d = block_sum(mean_d, shared);
+        float g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3], s0 = s[0];
+        for (int k = threadIdx.x; k < T; k += blockDim.x) {
+            float P = s[k] * s[k];
+            float p = P / E;
+            float d_dc = ((k == 0) ? 1.0f / E : 0.0f) - s0 * s0 / (E * E);
+            float d_cen = ((float)k / (float)(T - 1)) / E - sumWP / (E * E);
+            float d_flat = G / ((float)T * (P + SGA_EPS) * M) - G / (M * M * (float)T);
+            float d_ent = ((p > 0.0f ? -(logf(p) + 1.0f) / logT : 0.0f) - mean_d) / E;
+            float dP = g0 * d_dc + g1 * d_cen + g2 * d_flat + g3 * d_ent;
+            ds[k] += 2.0f * s[k] * dP;
+        }
+    }
+}
+
+static void cuda_sga_stats_forward(void *stats, const void *spec, int R, int T) {
+    if (R <= 0 || T <= 0) return;
+    sga_stats_forward_kernel<<<row_grid(R), row_threads(T), 0, cuda_context()->stream>>>((float *)stats, (const float *)spec, R, T);
+    cudaCheckLaunch();
+}
+
+static void cuda_sga_stats_backward(void *dspec, const void *dstats, const void *spec, int R, int T) {
+    if (R <= 0 || T <= 0) return;
+    sga_stats_backward_kernel<<<row_grid(R), row_threads(T), 0, cuda_context()->stream>>>(
+        (float *)dspec, (const float *)dstats, (const float *)spec, R, T);
+    cudaCheckLaunch();
+}
+
+// ---- the gate -----------------------------------------------------------------------------------
+
+// U (R, De+4) = [e (De) | stats (R,4)]: the gate MLP's input per row.
+static __global__ void sga_gate_input_kernel(float *U, const float *e, const float *stats, int R, int De) {
+    int D = De + 4;
+    for (size_t r = blockIdx.x; r < (size_t)R; r += gridDim.x)
+        for (int c = threadIdx.x; c < D; c += blockDim.x) U[r * D + c] = c < De ? e[c] : stats[r * 4 + (c - De)];
+}
+
+// partial (chunks, De): the column sums of dU[:, :De] (dU (R, De+4)) over each of `chunks` fixed row
+// ranges. Block (32, 8): 32 consecutive columns (coalesced reads of a row), 8 rows at a time.
+static __global__ void gate_input_colsum_kernel(float *partial, const float *dU, int R, int De, int chunks) {
+    __shared__ float part[8][32];
+    int D = De + 4;
+    int c = blockIdx.x * 32 + threadIdx.x, ch = blockIdx.y;
+    int r0 = (int)((long long)R * ch / chunks), r1 = (int)((long long)R * (ch + 1) / chunks);
+    float acc = 0.0f;
+    if (c < De)
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) acc += dU[(size_t)r * D + c];
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < De) {
+        float sum = 0.0f;
+        for (int y = 0; y < 8; y++) sum += part[y][threadIdx.x];
+        partial[(size_t)ch * De + c] = sum;
+    }
+}
+
+// de (+=) (De): the chunk sums of partial (chunks, De), added in chunk order.
+static __global__ void gate_input_de_kernel(float *de, const float *partial, int De, int chunks) {
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < De; c += gridDim.x * blockDim.x) {
+        float total = 0.0f;
+        for (int ch = 0; ch < chunks; ch++) total += partial[(size_t)ch * De + c];
+        de[c] += total;
+    }
+}
+
+// dstats (=) (R,4) = dU[:, De:] (dU (R, De+4)).
+static __global__ void gate_input_dstats_kernel(float *dstats, const float *dU, int R, int De) {
+    size_t n = (size_t)R * 4;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x)
+        dstats[idx] = dU[(idx / 4) * (De + 4) + De + (idx % 4)];
+}
+
+static void cuda_sga_gate_input(void *U, const void *e, const void *stats, int R, int De) {
+    if (R <= 0) return;
+    sga_gate_input_kernel<<<row_grid(R), row_threads(De + 4), 0, cuda_context()->stream>>>(
+        (float *)U, (const float *)e, (const float *)stats, R, De);
+    cudaCheckLaunch();
+}
+
+// de (+=) (De) = sum over rows of dU[:, :De]; dstats (=) (R,4) = dU[:, De:]; dU (R, De+4).
+static void cuda_sga_gate_input_backward(void *de, void *dstats, const void *dU, int R, int De) {
+    if (R <= 0) return;
+    cudaStream_t stream = cuda_context()->stream;
+    if (De > 0) {
+        int chunks = R < SGA_GATE_CHUNKS ? R : SGA_GATE_CHUNKS;
+        float *partial = NULL;   // (chunks, De)
+        cudaCheck(cudaMallocAsync((void **)&partial, (size_t)chunks * De * sizeof(float), stream));
+        dim3 grid(ceil_div(De, 32), chunks), block(32, 8);
+        gate_input_colsum_kernel<<<grid, block, 0, stream>>>(partial, (const float *)dU, R, De, chunks);
+        cudaCheckLaunch();
+        gate_input_de_kernel<<<ceil_div(De, SGA_THREADS), SGA_THREADS, 0, stream>>>((float *)de, partial, De, chunks);
+        cudaCheckLaunch();
+        cudaCheck(cudaFreeAsync(partial, stream));
+    }
+    gate_input_dstats_kernel<<<flat_grid((size_t)R * 4), SGA_THREADS, 0, stream>>>((float *)dstats, (const float *)dU, R, De);
+    cudaCheckLaunch();
+}
+
+// G (R,T): the fixed-filter ablation's gains, DC x0.7, the middle third of the frequencies x1.2,
+// the others x1.
+static __global__ void sga_fixed_gate_kernel(float *G, int R, int T) {
+    for (size_t r = blockIdx.x; r < (size_t)R; r += gridDim.x)
+        for (int k = threadIdx.x; k < T; k += blockDim.x)
+            G[r * T + k] = k == 0 ? 0.7f : ((3 * k >= T && 3 * k < 2 * T) ? 1.2f : 1.0f);
+}
+
+static void cuda_sga_fixed_gate(void *G, int R, int T) {
+    if (R <= 0 || T <= 0) return;
+    sga_fixed_gate_kernel<<<row_grid(R), row_threads(T), 0, cuda_context()->stream>>>((float *)G, R, T);
+    cudaCheckLaunch();
+}
+
+// ---- elementwise ----------------------------------------------------------------------------------
+
+// out (n) = sigmoid(inp) (n); may alias.
+static __global__ void sigmoid_forward_kernel(float *out, const float *inp, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = 1.0f / (1.0f + expf(-inp[i]));
+}
+
+// dinp (=) (n) = dout * out (1 - out), from the sigmoid's output; dinp may alias dout.
+static __global__ void sigmoid_backward_kernel(float *dinp, const float *out, const float *dout, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float y = out[i];
+        dinp[i] = dout[i] * y * (1.0f - y);
+    }
+}
+
+// out (n) = a * b
+static __global__ void mul_kernel(float *out, const float *a, const float *b, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = a[i] * b[i];
+}
+
+// For out = a * b: da (=) (n) = dout * b; db (+=) (n) dout * a.
+static __global__ void mul_backward_kernel(float *da, float *db, const float *dout, const float *a, const float *b, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float g = dout[i], x = a[i], y = b[i];
+        da[i] = g * y;
+        db[i] += g * x;
+    }
+}
+
+static void cuda_sigmoid_forward(void *out, const void *inp, size_t n) {
+    if (n == 0) return;
+    sigmoid_forward_kernel<<<flat_grid(n), SGA_THREADS, 0, cuda_context()->stream>>>((float *)out, (const float *)inp, n);
+    cudaCheckLaunch();
+}
+
+static void cuda_sigmoid_backward(void *dinp, const void *out, const void *dout, size_t n) {
+    if (n == 0) return;
+    sigmoid_backward_kernel<<<flat_grid(n), SGA_THREADS, 0, cuda_context()->stream>>>(
+        (float *)dinp, (const float *)out, (const float *)dout, n);
+    cudaCheckLaunch();
+}
+
+static void cuda_mul(void *out, const void *a, const void *b, size_t n) {
+    if (n == 0) return;
+    mul_kernel<<<flat_grid(n), SGA_THREADS, 0, cuda_context()->stream>>>((float *)out, (const float *)a, (const float *)b, n);
+    cudaCheckLaunch();
+}
+
+static void cuda_mul_backward(void *da, void *db, const void *dout, const void *a, const void *b, size_t n) {
+    if (n == 0) return;
+    mul_backward_kernel<<<flat_grid(n), SGA_THREADS, 0, cuda_context()->stream>>>(
+        (float *)da, (float *)db, (const float *)dout, (const float *)a, (const float *)b, n);
+    cudaCheckLaunch();
+}
+
+// ---- the blend ----------------------------------------------------------------------------------
+
+// out (BH,T,T) = (1 - alpha) a + alpha z' on the causal triangle, a above it (the softmax ignores
+// it); a, zp (BH,T,T); alpha_raw (1) or NULL for alpha = 1.
+static __global__ void sga_blend_forward_kernel(float *out, const float *a, const float *zp, const float *alpha_raw,
+                                                size_t rows, int T) {
+    float alpha = blend_alpha(alpha_raw);
+    for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        int i = (int)(r % T);
+        const float *x = a + r * T, *z = zp + r * T;
+        float *y = out + r * T;
+        for (int j = threadIdx.x; j < T; j += blockDim.x) y[j] = j <= i ? (1.0f - alpha) * x[j] + alpha * z[j] : x[j];
+    }
+}
+
+// da (+=) (1 - alpha) dout, dzp (=) alpha dout on the triangle (0 above); all (BH,T,T). With
+// partial non-NULL, partial[block] = this block's sum of dout (z' - a) over the triangle, in double.
+static __global__ void sga_blend_backward_kernel(float *da, float *dzp, double *partial, const float *dout, const float *a,
+                                                 const float *zp, const float *alpha_raw, size_t rows, int T) {
+    __shared__ double shared[32];
+    float alpha = blend_alpha(alpha_raw);
+    double acc = 0.0;
+    for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        int i = (int)(r % T);
+        size_t base = r * T;
+        for (int j = threadIdx.x; j < T; j += blockDim.x) {
+            if (j <= i) {
+                float g = dout[base + j], x = a[base + j], z = zp[base + j];
+                da[base + j] += (1.0f - alpha) * g;
+                dzp[base + j] = alpha * g;
+                acc += (double)g * (double)(z - x);
+            } else {
+                dzp[base + j] = 0.0f;
+            }
+        }
+    }
+    if (partial) {   // uniform over the block
+        acc = block_sum(acc, shared);
+        if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+    }
+}
+
+// dalpha_raw (+=) (1) the sum of partial (blocks), in block order, where the clamp passes
+// (0 <= alpha_raw <= 1; always without a blend parameter). One thread: 256 additions.
+static __global__ void blend_dalpha_kernel(float *dalpha_raw, const double *partial, int blocks, const float *alpha_raw) {
+    float raw = alpha_raw ? *alpha_raw : 1.0f;
+    if (!(raw >= 0.0f && raw <= 1.0f)) return;
+    double total = 0.0;
+    for (int b = 0; b < blocks; b++) total += partial[b];
+    *dalpha_raw += (float)total;
+}
+
+static void cuda_sga_blend_forward(void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T) {
+    size_t rows = (size_t)BH * T;
+    if (rows == 0) return;
+    sga_blend_forward_kernel<<<row_grid(rows), row_threads(T), 0, cuda_context()->stream>>>(
+        (float *)out, (const float *)a, (const float *)zprime, (const float *)alpha_raw, rows, T);
+    cudaCheckLaunch();
+}
+
+// The dalpha partial sums go to the context's reduction scratch (CUDA_REDUCE_BLOCKS doubles),
+// hence the fixed grid.
+static void cuda_sga_blend_backward(void *da, void *dzprime, void *dalpha_raw, const void *dout, const void *a, const void *zprime,
+                                    const void *alpha_raw, int BH, int T) {
+    CudaContext *ctx = cuda_context();
+    size_t rows = (size_t)BH * T;
+    if (rows == 0) return;
+    double *partial = dalpha_raw ? ctx->reduce_scratch : NULL;
+    sga_blend_backward_kernel<<<CUDA_REDUCE_BLOCKS, row_threads(T), 0, ctx->stream>>>(
+        (float *)da, (float *)dzprime, partial, (const float *)dout, (const float *)a, (const float *)zprime,
+        (const float *)alpha_raw, rows, T);
+    cudaCheckLaunch();
+    if (dalpha_raw) {
+        blend_dalpha_kernel<<<1, 1, 0, ctx->stream>>>((float *)dalpha_raw, partial, CUDA_REDUCE_BLOCKS, (const float *)alpha_raw);
+        cudaCheckLaunch();
+    }
+}
+
+void cuda_fill_sga_ops(Backend *be) {
+    be->dct_rows = cuda_dct_rows_op;
+    be->causal_lower_copy = cuda_causal_lower_copy;
+    be->causal_lower_accumulate = cuda_causal_lower_accumulate;
+    be->sga_stats_forward = cuda_sga_stats_forward;
+    be->sga_stats_backward = cuda_sga_stats_backward;
+    be->sga_gate_input = cuda_sga_gate_input;
+    be->sga_gate_input_backward = cuda_sga_gate_input_backward;
+    be->sga_fixed_gate = cuda_sga_fixed_gate;
+    be->sigmoid_forward = cuda_sigmoid_forward;
+    be->sigmoid_backward = cuda_sigmoid_backward;
+    be->mul = cuda_mul;
+    be->mul_backward = cuda_mul_backward;
+    be->sga_blend_forward = cuda_sga_blend_forward;
+    be->sga_blend_backward = cuda_sga_blend_backward;
+}

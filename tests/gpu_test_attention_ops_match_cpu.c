@@ -1,0 +1,405 @@
+// The attention, entropy and linear-algebra ops of the CUDA backend against their CPU twins (the fp32
+// CPU backend): same host inputs on both, scale-relative max error of every output below the op's
+// tolerance. Outputs that accumulate (+=) start from the same random values on both backends; inputs
+// whose upper (acausal) triangle the op must not read hold garbage there (NaN and 1e30), and every
+// GPU output is also checked to be finite, which a read of the garbage would break.
+// Exits 77 (skip) where there is no CUDA device.
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <string.h>
+#include "gpu_compare.h"
+
+// ---- tolerances (scale-relative max error; see gpu_compare.h) -----------------------------------
+#define TOL_COPY          1e-7   // reshapes, masks, one add or multiply: the same roundings on both sides
+#define TOL_AXPY          1e-6   // the GPU fuses a x + y into one FMA, the CPU may not: one rounding apart
+#define TOL_GEMM_FP32     1e-5   // fp32 products of length <= 41, summed in another order
+#define TOL_GEMM_BF16     2e-2   // operands rounded to bf16 (8-bit mantissa) inside cuBLAS
+#define TOL_SOFTMAX       1e-5   // expf on the GPU vs the CPU's Cephes expf_fast (about 1 ulp), fp32 sums
+#define TOL_ENTROPY       1e-5   // fp32 logf and fp32 sums in another order
+#define TOL_REDUCE_DOUBLE 1e-8   // relative: both sides accumulate in double from the same fp32 inputs
+
+// Realistic odd sizes: nothing is a multiple of a warp or a tile.
+enum { B = 3, NH = 4, T = 37, HS = 24, BH = B * NH, C = NH * HS };
+
+static const Backend *gpu, *cpu;
+
+static int group_setup(void **state) {
+    (void)state;
+    gpu = gpu_backend_or_skip(CUDA_GEMM_FP32);
+    cpu = backend_cpu_f32();
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    backend_cuda_destroy();
+    return 0;
+}
+
+// ---- a tensor on both backends --------------------------------------------------------------------
+typedef struct { void *g, *c; size_t n; } Pair;
+
+static Pair pair_put2(const float *host_gpu, const float *host_cpu, size_t n) {
+    return (Pair){gpu_put(gpu, host_gpu, n), gpu_put(cpu, host_cpu, n), n};
+}
+
+static Pair pair_put(const float *host, size_t n) { return pair_put2(host, host, n); }
+
+static Pair pair_random(size_t n, uint64_t seed, double scale) {
+    float *h = gpu_random(n, seed, scale);
+    Pair p = pair_put(h, n);
+    free(h);
+    return p;
+}
+
+static void pair_free(Pair p) { gpu->free(p.g); cpu->free(p.c); }
+
+// Scale-relative error of the GPU copy against the CPU copy; infinite if the GPU copy holds a NaN or
+// an infinity (gpu_error alone can lose a NaN that is followed by finite differences).
+static double pair_error(Pair p) {
+    float *g = gpu_get(gpu, p.g, p.n);
+    int finite = 1;
+    for (size_t i = 0; i < p.n; i++) finite &= isfinite(g[i]) != 0;
+    free(g);
+    return finite ? gpu_error(gpu, p.g, cpu, p.c, p.n) : INFINITY;
+}
+
+static void check(const char *what, double err, double tol) {
+    printf("# %-40s error %.3g (tolerance %.3g)\n", what, err, tol);
+    assert_true(err < tol);
+}
+
+// What an acausal entry holds when the op must not read it: NaN or 1e30, alternately.
+static float garbage(size_t idx) { return idx % 2 ? NAN : 1e30f; }
+
+// A (bh,T,T) tensor of random values on the causal triangle; above it, garbage or zero.
+static float *causal_random(int bh, int t, uint64_t seed, double scale, int garbage_above) {
+    float *x = gpu_random((size_t)bh * t * t, seed, scale);
+    for (size_t idx = 0; idx < (size_t)bh * t * t; idx++) {
+        size_t j = idx % t, i = (idx / t) % t;
+        if (j > i) x[idx] = garbage_above ? garbage(idx) : 0.0f;
+    }
+    return x;
+}
+
+// Attention rows (BH,T,T): positive on j <= i and summing to 1, with exact zeros at every 5th causal
+// entry of rows i >= 2 (0 log 0 = 0 must hold); above the diagonal garbage or exact zeros.
+static float *causal_probs(uint64_t seed, int garbage_above) {
+    float *p = gpu_random((size_t)BH * T * T, seed, 1.0);
+    for (size_t r = 0; r < (size_t)BH * T; r++) {
+        int i = (int)(r % T);
+        float *row = p + r * T;
+        double sum = 0;
+        for (int j = 0; j <= i; j++) {
+            row[j] = (i >= 2 && j % 5 == 1) ? 0.0f : (float)exp(1.5 * row[j]);
+            sum += row[j];
+        }
+        for (int j = 0; j <= i; j++) row[j] = (float)(row[j] / sum);
+        for (int j = i + 1; j < T; j++) row[j] = garbage_above ? garbage(r * T + j) : 0.0f;
+    }
+    return p;
+}
+
+// ---- head reshapes ---------------------------------------------------------------------------------
+
+static void test_heads_split(void **state) {
+    (void)state;
+    size_t nh = (size_t)BH * T * HS;
+    Pair qkv = pair_random(3 * nh, 1, 1.0), q = pair_random(nh, 2, 1.0), k = pair_random(nh, 3, 1.0), v = pair_random(nh, 4, 1.0);
+    gpu->heads_split(q.g, k.g, v.g, qkv.g, B, T, NH, HS);
+    cpu->heads_split(q.c, k.c, v.c, qkv.c, B, T, NH, HS);
+    check("heads_split q", pair_error(q), TOL_COPY);
+    check("heads_split k", pair_error(k), TOL_COPY);
+    check("heads_split v", pair_error(v), TOL_COPY);
+    pair_free(qkv); pair_free(q); pair_free(k); pair_free(v);
+}
+
+static void test_heads_split_backward(void **state) {
+    (void)state;
+    size_t nh = (size_t)BH * T * HS;
+    Pair dqkv = pair_random(3 * nh, 5, 1.0);   // (+=): starts from random values
+    Pair dq = pair_random(nh, 6, 1.0), dk = pair_random(nh, 7, 1.0), dv = pair_random(nh, 8, 1.0);
+    gpu->heads_split_backward(dqkv.g, dq.g, dk.g, dv.g, B, T, NH, HS);
+    cpu->heads_split_backward(dqkv.c, dq.c, dk.c, dv.c, B, T, NH, HS);
+    check("heads_split_backward dqkv (+=)", pair_error(dqkv), TOL_COPY);
+    pair_free(dqkv); pair_free(dq); pair_free(dk); pair_free(dv);
+}
+
+static void test_heads_merge(void **state) {
+    (void)state;
+    size_t nh = (size_t)BH * T * HS;
+    Pair y = pair_random(nh, 9, 1.0), out = pair_random(nh, 10, 1.0);
+    gpu->heads_merge(out.g, y.g, B, T, NH, HS);
+    cpu->heads_merge(out.c, y.c, B, T, NH, HS);
+    check("heads_merge out", pair_error(out), TOL_COPY);
+    pair_free(y); pair_free(out);
+}
+
+static void test_heads_merge_backward(void **state) {
+    (void)state;
+    size_t nh = (size_t)BH * T * HS;
+    Pair dout = pair_random(nh, 11, 1.0), dy = pair_random(nh, 12, 1.0);   // (=): random start must vanish
+    gpu->heads_merge_backward(dy.g, dout.g, B, T, NH, HS);
+    cpu->heads_merge_backward(dy.c, dout.c, B, T, NH, HS);
+    check("heads_merge_backward dy (=)", pair_error(dy), TOL_COPY);
+    pair_free(dout); pair_free(dy);
+}
+
+// ---- batched products ------------------------------------------------------------------------------
+
+static void run_attn_scores(const char *what, double tol) {
+    size_t nh = (size_t)BH * T * HS, ns = (size_t)BH * T * T;
+    Pair q = pair_random(nh, 13, 1.0), k = pair_random(nh, 14, 1.0), s = pair_random(ns, 15, 1.0);
+    double scale = 1.0 / sqrt((double)HS);
+    gpu->attn_scores(s.g, q.g, k.g, scale, BH, T, HS);
+    cpu->attn_scores(s.c, q.c, k.c, scale, BH, T, HS);
+    check(what, pair_error(s), tol);   // the whole square: both backends compute it
+    pair_free(q); pair_free(k); pair_free(s);
+}
+
+static void test_attn_scores(void **state) {
+    (void)state;
+    run_attn_scores("attn_scores scores", TOL_GEMM_FP32);
+}
+
+// dscores holds garbage above the diagonal on the GPU, zeros on the CPU (whose GEMMs read the whole
+// square and rely on the zeros every producer of dscores leaves there).
+static void run_attn_scores_backward(const char *what, int bh, int t, int hs, uint64_t seed) {
+    size_t nh = (size_t)bh * t * hs;
+    float *ds_gpu = causal_random(bh, t, seed, 1.0, 1), *ds_cpu = causal_random(bh, t, seed, 1.0, 0);
+    Pair ds = pair_put2(ds_gpu, ds_cpu, (size_t)bh * t * t);
+    free(ds_gpu); free(ds_cpu);
+    Pair q = pair_random(nh, seed + 1, 1.0), k = pair_random(nh, seed + 2, 1.0);
+    Pair dq = pair_random(nh, seed + 3, 1.0), dk = pair_random(nh, seed + 4, 1.0);   // (+=)
+    double scale = 1.0 / sqrt((double)hs);
+    gpu->attn_scores_backward(dq.g, dk.g, ds.g, q.g, k.g, scale, bh, t, hs);
+    cpu->attn_scores_backward(dq.c, dk.c, ds.c, q.c, k.c, scale, bh, t, hs);
+    char name[96];
+    snprintf(name, sizeof name, "%s dq (+=)", what);
+    check(name, pair_error(dq), TOL_GEMM_FP32);
+    snprintf(name, sizeof name, "%s dk (+=)", what);
+    check(name, pair_error(dk), TOL_GEMM_FP32);
+    pair_free(ds); pair_free(q); pair_free(k); pair_free(dq); pair_free(dk);
+}
+
+static void test_attn_scores_backward(void **state) {
+    (void)state;
+    run_attn_scores_backward("attn_scores_backward", BH, T, HS, 16);
+    // 35 heads of 1000 x 1000 pass the 32 Mi-element scratch bound: chunks of 33 heads and of 2.
+    run_attn_scores_backward("attn_scores_backward (chunked)", 35, 1000, 8, 17);
+}
+
+static void run_attn_values(const char *what, double tol) {
+    size_t nh = (size_t)BH * T * HS;
+    float *p = causal_probs(18, 0);
+    Pair probs = pair_put(p, (size_t)BH * T * T);
+    free(p);
+    Pair v = pair_random(nh, 19, 1.0), y = pair_random(nh, 20, 1.0);
+    gpu->attn_values(y.g, probs.g, v.g, BH, T, HS);
+    cpu->attn_values(y.c, probs.c, v.c, BH, T, HS);
+    check(what, pair_error(y), tol);
+    pair_free(probs); pair_free(v); pair_free(y);
+}
+
+static void test_attn_values(void **state) {
+    (void)state;
+    run_attn_values("attn_values y", TOL_GEMM_FP32);
+}
+
+static void test_attn_values_backward(void **state) {
+    (void)state;
+    size_t nh = (size_t)BH * T * HS, ns = (size_t)BH * T * T;
+    float *p = causal_probs(21, 0);
+    Pair probs = pair_put(p, ns);
+    free(p);
+    Pair v = pair_random(nh, 22, 1.0), dy = pair_random(nh, 23, 1.0);
+    Pair dprobs = pair_random(ns, 24, 1.0), dv = pair_random(nh, 25, 1.0);   // dprobs (=), dv (+=)
+    gpu->attn_values_backward(dprobs.g, dv.g, dy.g, probs.g, v.g, BH, T, HS);
+    cpu->attn_values_backward(dprobs.c, dv.c, dy.c, probs.c, v.c, BH, T, HS);
+    check("attn_values_backward dprobs (=)", pair_error(dprobs), TOL_GEMM_FP32);
+    check("attn_values_backward dv (+=)", pair_error(dv), TOL_GEMM_FP32);
+    pair_free(probs); pair_free(v); pair_free(dy); pair_free(dprobs); pair_free(dv);
+}
+
+// ---- causal softmax --------------------------------------------------------------------------------
+
+static void test_softmax_causal_forward(void **state) {
+    (void)state;
+    size_t ns = (size_t)BH * T * T;
+    float *s = causal_random(BH, T, 26, 3.0, 1);
+    Pair scores = pair_put(s, ns), probs = pair_random(ns, 27, 1.0);
+    free(s);
+    gpu->softmax_causal_forward(probs.g, scores.g, BH, T);
+    cpu->softmax_causal_forward(probs.c, scores.c, BH, T);
+    check("softmax_causal_forward probs", pair_error(probs), TOL_SOFTMAX);
+    // Exact zeros above the diagonal, not merely small values.
+    float *g = gpu_get(gpu, probs.g, ns);
+    size_t nonzero = 0;
+    for (size_t idx = 0; idx < ns; idx++) nonzero += idx % T > (idx / T) % T && g[idx] != 0.0f;
+    free(g);
+    assert_int_equal(nonzero, 0);
+    pair_free(scores); pair_free(probs);
+}
+
+static void test_softmax_causal_backward(void **state) {
+    (void)state;
+    size_t ns = (size_t)BH * T * T;
+    float *p = causal_probs(28, 1), *dp = causal_random(BH, T, 29, 1.0, 1);
+    Pair probs = pair_put(p, ns), dprobs = pair_put(dp, ns), dscores = pair_random(ns, 30, 1.0);   // (=)
+    free(p); free(dp);
+    gpu->softmax_causal_backward(dscores.g, dprobs.g, probs.g, BH, T);
+    cpu->softmax_causal_backward(dscores.c, dprobs.c, probs.c, BH, T);
+    check("softmax_causal_backward dscores (=)", pair_error(dscores), TOL_SOFTMAX);
+    pair_free(probs); pair_free(dprobs); pair_free(dscores);
+}
+
+// ---- entropy ---------------------------------------------------------------------------------------
+
+static void test_attn_row_entropy(void **state) {
+    (void)state;
+    float *p = causal_probs(31, 1);
+    Pair probs = pair_put(p, (size_t)BH * T * T), ent = pair_random((size_t)BH * T, 32, 1.0);
+    free(p);
+    gpu->attn_row_entropy(ent.g, probs.g, BH, T);
+    cpu->attn_row_entropy(ent.c, probs.c, BH, T);
+    check("attn_row_entropy ent", pair_error(ent), TOL_ENTROPY);
+    pair_free(probs); pair_free(ent);
+}
+
+static void test_attn_entropy_reg_sum(void **state) {
+    (void)state;
+    float *p = causal_probs(33, 1);
+    Pair probs = pair_put(p, (size_t)BH * T * T);
+    free(p);
+    double g = gpu->attn_entropy_reg_sum(probs.g, BH, T), c = cpu->attn_entropy_reg_sum(probs.c, BH, T);
+    printf("# attn_entropy_reg_sum gpu %.17g cpu %.17g\n", g, c);
+    check("attn_entropy_reg_sum (relative)", isfinite(g) ? fabs(g - c) / fabs(c) : INFINITY, TOL_REDUCE_DOUBLE);
+    // Deterministic: the same value again, bit for bit.
+    double again = gpu->attn_entropy_reg_sum(probs.g, BH, T);
+    assert_memory_equal(&g, &again, sizeof g);
+    pair_free(probs);
+}
+
+static void test_attn_entropy_reg_backward(void **state) {
+    (void)state;
+    size_t ns = (size_t)BH * T * T;
+    float *p = causal_probs(34, 1);
+    Pair probs = pair_put(p, ns), dprobs = pair_random(ns, 35, 1.0);   // (+=), the triangle above untouched
+    free(p);
+    gpu->attn_entropy_reg_backward(dprobs.g, probs.g, -0.37, BH, T);
+    cpu->attn_entropy_reg_backward(dprobs.c, probs.c, -0.37, BH, T);
+    check("attn_entropy_reg_backward dprobs (+=)", pair_error(dprobs), TOL_ENTROPY);
+    pair_free(probs); pair_free(dprobs);
+}
+
+static void test_head_mask_apply(void **state) {
+    (void)state;
+    size_t nh = (size_t)BH * T * HS;
+    const float m[NH] = {1.0f, 0.0f, 0.5f, 1.25f};
+    Pair mask = pair_put(m, NH), y = pair_random(nh, 36, 1.0);
+    gpu->head_mask_apply(y.g, mask.g, B, NH, T, HS);
+    cpu->head_mask_apply(y.c, mask.c, B, NH, T, HS);
+    check("head_mask_apply y", pair_error(y), TOL_COPY);
+    pair_free(mask); pair_free(y);
+}
+
+// ---- linear algebra --------------------------------------------------------------------------------
+
+// All four transpose combinations, leading dimensions beyond the minimum (the padding of C must
+// survive untouched), beta = 0 in the first combination.
+static void run_gemm(const char *what, double tol) {
+    const int M = 29, N = 33, K = 41;
+    for (int combo = 0; combo < 4; combo++) {
+        int ta = combo & 1, tb = combo >> 1;
+        int rows_a = ta ? K : M, lda = (ta ? M : K) + 3, rows_b = tb ? N : K, ldb = (tb ? K : N) + 5, ldc = N + 2;
+        Pair a = pair_random((size_t)rows_a * lda, 40 + combo, 1.0), b = pair_random((size_t)rows_b * ldb, 50 + combo, 1.0);
+        Pair c = pair_random((size_t)M * ldc, 60 + combo, 1.0);
+        double alpha = 0.7, beta = combo == 0 ? 0.0 : -0.3;
+        gpu->gemm(ta, tb, M, N, K, alpha, a.g, lda, b.g, ldb, beta, c.g, ldc);
+        cpu->gemm(ta, tb, M, N, K, alpha, a.c, lda, b.c, ldb, beta, c.c, ldc);
+        char name[96];
+        snprintf(name, sizeof name, "%s transA=%d transB=%d beta=%g", what, ta, tb, beta);
+        check(name, pair_error(c), tol);
+        pair_free(a); pair_free(b); pair_free(c);
+    }
+}
+
+static void test_gemm(void **state) {
+    (void)state;
+    run_gemm("gemm", TOL_GEMM_FP32);
+}
+
+static void test_axpy(void **state) {
+    (void)state;
+    size_t n = 12345;
+    Pair y = pair_random(n, 70, 1.0), x = pair_random(n, 71, 1.0);
+    gpu->axpy(y.g, -1.3, x.g, n);
+    cpu->axpy(y.c, -1.3, x.c, n);
+    check("axpy y (+=)", pair_error(y), TOL_AXPY);
+    pair_free(y); pair_free(x);
+}
+
+static void test_diag_sum(void **state) {
+    (void)state;
+    const int D = 301;   // more than one element per thread of the reduction
+    Pair m = pair_random((size_t)D * D, 72, 1.0);
+    double g = gpu->diag_sum(m.g, D), c = cpu->diag_sum(m.c, D);
+    printf("# diag_sum gpu %.17g cpu %.17g\n", g, c);
+    check("diag_sum (relative)", isfinite(g) ? fabs(g - c) / fabs(c) : INFINITY, TOL_REDUCE_DOUBLE);
+    pair_free(m);
+}
+
+static void test_column_sums(void **state) {
+    (void)state;
+    const int N = 301, D = 77;
+    Pair x = pair_random((size_t)N * D, 73, 1.0), sums = pair_random(D, 74, 1.0);   // (+=)
+    gpu->column_sums(sums.g, x.g, N, D);
+    cpu->column_sums(sums.c, x.c, N, D);
+    check("column_sums sums (+=)", pair_error(sums), TOL_COPY);
+    pair_free(x); pair_free(sums);
+}
+
+// ---- bf16 tensor-core GEMMs ------------------------------------------------------------------------
+
+// The backend re-created in bf16: the attention products get the loose tolerance, while gemm (R3SI's
+// Gram matrices) must stay plain fp32 regardless. Everything is allocated and freed in between.
+static void test_bf16_attention_gemms(void **state) {
+    (void)state;
+    char why[256] = "";
+    backend_cuda_destroy();
+    gpu = backend_cuda_create(0, CUDA_GEMM_BF16, why, sizeof why);
+    if (!gpu) fail_msg("cannot create the bf16 CUDA backend: %s", why);
+    run_attn_scores("attn_scores scores (bf16)", TOL_GEMM_BF16);
+    run_attn_values("attn_values y (bf16)", TOL_GEMM_BF16);
+    run_gemm("gemm under the bf16 backend", TOL_GEMM_FP32);
+    backend_cuda_destroy();
+    gpu = backend_cuda_create(0, CUDA_GEMM_FP32, why, sizeof why);
+    if (!gpu) fail_msg("cannot re-create the fp32 CUDA backend: %s", why);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_heads_split),
+        cmocka_unit_test(test_heads_split_backward),
+        cmocka_unit_test(test_heads_merge),
+        cmocka_unit_test(test_heads_merge_backward),
+        cmocka_unit_test(test_attn_scores),
+        cmocka_unit_test(test_attn_scores_backward),
+        cmocka_unit_test(test_softmax_causal_forward),
+        cmocka_unit_test(test_softmax_causal_backward),
+        cmocka_unit_test(test_attn_values),
+        cmocka_unit_test(test_attn_values_backward),
+        cmocka_unit_test(test_attn_row_entropy),
+        cmocka_unit_test(test_attn_entropy_reg_sum),
+        cmocka_unit_test(test_attn_entropy_reg_backward),
+        cmocka_unit_test(test_head_mask_apply),
+        cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_axpy),
+        cmocka_unit_test(test_diag_sum),
+        cmocka_unit_test(test_column_sums),
+        cmocka_unit_test(test_bf16_attention_gemms),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
