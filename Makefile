@@ -3,6 +3,8 @@
 #   make run     set up what is missing, build, train configs/tiny.cfg on the embedded default task
 #   make test    set up what is missing, build, run the whole suite (prints "N passed, N failed")
 #   make bench   throughput benchmarks (tokens/s, GFLOP/s against measured cblas_sgemm)
+#   make test-gpu      (CUDA builds, on a GPU) every CUDA op and the whole model against the CPU, NCCL
+#   make bench-gpu     (CUDA builds, on a GPU) tokens/s and MFU; results in bench/results/
 #   make deps    install the Debian packages (as root) or print exactly what is missing
 
 # Debian's interpreter carries numpy/h5py/matplotlib; a python3 earlier on PATH may not.
@@ -48,14 +50,24 @@ SRC     = $(wildcard src/*.c src/*/*.c) $(CUDA_C_SRC)
 OBJ     = $(patsubst %.c,$(BUILD)/%.o,$(SRC)) $(patsubst %.cu,$(BUILD)/%.o,$(CUDA_SRC))
 LIB_OBJ = $(filter-out $(BUILD)/src/main.o,$(OBJ))
 TEST_SRC = $(wildcard tests/test_*.c)
+ifneq ($(CUDA),1)
+TEST_SRC := $(filter-out tests/test_cuda_%.c,$(TEST_SRC))
+endif
 TEST_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+# GPU programs (CUDA builds only): `make test` compiles them, so that CI without a GPU keeps them
+# building; `make test-gpu` and `make bench-gpu` run them.
+ifeq ($(CUDA),1)
+GPU_TEST_SRC = $(wildcard tests/gpu_test_*.c tests/gpu_mpi_*.c)
+GPU_BENCH_BIN = $(BUILD)/tests/bench_gpu
+endif
+GPU_TEST_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(GPU_TEST_SRC))
 # MPI programs that pytest runs under mpirun
 MPI_TEST_SRC = $(wildcard tests/mpi_*.c)
 MPI_TEST_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(MPI_TEST_SRC))
-BENCH_SRC = $(wildcard tests/bench_*.c)
+BENCH_SRC = $(filter-out tests/bench_gpu.c,$(wildcard tests/bench_*.c))
 BENCH_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 
-.PHONY: all run test test-c test-py bench deps check-deps clean
+.PHONY: all run test test-c test-py bench test-gpu bench-gpu deps check-deps clean
 all: bin/entrank
 
 bin/entrank: $(OBJ)
@@ -116,12 +128,32 @@ run: check-deps
 	$(PYTHON) analysis/plot $(RUN_DIR) -o $(RUN_DIR)/plots
 
 test: check-deps
-	@$(MAKE) --no-print-directory all $(TEST_BIN) $(MPI_TEST_BIN)
+	@$(MAKE) --no-print-directory all $(TEST_BIN) $(MPI_TEST_BIN) $(GPU_TEST_BIN) $(GPU_BENCH_BIN)
 	@bash tests/run_all.sh $(BUILD)/tests
 
 bench: check-deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@bash tests/run_bench.sh $(BUILD)/tests
+
+NO_CUDA_MSG = needs the CUDA backend, and this build has none ($(NVCC) not found, or CUDA=0)
+# Each GPU test against the CPU (exit 77 = skipped where no GPU is visible); NCCL tests under
+# mpirun with one rank per GPU when there are several. Prints "N passed, N failed".
+test-gpu: check-deps
+ifeq ($(CUDA),1)
+	@$(MAKE) --no-print-directory all $(GPU_TEST_BIN)
+	@bash tests/run_gpu.sh $(BUILD)/tests
+else
+	@echo "entrank: make test-gpu $(NO_CUDA_MSG)"; exit 1
+endif
+
+# One GPU: baseline, SGA and R3SI throughput and MFU; writes bench/results/gpu-<date>-<gpu>.txt.
+bench-gpu: check-deps
+ifeq ($(CUDA),1)
+	@$(MAKE) --no-print-directory all $(GPU_BENCH_BIN)
+	@$(GPU_BENCH_BIN) --out bench/results
+else
+	@echo "entrank: make bench-gpu $(NO_CUDA_MSG)"; exit 1
+endif
 
 clean:
 	rm -rf $(BUILD) bin

@@ -90,6 +90,13 @@ extern "C" const Backend *backend_cuda_create(int device, CudaGemmPrecision prec
     context.device = device;
     context.sm_count = prop.multiProcessorCount;
     cudaCheck(cudaStreamCreateWithFlags(&context.stream, cudaStreamNonBlocking));
+    // Every tensor and scratch buffer comes from the stream-ordered pool; without a release
+    // threshold the pool hands memory back to the driver at each synchronisation and the next
+    // step allocates it again.
+    cudaMemPool_t pool;
+    cudaCheck(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep = UINT64_MAX;
+    cudaCheck(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     cublasCheck(cublasCreate(&context.cublas));
     cublasCheck(cublasSetStream(context.cublas, context.stream));
     context.gemm_compute = precision == CUDA_GEMM_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;

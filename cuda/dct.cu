@@ -157,9 +157,10 @@ static DctCached dct_cache[DCT_CACHE];
 static unsigned long long dct_clock = 0;
 
 static void dct_cache_release(DctCached *e) {
-    // Work queued earlier may still read the table or run the plan.
+    // Work queued earlier may still read the table or run the plan: the plan waits for it, the
+    // table is freed in stream order (no device-wide synchronisation that would stall NCCL).
     cudaCheck(cudaStreamSynchronize(cuda_context()->stream));
-    if (e->table) cudaCheck(cudaFree(e->table));
+    if (e->table) cudaCheck(cudaFreeAsync(e->table, cuda_context()->stream));
     if (e->kind == DCT_PLAN_R2C || e->kind == DCT_PLAN_C2R) cufftCheck(cufftDestroy(e->plan));
     memset(e, 0, sizeof *e);
 }
@@ -190,7 +191,7 @@ static const float2 *dct_twiddles(int T) {   // (T)
     int created;
     DctCached *e = dct_cache_get(DCT_TWIDDLES, T, 0, &created);
     if (created) {
-        cudaCheck(cudaMalloc(&e->table, (size_t)T * sizeof(float2)));
+        cudaCheck(cudaMallocAsync(&e->table, (size_t)T * sizeof(float2), cuda_context()->stream));
         twiddle_kernel<<<dct_grid(T), DCT_THREADS, 0, cuda_context()->stream>>>((float2 *)e->table, T);
         cudaCheckLaunch();
     }
@@ -201,7 +202,7 @@ static const float *dct_matrix(int T) {      // (T,T)
     int created;
     DctCached *e = dct_cache_get(DCT_MATRIX, T, 0, &created);
     if (created) {
-        cudaCheck(cudaMalloc(&e->table, (size_t)T * T * sizeof(float)));
+        cudaCheck(cudaMallocAsync(&e->table, (size_t)T * T * sizeof(float), cuda_context()->stream));
         dct_matrix_kernel<<<dct_grid((size_t)T * T), DCT_THREADS, 0, cuda_context()->stream>>>((float *)e->table, T);
         cudaCheckLaunch();
     }

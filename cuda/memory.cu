@@ -15,7 +15,9 @@ static size_t float_bytes(size_t n) { return (n ? n : 1) * sizeof(float); }
 static void *device_alloc_zeroed(size_t bytes) {
     CudaContext *ctx = cuda_context();
     void *p = NULL;
-    cudaCheck(cudaMalloc(&p, bytes));
+    // Stream-ordered allocation from the device pool (kept cached by backend_cuda_create): no
+    // device-wide synchronisation, which would stall NCCL transfers in flight on other streams.
+    cudaCheck(cudaMallocAsync(&p, bytes, ctx->stream));
     cudaCheck(cudaMemsetAsync(p, 0, bytes, ctx->stream));
     cudaCheck(cudaStreamSynchronize(ctx->stream));
     return p;
@@ -25,11 +27,11 @@ static void *cuda_alloc(size_t n) { return device_alloc_zeroed(float_bytes(n)); 
 
 static int32_t *cuda_alloc_i32(size_t n) { return (int32_t *)device_alloc_zeroed((n ? n : 1) * sizeof(int32_t)); }
 
-// Work still queued on the stream may read or write p: let it finish before the memory goes.
+// Freed in stream order: work queued before on the stream (every op, and every Comm transfer that
+// was joined to it by a wait) finishes first. cudaFree would synchronise the whole device instead.
 static void cuda_free(void *p) {
     if (!p) return;
-    cudaCheck(cudaStreamSynchronize(cuda_context()->stream));
-    cudaCheck(cudaFree(p));
+    cudaCheck(cudaFreeAsync(p, cuda_context()->stream));
 }
 
 // Host -> device of `bytes`, complete when this returns (the host buffer may be reused at once).

@@ -5,6 +5,7 @@
 #include "comm.h"
 #include "config.h"
 #include "info.h"
+#include "device.h"
 #include "train.h"
 
 static const char *config_basename(const char *path, char *buf, size_t n) {
@@ -49,17 +50,20 @@ int main(int argc, char **argv) {
     } else {
         int world;
         mpiCheck(MPI_Comm_size(MPI_COMM_WORLD, &world));
+        Device dev;
         if (world % cfg.pp != 0) {
             if (rank == 0) fprintf(stderr, "entrank: parallel.pp: %d ranks cannot be split into pipelines of %d stages\n", world, cfg.pp);
             code = EXIT_BAD_INPUT;
-        } else {
+        } else if ((code = select_device(&cfg, rank, &dev)) == EXIT_DONE) {
             char name[256], run_dir[CFG_PATH_LEN];
             if (args.run_dir) snprintf(run_dir, sizeof run_dir, "%s", args.run_dir);
             else snprintf(run_dir, sizeof run_dir, "runs/%s", config_basename(args.config_path, name, sizeof name));
-            Comm *comm = comm_mpi_create(cfg.pp, backend_cpu_f32()->elem_size);
-            if (args.command == CMD_TRAIN) code = train_command(&cfg, comm, run_dir, args.resume, args.resume_path);
-            else code = eval_command(&cfg, comm, args.checkpoint_path, args.prune_heads);
+            // The backend is chosen first; the Comm follows it (MPI for the CPU, NCCL for CUDA).
+            Comm *comm = comm_for(&dev, cfg.pp);
+            if (args.command == CMD_TRAIN) code = train_command(&cfg, &dev.run, comm, run_dir, args.resume, args.resume_path);
+            else code = eval_command(&cfg, &dev.run, comm, args.checkpoint_path, args.prune_heads);
             comm->free(comm);
+            release_device(&dev);
         }
     }
     MPI_Finalize();

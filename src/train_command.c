@@ -145,7 +145,7 @@ static void declare_metrics(MetricsFile *mf, int n_buckets) {
         {"/steps/grad_norm", "global gradient L2 norm before clipping", "1"},
         {"/steps/step_ms", "wall time of the step", "ms"},
         {"/steps/tokens_per_s", "training throughput", "tokens/s"},
-        {"/steps/mfu", "achieved FLOP/s over the device peak (CPU: measured cblas_sgemm)", "fraction"},
+        {"/steps/mfu", "achieved FLOP/s over the device peak (CPU: measured cblas_sgemm; GPU: dense bf16 datasheet peak)", "fraction"},
         {"/eval/step", "step after which the evaluation ran", "step"},
         {"/eval/val_loss", "validation cross-entropy over scored positions", "nats/token"},
         {"/eval/val_ppl", "exp(val_loss)", "1"},
@@ -193,6 +193,7 @@ typedef struct {
     const char *run_dir;
     const char *config_text;
     long start_step;       // first step to run (0, or the resumed checkpoint's step)
+    const RunDevice *dev;
 } LoopSetup;
 
 static void save_checkpoint(Trainer *t, const LoopSetup *setup, RunLog *log, long steps_done) {
@@ -205,20 +206,31 @@ static void save_checkpoint(Trainer *t, const LoopSetup *setup, RunLog *log, lon
 static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *mf, const LoopSetup *setup) {
     Error err = {{0}};
     double tokens_per_step = (double)cfg->batch_size * cfg->seq_len;
-    double peak_gflops = log ? measure_sgemm_gflops() : 0;
+    // MFU's ceiling: on the CPU the measured sgemm rate, on a GPU the datasheet's dense bf16 peak
+    // (0 when the device is not in src/peak.c's table: MFU is then NaN).
+    const RunDevice *dev = setup->dev;
+    int on_gpu = !strcmp(dev->kind, "cuda");
+    const char *peak_source = "";
+    double peak_gflops = 0;
+    if (log) peak_gflops = on_gpu ? 1e3 * gpu_bf16_peak_tflops(dev->name, &peak_source) : measure_sgemm_gflops();
     if (log) {
         ModelShape shape = t->model.shape;
         ParamCounts pc = count_params(&shape);
-        runlog(log, "entrank %s | device cpu (%s) | %d ranks: dp %d x pp %d%s\n", ENTRANK_REVISION, t->be->name,
-               t->comm->world_size, t->comm->dp, t->comm->pp, cfg->zero ? " | ZeRO-1" : "");
+        runlog(log, "entrank %s | device %s%s%s (%s) | %d ranks: dp %d x pp %d%s\n", ENTRANK_REVISION, dev->kind,
+               on_gpu ? ": " : "", on_gpu ? dev->name : "", t->be->name, t->comm->world_size, t->comm->dp, t->comm->pp,
+               cfg->zero ? " | ZeRO-1" : "");
         runlog(log, "model: %d layers, %d heads, d_model %d, seq_len %d, vocab %d, %s-norm | %.3fM parameters\n",
                shape.n_layer, shape.n_head, shape.d_model, shape.seq_len, shape.vocab_size,
                shape.norm == NORM_PRE ? "pre" : "post", pc.total / 1e6);
         runlog(log, "train: %ld steps x %d sequences (%d micro-batches of %d per replica) = %.0f tokens/step | data %s\n",
                t->total_steps, cfg->batch_size, t->micro_batches, t->micro_batch_size, tokens_per_step, cfg->data_kind);
-        // MFU is per rank: the FLOPs of the step over world_size times one core set's sgemm rate.
-        runlog(log, "throughput reference: cblas_sgemm 2048^3 (best of 5) measured at %.1f GFLOP/s on rank 0 (MFU is relative to "
-               "%d x that); %.4f GFLOP per token\n", peak_gflops, t->comm->world_size, t->flops_per_token / 1e9);
+        // MFU is per rank: the FLOPs of the step over world_size times one rank's peak.
+        if (on_gpu)
+            runlog(log, "throughput reference: %s dense bf16 tensor-core peak %.1f TFLOP/s (%s; MFU is relative to %d x that); "
+                   "%.4f GFLOP per token\n", dev->name, peak_gflops / 1e3, peak_source, t->comm->world_size, t->flops_per_token / 1e9);
+        else
+            runlog(log, "throughput reference: cblas_sgemm 2048^3 (best of 5) measured at %.1f GFLOP/s on rank 0 (MFU is relative to "
+                   "%d x that); %.4f GFLOP per token\n", peak_gflops, t->comm->world_size, t->flops_per_token / 1e9);
     }
     int exit_code = EXIT_DONE;
     double run_start = now_seconds(), steps_time = 0;
@@ -243,7 +255,7 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
         int last = step == t->total_steps - 1;
         if (log) {
             double tok_s = tokens_per_step / dt;
-            double mfu = tok_s * t->flops_per_token / (peak_gflops * 1e9 * t->comm->world_size);
+            double mfu = peak_gflops > 0 ? tok_s * t->flops_per_token / (peak_gflops * 1e9 * t->comm->world_size) : NAN;
             if (r.skipped)
                 runlog(log, "step %ld: non-finite loss or gradient (loss %g, grad norm %g): update skipped (%d in a row)\n",
                        step, r.loss, r.grad_norm, r.bad_in_row);
@@ -292,13 +304,13 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
     return exit_code;
 }
 
-int train_command(const Config *cfg, Comm *comm, const char *run_dir, ResumeMode resume, const char *resume_path) {
+int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *run_dir, ResumeMode resume,
+                  const char *resume_path) {
     Error err = {{0}};
     char path[CFG_PATH_LEN + 64], checkpoint[CFG_PATH_LEN + 64] = "";
     int is_root = comm->world_rank == 0;
     int failed = 0;
-    if (!strcmp(cfg->device, "cuda"))
-        failed = error_set(&err, "train.device: \"cuda\" requested but this build has no CUDA backend");
+    // train.device was settled by main (an unusable "cuda" never gets here).
     if (resume == RESUME_PATH) snprintf(checkpoint, sizeof checkpoint, "%s", resume_path);
     else if (resume == RESUME_AUTO && !checkpoint_latest(run_dir, checkpoint, sizeof checkpoint)) checkpoint[0] = 0;
     // Refuse to overwrite another run's record: a run directory with metrics but nothing to resume from.
@@ -310,7 +322,7 @@ int train_command(const Config *cfg, Comm *comm, const char *run_dir, ResumeMode
     if (!failed && is_root) failed = mkdir_p(run_dir, &err) != 0;
     if (any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
     Trainer t;
-    failed = trainer_init(&t, cfg, backend_cpu_f32(), comm, &err) != 0;
+    failed = trainer_init(&t, cfg, dev->be, comm, &err) != 0;
     if (any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
     CheckpointProgress progress = {0, 0};
     double load_seconds = 0;
@@ -322,7 +334,7 @@ int train_command(const Config *cfg, Comm *comm, const char *run_dir, ResumeMode
     }
     signals_install();
     char *config_text = config_to_string(cfg);
-    LoopSetup setup = {run_dir, config_text, progress.step};
+    LoopSetup setup = {run_dir, config_text, progress.step, dev};
     if (!is_root) {
         int code = train_loop(&t, cfg, NULL, NULL, &setup);
         trainer_free(&t);
@@ -339,7 +351,8 @@ int train_command(const Config *cfg, Comm *comm, const char *run_dir, ResumeMode
     snprintf(path, sizeof path, "%s/log.txt", run_dir);
     log.file = fopen(path, "a");
     if (!log.file) die(EXIT_FAILURE_OTHER, "%s: cannot write: %s", path, strerror(errno));
-    MetricsRunInfo info = {.config_text = config_text, .revision = ENTRANK_REVISION, .dp = comm->dp, .pp = comm->pp, .device = "cpu"};
+    if (dev->notice[0]) runlog(&log, "%s\n", dev->notice);
+    MetricsRunInfo info = {.config_text = config_text, .revision = ENTRANK_REVISION, .dp = comm->dp, .pp = comm->pp, .device = dev->kind};
     snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
     MetricsFile *mf;
     if (have_metrics && checkpoint[0]) {
@@ -409,10 +422,11 @@ static int prune_heads(Trainer *t, const Config *cfg, double fraction, Error *er
     return 0;
 }
 
-int eval_command(const Config *cfg, Comm *comm, const char *checkpoint, double prune_fraction) {
+int eval_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *checkpoint, double prune_fraction) {
     Error err = {{0}};
+    if (comm->world_rank == 0 && dev->notice[0]) printf("%s\n", dev->notice);
     Trainer t;
-    int failed = trainer_init(&t, cfg, backend_cpu_f32(), comm, &err) != 0;
+    int failed = trainer_init(&t, cfg, dev->be, comm, &err) != 0;
     if (any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
     CheckpointProgress progress;
     failed = checkpoint_load(&t, checkpoint, 0, &progress, &err) != 0;

@@ -1,0 +1,303 @@
+// The whole model on the CUDA backend against the fp32 CPU backend (its reference): the loss and
+// every parameter tensor's gradient of one forward and backward pass, from the same weights and
+// tokens, for the plain decoder (pre- and post-norm, tied and untied, with the entropy
+// regulariser), SGA and its ablations, and R3SI (injection and L_SD); then a few trainer steps on
+// each backend (data, micro-batching, AdamW, the R3SI monitor), whose losses must agree.
+// Each case runs in both GEMM precisions: CUDA_GEMM_FP32 checks the kernels tightly,
+// CUDA_GEMM_BF16 (what training uses) loosely. Exits 77 (skip) where there is no CUDA device.
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <mpi.h>
+#include <string.h>
+#include "gpu_compare.h"
+#include "comm.h"
+#include "model.h"
+#include "r3si.h"
+#include "train.h"
+#include "../cuda/comm_nccl.h"
+
+// ---- tolerances ---------------------------------------------------------------------------------
+// Loss: relative error. Gradients: scale-relative max error per parameter tensor (gpu_compare.h).
+// fp32: every op is fp32 on both sides and differs in summation order and in expf/logf/tanhf
+// ulps; through two layers that stays near 1e-5, 1e-4 leaves room for the gate's sigmoid/DCT chain.
+// bf16: the GEMM operands lose 16 of 24 mantissa bits (relative 4e-3 each); through a few
+// layers and the backward pass that is ~1e-2 on a gradient, 3e-2 leaves room.
+// Trainer steps: the loss of each step relative; the parameters drift apart through AdamW
+// (whose update normalises tiny gradient differences), so the bound grows with the steps.
+static const struct { double loss, grad, steps; } TOL[2] = {
+    [CUDA_GEMM_FP32] = {1e-5, 1e-4, 1e-4},
+    [CUDA_GEMM_BF16] = {1e-2, 3e-2, 1e-3},
+};
+
+enum { B = 2 };
+
+// ---- model variants -------------------------------------------------------------------------------
+typedef struct {
+    const char *name;
+    void (*configure)(Config *c);
+    double entropy_reg_weight;   // a trainer switch of the model, not a config key
+} Variant;
+
+static void base_config(Config *c) {
+    config_defaults(c);
+    // Odd sizes: no dimension is a multiple of a warp or a GEMM tile.
+    c->n_layer = 2; c->n_head = 3; c->d_model = 36; c->seq_len = 19; c->vocab_size = 41; c->mlp_ratio = 2;
+    c->init_std = 0.1;
+}
+static void plain(Config *c) { (void)c; }
+static void post_untied(Config *c) { c->norm = NORM_POST; c->tie_embeddings = 0; }
+static void sga(Config *c) { snprintf(c->attention_kind, sizeof c->attention_kind, "sga"); c->sga_alpha_init = 0.4; }
+static void sga_no_spectral(Config *c) { sga(c); c->sga_spectral = 0; }
+static void sga_fixed_filter(Config *c) { sga(c); c->sga_fixed_filter = 1; }
+static void sga_no_blend(Config *c) { sga(c); c->sga_blend = 0; }
+static void r3si(Config *c) {
+    c->n_layer = 3; c->r3si_enabled = 1; c->r3si_n_layers = 2; c->r3si_layers[0] = 1; c->r3si_layers[1] = 2;
+    c->r3si_k = 5; c->r3si_ds = 7; c->r3si_inject = 1; c->r3si_lsd_lambda = 0.3;
+}
+
+static const Variant VARIANTS[] = {
+    {"plain pre-norm tied", plain, 0},
+    {"plain post-norm untied", post_untied, 0},
+    {"plain + entropy regulariser", plain, 0.05},
+    {"sga", sga, 0},
+    {"sga.spectral=false", sga_no_spectral, 0},
+    {"sga.fixed_filter=true", sga_fixed_filter, 0},
+    {"sga.blend=false", sga_no_blend, 0},
+    {"r3si (injection + L_SD)", r3si, 0},
+};
+enum { N_VARIANTS = sizeof VARIANTS / sizeof VARIANTS[0] };
+
+typedef struct {
+    Config cfg;
+    Model m;
+    Activations a;
+} Net;
+
+// An orthonormal (D,k) basis (modified Gram-Schmidt on normal columns), row-major.
+static double *orthonormal(int D, int k, uint64_t seed) {
+    double *V = malloc(sizeof(double) * D * k);
+    for (int i = 0; i < D * k; i++) V[i] = rng_normal(seed, 3, (uint64_t)i);
+    for (int j = 0; j < k; j++) {
+        for (int p = 0; p < j; p++) {
+            double dot = 0;
+            for (int i = 0; i < D; i++) dot += V[i * k + j] * V[i * k + p];
+            for (int i = 0; i < D; i++) V[i * k + j] -= dot * V[i * k + p];
+        }
+        double norm = 0;
+        for (int i = 0; i < D; i++) norm += V[i * k + j] * V[i * k + j];
+        for (int i = 0; i < D; i++) V[i * k + j] /= sqrt(norm);
+    }
+    return V;
+}
+
+// Builds the variant on `be` with the given weights (NULL: initialise and perturb them, so that
+// LayerNorm gains and biases are not at their trivial values) and the same tokens on every backend.
+static void net_build(Net *n, const Backend *be, const Variant *v, const float *weights) {
+    base_config(&n->cfg);
+    v->configure(&n->cfg);
+    ModelShape s = model_shape_from_config(&n->cfg);
+    model_init(&n->m, be, s, 0, s.n_layer, 1, 1, 1);
+    if (weights) {
+        be->upload(n->m.params_mem, weights, n->m.num_params);
+    } else {
+        model_init_weights(&n->m, 42);
+        float *w = malloc(n->m.num_params * sizeof(float));
+        be->download(w, n->m.params_mem, n->m.num_params);
+        for (size_t i = 0; i < n->m.num_params; i++) w[i] += (float)(0.05 * rng_normal(6, 0, i));
+        be->upload(n->m.params_mem, w, n->m.num_params);
+        free(w);
+    }
+    n->m.entropy_reg_weight = v->entropy_reg_weight;
+    if (n->cfg.r3si_enabled) {
+        Error err;
+        if (r3si_init(&n->m, &n->cfg, &err)) fail_msg("%s", err.msg);
+        R3si *r = n->m.r3si;
+        // The buffers as a monitor step would leave them: orthonormal V, alpha > 0, tau above any
+        // participation ratio of a 36-wide stream, so that the hinge is active.
+        double *V = orthonormal(r->D, r->k, 11);
+        for (int i = 0; i < r->n_ckpt; i++) {
+            be->upload_f64(r->V[i], V, (size_t)r->D * r->k);
+            r->alpha[i] = 0.3 + 0.2 * i;
+        }
+        free(V);
+        r->tau = r->D;
+        r->lsd_scale = 0.3;
+    }
+    activations_init(&n->a, &n->m, B);
+    int T = s.seq_len, Vv = s.vocab_size;
+    int32_t tokens[B * 19], targets[B * 19];
+    for (int i = 0; i < B * T; i++) {
+        tokens[i] = (int32_t)(rng_hash3(5, 1, (uint64_t)i) % (uint64_t)Vv);
+        targets[i] = i % 5 == 2 ? -1 : (int32_t)(rng_hash3(5, 2, (uint64_t)i) % (uint64_t)Vv);   // some unscored
+    }
+    be->upload_i32(n->a.tokens, tokens, (size_t)B * T);
+    be->upload_i32(n->a.targets, targets, (size_t)B * T);
+}
+
+static void net_free(Net *n) {
+    if (n->m.r3si) r3si_free(&n->m);
+    activations_free(&n->a, n->m.be);
+    model_free(&n->m);
+}
+
+// The pass the trainer runs on one micro-batch; returns the objective of the micro-batch.
+static double forward_backward(Net *n, double dloss) {
+    model_forward(&n->m, &n->a);
+    double loss = model_loss_sum(&n->m, &n->a) * dloss - n->m.entropy_reg_weight * n->a.entropy_reg_sum;
+    if (n->m.r3si) loss += n->m.r3si->lsd_scale * n->a.lsd_sum;
+    model_backward(&n->m, &n->a, dloss, NULL, NULL);
+    n->m.be->synchronize();
+    return loss;
+}
+
+// Scale-relative max error of one parameter tensor's gradient, over all its layer slices.
+static double grad_error(const Model *m, const ParamInfo *p, ParamId id, const float *g, const float *c) {
+    double max_diff = 0, max_ref = 0;
+    int per_layer = p->role == ROLE_BLOCK;
+    int l0 = per_layer ? m->layer_begin : 0, l1 = per_layer ? m->layer_end : 1;
+    for (int l = l0; l < l1; l++) {
+        size_t off = model_param_offset(m, id, l), n = per_layer ? p->slice_numel : p->numel;
+        for (size_t i = off; i < off + n; i++) {
+            double d = fabs((double)g[i] - (double)c[i]);
+            if (!(d <= max_diff)) max_diff = d;
+            if (fabs((double)c[i]) > max_ref) max_ref = fabs((double)c[i]);
+        }
+    }
+    return max_diff / (max_ref + 1e-12);
+}
+
+typedef struct {
+    const Variant *variant;
+    CudaGemmPrecision precision;
+} ModelCase;
+
+static void test_model_case(void **state) {
+    const ModelCase *mc = *state;
+    const Backend *gpu = gpu_backend_or_skip(mc->precision), *cpu = backend_cpu_f32();
+    const char *prec = mc->precision == CUDA_GEMM_FP32 ? "fp32" : "bf16";
+    Net nc, ng;
+    net_build(&nc, cpu, mc->variant, NULL);
+    float *weights = malloc(nc.m.num_params * sizeof(float));
+    cpu->download(weights, nc.m.params_mem, nc.m.num_params);
+    net_build(&ng, gpu, mc->variant, weights);
+    free(weights);
+    assert_int_equal(ng.m.num_params, nc.m.num_params);
+
+    double dloss = 1.0 / 31;
+    double lc = forward_backward(&nc, dloss), lg = forward_backward(&ng, dloss);
+    double loss_err = fabs(lg - lc) / fabs(lc);
+    printf("# %s %-28s loss cpu %.7f gpu %.7f rel err %.2e\n", prec, mc->variant->name, lc, lg, loss_err);
+    assert_true(isfinite(lg));
+    assert_true(loss_err <= TOL[mc->precision].loss);
+    if (nc.m.r3si) {
+        double e = fabs(ng.a.lsd_sum - nc.a.lsd_sum) / fabs(nc.a.lsd_sum);
+        printf("# %s %-28s L_SD sum rel err %.2e\n", prec, "", e);
+        assert_true(nc.a.lsd_sum > 0 && e <= TOL[mc->precision].loss);
+    }
+
+    size_t n = nc.m.num_params;
+    float *gc = malloc(n * sizeof(float)), *gg = malloc(n * sizeof(float));
+    cpu->download(gc, nc.m.grads_mem, n);
+    gpu->download(gg, ng.m.grads_mem, n);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int id = 0; id < NUM_PARAMS; id++) {
+        const ParamInfo *p = &nc.m.params[id];
+        if (!p->present) continue;
+        double e = grad_error(&nc.m, p, (ParamId)id, gg, gc);
+        printf("# %s %-28s grad %-18s err %.2e\n", prec, mc->variant->name, p->name, e);
+        if (!(e <= worst)) { worst = e; worst_name = p->name; }
+    }
+    printf("# %s %-28s worst gradient %s %.2e (tolerance %.0e)\n", prec, mc->variant->name, worst_name, worst,
+           TOL[mc->precision].grad);
+    assert_true(worst <= TOL[mc->precision].grad);
+    free(gc); free(gg);
+    net_free(&nc);
+    net_free(&ng);
+    backend_cuda_destroy();
+}
+
+// ---- trainer steps ----------------------------------------------------------------------------------
+typedef struct {
+    const char *name;
+    const char *sets[8];
+    CudaGemmPrecision precision;
+} StepsCase;
+
+enum { STEPS = 5 };
+
+static void run_steps(const Backend *be, Comm *comm, const char *const *sets, double *loss) {
+    static Config cfg;
+    const char *all[16] = {"model.n_layer=2", "model.seq_len=24", "train.batch_size=16", "train.micro_batch_size=8",
+                           "train.steps=20", "train.warmup_steps=2", "eval.batches=1"};
+    int n = 7;
+    for (int i = 0; i < 8 && sets[i]; i++) all[n++] = sets[i];
+    Error err = {{0}};
+    if (config_load("configs/tiny.cfg", all, n, &cfg, &err)) fail_msg("%s", err.msg);
+    Trainer t;
+    if (trainer_init(&t, &cfg, be, comm, &err)) fail_msg("%s", err.msg);
+    for (int s = 0; s < STEPS; s++) {
+        StepResult r;
+        if (trainer_step(&t, s, &r, &err)) fail_msg("%s", err.msg);
+        assert_false(r.skipped);
+        loss[s] = r.loss;
+    }
+    trainer_free(&t);
+}
+
+static void test_steps_case(void **state) {
+    const StepsCase *sc = *state;
+    const Backend *gpu = gpu_backend_or_skip(sc->precision);
+    Comm *cpu_comm = comm_mpi_create(1, sizeof(float));
+    Comm *gpu_comm = comm_nccl_create(1, gpu->elem_size);
+    double lc[STEPS], lg[STEPS], worst = 0;
+    run_steps(backend_cpu_f32(), cpu_comm, sc->sets, lc);
+    run_steps(gpu, gpu_comm, sc->sets, lg);
+    const char *prec = sc->precision == CUDA_GEMM_FP32 ? "fp32" : "bf16";
+    for (int s = 0; s < STEPS; s++) {
+        double e = fabs(lg[s] - lc[s]) / fabs(lc[s]);
+        printf("# %s %-10s step %d loss cpu %.7f gpu %.7f rel err %.2e\n", prec, sc->name, s, lc[s], lg[s], e);
+        if (!(e <= worst)) worst = e;
+    }
+    gpu_comm->free(gpu_comm);
+    cpu_comm->free(cpu_comm);
+    backend_cuda_destroy();
+    assert_true(worst <= TOL[sc->precision].steps);
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    enum { N_STEPS_CASES = 6 };
+    static ModelCase model_cases[2 * N_VARIANTS];
+    static StepsCase steps_cases[N_STEPS_CASES] = {
+        {"plain", {NULL}, CUDA_GEMM_FP32},
+        {"sga", {"attention.kind=sga"}, CUDA_GEMM_FP32},
+        // A monitor every other step: covariance downloads, the host eigen-solve, V uploads.
+        {"r3si", {"r3si.enabled=true", "r3si.layers=[0, 1]", "r3si.k=8", "r3si.monitor_every=2"}, CUDA_GEMM_FP32},
+        {"plain", {NULL}, CUDA_GEMM_BF16},
+        {"sga", {"attention.kind=sga"}, CUDA_GEMM_BF16},
+        {"r3si", {"r3si.enabled=true", "r3si.layers=[0, 1]", "r3si.k=8", "r3si.monitor_every=2"}, CUDA_GEMM_BF16},
+    };
+    struct CMUnitTest tests[2 * N_VARIANTS + N_STEPS_CASES];
+    static char names[2 * N_VARIANTS + N_STEPS_CASES][96];
+    int n = 0;
+    for (int p = 0; p < 2; p++)
+        for (int v = 0; v < N_VARIANTS; v++) {
+            ModelCase *mc = &model_cases[p * N_VARIANTS + v];
+            *mc = (ModelCase){&VARIANTS[v], p == 0 ? CUDA_GEMM_FP32 : CUDA_GEMM_BF16};
+            snprintf(names[n], sizeof names[n], "model %s: %s", p == 0 ? "fp32" : "bf16", VARIANTS[v].name);
+            tests[n] = (struct CMUnitTest){names[n], test_model_case, NULL, NULL, mc};
+            n++;
+        }
+    for (int i = 0; i < N_STEPS_CASES; i++) {
+        snprintf(names[n], sizeof names[n], "trainer steps %s: %s", steps_cases[i].precision == CUDA_GEMM_FP32 ? "fp32" : "bf16",
+                 steps_cases[i].name);
+        tests[n] = (struct CMUnitTest){names[n], test_steps_case, NULL, NULL, &steps_cases[i]};
+        n++;
+    }
+    int failed = _cmocka_run_group_tests("gpu_test_model_matches_cpu", tests, (size_t)n, NULL, NULL);
+    MPI_Finalize();
+    return failed;
+}
