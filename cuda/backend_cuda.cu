@@ -41,8 +41,8 @@ static const char *missing_op(const Backend *be) {
     OP(attn_row_entropy) OP(attn_entropy_reg_sum) OP(attn_entropy_reg_backward) OP(head_mask_apply)
     OP(crossentropy_forward) OP(crossentropy_backward) OP(argmax_rows)
     OP(dct_rows) OP(causal_lower_copy) OP(causal_lower_accumulate) OP(sga_stats_forward) OP(sga_stats_backward)
-    OP(sga_gate_input) OP(sga_gate_input_backward) OP(sga_fixed_gate) OP(sigmoid_forward) OP(sigmoid_backward)
-    OP(mul) OP(mul_backward) OP(sga_blend_forward) OP(sga_blend_backward)
+    OP(sga_gate_input) OP(sga_gate_input_backward) OP(sga_fixed_gate) OP(sga_gate_apply) OP(sga_gate_backward)
+    OP(sga_blend_forward) OP(sga_blend_backward)
     OP(sum) OP(sum_squares) OP(adamw_update)
 #undef OP
     return NULL;

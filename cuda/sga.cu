@@ -271,58 +271,40 @@ static void cuda_sga_fixed_gate(void *G, int R, int T) {
 
 // ---- elementwise ----------------------------------------------------------------------------------
 
-// out (n) = sigmoid(inp) (n); may alias.
-static __global__ void sigmoid_forward_kernel(float *out, const float *inp, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = 1.0f / (1.0f + expf(-inp[i]));
-}
-
-// dinp (=) (n) = dout * out (1 - out), from the sigmoid's output; dinp may alias dout.
-static __global__ void sigmoid_backward_kernel(float *dinp, const float *out, const float *dout, size_t n) {
+// y (n) = g * s; with `logits` the gate holds l and becomes g = sigmoid(l) in place (one pass).
+static __global__ void sga_gate_apply_kernel(float *y, float *gate, const float *spec, size_t n, int logits) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float y = out[i];
-        dinp[i] = dout[i] * y * (1.0f - y);
+        float g = gate[i];
+        if (logits) {
+            g = 1.0f / (1.0f + expf(-g));
+            gate[i] = g;
+        }
+        y[i] = g * spec[i];
     }
 }
 
-// out (n) = a * b
-static __global__ void mul_kernel(float *out, const float *a, const float *b, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = a[i] * b[i];
-}
-
-// For out = a * b: da (=) (n) = dout * b; db (+=) (n) dout * a.
-static __global__ void mul_backward_kernel(float *da, float *db, const float *dout, const float *a, const float *b, size_t n) {
+// For y = g * s: dspec (=) dy g; dgate (=) dy s g (1 - g) with logits, dy s without; dgate may be NULL.
+static __global__ void sga_gate_backward_kernel(float *dgate, float *dspec, const float *dy, const float *gate,
+                                                const float *spec, size_t n, int logits) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = dout[i], x = a[i], y = b[i];
-        da[i] = g * y;
-        db[i] += g * x;
+        float d = dy[i], g = gate[i];
+        dspec[i] = d * g;
+        if (dgate) dgate[i] = logits ? d * spec[i] * g * (1.0f - g) : d * spec[i];
     }
 }
 
-static void cuda_sigmoid_forward(void *out, const void *inp, size_t n) {
+static void cuda_sga_gate_apply(void *y, void *gate, const void *spec, size_t n, int logits) {
     if (n == 0) return;
-    sigmoid_forward_kernel<<<flat_grid(n), SGA_THREADS, 0, cuda_context()->stream>>>((float *)out, (const float *)inp, n);
+    sga_gate_apply_kernel<<<flat_grid(n), SGA_THREADS, 0, cuda_context()->stream>>>((float *)y, (float *)gate,
+                                                                                  (const float *)spec, n, logits);
     cudaCheckLaunch();
 }
 
-static void cuda_sigmoid_backward(void *dinp, const void *out, const void *dout, size_t n) {
+static void cuda_sga_gate_backward(void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n,
+                                   int logits) {
     if (n == 0) return;
-    sigmoid_backward_kernel<<<flat_grid(n), SGA_THREADS, 0, cuda_context()->stream>>>(
-        (float *)dinp, (const float *)out, (const float *)dout, n);
-    cudaCheckLaunch();
-}
-
-static void cuda_mul(void *out, const void *a, const void *b, size_t n) {
-    if (n == 0) return;
-    mul_kernel<<<flat_grid(n), SGA_THREADS, 0, cuda_context()->stream>>>((float *)out, (const float *)a, (const float *)b, n);
-    cudaCheckLaunch();
-}
-
-static void cuda_mul_backward(void *da, void *db, const void *dout, const void *a, const void *b, size_t n) {
-    if (n == 0) return;
-    mul_backward_kernel<<<flat_grid(n), SGA_THREADS, 0, cuda_context()->stream>>>(
-        (float *)da, (float *)db, (const float *)dout, (const float *)a, (const float *)b, n);
+    sga_gate_backward_kernel<<<flat_grid(n), SGA_THREADS, 0, cuda_context()->stream>>>(
+        (float *)dgate, (float *)dspec, (const float *)dy, (const float *)gate, (const float *)spec, n, logits);
     cudaCheckLaunch();
 }
 
@@ -341,7 +323,7 @@ static __global__ void sga_blend_forward_kernel(float *out, const float *a, cons
     }
 }
 
-// da (+=) (1 - alpha) dout, dzp (=) alpha dout on the triangle (0 above); all (BH,T,T). With
+// da (=) (1 - alpha) dout, dzp (=) alpha dout on the triangle (both 0 above); all (BH,T,T). With
 // partial non-NULL, partial[block] = this block's sum of dout (z' - a) over the triangle, in double.
 static __global__ void sga_blend_backward_kernel(float *da, float *dzp, double *partial, const float *dout, const float *a,
                                                  const float *zp, const float *alpha_raw, size_t rows, int T) {
@@ -354,10 +336,11 @@ static __global__ void sga_blend_backward_kernel(float *da, float *dzp, double *
         for (int j = threadIdx.x; j < T; j += blockDim.x) {
             if (j <= i) {
                 float g = dout[base + j], x = a[base + j], z = zp[base + j];
-                da[base + j] += (1.0f - alpha) * g;
+                da[base + j] = (1.0f - alpha) * g;
                 dzp[base + j] = alpha * g;
                 acc += (double)g * (double)(z - x);
             } else {
+                da[base + j] = 0.0f;
                 dzp[base + j] = 0.0f;
             }
         }
@@ -413,10 +396,8 @@ void cuda_fill_sga_ops(Backend *be) {
     be->sga_gate_input = cuda_sga_gate_input;
     be->sga_gate_input_backward = cuda_sga_gate_input_backward;
     be->sga_fixed_gate = cuda_sga_fixed_gate;
-    be->sigmoid_forward = cuda_sigmoid_forward;
-    be->sigmoid_backward = cuda_sigmoid_backward;
-    be->mul = cuda_mul;
-    be->mul_backward = cuda_mul_backward;
+    be->sga_gate_apply = cuda_sga_gate_apply;
+    be->sga_gate_backward = cuda_sga_gate_backward;
     be->sga_blend_forward = cuda_sga_blend_forward;
     be->sga_blend_backward = cuda_sga_blend_backward;
 }

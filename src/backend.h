@@ -123,13 +123,15 @@ struct Backend {
     void (*sga_gate_input)(void *U, const void *e, const void *stats, int R, int De);
     void (*sga_gate_input_backward)(void *de, void *dstats, const void *dU, int R, int De);
     void (*sga_fixed_gate)(void *G, int R, int T);                                   // G (R,T) fixed gains
-    void (*sigmoid_forward)(void *out, const void *inp, size_t n);
-    void (*sigmoid_backward)(void *dinp, const void *out, const void *dout, size_t n);   // dinp (=)
-    void (*mul)(void *out, const void *a, const void *b, size_t n);                       // out = a * b
-    void (*mul_backward)(void *da, void *db, const void *dout, const void *a, const void *b, size_t n);  // da (=), db (+=)
+    // y (n) = g * s, the gated spectrum. With `logits`, gate holds the MLP's output l and becomes
+    // g = sigmoid(l) in place; without, it holds fixed gains g.
+    void (*sga_gate_apply)(void *y, void *gate, const void *spec, size_t n, int logits);
+    // For y = g * s: dspec (=) dy g; dgate (=) dy s g (1 - g), the gradient at l (with `logits`), or
+    // dy s at g (without); dgate may be NULL
+    void (*sga_gate_backward)(void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n, int logits);
     // out = (1 - alpha) a + alpha z' on the causal triangle, alpha = clamp(alpha_raw[0], 0, 1) (NULL: 1)
     void (*sga_blend_forward)(void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T);
-    // da (+=), dzprime (=), dalpha_raw (+=, one element; may be NULL)
+    // da (=) (1 - alpha) dout on the triangle and 0 above, dzprime (=), dalpha_raw (+=, one element; may be NULL)
     void (*sga_blend_backward)(void *da, void *dzprime, void *dalpha_raw, const void *dout, const void *a, const void *zprime,
                                const void *alpha_raw, int BH, int T);
 

@@ -545,7 +545,6 @@ static void attention_backward(Model *m, Activations *a, LayerActs *l, int layer
     if (m->adr_weight > 0) head_map_cosines(m, a, l->probs, a->dprobs, m->adr_weight);
     if (s->sga) {
         be->softmax_causal_backward(a->sga_dlogits, a->dprobs, l->probs, B * NH, T);
-        be->zero(a->dscores, (size_t)B * NH * T * T);
         sga_backward(m, a, layer - m->layer_begin, a->sga_dlogits, a->dscores);
     } else {
         be->softmax_causal_backward(a->dscores, a->dprobs, l->probs, B * NH, T);

@@ -58,9 +58,8 @@ static void sga_forward_slice(Model *m, Activations *a, int li, int h0, int nh, 
         be->matmul_forward(l.hpre, l.U, model_param(m, PARAM_SGA_W1, layer), model_param(m, PARAM_SGA_B1, layer), R, De + 4, Hg);
         be->gelu_forward(l.h, l.hpre, (size_t)R * Hg);                                     // (R,Hg)
         be->matmul_forward(l.gate, l.h, model_param(m, PARAM_SGA_W2, layer), model_param(m, PARAM_SGA_B2, layer), R, Hg, T);
-        be->sigmoid_forward(l.gate, l.gate, n);                                            // g (R,T)
     }
-    be->mul(a->sga_y, l.gate, l.spec, n);                          // g * s
+    be->sga_gate_apply(a->sga_y, l.gate, l.spec, n, !s->sga_fixed_filter);   // g = sigmoid(W2 h + b2) (R,T); g * s
     if (s->sga_spectral) be->dct_rows(l.zp, a->sga_y, R, T, 1);    // z' = IDCT(g * s)
     else be->copy(l.zp, a->sga_y, n);
     const void *alpha = s->sga_blend ? model_param(m, PARAM_SGA_ALPHA, layer) : NULL;
@@ -83,14 +82,13 @@ static void sga_backward_slice(Model *m, Activations *a, int li, int h0, int nh,
     SgaLayer l = sga_layer(m, a, li, (size_t)h0 * T);
     const void *alpha = s->sga_blend ? model_param(m, PARAM_SGA_ALPHA, layer) : NULL;
     void *dalpha = s->sga_blend ? model_grad(m, PARAM_SGA_ALPHA, layer) : NULL;
-    // sga_z serves as dz' and later dz; sga_y as dy.
+    // sga_z serves as dz' and later dz; sga_y as dy. The blend writes the whole of dscores' slice.
     be->sga_blend_backward(dscores, a->sga_z, dalpha, dlogits, l.raw, l.zp, alpha, nh, T);
     if (s->sga_spectral) be->dct_rows(a->sga_y, a->sga_z, R, T, 0);   // dy = DCT(dz'): the inverse's transpose
     else be->copy(a->sga_y, a->sga_z, n);
-    be->zero(a->sga_dspec, n);
-    be->mul_backward(a->sga_dgate, a->sga_dspec, a->sga_y, l.gate, l.spec, n);   // dg = dy s, ds += dy g
+    // ds = dy g; d(W2 h + b2) = dy s g (1 - g)
+    be->sga_gate_backward(s->sga_fixed_filter ? NULL : a->sga_dgate, a->sga_dspec, a->sga_y, l.gate, l.spec, n, 1);
     if (!s->sga_fixed_filter) {
-        be->sigmoid_backward(a->sga_dgate, l.gate, a->sga_dgate, n);                    // d(W2 h + b2)
         be->zero(a->sga_dh, (size_t)R * Hg);
         be->matmul_backward(a->sga_dh, model_grad(m, PARAM_SGA_W2, layer), model_grad(m, PARAM_SGA_B2, layer), a->sga_dgate,
                             l.h, model_param(m, PARAM_SGA_W2, layer), R, Hg, T);

@@ -12,8 +12,8 @@
 // backward pass needs in a's SGA buffers.
 void sga_forward(Model *m, Activations *a, int li, const void *scores, void *logits);
 
-// dscores (+=) (B,NH,T,T) from dlogits (B,NH,T,T) (zero above the diagonal); accumulates the
-// gate's parameter gradients of layer li.
+// dscores (=) (B,NH,T,T), zero above the diagonal, from dlogits (B,NH,T,T); accumulates the gate's
+// parameter gradients of layer li.
 void sga_backward(Model *m, Activations *a, int li, const void *dlogits, void *dscores);
 
 // Host copies of local layer li's statistics (R,4) and gate (R,T) of the last forward pass.

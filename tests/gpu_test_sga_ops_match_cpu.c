@@ -48,10 +48,8 @@ static const struct {
     {"sga_gate_input", 1e-6},
     {"sga_gate_input_backward", 1e-5},
     {"sga_fixed_gate", 1e-6},
-    {"sigmoid_forward", 1e-6},
-    {"sigmoid_backward", 1e-6},
-    {"mul", 1e-6},
-    {"mul_backward", 1e-6},
+    {"sga_gate_apply", 1e-6},
+    {"sga_gate_backward", 1e-6},
     {"sga_blend_forward", 1e-6},
     {"sga_blend_backward", 1e-6},
     {"sga_blend_backward_dalpha", 1e-5},
@@ -319,57 +317,43 @@ static void test_sga_fixed_gate(void **state) {
 }
 
 // ---- elementwise ----------------------------------------------------------------------------------
-static void test_sigmoid_forward(void **state) {
+// The gate as the forward pass runs it: MLP logits (reaching the saturated tails) turned into
+// g = sigmoid(l) in place and y = g s; and fixed gains, left as they are.
+static void test_sga_gate_apply(void **state) {
     (void)state;
     size_t n = (size_t)R * T;
-    float *h = gpu_random(n, next_seed++, 4.0);   // reaches the saturated tails
-    Pair inp = pair_from(h, n), out = pair_garbage(n);
-    gpu->sigmoid_forward(out.g, inp.g, n);
-    cpu->sigmoid_forward(out.c, inp.c, n);
-    expect_close("sigmoid_forward", "out", out);
-    gpu->sigmoid_forward(inp.g, inp.g, n);   // in place, as sga.c runs it
-    cpu->sigmoid_forward(inp.c, inp.c, n);
-    expect_close("sigmoid_forward", "out (in place)", inp);
-    free(h);
-    pair_free(inp); pair_free(out);
+    for (int logits = 0; logits < 2; logits++) {
+        Pair gate = pair_random(n, 4.0), spec = pair_random(n, 1.0), y = pair_garbage(n);
+        gpu->sga_gate_apply(y.g, gate.g, spec.g, n, logits);
+        cpu->sga_gate_apply(y.c, gate.c, spec.c, n, logits);
+        expect_close("sga_gate_apply", logits ? "g = sigmoid(l)" : "g (fixed gains, untouched)", gate);
+        expect_close("sga_gate_apply", logits ? "y = g s (logits)" : "y = g s (fixed gains)", y);
+        pair_free(gate); pair_free(spec); pair_free(y);
+    }
 }
 
-static void test_sigmoid_backward(void **state) {
+static void test_sga_gate_backward(void **state) {
     (void)state;
     size_t n = (size_t)R * T;
     float *h = gpu_random(n, next_seed++, 3.0);
     for (size_t i = 0; i < n; i++) h[i] = 1.0f / (1.0f + expf(-h[i]));   // a sigmoid's output, in (0, 1)
-    Pair out = pair_from(h, n), dout = pair_random(n, 1.0), dinp = pair_garbage(n);
-    gpu->sigmoid_backward(dinp.g, out.g, dout.g, n);
-    cpu->sigmoid_backward(dinp.c, out.c, dout.c, n);
-    expect_close("sigmoid_backward", "dinp", dinp);
-    gpu->sigmoid_backward(dout.g, out.g, dout.g, n);   // dinp aliasing dout, as sga.c runs it
-    cpu->sigmoid_backward(dout.c, out.c, dout.c, n);
-    expect_close("sigmoid_backward", "dinp (in place)", dout);
+    for (int mode = 0; mode < 3; mode++) {   // logits; fixed gains; fixed gains without dgate
+        Pair gate = pair_from(h, n), spec = pair_random(n, 1.0), dy = pair_random(n, 1.0);
+        Pair dgate = pair_garbage(n), dspec = pair_garbage(n);
+        int logits = mode == 0, with_dgate = mode < 2;
+        gpu->sga_gate_backward(with_dgate ? dgate.g : NULL, dspec.g, dy.g, gate.g, spec.g, n, logits);
+        cpu->sga_gate_backward(with_dgate ? dgate.c : NULL, dspec.c, dy.c, gate.c, spec.c, n, logits);
+        static const char *const names[3] = {"logits", "fixed gains", "no dgate"};
+        char label[64];
+        snprintf(label, sizeof label, "dspec (=) %s", names[mode]);
+        expect_close("sga_gate_backward", label, dspec);
+        if (with_dgate) {
+            snprintf(label, sizeof label, "dgate (=) %s", names[mode]);
+            expect_close("sga_gate_backward", label, dgate);
+        }
+        pair_free(gate); pair_free(spec); pair_free(dy); pair_free(dgate); pair_free(dspec);
+    }
     free(h);
-    pair_free(out); pair_free(dout); pair_free(dinp);
-}
-
-static void test_mul(void **state) {
-    (void)state;
-    size_t n = (size_t)R * T;
-    Pair a = pair_random(n, 1.0), b = pair_random(n, 1.0), out = pair_garbage(n);
-    gpu->mul(out.g, a.g, b.g, n);
-    cpu->mul(out.c, a.c, b.c, n);
-    expect_close("mul", "out", out);
-    pair_free(a); pair_free(b); pair_free(out);
-}
-
-static void test_mul_backward(void **state) {
-    (void)state;
-    size_t n = (size_t)R * T;
-    Pair a = pair_random(n, 1.0), b = pair_random(n, 1.0), dout = pair_random(n, 1.0);
-    Pair da = pair_garbage(n), db = pair_random(n, 1.0);
-    gpu->mul_backward(da.g, db.g, dout.g, a.g, b.g, n);
-    cpu->mul_backward(da.c, db.c, dout.c, a.c, b.c, n);
-    expect_close("mul_backward", "da", da);
-    expect_close("mul_backward", "db (+=)", db);
-    pair_free(a); pair_free(b); pair_free(dout); pair_free(da); pair_free(db);
 }
 
 // ---- the blend ----------------------------------------------------------------------------------
@@ -403,7 +387,7 @@ static void test_sga_blend_backward(void **state) {
                 int bh = ROW_SHAPES[s].bh, n = ROW_SHAPES[s].n;
                 size_t len = (size_t)bh * n * n;
                 Pair a = pair_random(len, 1.0), zp = pair_random(len, 1.0), dout = pair_random(len, 1.0);
-                Pair da = pair_random(len, 1.0), dzp = pair_garbage(len), dalpha = pair_random(1, 10.0);
+                Pair da = pair_garbage(len), dzp = pair_garbage(len), dalpha = pair_random(1, 10.0);
                 Pair alpha = pair_from(&ALPHAS[c].raw, 1);
                 const void *ag = ALPHAS[c].has_alpha ? alpha.g : NULL, *ac = ALPHAS[c].has_alpha ? alpha.c : NULL;
                 gpu->sga_blend_backward(da.g, dzp.g, with_dalpha ? dalpha.g : NULL, dout.g, a.g, zp.g, ag, bh, n);
@@ -412,7 +396,7 @@ static void test_sga_blend_backward(void **state) {
                 if (ALPHAS[c].has_alpha) snprintf(what, sizeof what, "alpha_raw=%g BH=%d T=%d", ALPHAS[c].raw, bh, n);
                 else snprintf(what, sizeof what, "no alpha BH=%d T=%d", bh, n);
                 char label[96];
-                snprintf(label, sizeof label, "da (+=) %s", what);
+                snprintf(label, sizeof label, "da (=) %s", what);
                 expect_close("sga_blend_backward", label, da);
                 snprintf(label, sizeof label, "dz' %s", what);
                 expect_close("sga_blend_backward", label, dzp);
@@ -435,10 +419,8 @@ int main(void) {
         cmocka_unit_test(test_sga_gate_input),
         cmocka_unit_test(test_sga_gate_input_backward),
         cmocka_unit_test(test_sga_fixed_gate),
-        cmocka_unit_test(test_sigmoid_forward),
-        cmocka_unit_test(test_sigmoid_backward),
-        cmocka_unit_test(test_mul),
-        cmocka_unit_test(test_mul_backward),
+        cmocka_unit_test(test_sga_gate_apply),
+        cmocka_unit_test(test_sga_gate_backward),
         cmocka_unit_test(test_sga_blend_forward),
         cmocka_unit_test(test_sga_blend_backward),
     };

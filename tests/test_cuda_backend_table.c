@@ -24,8 +24,8 @@
     X(attn_row_entropy) X(attn_entropy_reg_sum) X(attn_entropy_reg_backward) X(head_mask_apply) \
     X(crossentropy_forward) X(crossentropy_backward) X(argmax_rows) \
     X(dct_rows) X(causal_lower_copy) X(causal_lower_accumulate) X(sga_stats_forward) X(sga_stats_backward) \
-    X(sga_gate_input) X(sga_gate_input_backward) X(sga_fixed_gate) X(sigmoid_forward) X(sigmoid_backward) \
-    X(mul) X(mul_backward) X(sga_blend_forward) X(sga_blend_backward) \
+    X(sga_gate_input) X(sga_gate_input_backward) X(sga_fixed_gate) X(sga_gate_apply) X(sga_gate_backward) \
+    X(sga_blend_forward) X(sga_blend_backward) \
     X(sum) X(sum_squares) X(adamw_update)
 
 static void test_every_op_has_a_cuda_implementation(void **state) {
