@@ -16,19 +16,13 @@
 // used untransposed is, seen column-major, already the transpose cuBLAS needs). Each call below
 // spells out what cuBLAS computes in its own (column-major) terms.
 #include <math.h>
-#include "cuda_common.h"
+#include "reduce.cuh"
 
 #define BLOCK 256                       // threads per block of the elementwise kernels
 #define WARPS_PER_BLOCK (BLOCK / 32)    // rows per block of the warp-per-row kernels
-#define MAX_GRID (1u << 20)             // grid-stride loops cover the rest
 // Largest scratch copy of dscores that attn_scores_backward keeps at once (elements, 128 MiB):
 // the heads are processed in chunks that fit, so the copy never costs a second (BH,T,T) tensor.
 #define MASK_CHUNK_ELEMS ((size_t)32 << 20)
-
-static unsigned int grid_for(size_t n, size_t per_block) {
-    size_t blocks = (n + per_block - 1) / per_block;
-    return blocks > MAX_GRID ? MAX_GRID : (unsigned int)blocks;
-}
 
 // ---- head reshapes --------------------------------------------------------------------------------
 
@@ -213,16 +207,6 @@ static void cuda_attn_values_backward(void *dprobs, void *dv, const void *dy, co
 }
 
 // ---- causal softmax ---------------------------------------------------------------------------------
-
-__device__ static float warp_sum(float x) {
-    for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
-    return x;
-}
-
-__device__ static float warp_max(float x) {
-    for (int offset = 16; offset > 0; offset >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
-    return x;
-}
 
 // One warp per row of (BH*T, T): row r is query position i = r % T and sees keys j <= i. The loop
 // bound depends on the warp only, so every lane reaches every shuffle.

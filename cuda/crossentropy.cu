@@ -9,20 +9,10 @@
 // zero gradient row, exactly as the CPU twin. A target >= V (a bug upstream: the CPU twin would
 // read out of bounds) gives a NaN loss instead of a crash, so the trainer's NaN check reports it.
 #include <math.h>
-#include "cuda_common.h"
+#include "reduce.cuh"
 
 #define CE_THREADS 512      // threads per row of the forward pass
 #define CE_BWD_THREADS 256  // threads per row of the backward pass and of argmax
-
-static __device__ float warp_sum(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
-
-static __device__ float warp_max(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    return v;
-}
 
 // Block-wide sum (is_max = 0) or max (is_max = 1), returned to every thread. blockDim.x is a
 // multiple of 32; `shared` holds 32 floats and may be reused by the next call.

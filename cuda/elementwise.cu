@@ -5,19 +5,11 @@
 // simplest form is also close to the fastest. GELU uses the CPU twin's exact form,
 // x / (1 + exp(-2u)) = x * 0.5 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), with expf (full
 // precision, not the __expf intrinsic) so GPU and CPU agree to a few ulp.
-#include "cuda_common.h"
+#include "reduce.cuh"
 
 #define EW_THREADS 256
 #define GELU_SCALE 0.7978845608028654f   // sqrt(2 / pi)
 #define GELU_CUBIC 0.044715f
-
-// Grid of a grid-stride loop over n elements: enough blocks to fill the GPU, no more.
-static unsigned int stride_grid(size_t n) {
-    unsigned int blocks = ceil_div(n, EW_THREADS);
-    unsigned int cap = 32u * (unsigned int)cuda_context()->sm_count;
-    if (blocks > cap) blocks = cap;
-    return blocks ? blocks : 1;
-}
 
 #define GRID_STRIDE(i, n) \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
@@ -65,33 +57,33 @@ static __global__ void scale_rows_kernel(float *x, const float *factors, size_t 
 
 static void cuda_gelu_forward(void *out, const void *inp, size_t n) {
     if (n == 0) return;
-    gelu_forward_kernel<<<stride_grid(n), EW_THREADS, 0, cuda_context()->stream>>>((float *)out, (const float *)inp, n);
+    gelu_forward_kernel<<<stride_grid(n, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)out, (const float *)inp, n);
     cudaCheckLaunch();
 }
 
 static void cuda_gelu_backward(void *dinp, const void *inp, const void *dout, size_t n) {
     if (n == 0) return;
-    gelu_backward_kernel<<<stride_grid(n), EW_THREADS, 0, cuda_context()->stream>>>((float *)dinp, (const float *)inp,
+    gelu_backward_kernel<<<stride_grid(n, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)dinp, (const float *)inp,
                                                                                     (const float *)dout, n);
     cudaCheckLaunch();
 }
 
 static void cuda_add(void *out, const void *a, const void *b, size_t n) {
     if (n == 0) return;
-    add_kernel<<<stride_grid(n), EW_THREADS, 0, cuda_context()->stream>>>((float *)out, (const float *)a, (const float *)b, n);
+    add_kernel<<<stride_grid(n, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)out, (const float *)a, (const float *)b, n);
     cudaCheckLaunch();
 }
 
 static void cuda_accumulate(void *dst, const void *src, size_t n) {
     if (n == 0) return;
-    accumulate_kernel<<<stride_grid(n), EW_THREADS, 0, cuda_context()->stream>>>((float *)dst, (const float *)src, n);
+    accumulate_kernel<<<stride_grid(n, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)dst, (const float *)src, n);
     cudaCheckLaunch();
 }
 
 // The factor is rounded to fp32 first, as on the CPU twin.
 static void cuda_scale(void *x, double factor, size_t n) {
     if (n == 0) return;
-    scale_kernel<<<stride_grid(n), EW_THREADS, 0, cuda_context()->stream>>>((float *)x, (float)factor, n);
+    scale_kernel<<<stride_grid(n, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)x, (float)factor, n);
     cudaCheckLaunch();
 }
 
@@ -99,7 +91,7 @@ static void cuda_scale(void *x, double factor, size_t n) {
 static void cuda_scale_rows(void *x, const void *factors, int B, size_t n) {
     size_t total = (size_t)(B > 0 ? B : 0) * n;
     if (total == 0) return;
-    scale_rows_kernel<<<stride_grid(total), EW_THREADS, 0, cuda_context()->stream>>>((float *)x, (const float *)factors, n,
+    scale_rows_kernel<<<stride_grid(total, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)x, (const float *)factors, n,
                                                                                      total);
     cudaCheckLaunch();
 }

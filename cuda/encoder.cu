@@ -9,17 +9,9 @@
 // twin, so the result is deterministic and matches it to rounding of the individual adds.
 #include <stdlib.h>
 #include <string.h>
-#include "cuda_common.h"
+#include "reduce.cuh"
 
 #define ENCODER_THREADS 256
-
-// Grid of a grid-stride loop over n elements: enough blocks to fill the GPU, no more.
-static unsigned int stride_grid(size_t n) {
-    unsigned int blocks = ceil_div(n, ENCODER_THREADS);
-    unsigned int cap = 32u * (unsigned int)cuda_context()->sm_count;
-    if (blocks > cap) blocks = cap;
-    return blocks ? blocks : 1;
-}
 
 // out (B,T,C) = wte[tokens] (V,C) + wpe (T,C); tokens (B,T)
 static __global__ void encoder_forward_kernel(float *out, const int32_t *tokens, const float *wte, const float *wpe,
@@ -59,7 +51,7 @@ static __global__ void encoder_dwte_kernel(float *dwte, const float *dout, const
 static void cuda_encoder_forward(void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C) {
     size_t n = (size_t)B * T * C;
     if (n == 0) return;
-    encoder_forward_kernel<<<stride_grid(n), ENCODER_THREADS, 0, cuda_context()->stream>>>(
+    encoder_forward_kernel<<<stride_grid(n, ENCODER_THREADS), ENCODER_THREADS, 0, cuda_context()->stream>>>(
         (float *)out, tokens, (const float *)wte, (const float *)wpe, T, C, n);
     cudaCheckLaunch();
 }
@@ -105,7 +97,7 @@ static void cuda_encoder_backward(void *dwte, void *dwpe, const void *dout, cons
     int BT = B * T;
     if (BT == 0 || C == 0) return;
     CudaContext *ctx = cuda_context();
-    encoder_dwpe_kernel<<<stride_grid((size_t)T * C), ENCODER_THREADS, 0, ctx->stream>>>(
+    encoder_dwpe_kernel<<<stride_grid((size_t)T * C, ENCODER_THREADS), ENCODER_THREADS, 0, ctx->stream>>>(
         (float *)dwpe, (const float *)dout, B, T, C);
     cudaCheckLaunch();
 

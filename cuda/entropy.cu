@@ -9,27 +9,11 @@
 // a fixed set of rows, partials combined by a fixed tree), so its value does not depend on the GPU
 // or on scheduling.
 #include <math.h>
-#include "cuda_common.h"
+#include "reduce.cuh"
 
 #define BLOCK 256                       // threads per block
 #define WARPS_PER_BLOCK (BLOCK / 32)    // rows per block of the warp-per-row kernels
-#define MAX_GRID (1u << 20)             // grid-stride loops cover the rest
 static_assert((CUDA_REDUCE_BLOCKS & (CUDA_REDUCE_BLOCKS - 1)) == 0, "the final tree needs a power of two");
-
-static unsigned int grid_for(size_t n, size_t per_block) {
-    size_t blocks = (n + per_block - 1) / per_block;
-    return blocks > MAX_GRID ? MAX_GRID : (unsigned int)blocks;
-}
-
-__device__ static float warp_sum(float x) {
-    for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
-    return x;
-}
-
-__device__ static double warp_sum_double(double x) {
-    for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
-    return x;
-}
 
 // ---- row entropies ----------------------------------------------------------------------------------
 
@@ -72,7 +56,7 @@ __global__ static void entropy_reg_partial_kernel(double *partial, const float *
         const float *p = probs + r * T;
         double h = 0.0;
         for (int j = lane; j <= i; j += 32) if (p[j] > 0.0f) h -= (double)p[j] * log((double)p[j]);
-        h = warp_sum_double(h);
+        h = warp_sum(h);
         acc += h / log((double)(i + 1));
     }
     if (lane == 0) warp_acc[warp] = acc;

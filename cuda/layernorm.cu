@@ -8,17 +8,12 @@
 // depend on scheduling, so the rows are cut into the same fixed chunks as the CPU twin
 // (min(N, 64) chunks): one kernel writes each chunk's partial sums into a scratch buffer, a second
 // adds the chunks in order onto the old gradients. Deterministic, and in the CPU's order.
-#include "cuda_common.h"
+#include "reduce.cuh"
 
 #define LN_EPS 1e-5f
 #define LN_ROW_THREADS 256      // 8 rows (warps) per block
 #define LN_PARAM_THREADS 64     // channels per block of the parameter-gradient kernels
 #define LN_CHUNKS 64            // row chunks of the parameter gradients (the CPU's REDUCE_CHUNKS)
-
-static __device__ float warp_sum(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
 
 // out (N,C), mean (N), rstd (N), inp (N,C), weight (C), bias (C)
 static __global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd, const float *inp,

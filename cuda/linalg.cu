@@ -6,16 +6,10 @@
 // bf16-rounded operands would move those eigenvectors. The reductions are deterministic: diag_sum
 // is one block with a fixed tree in double, column_sums adds the rows of each column in order
 // (one thread per column), exactly as the CPU does.
-#include "cuda_common.h"
+#include "reduce.cuh"
 
 #define BLOCK 256                       // threads per block
-#define MAX_GRID (1u << 20)             // grid-stride loops cover the rest
 static_assert((CUDA_REDUCE_BLOCKS & (CUDA_REDUCE_BLOCKS - 1)) == 0, "the diag_sum tree needs a power of two");
-
-static unsigned int grid_for(size_t n, size_t per_block) {
-    size_t blocks = (n + per_block - 1) / per_block;
-    return blocks > MAX_GRID ? MAX_GRID : (unsigned int)blocks;
-}
 
 // C (M,N) = alpha op(A) op(B) + beta C, all row-major with leading dimensions lda, ldb, ldc.
 // cuBLAS is column-major: a row-major (R,C) matrix with leading dimension ld is, to cuBLAS, its

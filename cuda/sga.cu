@@ -10,7 +10,7 @@
 // fixed-order block reduction. Plain elementwise ops are flat grid-stride loops. Reductions over
 // rows (de, dalpha) use a fixed grid and add the partial sums in a fixed order: bitwise
 // reproducible run to run, no atomics.
-#include "cuda_common.h"
+#include "reduce.cuh"
 #include "dct.h"
 
 #define SGA_EPS 1e-8f
@@ -30,20 +30,6 @@ static unsigned int row_grid(size_t rows) { return rows < 1 ? 1 : (rows > (1u <<
 static unsigned int row_threads(int n) {
     unsigned int warps = ceil_div(n > 0 ? (size_t)n : 1, 32);
     return warps * 32 > SGA_THREADS ? SGA_THREADS : warps * 32;
-}
-
-// Sum of v over the block (blockDim.x a multiple of 32, at most 1024), the same value in every
-// thread and the same order every run. shared: 32 elements. Every thread of the block must call it.
-template <typename F>
-static __device__ F block_sum(F v, F *shared) {
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    __syncthreads();   // a previous call may still be reading `shared`
-    if (lane == 0) shared[warp] = v;
-    __syncthreads();
-    v = lane < warps ? shared[lane] : (F)0;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
 }
 
 // alpha = clamp(alpha_raw[0], 0, 1); 1 without a blend parameter. NaN stays NaN, as on the CPU.
