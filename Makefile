@@ -133,7 +133,7 @@ test: check-deps
 
 bench: check-deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
-	@bash tests/run_bench.sh $(BUILD)/tests
+	@bash tests/run_bench.sh $(BENCH_BIN)
 
 NO_CUDA_MSG = needs the CUDA backend, and this build has none ($(NVCC) not found, or CUDA=0)
 # Each GPU test against the CPU (exit 77 = skipped where no GPU is visible); NCCL tests under

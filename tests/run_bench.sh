@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# make bench: every benchmark in turn; results on stdout and in build/bench.txt.
-set -eu
-bin_dir=${1:-build/tests}
+# make bench: the CPU benchmarks named on the command line (the Makefile's BENCH_BIN; the GPU
+# benchmark is `make bench-gpu`), then tests/bench_*.py; results on stdout and in build/bench.txt.
+#   tests/run_bench.sh build/tests/bench_throughput ...
+set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/usr/bin/python3}
 {
-  for b in "$bin_dir"/bench_*; do
-    [ -x "$b" ] || continue
+  for b in "$@"; do
     echo "== $(basename "$b")"
     "$b"
   done
