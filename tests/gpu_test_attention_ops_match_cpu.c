@@ -9,7 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <string.h>
-#include "gpu_compare.h"
+#include "gpu_pairs.h"
 
 // ---- tolerances (scale-relative max error; see gpu_compare.h) -----------------------------------
 #define TOL_COPY          1e-7   // reshapes, masks, one add or multiply: the same roundings on both sides
@@ -23,8 +23,6 @@
 // Realistic odd sizes: nothing is a multiple of a warp or a tile.
 enum { B = 3, NH = 4, T = 37, HS = 24, BH = B * NH, C = NH * HS };
 
-static const Backend *gpu, *cpu;
-
 static int group_setup(void **state) {
     (void)state;
     gpu = gpu_backend_or_skip(CUDA_GEMM_FP32);
@@ -36,34 +34,6 @@ static int group_teardown(void **state) {
     (void)state;
     backend_cuda_destroy();
     return 0;
-}
-
-// ---- a tensor on both backends --------------------------------------------------------------------
-typedef struct { void *g, *c; size_t n; } Pair;
-
-static Pair pair_put2(const float *host_gpu, const float *host_cpu, size_t n) {
-    return (Pair){gpu_put(gpu, host_gpu, n), gpu_put(cpu, host_cpu, n), n};
-}
-
-static Pair pair_put(const float *host, size_t n) { return pair_put2(host, host, n); }
-
-static Pair pair_random(size_t n, uint64_t seed, double scale) {
-    float *h = gpu_random(n, seed, scale);
-    Pair p = pair_put(h, n);
-    free(h);
-    return p;
-}
-
-static void pair_free(Pair p) { gpu->free(p.g); cpu->free(p.c); }
-
-// Scale-relative error of the GPU copy against the CPU copy; infinite if the GPU copy holds a NaN or
-// an infinity (gpu_error alone can lose a NaN that is followed by finite differences).
-static double pair_error(Pair p) {
-    float *g = gpu_get(gpu, p.g, p.n);
-    int finite = 1;
-    for (size_t i = 0; i < p.n; i++) finite &= isfinite(g[i]) != 0;
-    free(g);
-    return finite ? gpu_error(gpu, p.g, cpu, p.c, p.n) : INFINITY;
 }
 
 static void check(const char *what, double err, double tol) {
@@ -194,7 +164,7 @@ static void test_attn_scores_backward(void **state) {
 static void run_attn_values(const char *what, double tol) {
     size_t nh = (size_t)BH * T * HS;
     float *p = causal_probs(18, 0);
-    Pair probs = pair_put(p, (size_t)BH * T * T);
+    Pair probs = pair_from(p, (size_t)BH * T * T);
     free(p);
     Pair v = pair_random(nh, 19, 1.0), y = pair_random(nh, 20, 1.0);
     gpu->attn_values(y.g, probs.g, v.g, BH, T, HS);
@@ -212,7 +182,7 @@ static void test_attn_values_backward(void **state) {
     (void)state;
     size_t nh = (size_t)BH * T * HS, ns = (size_t)BH * T * T;
     float *p = causal_probs(21, 0);
-    Pair probs = pair_put(p, ns);
+    Pair probs = pair_from(p, ns);
     free(p);
     Pair v = pair_random(nh, 22, 1.0), dy = pair_random(nh, 23, 1.0);
     Pair dprobs = pair_random(ns, 24, 1.0), dv = pair_random(nh, 25, 1.0);   // dprobs (=), dv (+=)
@@ -229,7 +199,7 @@ static void test_softmax_causal_forward(void **state) {
     (void)state;
     size_t ns = (size_t)BH * T * T;
     float *s = causal_random(BH, T, 26, 3.0, 1);
-    Pair scores = pair_put(s, ns), probs = pair_random(ns, 27, 1.0);
+    Pair scores = pair_from(s, ns), probs = pair_random(ns, 27, 1.0);
     free(s);
     gpu->softmax_causal_forward(probs.g, scores.g, BH, T);
     cpu->softmax_causal_forward(probs.c, scores.c, BH, T);
@@ -247,7 +217,7 @@ static void test_softmax_causal_backward(void **state) {
     (void)state;
     size_t ns = (size_t)BH * T * T;
     float *p = causal_probs(28, 1), *dp = causal_random(BH, T, 29, 1.0, 1);
-    Pair probs = pair_put(p, ns), dprobs = pair_put(dp, ns), dscores = pair_random(ns, 30, 1.0);   // (=)
+    Pair probs = pair_from(p, ns), dprobs = pair_from(dp, ns), dscores = pair_random(ns, 30, 1.0);   // (=)
     free(p); free(dp);
     gpu->softmax_causal_backward(dscores.g, dprobs.g, probs.g, BH, T);
     cpu->softmax_causal_backward(dscores.c, dprobs.c, probs.c, BH, T);
@@ -260,7 +230,7 @@ static void test_softmax_causal_backward(void **state) {
 static void test_attn_row_entropy(void **state) {
     (void)state;
     float *p = causal_probs(31, 1);
-    Pair probs = pair_put(p, (size_t)BH * T * T), ent = pair_random((size_t)BH * T, 32, 1.0);
+    Pair probs = pair_from(p, (size_t)BH * T * T), ent = pair_random((size_t)BH * T, 32, 1.0);
     free(p);
     gpu->attn_row_entropy(ent.g, probs.g, BH, T);
     cpu->attn_row_entropy(ent.c, probs.c, BH, T);
@@ -271,7 +241,7 @@ static void test_attn_row_entropy(void **state) {
 static void test_attn_entropy_reg_sum(void **state) {
     (void)state;
     float *p = causal_probs(33, 1);
-    Pair probs = pair_put(p, (size_t)BH * T * T);
+    Pair probs = pair_from(p, (size_t)BH * T * T);
     free(p);
     double g = gpu->attn_entropy_reg_sum(probs.g, BH, T), c = cpu->attn_entropy_reg_sum(probs.c, BH, T);
     printf("# attn_entropy_reg_sum gpu %.17g cpu %.17g\n", g, c);
@@ -286,7 +256,7 @@ static void test_attn_entropy_reg_backward(void **state) {
     (void)state;
     size_t ns = (size_t)BH * T * T;
     float *p = causal_probs(34, 1);
-    Pair probs = pair_put(p, ns), dprobs = pair_random(ns, 35, 1.0);   // (+=), the triangle above untouched
+    Pair probs = pair_from(p, ns), dprobs = pair_random(ns, 35, 1.0);   // (+=), the triangle above untouched
     free(p);
     gpu->attn_entropy_reg_backward(dprobs.g, probs.g, -0.37, BH, T);
     cpu->attn_entropy_reg_backward(dprobs.c, probs.c, -0.37, BH, T);
@@ -298,7 +268,7 @@ static void test_head_mask_apply(void **state) {
     (void)state;
     size_t nh = (size_t)BH * T * HS;
     const float m[NH] = {1.0f, 0.0f, 0.5f, 1.25f};
-    Pair mask = pair_put(m, NH), y = pair_random(nh, 36, 1.0);
+    Pair mask = pair_from(m, NH), y = pair_random(nh, 36, 1.0);
     gpu->head_mask_apply(y.g, mask.g, B, NH, T, HS);
     cpu->head_mask_apply(y.c, mask.c, B, NH, T, HS);
     check("head_mask_apply y", pair_error(y), TOL_COPY);

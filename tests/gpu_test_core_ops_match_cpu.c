@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gpu_compare.h"
+#include "gpu_pairs.h"
 
 // ---- tolerances: scale-relative max error allowed per op --------------------------------------
 // fp32 elementwise kernels differ from the CPU only by FMA contraction and the GPU's expf against
@@ -63,31 +63,7 @@ static double tolerance(const char *op) {
 // ---- sizes: odd on purpose (no multiple of a warp or a block) ---------------------------------
 enum { N = 37, C = 96, OC = 200, V = 1031, B = 3, T = 13, VOCAB = 61 };
 
-static const Backend *gpu, *cpu;
-
-// ---- one tensor on both backends ---------------------------------------------------------------
-typedef struct {
-    void *g, *c;
-    size_t n;
-} Pair;
-
-static Pair pair_from(const float *host, size_t n) {
-    Pair p = {gpu_put(gpu, host, n), gpu_put(cpu, host, n), n};
-    return p;
-}
-
-static Pair pair_random(size_t n, uint64_t seed, double scale) {
-    float *h = gpu_random(n, seed, scale);
-    Pair p = pair_from(h, n);
-    free(h);
-    return p;
-}
-
-static void pair_free(Pair p) {
-    gpu->free(p.g);
-    cpu->free(p.c);
-}
-
+// ---- int32 tensors on both backends (tokens, targets, predictions) ---------------------------
 typedef struct {
     int32_t *g, *c;
     size_t n;

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gpu_compare.h"
+#include "gpu_pairs.h"
 #include "../cuda/sga_dct.h"
 
 // ---- tolerances: scale-relative max error allowed per op --------------------------------------
@@ -65,40 +65,8 @@ static double tolerance(const char *op) {
 // ---- sizes ----------------------------------------------------------------------------------------
 enum { BH = 3 * 4, T = 37, R = BH * T, DE = 32 };
 
-static const Backend *gpu, *cpu;
 static uint64_t next_seed = 1000;   // every random tensor of the program draws a fresh stream
 
-// ---- one tensor on both backends ---------------------------------------------------------------
-typedef struct {
-    void *g, *c;
-    size_t n;
-} Pair;
-
-static Pair pair_from(const float *host, size_t n) {
-    Pair p = {gpu_put(gpu, host, n), gpu_put(cpu, host, n), n};
-    return p;
-}
-
-static Pair pair_random(size_t n, double scale) {
-    float *h = gpu_random(n, next_seed++, scale);
-    Pair p = pair_from(h, n);
-    free(h);
-    return p;
-}
-
-// An (=) output: different garbage on each backend.
-static Pair pair_garbage(size_t n) {
-    float *hg = gpu_random(n, next_seed++, 1e3), *hc = gpu_random(n, next_seed++, 1e3);
-    Pair p = {gpu_put(gpu, hg, n), gpu_put(cpu, hc, n), n};
-    free(hg);
-    free(hc);
-    return p;
-}
-
-static void pair_free(Pair p) {
-    gpu->free(p.g);
-    cpu->free(p.c);
-}
 
 // Asserts the GPU copy of p is within the op's tolerance of the CPU copy.
 static void expect_close(const char *op, const char *what, Pair p) {
@@ -144,8 +112,8 @@ static void check_dct(CudaDctMethod method, const char *op) {
         size_t len = (size_t)rows * n;
         char what[64];
         float *hx = gpu_random(len, next_seed++, 1.0);
-        Pair x = pair_from(hx, len), y = pair_random(len, 1.0);
-        Pair s = pair_garbage(len), z = pair_garbage(len), back = pair_garbage(len);
+        Pair x = pair_from(hx, len), y = pair_random(len, next_seed++, 1.0);
+        Pair s = pair_garbage(len, next_seed++), z = pair_garbage(len, next_seed++), back = pair_garbage(len, next_seed++);
         gpu->dct_rows(s.g, x.g, rows, n, 0);
         cpu->dct_rows(s.c, x.c, rows, n, 0);
         snprintf(what, sizeof what, "forward R=%d T=%d", rows, n);
@@ -194,7 +162,7 @@ static void test_causal_lower_copy(void **state) {
     for (size_t c = 0; c < sizeof ROW_SHAPES / sizeof ROW_SHAPES[0]; c++) {
         int bh = ROW_SHAPES[c].bh, n = ROW_SHAPES[c].n;
         size_t len = (size_t)bh * n * n;
-        Pair in = pair_random(len, 1.0), out = pair_garbage(len);
+        Pair in = pair_random(len, next_seed++, 1.0), out = pair_garbage(len, next_seed++);
         gpu->causal_lower_copy(out.g, in.g, bh, n);
         cpu->causal_lower_copy(out.c, in.c, bh, n);
         char what[64];
@@ -209,7 +177,7 @@ static void test_causal_lower_accumulate(void **state) {
     for (size_t c = 0; c < sizeof ROW_SHAPES / sizeof ROW_SHAPES[0]; c++) {
         int bh = ROW_SHAPES[c].bh, n = ROW_SHAPES[c].n;
         size_t len = (size_t)bh * n * n;
-        Pair in = pair_random(len, 1.0), out = pair_random(len, 1.0);
+        Pair in = pair_random(len, next_seed++, 1.0), out = pair_random(len, next_seed++, 1.0);
         gpu->causal_lower_accumulate(out.g, in.g, bh, n);
         cpu->causal_lower_accumulate(out.c, in.c, bh, n);
         char what[64];
@@ -236,7 +204,7 @@ static void test_sga_stats_forward(void **state) {
             int rows = STAT_SHAPES[c].rows, n = STAT_SHAPES[c].n;
             size_t len;
             float *h = stats_input((int)c, causal, &len);
-            Pair spec = pair_from(h, len), stats = pair_garbage((size_t)rows * 4);
+            Pair spec = pair_from(h, len), stats = pair_garbage((size_t)rows * 4, next_seed++);
             gpu->sga_stats_forward(stats.g, spec.g, rows, n);
             cpu->sga_stats_forward(stats.c, spec.c, rows, n);
             char what[64];
@@ -254,7 +222,7 @@ static void test_sga_stats_backward(void **state) {
             int rows = STAT_SHAPES[c].rows, n = STAT_SHAPES[c].n;
             size_t len;
             float *h = stats_input((int)c, causal, &len);
-            Pair spec = pair_from(h, len), dstats = pair_random((size_t)rows * 4, 1.0), dspec = pair_random(len, 1.0);
+            Pair spec = pair_from(h, len), dstats = pair_random((size_t)rows * 4, next_seed++, 1.0), dspec = pair_random(len, next_seed++, 1.0);
             gpu->sga_stats_backward(dspec.g, dstats.g, spec.g, rows, n);
             cpu->sga_stats_backward(dspec.c, dstats.c, spec.c, rows, n);
             char what[64];
@@ -273,8 +241,8 @@ static void test_sga_gate_input(void **state) {
     (void)state;
     for (size_t c = 0; c < sizeof GATE_SHAPES / sizeof GATE_SHAPES[0]; c++) {
         int rows = GATE_SHAPES[c].rows, de = GATE_SHAPES[c].de;
-        Pair e = pair_random((size_t)de, 1.0), stats = pair_random((size_t)rows * 4, 1.0);
-        Pair U = pair_garbage((size_t)rows * (de + 4));
+        Pair e = pair_random((size_t)de, next_seed++, 1.0), stats = pair_random((size_t)rows * 4, next_seed++, 1.0);
+        Pair U = pair_garbage((size_t)rows * (de + 4), next_seed++);
         gpu->sga_gate_input(U.g, e.g, stats.g, rows, de);
         cpu->sga_gate_input(U.c, e.c, stats.c, rows, de);
         char what[64];
@@ -288,8 +256,8 @@ static void test_sga_gate_input_backward(void **state) {
     (void)state;
     for (size_t c = 0; c < sizeof GATE_SHAPES / sizeof GATE_SHAPES[0]; c++) {
         int rows = GATE_SHAPES[c].rows, de = GATE_SHAPES[c].de;
-        Pair dU = pair_random((size_t)rows * (de + 4), 1.0), de_ = pair_random((size_t)de, 1.0);
-        Pair dstats = pair_garbage((size_t)rows * 4);
+        Pair dU = pair_random((size_t)rows * (de + 4), next_seed++, 1.0), de_ = pair_random((size_t)de, next_seed++, 1.0);
+        Pair dstats = pair_garbage((size_t)rows * 4, next_seed++);
         gpu->sga_gate_input_backward(de_.g, dstats.g, dU.g, rows, de);
         cpu->sga_gate_input_backward(de_.c, dstats.c, dU.c, rows, de);
         char what[64];
@@ -306,7 +274,7 @@ static void test_sga_fixed_gate(void **state) {
     static const int lengths[] = {T, 18, 300, 1, 2, 3};
     for (size_t c = 0; c < sizeof lengths / sizeof lengths[0]; c++) {
         int n = lengths[c], rows = 7;
-        Pair G = pair_garbage((size_t)rows * n);
+        Pair G = pair_garbage((size_t)rows * n, next_seed++);
         gpu->sga_fixed_gate(G.g, rows, n);
         cpu->sga_fixed_gate(G.c, rows, n);
         char what[64];
@@ -323,7 +291,7 @@ static void test_sga_gate_apply(void **state) {
     (void)state;
     size_t n = (size_t)R * T;
     for (int logits = 0; logits < 2; logits++) {
-        Pair gate = pair_random(n, 4.0), spec = pair_random(n, 1.0), y = pair_garbage(n);
+        Pair gate = pair_random(n, next_seed++, 4.0), spec = pair_random(n, next_seed++, 1.0), y = pair_garbage(n, next_seed++);
         gpu->sga_gate_apply(y.g, gate.g, spec.g, n, logits);
         cpu->sga_gate_apply(y.c, gate.c, spec.c, n, logits);
         expect_close("sga_gate_apply", logits ? "g = sigmoid(l)" : "g (fixed gains, untouched)", gate);
@@ -338,8 +306,8 @@ static void test_sga_gate_backward(void **state) {
     float *h = gpu_random(n, next_seed++, 3.0);
     for (size_t i = 0; i < n; i++) h[i] = 1.0f / (1.0f + expf(-h[i]));   // a sigmoid's output, in (0, 1)
     for (int mode = 0; mode < 3; mode++) {   // logits; fixed gains; fixed gains without dgate
-        Pair gate = pair_from(h, n), spec = pair_random(n, 1.0), dy = pair_random(n, 1.0);
-        Pair dgate = pair_garbage(n), dspec = pair_garbage(n);
+        Pair gate = pair_from(h, n), spec = pair_random(n, next_seed++, 1.0), dy = pair_random(n, next_seed++, 1.0);
+        Pair dgate = pair_garbage(n, next_seed++), dspec = pair_garbage(n, next_seed++);
         int logits = mode == 0, with_dgate = mode < 2;
         gpu->sga_gate_backward(with_dgate ? dgate.g : NULL, dspec.g, dy.g, gate.g, spec.g, n, logits);
         cpu->sga_gate_backward(with_dgate ? dgate.c : NULL, dspec.c, dy.c, gate.c, spec.c, n, logits);
@@ -366,7 +334,7 @@ static void test_sga_blend_forward(void **state) {
         for (size_t s = 0; s < 2; s++) {
             int bh = ROW_SHAPES[s].bh, n = ROW_SHAPES[s].n;
             size_t len = (size_t)bh * n * n;
-            Pair a = pair_random(len, 1.0), zp = pair_random(len, 1.0), out = pair_garbage(len);
+            Pair a = pair_random(len, next_seed++, 1.0), zp = pair_random(len, next_seed++, 1.0), out = pair_garbage(len, next_seed++);
             Pair alpha = pair_from(&ALPHAS[c].raw, 1);
             const void *ag = ALPHAS[c].has_alpha ? alpha.g : NULL, *ac = ALPHAS[c].has_alpha ? alpha.c : NULL;
             gpu->sga_blend_forward(out.g, a.g, zp.g, ag, bh, n);
@@ -386,8 +354,8 @@ static void test_sga_blend_backward(void **state) {
             for (size_t s = 0; s < 2; s++) {
                 int bh = ROW_SHAPES[s].bh, n = ROW_SHAPES[s].n;
                 size_t len = (size_t)bh * n * n;
-                Pair a = pair_random(len, 1.0), zp = pair_random(len, 1.0), dout = pair_random(len, 1.0);
-                Pair da = pair_garbage(len), dzp = pair_garbage(len), dalpha = pair_random(1, 10.0);
+                Pair a = pair_random(len, next_seed++, 1.0), zp = pair_random(len, next_seed++, 1.0), dout = pair_random(len, next_seed++, 1.0);
+                Pair da = pair_garbage(len, next_seed++), dzp = pair_garbage(len, next_seed++), dalpha = pair_random(1, next_seed++, 10.0);
                 Pair alpha = pair_from(&ALPHAS[c].raw, 1);
                 const void *ag = ALPHAS[c].has_alpha ? alpha.g : NULL, *ac = ALPHAS[c].has_alpha ? alpha.c : NULL;
                 gpu->sga_blend_backward(da.g, dzp.g, with_dalpha ? dalpha.g : NULL, dout.g, a.g, zp.g, ag, bh, n);

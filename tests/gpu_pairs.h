@@ -1,0 +1,46 @@
+// gpu_pairs.h: one tensor held on both backends of an op test, the GPU backend and its CPU twin.
+// Shared by the tests/gpu_test_*_ops_match_cpu.c programs; each sets `gpu` and `cpu` in its cmocka
+// group setup (gpu_backend_or_skip and backend_cpu_f32).
+#pragma once
+#include "gpu_compare.h"
+
+static const Backend *gpu, *cpu;
+
+typedef struct {
+    void *g, *c;   // the GPU copy and the CPU copy
+    size_t n;
+} Pair;
+
+// host_gpu on the GPU, host_cpu on the CPU (the same array for ordinary inputs)
+static inline Pair pair_put2(const float *host_gpu, const float *host_cpu, size_t n) {
+    Pair p = {gpu_put(gpu, host_gpu, n), gpu_put(cpu, host_cpu, n), n};
+    return p;
+}
+
+static inline Pair pair_from(const float *host, size_t n) { return pair_put2(host, host, n); }
+
+// The same normal(0, scale) values on both backends.
+static inline Pair pair_random(size_t n, uint64_t seed, double scale) {
+    float *h = gpu_random(n, seed, scale);
+    Pair p = pair_from(h, n);
+    free(h);
+    return p;
+}
+
+// An output the op overwrites (=): different large garbage on each backend, so that an element
+// the GPU forgets, or accumulates into, shows up as an error.
+static inline Pair pair_garbage(size_t n, uint64_t seed) {
+    float *hg = gpu_random(n, seed, 1e3), *hc = gpu_random(n, seed ^ 0x9e3779b97f4a7c15ull, 1e3);
+    Pair p = pair_put2(hg, hc, n);
+    free(hg);
+    free(hc);
+    return p;
+}
+
+static inline void pair_free(Pair p) {
+    gpu->free(p.g);
+    cpu->free(p.c);
+}
+
+// Scale-relative error of the GPU copy against the CPU copy (infinite on a NaN; gpu_compare.h).
+static inline double pair_error(Pair p) { return gpu_error(gpu, p.g, cpu, p.c, p.n); }
