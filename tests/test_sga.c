@@ -198,13 +198,23 @@ static void load_batch(const Model *m, Activations *a, const int32_t *tokens) {
     m->be->upload_i32(a->targets, targets, (size_t)B * T);
 }
 
+// The fp32 backend with slices of one head (Backend.working_set_bytes), so that src/sga.c's slice
+// loop runs more than once even at test sizes (the real backend takes these whole).
+static const Backend *one_head_slices(void) {
+    static Backend copy;
+    copy = *backend_cpu_f32();
+    copy.working_set_bytes = 1;
+    return &copy;
+}
+
 static void test_sga_models_gradients_match_finite_differences(void **state) {
     (void)state;
     for (size_t vi = 0; vi < sizeof VARIANTS / sizeof VARIANTS[0]; vi++) {
         ModelShape s = sga_shape(&VARIANTS[vi]);
         Model m32, m64;
         Activations a32, a64;
-        model_init(&m32, backend_cpu_f32(), s, 0, s.n_layer, 1, 1, 1);
+        // Analytic gradients through one-head slices; finite differences of whole layers.
+        model_init(&m32, one_head_slices(), s, 0, s.n_layer, 1, 1, 1);
         model_init(&m64, backend_cpu_f64(), s, 0, s.n_layer, 1, 1, 1);
         model_init_weights(&m64, 9);
         double *host = malloc(m64.num_params * sizeof(double));
@@ -314,6 +324,46 @@ static void test_batch_neighbours_do_not_leak(void **state) {
     model_free(&m);
 }
 
+// Slices of heads are a schedule, not a change of the math: the logits and every gradient agree with
+// whole layers (up to the order in which the gate's parameter gradients add up over slices).
+static void test_head_slices_match_whole_layers(void **state) {
+    (void)state;
+    for (size_t vi = 0; vi < sizeof VARIANTS / sizeof VARIANTS[0]; vi++) {
+        ModelShape s = sga_shape(&VARIANTS[vi]);
+        const Backend *backends[2] = {backend_cpu_f32(), one_head_slices()};
+        float *logits[2], *grads[2];
+        size_t n_logits = (size_t)B * s.seq_len * s.vocab_size, n_params = 0;
+        for (int k = 0; k < 2; k++) {
+            Model m;
+            Activations a;
+            model_init(&m, backends[k], s, 0, s.n_layer, 1, 1, 1);
+            model_init_weights(&m, 21);
+            activations_init(&a, &m, B);
+            load_batch(&m, &a, NULL);
+            model_forward(&m, &a);
+            model_backward(&m, &a, 1.0 / 12, NULL, NULL);
+            n_params = m.num_params;
+            logits[k] = malloc(n_logits * sizeof(float));
+            grads[k] = malloc(n_params * sizeof(float));
+            m.be->download(logits[k], a.logits, n_logits);
+            m.be->download(grads[k], m.grads_mem, n_params);
+            activations_free(&a, m.be);
+            model_free(&m);
+        }
+        double dl = 0, dg = 0, gmax = 0;
+        for (size_t i = 0; i < n_logits; i++) dl = fmax(dl, fabs((double)logits[0][i] - logits[1][i]));
+        for (size_t i = 0; i < n_params; i++) {
+            dg = fmax(dg, fabs((double)grads[0][i] - grads[1][i]));
+            gmax = fmax(gmax, fabs((double)grads[0][i]));
+        }
+        printf("# %-22s one-head slices vs whole layers: max |d logits| %.2e, max |d grad| %.2e (max |grad| %.2e)\n",
+               VARIANTS[vi].name, dl, dg, gmax);
+        assert_true(dl <= 1e-5);
+        assert_true(gmax > 0 && dg <= 1e-5 * gmax);
+        for (int k = 0; k < 2; k++) { free(logits[k]); free(grads[k]); }
+    }
+}
+
 // With alpha_l = 0 the blend returns the raw logits: the loss is SDPA's on the same weights.
 static void test_alpha_zero_is_sdpa(void **state) {
     (void)state;
@@ -355,6 +405,7 @@ int main(void) {
         cmocka_unit_test(test_sga_is_causal_and_batch_independent),
         cmocka_unit_test(test_batch_neighbours_do_not_leak),
         cmocka_unit_test(test_alpha_zero_is_sdpa),
+        cmocka_unit_test(test_head_slices_match_whole_layers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
