@@ -52,6 +52,7 @@
 #include <mpi.h>
 #include <nccl.h>
 #include <string.h>
+#include "../src/comm_groups.h"
 #include "../src/common.h"
 #include "backend_cuda.h"
 #include "comm_nccl.h"
@@ -70,9 +71,7 @@ typedef struct Pending {
 } Pending;
 
 typedef struct {
-    MPI_Comm pipeline;          // ranks of this dp replica, rank = stage
-    MPI_Comm dp;                // ranks holding this stage, rank = dp_index
-    MPI_Comm tie;               // {first, last} stage of this pipeline; MPI_COMM_NULL elsewhere or when pp = 1
+    CommGroups groups;          // first: comm_groups.c finds the MPI groups here
     ncclComm_t down, up;        // pipeline p2p by direction (NULL when pp = 1)
     ncclComm_t dp_nccl;         // NULL when dp = 1
     ncclComm_t tie_nccl;        // NULL off the tie pair
@@ -191,25 +190,6 @@ static void nccl_tie_allreduce(Comm *c, void *buf, size_t n) {
     ncclCheck(ncclAllReduce(buf, buf, n, m->type, ncclSum, m->tie_nccl, m->compute));
 }
 
-// ---- host scalars (MPI) --------------------------------------------------------------------------
-
-static void nccl_dp_sum_doubles(Comm *c, double *x, int n) {
-    if (c->dp == 1) return;
-    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, impl(c)->dp));
-}
-
-static void nccl_world_sum(Comm *c, double *x, int n) {
-    (void)c;
-    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
-}
-
-static void nccl_world_max(Comm *c, double *x, int n) {
-    (void)c;
-    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
-}
-
-static void nccl_barrier(Comm *c) { (void)c; mpiCheck(MPI_Barrier(MPI_COMM_WORLD)); }
-
 // ---- set-up and tear-down ------------------------------------------------------------------------
 
 // A NCCL communicator over the ranks of `group` (NCCL rank = MPI rank), its id from group rank 0.
@@ -288,32 +268,15 @@ static void nccl_free(Comm *c) {
     cudaCheck(cudaStreamDestroy(m->down_stream));
     cudaCheck(cudaStreamDestroy(m->up_stream));
     cudaCheck(cudaStreamDestroy(m->dp_stream));
-    MPI_Comm_free(&m->pipeline);
-    MPI_Comm_free(&m->dp);
-    if (m->tie != MPI_COMM_NULL) MPI_Comm_free(&m->tie);
-    free(m);
-    free(c);
+    comm_groups_free(c);
 }
 
 Comm *comm_nccl_create(int pp, size_t elem_size) {
     if (elem_size != sizeof(float) && elem_size != sizeof(double))
         die(EXIT_FAILURE_OTHER, "internal: the NCCL transport moves 4- or 8-byte floats, not %zu-byte ones", elem_size);
-    Comm *c = xcalloc(1, sizeof *c);
     NcclComm *m = xcalloc(1, sizeof *m);
-    c->name = "nccl";
-    c->impl = m;
-    c->elem_size = elem_size;
-    mpiCheck(MPI_Comm_rank(MPI_COMM_WORLD, &c->world_rank));
-    mpiCheck(MPI_Comm_size(MPI_COMM_WORLD, &c->world_size));
-    c->pp = pp;
-    c->dp = c->world_size / pp;
-    c->dp_index = c->world_rank / pp;
-    c->stage = c->world_rank % pp;
     m->type = elem_size == sizeof(double) ? ncclDouble : ncclFloat;
-    mpiCheck(MPI_Comm_split(MPI_COMM_WORLD, c->dp_index, c->stage, &m->pipeline));
-    mpiCheck(MPI_Comm_split(MPI_COMM_WORLD, c->stage, c->dp_index, &m->dp));
-    int in_tie = pp > 1 && (c->stage == 0 || c->stage == pp - 1);
-    mpiCheck(MPI_Comm_split(MPI_COMM_WORLD, in_tie ? c->dp_index : MPI_UNDEFINED, c->stage, &m->tie));
+    Comm *c = comm_groups_create("nccl", pp, elem_size, m);
 
     m->compute = (cudaStream_t)backend_cuda_stream();
     m->down_stream = comm_stream();
@@ -321,11 +284,11 @@ Comm *comm_nccl_create(int pp, size_t elem_size) {
     m->dp_stream = comm_stream();
     cudaCheck(cudaEventCreateWithFlags(&m->ready, cudaEventDisableTiming));
     if (pp > 1) {
-        m->down = nccl_over(m->pipeline);
-        m->up = nccl_over(m->pipeline);
+        m->down = nccl_over(m->groups.pipeline);
+        m->up = nccl_over(m->groups.pipeline);
     }
-    if (c->dp > 1) m->dp_nccl = nccl_over(m->dp);
-    if (in_tie) m->tie_nccl = nccl_over(m->tie);
+    if (c->dp > 1) m->dp_nccl = nccl_over(m->groups.dp);
+    if (m->groups.tie != MPI_COMM_NULL) m->tie_nccl = nccl_over(m->groups.tie);
     first_transfers(c, m);
 
     c->send = nccl_send;
@@ -335,11 +298,7 @@ Comm *comm_nccl_create(int pp, size_t elem_size) {
     c->dp_reduce_scatter = nccl_dp_reduce_scatter;
     c->dp_allgather = nccl_dp_allgather;
     c->tie_allreduce = nccl_tie_allreduce;
-    c->dp_sum_doubles = nccl_dp_sum_doubles;
     c->dp_broadcast = nccl_dp_broadcast;
-    c->world_sum = nccl_world_sum;
-    c->world_max = nccl_world_max;
-    c->barrier = nccl_barrier;
     c->free = nccl_free;
     return c;
 }
