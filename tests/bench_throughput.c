@@ -41,6 +41,30 @@ static void bench(Comm *world, const char *label, const char *const *sets, int n
     trainer_free(&t);
 }
 
+// Two trainers on the same machine, one warm-up step each (step 0), then `steps` steps taken in
+// turn so that machine noise hits both alike; the median step time of each.
+static void alternate_steps(Trainer *a, Trainer *b, int steps, double *median_a, double *median_b) {
+    Error err = {{0}};
+    StepResult r;
+    double *ta = xmalloc(sizeof(double) * steps), *tb = xmalloc(sizeof(double) * steps);
+    trainer_step(a, 0, &r, &err);
+    trainer_step(b, 0, &r, &err);
+    for (int s = 0; s < steps; s++) {
+        double t0 = now_seconds();
+        trainer_step(a, s + 1, &r, &err);
+        double t1 = now_seconds();
+        trainer_step(b, s + 1, &r, &err);
+        ta[s] = t1 - t0;
+        tb[s] = now_seconds() - t1;
+    }
+    qsort(ta, steps, sizeof(double), compare_doubles);
+    qsort(tb, steps, sizeof(double), compare_doubles);
+    *median_a = ta[steps / 2];
+    *median_b = tb[steps / 2];
+    free(ta);
+    free(tb);
+}
+
 // SGA against SDPA on the same model in this one process: steps of the two alternate, so that
 // machine noise hits both alike; the overhead is the ratio of median step times.
 static void bench_sga_overhead(Comm *world, int T, int batch, int steps) {
@@ -58,24 +82,10 @@ static void bench_sga_overhead(Comm *world, int T, int batch, int steps) {
     Trainer a, b;
     if (trainer_init(&a, &cfg_sdpa, backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
     if (trainer_init(&b, &cfg_sga, backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
-    double *ta = xmalloc(sizeof(double) * steps), *tb = xmalloc(sizeof(double) * steps);
-    StepResult r;
-    trainer_step(&a, 0, &r, &err);
-    trainer_step(&b, 0, &r, &err);
-    for (int s = 0; s < steps; s++) {
-        double t0 = now_seconds();
-        trainer_step(&a, s + 1, &r, &err);
-        double t1 = now_seconds();
-        trainer_step(&b, s + 1, &r, &err);
-        ta[s] = t1 - t0;
-        tb[s] = now_seconds() - t1;
-    }
-    qsort(ta, steps, sizeof(double), compare_doubles);
-    qsort(tb, steps, sizeof(double), compare_doubles);
-    double ma = ta[steps / 2], mb = tb[steps / 2];
+    double ma, mb;
+    alternate_steps(&a, &b, steps, &ma, &mb);
     printf("SGA vs SDPA, 6 layers d=512 8 heads vocab 32000, T=%d, B=%d | SDPA %8.1f ms/step | SGA %8.1f ms/step | overhead %+.1f%%\n",
            T, batch, ma * 1e3, mb * 1e3, 100 * (mb / ma - 1));
-    free(ta); free(tb);
     trainer_free(&a);
     trainer_free(&b);
 }
@@ -95,33 +105,22 @@ static void bench_r3si_overhead(Comm *world, int steps) {
     Trainer a, b;
     if (trainer_init(&a, &cfg_base, backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
     if (trainer_init(&b, &cfg_r3si, backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
-    double *ta = xmalloc(sizeof(double) * steps), *tb = xmalloc(sizeof(double) * steps), tm[3];
+    // b's warm-up is step 0, a monitor step: alpha > 0 from there on, so the injection runs.
+    double base_t, ordinary, tm[3];
+    alternate_steps(&a, &b, steps, &base_t, &ordinary);
     StepResult r;
-    trainer_step(&a, 0, &r, &err);
-    trainer_step(&b, 0, &r, &err);   // a monitor step: alpha > 0 from here on, so the injection runs
-    for (int s = 0; s < steps; s++) {
-        double t0 = now_seconds();
-        trainer_step(&a, s + 1, &r, &err);
-        double t1 = now_seconds();
-        trainer_step(&b, s + 1, &r, &err);
-        ta[s] = t1 - t0;
-        tb[s] = now_seconds() - t1;
-    }
     for (int i = 0; i < 3; i++) {
         double t0 = now_seconds();
         trainer_step(&b, 50 * (i + 1), &r, &err);
         tm[i] = now_seconds() - t0;
     }
-    qsort(ta, steps, sizeof(double), compare_doubles);
-    qsort(tb, steps, sizeof(double), compare_doubles);
     qsort(tm, 3, sizeof(double), compare_doubles);
-    double base_t = ta[steps / 2], ordinary = tb[steps / 2], monitor = tm[1];
+    double monitor = tm[1];
     double average = (49 * ordinary + monitor) / 50;
     printf("R3SI vs baseline, 6 layers d=512 T=256 B=8, checkpoints 2-5, k 64, d_s 32 | baseline %.1f ms | R3SI %.1f ms "
            "(%+.1f%%) | monitor step %.1f ms (%+.1f%%) | average with monitor_every 50: %+.1f%%\n",
            base_t * 1e3, ordinary * 1e3, 100 * (ordinary / base_t - 1), monitor * 1e3, 100 * (monitor / base_t - 1),
            100 * (average / base_t - 1));
-    free(ta); free(tb);
     trainer_free(&a);
     trainer_free(&b);
 }
