@@ -1,7 +1,9 @@
-// gpu_pairs.h: one tensor held on both backends of an op test, the GPU backend and its CPU twin.
-// Shared by the tests/gpu_test_*_ops_match_cpu.c programs; each sets `gpu` and `cpu` in its cmocka
-// group setup (gpu_backend_or_skip and backend_cpu_f32).
+// gpu_pairs.h: one tensor held on both backends of an op test, the GPU backend and its CPU twin,
+// and the per-op tolerance tables the comparisons use. Shared by the
+// tests/gpu_test_*_ops_match_cpu.c programs (cmocka, included before this); each sets `gpu` and
+// `cpu` in its group setup (gpu_backend_or_skip and backend_cpu_f32).
 #pragma once
+#include <string.h>
 #include "gpu_compare.h"
 
 static const Backend *gpu, *cpu;
@@ -44,3 +46,25 @@ static inline void pair_free(Pair p) {
 
 // Scale-relative error of the GPU copy against the CPU copy (infinite on a NaN; gpu_compare.h).
 static inline double pair_error(Pair p) { return gpu_error(gpu, p.g, cpu, p.c, p.n); }
+
+// ---- tolerances -------------------------------------------------------------------------------
+// A test program's table of the scale-relative error allowed per op name.
+typedef struct {
+    const char *op;
+    double tol;
+} OpTolerance;
+
+// The tolerance of `op` in table (n entries); an op missing from the table fails the test.
+static inline double op_tolerance(const OpTolerance *table, size_t n, const char *op) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(table[i].op, op) == 0) return table[i].tol;
+    fail_msg("no tolerance for op %s", op);
+    return 0;
+}
+
+// Asserts the GPU copy of p is within tol of the CPU copy, and prints the error either way.
+static inline void expect_pair_close(const char *op, const char *what, Pair p, double tol) {
+    double err = pair_error(p);
+    printf("# %-26s %-28s error %.3g (tolerance %.3g)\n", op, what, err, tol);
+    if (!(err <= tol)) fail_msg("%s: %s differs from the CPU: error %.3g > %.3g", op, what, err, tol);
+}

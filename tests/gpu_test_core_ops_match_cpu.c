@@ -30,10 +30,7 @@
 // GEMMs round both operands to 8 bits of mantissa (relative 2^-9 each), so a K-term dot product
 // lands within ~1e-2 of the fp32 result relative to the output's scale: 2e-2. The double
 // reductions are compared relative to sum |x| and only differ by double rounding: 1e-11.
-static const struct {
-    const char *op;
-    double tol;
-} TOLERANCES[] = {
+static const OpTolerance TOLERANCES[] = {
     {"memory", 0.0},                 // transfers, zero and copy move bits
     {"encoder_forward", 1e-6},       // one fp32 add per element, same on both
     {"encoder_backward", 1e-5},      // same adds in the same order as the CPU
@@ -53,12 +50,7 @@ static const struct {
     {"adamw_update", 1e-5},
 };
 
-static double tolerance(const char *op) {
-    for (size_t i = 0; i < sizeof TOLERANCES / sizeof TOLERANCES[0]; i++)
-        if (strcmp(TOLERANCES[i].op, op) == 0) return TOLERANCES[i].tol;
-    fail_msg("no tolerance for op %s", op);
-    return 0;
-}
+static double tolerance(const char *op) { return op_tolerance(TOLERANCES, sizeof TOLERANCES / sizeof TOLERANCES[0], op); }
 
 // ---- sizes: odd on purpose (no multiple of a warp or a block) ---------------------------------
 enum { N = 37, C = 96, OC = 200, V = 1031, B = 3, T = 13, VOCAB = 61 };
@@ -82,11 +74,7 @@ static void pair_i32_free(PairI32 p) {
 }
 
 // Asserts the GPU copy of p is within the op's tolerance of the CPU copy.
-static void expect_close(const char *op, const char *what, Pair p) {
-    double err = gpu_error(gpu, p.g, cpu, p.c, p.n), tol = tolerance(op);
-    printf("# %-22s %-10s error %.3g (tolerance %.3g)\n", op, what, err, tol);
-    if (!(err <= tol)) fail_msg("%s: %s differs from the CPU: error %.3g > %.3g", op, what, err, tol);
-}
+static void expect_close(const char *op, const char *what, Pair p) { expect_pair_close(op, what, p, tolerance(op)); }
 
 // Random ids in [0, bound), deterministic in seed (caller frees).
 static int32_t *random_ids(size_t n, uint64_t seed, int bound) {
