@@ -262,6 +262,13 @@ static void test_sga_models_gradients_match_finite_differences(void **state) {
     }
 }
 
+// out (B,T,V): the model's output on `tokens` (B,T).
+static void forward_logits(Model *m, Activations *a, const int32_t *tokens, float *out) {
+    load_batch(m, a, tokens);
+    model_forward(m, a);
+    m->be->download(out, a->logits, (size_t)B * m->shape.seq_len * m->shape.vocab_size);
+}
+
 // Logits of positions <= i do not change when tokens after i change, nor when another sequence
 // of the batch changes: bitwise, for SGA and every ablation.
 static void test_sga_is_causal_and_batch_independent(void **state) {
@@ -278,16 +285,11 @@ static void test_sga_is_causal_and_batch_independent(void **state) {
         for (int i = 0; i < B * T; i++) tokens[i] = (int32_t)(rng_hash3(3, 3, (uint64_t)i) % (uint64_t)V);
         size_t n = (size_t)B * T * V;
         float *before = malloc(n * sizeof(float)), *after = malloc(n * sizeof(float));
-        load_batch(&m, &a, tokens);
-        model_forward(&m, &a);
-        m.be->download(before, a.logits, n);   // softmax probabilities: a function of the logits
+        forward_logits(&m, &a, tokens, before);   // softmax probabilities: a function of the logits
         int cut = 3;
         tokens[cut + 1] = (tokens[cut + 1] + 1) % V;          // sequence 0, a position after `cut`
         for (int t = 0; t < T; t++) tokens[T + t] = (tokens[T + t] + 5) % V;   // all of sequence 1
-        tokens[T + 0] = tokens[T + 0];
-        load_batch(&m, &a, tokens);
-        model_forward(&m, &a);
-        m.be->download(after, a.logits, n);
+        forward_logits(&m, &a, tokens, after);
         // Sequence 0, positions 0..cut: bitwise unchanged.
         assert_memory_equal(before, after, (size_t)(cut + 1) * V * sizeof(float));
         // ...and position cut + 1 did change (the test can fail).
@@ -311,13 +313,9 @@ static void test_batch_neighbours_do_not_leak(void **state) {
     for (int i = 0; i < B * T; i++) tokens[i] = (int32_t)(rng_hash3(3, 4, (uint64_t)i) % (uint64_t)V);
     size_t n = (size_t)B * T * V;
     float *before = malloc(n * sizeof(float)), *after = malloc(n * sizeof(float));
-    load_batch(&m, &a, tokens);
-    model_forward(&m, &a);
-    m.be->download(before, a.logits, n);
+    forward_logits(&m, &a, tokens, before);
     for (int t = 0; t < T; t++) tokens[T + t] = (tokens[T + t] + 5) % V;
-    load_batch(&m, &a, tokens);
-    model_forward(&m, &a);
-    m.be->download(after, a.logits, n);
+    forward_logits(&m, &a, tokens, after);
     assert_memory_equal(before, after, (size_t)T * V * sizeof(float));
     free(before); free(after);
     activations_free(&a, m.be);
