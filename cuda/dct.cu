@@ -32,7 +32,7 @@
 // allocate no work area of their own (it is carved from the scratch) and are bound to the context
 // stream at every execution, so they survive a backend destroyed and created again on the device.
 #include <string.h>
-#include "cuda_common.h"
+#include "reduce.cuh"
 #include "dct.h"
 #include "sga_dct.h"
 
@@ -49,11 +49,6 @@ extern "C" CudaDctMethod cuda_get_dct_method(void) { return dct_method; }
 
 #define DCT_THREADS 256
 
-// Grid of a grid-stride loop over n elements: enough blocks to fill the GPU, never zero.
-static unsigned int dct_grid(size_t n) {
-    unsigned int blocks = ceil_div(n, DCT_THREADS);
-    return blocks < 1 ? 1 : (blocks > 65536 ? 65536 : blocks);
-}
 
 // tw (T) = (cos, sin)(theta_k), theta_k = pi k / 2T, evaluated in double.
 static __global__ void twiddle_kernel(float2 *tw, int T) {
@@ -192,7 +187,7 @@ static const float2 *dct_twiddles(int T) {   // (T)
     DctCached *e = dct_cache_get(DCT_TWIDDLES, T, 0, &created);
     if (created) {
         cudaCheck(cudaMallocAsync(&e->table, (size_t)T * sizeof(float2), cuda_context()->stream));
-        twiddle_kernel<<<dct_grid(T), DCT_THREADS, 0, cuda_context()->stream>>>((float2 *)e->table, T);
+        twiddle_kernel<<<stride_grid(T, DCT_THREADS), DCT_THREADS, 0, cuda_context()->stream>>>((float2 *)e->table, T);
         cudaCheckLaunch();
     }
     return (const float2 *)e->table;
@@ -203,7 +198,7 @@ static const float *dct_matrix(int T) {      // (T,T)
     DctCached *e = dct_cache_get(DCT_MATRIX, T, 0, &created);
     if (created) {
         cudaCheck(cudaMallocAsync(&e->table, (size_t)T * T * sizeof(float), cuda_context()->stream));
-        dct_matrix_kernel<<<dct_grid((size_t)T * T), DCT_THREADS, 0, cuda_context()->stream>>>((float *)e->table, T);
+        dct_matrix_kernel<<<stride_grid((size_t)T * T, DCT_THREADS), DCT_THREADS, 0, cuda_context()->stream>>>((float *)e->table, T);
         cudaCheckLaunch();
     }
     return (const float *)e->table;
@@ -258,18 +253,18 @@ static void dct_fft(float *out, const float *in, int R, int T, int inverse) {
     cufftCheck(cufftSetStream(plan->plan, ctx->stream));
     cufftCheck(cufftSetWorkArea(plan->plan, base + real_bytes + half_bytes));
     if (!inverse) {
-        makhoul_pack_kernel<<<dct_grid(n_real), DCT_THREADS, 0, ctx->stream>>>(v, in, R, T);
+        makhoul_pack_kernel<<<stride_grid(n_real, DCT_THREADS), DCT_THREADS, 0, ctx->stream>>>(v, in, R, T);
         cudaCheckLaunch();
         cufftCheck(cufftExecR2C(plan->plan, v, V));
         float c0 = (float)sqrt(1.0 / T), ck = (float)sqrt(2.0 / T);
-        dct2_post_kernel<<<dct_grid(n_real), DCT_THREADS, 0, ctx->stream>>>(out, V, tw, R, T, c0, ck);
+        dct2_post_kernel<<<stride_grid(n_real, DCT_THREADS), DCT_THREADS, 0, ctx->stream>>>(out, V, tw, R, T, c0, ck);
         cudaCheckLaunch();
     } else {
         float ic0 = (float)(1.0 / sqrt((double)T)), ick = (float)(1.0 / sqrt(2.0 * T));
-        dct3_pre_kernel<<<dct_grid(n_half), DCT_THREADS, 0, ctx->stream>>>(V, in, tw, R, T, ic0, ick);
+        dct3_pre_kernel<<<stride_grid(n_half, DCT_THREADS), DCT_THREADS, 0, ctx->stream>>>(V, in, tw, R, T, ic0, ick);
         cudaCheckLaunch();
         cufftCheck(cufftExecC2R(plan->plan, V, v));   // overwrites V, which is scratch
-        makhoul_unpack_kernel<<<dct_grid(n_real), DCT_THREADS, 0, ctx->stream>>>(out, v, R, T);
+        makhoul_unpack_kernel<<<stride_grid(n_real, DCT_THREADS), DCT_THREADS, 0, ctx->stream>>>(out, v, R, T);
         cudaCheckLaunch();
     }
 }

@@ -17,15 +17,6 @@
 #define SGA_THREADS 256
 #define SGA_GATE_CHUNKS 64   // row chunks of the de reduction (the CPU's REDUCE_CHUNKS)
 
-// Grid of a grid-stride loop over n elements: enough blocks to fill the GPU, never zero.
-static unsigned int flat_grid(size_t n) {
-    unsigned int blocks = ceil_div(n, SGA_THREADS);
-    return blocks < 1 ? 1 : (blocks > 65536 ? 65536 : blocks);
-}
-
-// Grid of a loop over rows, one block per row (grid-stride past 2^20 rows).
-static unsigned int row_grid(size_t rows) { return rows < 1 ? 1 : (rows > (1u << 20) ? (1u << 20) : (unsigned int)rows); }
-
 // Threads of a block that walks a row of length n: whole warps, no more than SGA_THREADS.
 static unsigned int row_threads(int n) {
     unsigned int warps = ceil_div(n > 0 ? (size_t)n : 1, 32);
@@ -71,14 +62,14 @@ static __global__ void causal_lower_accumulate_kernel(float *out, const float *i
 static void cuda_causal_lower_copy(void *out, const void *in, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
-    causal_lower_copy_kernel<<<row_grid(rows), row_threads(T), 0, cuda_context()->stream>>>((float *)out, (const float *)in, rows, T);
+    causal_lower_copy_kernel<<<grid_for(rows, 1), row_threads(T), 0, cuda_context()->stream>>>((float *)out, (const float *)in, rows, T);
     cudaCheckLaunch();
 }
 
 static void cuda_causal_lower_accumulate(void *out, const void *in, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
-    causal_lower_accumulate_kernel<<<row_grid(rows), row_threads(T), 0, cuda_context()->stream>>>((float *)out, (const float *)in, rows, T);
+    causal_lower_accumulate_kernel<<<grid_for(rows, 1), row_threads(T), 0, cuda_context()->stream>>>((float *)out, (const float *)in, rows, T);
     cudaCheckLaunch();
 }
 
@@ -160,13 +151,13 @@ static __global__ void sga_stats_backward_kernel(float *dspec, const float *dsta
 
 static void cuda_sga_stats_forward(void *stats, const void *spec, int R, int T) {
     if (R <= 0 || T <= 0) return;
-    sga_stats_forward_kernel<<<row_grid(R), row_threads(T), 0, cuda_context()->stream>>>((float *)stats, (const float *)spec, R, T);
+    sga_stats_forward_kernel<<<grid_for(R, 1), row_threads(T), 0, cuda_context()->stream>>>((float *)stats, (const float *)spec, R, T);
     cudaCheckLaunch();
 }
 
 static void cuda_sga_stats_backward(void *dspec, const void *dstats, const void *spec, int R, int T) {
     if (R <= 0 || T <= 0) return;
-    sga_stats_backward_kernel<<<row_grid(R), row_threads(T), 0, cuda_context()->stream>>>(
+    sga_stats_backward_kernel<<<grid_for(R, 1), row_threads(T), 0, cuda_context()->stream>>>(
         (float *)dspec, (const float *)dstats, (const float *)spec, R, T);
     cudaCheckLaunch();
 }
@@ -217,7 +208,7 @@ static __global__ void gate_input_dstats_kernel(float *dstats, const float *dU, 
 
 static void cuda_sga_gate_input(void *U, const void *e, const void *stats, int R, int De) {
     if (R <= 0) return;
-    sga_gate_input_kernel<<<row_grid(R), row_threads(De + 4), 0, cuda_context()->stream>>>(
+    sga_gate_input_kernel<<<grid_for(R, 1), row_threads(De + 4), 0, cuda_context()->stream>>>(
         (float *)U, (const float *)e, (const float *)stats, R, De);
     cudaCheckLaunch();
 }
@@ -237,7 +228,7 @@ static void cuda_sga_gate_input_backward(void *de, void *dstats, const void *dU,
         cudaCheckLaunch();
         cudaCheck(cudaFreeAsync(partial, stream));
     }
-    gate_input_dstats_kernel<<<flat_grid((size_t)R * 4), SGA_THREADS, 0, stream>>>((float *)dstats, (const float *)dU, R, De);
+    gate_input_dstats_kernel<<<stride_grid((size_t)R * 4, SGA_THREADS), SGA_THREADS, 0, stream>>>((float *)dstats, (const float *)dU, R, De);
     cudaCheckLaunch();
 }
 
@@ -251,7 +242,7 @@ static __global__ void sga_fixed_gate_kernel(float *G, int R, int T) {
 
 static void cuda_sga_fixed_gate(void *G, int R, int T) {
     if (R <= 0 || T <= 0) return;
-    sga_fixed_gate_kernel<<<row_grid(R), row_threads(T), 0, cuda_context()->stream>>>((float *)G, R, T);
+    sga_fixed_gate_kernel<<<grid_for(R, 1), row_threads(T), 0, cuda_context()->stream>>>((float *)G, R, T);
     cudaCheckLaunch();
 }
 
@@ -269,28 +260,27 @@ static __global__ void sga_gate_apply_kernel(float *y, float *gate, const float 
     }
 }
 
-// For y = g * s: dspec (=) dy g; dgate (=) dy s g (1 - g) with logits, dy s without; dgate may be NULL.
+// For y = g * s with g = sigmoid(l): dspec (=) dy g; dgate (=) dy s g (1 - g); dgate may be NULL.
 static __global__ void sga_gate_backward_kernel(float *dgate, float *dspec, const float *dy, const float *gate,
-                                                const float *spec, size_t n, int logits) {
+                                                const float *spec, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float d = dy[i], g = gate[i];
         dspec[i] = d * g;
-        if (dgate) dgate[i] = logits ? d * spec[i] * g * (1.0f - g) : d * spec[i];
+        if (dgate) dgate[i] = d * spec[i] * g * (1.0f - g);
     }
 }
 
 static void cuda_sga_gate_apply(void *y, void *gate, const void *spec, size_t n, int logits) {
     if (n == 0) return;
-    sga_gate_apply_kernel<<<flat_grid(n), SGA_THREADS, 0, cuda_context()->stream>>>((float *)y, (float *)gate,
+    sga_gate_apply_kernel<<<stride_grid(n, SGA_THREADS), SGA_THREADS, 0, cuda_context()->stream>>>((float *)y, (float *)gate,
                                                                                   (const float *)spec, n, logits);
     cudaCheckLaunch();
 }
 
-static void cuda_sga_gate_backward(void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n,
-                                   int logits) {
+static void cuda_sga_gate_backward(void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n) {
     if (n == 0) return;
-    sga_gate_backward_kernel<<<flat_grid(n), SGA_THREADS, 0, cuda_context()->stream>>>(
-        (float *)dgate, (float *)dspec, (const float *)dy, (const float *)gate, (const float *)spec, n, logits);
+    sga_gate_backward_kernel<<<stride_grid(n, SGA_THREADS), SGA_THREADS, 0, cuda_context()->stream>>>(
+        (float *)dgate, (float *)dspec, (const float *)dy, (const float *)gate, (const float *)spec, n);
     cudaCheckLaunch();
 }
 
@@ -350,7 +340,7 @@ static __global__ void blend_dalpha_kernel(float *dalpha_raw, const double *part
 static void cuda_sga_blend_forward(void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
-    sga_blend_forward_kernel<<<row_grid(rows), row_threads(T), 0, cuda_context()->stream>>>(
+    sga_blend_forward_kernel<<<grid_for(rows, 1), row_threads(T), 0, cuda_context()->stream>>>(
         (float *)out, (const float *)a, (const float *)zprime, (const float *)alpha_raw, rows, T);
     cudaCheckLaunch();
 }

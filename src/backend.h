@@ -126,9 +126,9 @@ struct Backend {
     // y (n) = g * s, the gated spectrum. With `logits`, gate holds the MLP's output l and becomes
     // g = sigmoid(l) in place; without, it holds fixed gains g.
     void (*sga_gate_apply)(void *y, void *gate, const void *spec, size_t n, int logits);
-    // For y = g * s: dspec (=) dy g; dgate (=) dy s g (1 - g), the gradient at l (with `logits`), or
-    // dy s at g (without); dgate may be NULL
-    void (*sga_gate_backward)(void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n, int logits);
+    // For y = g * s with g = sigmoid(l): dspec (=) dy g; dgate (=) dy s g (1 - g), the gradient at l,
+    // or NULL to skip it (fixed gains have nothing to learn)
+    void (*sga_gate_backward)(void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n);
     // out = (1 - alpha) a + alpha z' on the causal triangle, alpha = clamp(alpha_raw[0], 0, 1) (NULL: 1)
     void (*sga_blend_forward)(void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T);
     // da (=) (1 - alpha) dout on the triangle and 0 above, dzprime (=), dalpha_raw (+=, one element; may be NULL)

@@ -87,7 +87,7 @@ static void sga_backward_slice(Model *m, Activations *a, int li, int h0, int nh,
     if (s->sga_spectral) be->dct_rows(a->sga_y, a->sga_z, R, T, 0);   // dy = DCT(dz'): the inverse's transpose
     else be->copy(a->sga_y, a->sga_z, n);
     // ds = dy g; d(W2 h + b2) = dy s g (1 - g)
-    be->sga_gate_backward(s->sga_fixed_filter ? NULL : a->sga_dgate, a->sga_dspec, a->sga_y, l.gate, l.spec, n, 1);
+    be->sga_gate_backward(s->sga_fixed_filter ? NULL : a->sga_dgate, a->sga_dspec, a->sga_y, l.gate, l.spec, n);
     if (!s->sga_fixed_filter) {
         be->zero(a->sga_dh, (size_t)R * Hg);
         be->matmul_backward(a->sga_dh, model_grad(m, PARAM_SGA_W2, layer), model_grad(m, PARAM_SGA_B2, layer), a->sga_dgate,

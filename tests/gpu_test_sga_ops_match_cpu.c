@@ -35,10 +35,7 @@
 // tree vs sequential), 1e-5; their gradient adds cancelling terms of up to ~1e2 (the flatness
 // term near P = 0): 1e-4. sigmoid: CUDA's expf against the CPU's Cephes polynomial, ~1 ulp each.
 // de and dalpha: sums over rows in a different order (dalpha in double on both sides).
-static const struct {
-    const char *op;
-    double tol;
-} TOLERANCES[] = {
+static const OpTolerance TOLERANCES[] = {
     {"dct_rows_fft", 1e-5},
     {"dct_rows_gemm", 1e-5},
     {"causal_lower_copy", 1e-6},
@@ -55,12 +52,7 @@ static const struct {
     {"sga_blend_backward_dalpha", 1e-5},
 };
 
-static double tolerance(const char *op) {
-    for (size_t i = 0; i < sizeof TOLERANCES / sizeof TOLERANCES[0]; i++)
-        if (strcmp(TOLERANCES[i].op, op) == 0) return TOLERANCES[i].tol;
-    fail_msg("no tolerance for op %s", op);
-    return 0;
-}
+static double tolerance(const char *op) { return op_tolerance(TOLERANCES, sizeof TOLERANCES / sizeof TOLERANCES[0], op); }
 
 // ---- sizes ----------------------------------------------------------------------------------------
 enum { BH = 3 * 4, T = 37, R = BH * T, DE = 32 };
@@ -69,11 +61,7 @@ static uint64_t next_seed = 1000;   // every random tensor of the program draws 
 
 
 // Asserts the GPU copy of p is within the op's tolerance of the CPU copy.
-static void expect_close(const char *op, const char *what, Pair p) {
-    double err = gpu_error(gpu, p.g, cpu, p.c, p.n), tol = tolerance(op);
-    printf("# %-26s %-28s error %.3g (tolerance %.3g)\n", op, what, err, tol);
-    if (!(err <= tol)) fail_msg("%s: %s differs from the CPU: error %.3g > %.3g", op, what, err, tol);
-}
+static void expect_close(const char *op, const char *what, Pair p) { expect_pair_close(op, what, p, tolerance(op)); }
 
 // Host copy of rows (rows, n) zero above the causal diagonal (row r is query r % n): the statistics
 // of the non-spectral ablation see such rows, with exact zeros (p = 0 in the entropy).
@@ -305,18 +293,17 @@ static void test_sga_gate_backward(void **state) {
     size_t n = (size_t)R * T;
     float *h = gpu_random(n, next_seed++, 3.0);
     for (size_t i = 0; i < n; i++) h[i] = 1.0f / (1.0f + expf(-h[i]));   // a sigmoid's output, in (0, 1)
-    for (int mode = 0; mode < 3; mode++) {   // logits; fixed gains; fixed gains without dgate
+    for (int with_dgate = 1; with_dgate >= 0; with_dgate--) {   // the MLP's gate; fixed gains (no dgate)
         Pair gate = pair_from(h, n), spec = pair_random(n, next_seed++, 1.0), dy = pair_random(n, next_seed++, 1.0);
         Pair dgate = pair_garbage(n, next_seed++), dspec = pair_garbage(n, next_seed++);
-        int logits = mode == 0, with_dgate = mode < 2;
-        gpu->sga_gate_backward(with_dgate ? dgate.g : NULL, dspec.g, dy.g, gate.g, spec.g, n, logits);
-        cpu->sga_gate_backward(with_dgate ? dgate.c : NULL, dspec.c, dy.c, gate.c, spec.c, n, logits);
-        static const char *const names[3] = {"logits", "fixed gains", "no dgate"};
+        gpu->sga_gate_backward(with_dgate ? dgate.g : NULL, dspec.g, dy.g, gate.g, spec.g, n);
+        cpu->sga_gate_backward(with_dgate ? dgate.c : NULL, dspec.c, dy.c, gate.c, spec.c, n);
+        const char *name = with_dgate ? "gate MLP" : "fixed gains, no dgate";
         char label[64];
-        snprintf(label, sizeof label, "dspec (=) %s", names[mode]);
+        snprintf(label, sizeof label, "dspec (=) %s", name);
         expect_close("sga_gate_backward", label, dspec);
         if (with_dgate) {
-            snprintf(label, sizeof label, "dgate (=) %s", names[mode]);
+            snprintf(label, sizeof label, "dgate (=) %s", name);
             expect_close("sga_gate_backward", label, dgate);
         }
         pair_free(gate); pair_free(spec); pair_free(dy); pair_free(dgate); pair_free(dspec);
