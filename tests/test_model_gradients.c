@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include "gradcheck.h"
 #include "model.h"
+#include "model_gradcheck.h"
 
 static ModelShape tiny_shape(NormPlacement norm, int tied) {
     ModelShape s = {.n_layer = 2, .n_head = 2, .d_model = 8, .head_size = 4, .seq_len = 5, .vocab_size = 11,
@@ -25,11 +26,6 @@ static void load_batch(const Model *m, Activations *a) {
     }
     m->be->upload_i32(a->tokens, tokens, (size_t)B * T);
     m->be->upload_i32(a->targets, targets, (size_t)B * T);
-}
-
-static double mean_loss(Model *m, Activations *a, double dloss) {
-    model_forward(m, a);
-    return model_loss_sum(m, a) * dloss;
 }
 
 static double check_model(NormPlacement norm, int tied) {
@@ -57,32 +53,9 @@ static double check_model(NormPlacement norm, int tied) {
     double *grads = malloc(m32.num_params * sizeof(double));
     m32.be->download_f64(grads, m32.grads_mem, m32.num_params);
 
-    double worst = 0, h = 1e-5;
-    for (int id = 0; id < NUM_PARAMS; id++) {
-        const ParamInfo *p = &m64.params[id];
-        if (!p->present) continue;
-        double num = 0, den = 0;
-        int samples = p->numel < 24 ? (int)p->numel : 24;
-        for (int k = 0; k < samples; k++) {
-            size_t pick = p->numel <= 24 ? (size_t)k : rng_hash3(7, (uint64_t)id, (uint64_t)k) % p->numel;
-            int layer = (int)(pick / p->slice_numel);   // block tensors: which layer's slice
-            size_t e = model_param_offset(&m64, (ParamId)id, layer) + pick % p->slice_numel;
-            double saved = host[e], v;
-            v = saved + h; m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &v, 1);
-            double lp = mean_loss(&m64, &a64, dloss);
-            v = saved - h; m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &v, 1);
-            double lm = mean_loss(&m64, &a64, dloss);
-            m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &saved, 1);
-            double fd = (lp - lm) / (2 * h);
-            num += (grads[e] - fd) * (grads[e] - fd);
-            den += fd * fd;
-        }
-        double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-        printf("# %s %s %-18s rel err %.3e (|g_fd| %.3e)\n", norm == NORM_PRE ? "pre " : "post", tied ? "tied  " : "untied",
-               p->name, rel, sqrt(den));
-        assert_true(den > 0);   // every tensor receives gradient
-        if (!(rel <= worst)) worst = rel;
-    }
+    char label[32];
+    snprintf(label, sizeof label, "%s %s", norm == NORM_PRE ? "pre" : "post", tied ? "tied" : "untied");
+    double worst = model_fd_worst(&m64, &a64, host, grads, dloss, 24, 7, label, 1);
     free(host); free(grads);
     activations_free(&a32, m32.be); activations_free(&a64, m64.be);
     model_free(&m32); model_free(&m64);

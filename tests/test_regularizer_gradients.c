@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include "gradcheck.h"
 #include "model.h"
+#include "model_gradcheck.h"
 
 enum { B = 3 };
 
@@ -38,44 +39,18 @@ static void setup(Model *m, Activations *a, const Backend *be, const Variant *v)
     be->upload_i32(a->targets, targets, B * 5);
 }
 
-static double objective(Model *m, Activations *a, double dloss) {
-    model_forward(m, a);
-    return model_loss_sum(m, a) * dloss + m->adr_weight * a->adr_sum - m->entropy_reg_weight * a->entropy_reg_sum;
-}
-
 static double check(const Variant *v, const char *name) {
     Model m32, m64;
     Activations a32, a64;
     setup(&m32, &a32, backend_cpu_f32(), v);
     setup(&m64, &a64, backend_cpu_f64(), v);
-    double dloss = 1.0 / 15, h = 1e-5, worst = 0;
-    objective(&m32, &a32, dloss);
+    double dloss = 1.0 / 15;
+    model_objective(&m32, &a32, dloss);
     model_backward(&m32, &a32, dloss, NULL, NULL);
     double *grads = malloc(m32.num_params * sizeof(double)), *host = malloc(m64.num_params * sizeof(double));
     m32.be->download_f64(grads, m32.grads_mem, m32.num_params);
     m64.be->download_f64(host, m64.params_mem, m64.num_params);
-    for (int id = 0; id < NUM_PARAMS; id++) {
-        const ParamInfo *p = &m64.params[id];
-        if (!p->present) continue;
-        double num = 0, den = 0;
-        int samples = p->numel < 16 ? (int)p->numel : 16;
-        for (int k = 0; k < samples; k++) {
-            size_t pick = p->numel <= 16 ? (size_t)k : rng_hash3(8, (uint64_t)id, (uint64_t)k) % p->numel;
-            size_t e = model_param_offset(&m64, (ParamId)id, (int)(pick / p->slice_numel)) + pick % p->slice_numel;
-            double saved = host[e], val;
-            val = saved + h; m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &val, 1);
-            double lp = objective(&m64, &a64, dloss);
-            val = saved - h; m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &val, 1);
-            double lm = objective(&m64, &a64, dloss);
-            m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &saved, 1);
-            double fd = (lp - lm) / (2 * h);
-            num += (grads[e] - fd) * (grads[e] - fd);
-            den += fd * fd;
-        }
-        double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-        printf("# %-22s %-18s rel err %.3e (|g_fd| %.3e)\n", name, p->name, rel, sqrt(den));
-        if (!(rel <= worst)) worst = rel;
-    }
+    double worst = model_fd_worst(&m64, &a64, host, grads, dloss, 16, 8, name, 0);
     free(grads); free(host);
     activations_free(&a32, m32.be); activations_free(&a64, m64.be);
     model_free(&m32); model_free(&m64);

@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include "gradcheck.h"
+#include "model_gradcheck.h"
 #include "model.h"
 
 #define TOL 1e-3
@@ -231,30 +232,7 @@ static void test_sga_models_gradients_match_finite_differences(void **state) {
         model_backward(&m32, &a32, dloss, NULL, NULL);
         double *grads = malloc(m32.num_params * sizeof(double));
         m32.be->download_f64(grads, m32.grads_mem, m32.num_params);
-        double worst = 0;
-        for (int id = 0; id < NUM_PARAMS; id++) {
-            const ParamInfo *p = &m64.params[id];
-            if (!p->present) continue;
-            double num = 0, den = 0, h = 1e-5;
-            int samples = p->numel < 16 ? (int)p->numel : 16;
-            for (int k = 0; k < samples; k++) {
-                size_t pick = p->numel <= 16 ? (size_t)k : rng_hash3(7, (uint64_t)id, (uint64_t)k) % p->numel;
-                size_t e = model_param_offset(&m64, (ParamId)id, (int)(pick / p->slice_numel)) + pick % p->slice_numel;
-                double saved = host[e], v, lp, lm;
-                v = saved + h; m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &v, 1);
-                model_forward(&m64, &a64); lp = model_loss_sum(&m64, &a64) * dloss;
-                v = saved - h; m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &v, 1);
-                model_forward(&m64, &a64); lm = model_loss_sum(&m64, &a64) * dloss;
-                m64.be->upload_f64(be_offset(m64.be, m64.params_mem, e), &saved, 1);
-                double fd = (lp - lm) / (2 * h);
-                num += (grads[e] - fd) * (grads[e] - fd);
-                den += fd * fd;
-            }
-            double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-            printf("# %-22s %-18s rel err %.3e (|g_fd| %.3e)\n", VARIANTS[vi].name, p->name, rel, sqrt(den));
-            assert_true(den > 0);
-            if (!(rel <= worst)) worst = rel;
-        }
+        double worst = model_fd_worst(&m64, &a64, host, grads, dloss, 16, 7, VARIANTS[vi].name, 1);
         assert_true(worst < TOL);
         free(host); free(grads);
         activations_free(&a32, m32.be); activations_free(&a64, m64.be);
