@@ -41,30 +41,37 @@ static void runs_add(RunList *l, size_t arena, size_t flat, size_t n) {
 }
 
 // The runs of parameter `id` held by this stage that fall inside arena range [begin, end).
-static RunList owned_runs(const Model *m, ParamId id, size_t begin, size_t end) {
+// `by_layer`: the file stacks the slices of a listed-layers parameter over every layer (files
+// written before such parameters were stored for their layers only).
+static RunList owned_runs_in(const Model *m, int id, size_t begin, size_t end, int by_layer) {
     RunList l = {0};
     const ParamInfo *p = &m->params[id];
     if (!p->present) return l;
     int first = p->role == ROLE_BLOCK ? m->layer_begin : 0, last = p->role == ROLE_BLOCK ? m->layer_end : 1;
     for (int layer = first; layer < last; layer++) {
-        size_t a = model_param_offset(m, id, layer), flat = (size_t)layer * p->slice_numel;
+        if (p->role == ROLE_BLOCK && !param_in_layer(p, layer)) continue;
+        int row = p->role == ROLE_BLOCK && !by_layer ? param_row(p, layer) : layer;
+        size_t a = model_param_offset(m, id, layer), flat = (size_t)row * p->slice_numel;
         size_t lo = a > begin ? a : begin, hi = a + p->slice_numel < end ? a + p->slice_numel : end;
         if (lo < hi) runs_add(&l, lo, flat + (lo - a), hi - lo);
     }
     return l;
 }
 
-// The logical dataset shape of a parameter: (L, d0[, d1]) for block tensors.
-static int logical_shape(const Model *m, ParamId id, hsize_t dims[3]) {
+static RunList owned_runs(const Model *m, int id, size_t begin, size_t end) { return owned_runs_in(m, id, begin, end, 0); }
+
+// The logical dataset shape of a parameter: (rows, d0[, d1]) for block tensors, rows = L or the
+// number of listed layers.
+static int logical_shape(const Model *m, int id, hsize_t dims[3]) {
     const ParamInfo *p = &m->params[id];
     int r = 0;
-    if (p->role == ROLE_BLOCK) dims[r++] = (hsize_t)m->shape.n_layer;
+    if (p->role == ROLE_BLOCK) dims[r++] = (hsize_t)param_rows(p, m->shape.n_layer);
     for (int d = 0; d < p->slice_ndim; d++) dims[r++] = (hsize_t)p->slice_shape[d];
     return r;
 }
 
 // Whether a checkpoint holds this tensor at all (the tied head is wte; SGA only with SGA).
-static int stored(const Model *m, ParamId id) {
+static int stored(const Model *m, int id) {
     return m->params[id].exists;
 }
 
@@ -131,7 +138,28 @@ static hid_t memory_space(size_t n) {
     return space;
 }
 
-// ---- attributes -------------------------------------------------------------------------------
+// ---- attributes ----------------------------------------------------------------------------
+// The model shape's attributes, written at save and compared at load: X(key, value of shape s).
+// A variant's or hook's switch stays 0 when the model does not use it, so files of every version
+// compare alike.
+#define SHAPE_IS_SGA(s) ((s)->attention == &ATTENTION_SGA)
+#define CHECKPOINT_SHAPE_ATTRS(X, s)                                                   \
+    X("model.n_layer", (s)->n_layer)                                                  \
+    X("model.n_head", (s)->n_head)                                                    \
+    X("model.d_model", (s)->d_model)                                                  \
+    X("model.seq_len", (s)->seq_len)                                                  \
+    X("model.vocab_size", (s)->vocab_size)                                            \
+    X("model.mlp_hidden", (s)->mlp_hidden)                                            \
+    X("model.norm_post", (s)->norm == NORM_POST)                                      \
+    X("model.tie_embeddings", (s)->tie_embeddings)                                    \
+    X("model.r3si", (s)->cfg->r3si_enabled)                                           \
+    X("model.r3si_inject", (s)->cfg->r3si_enabled && (s)->cfg->r3si_inject)           \
+    X("model.sga", SHAPE_IS_SGA(s))                                                   \
+    X("model.sga_spectral", SHAPE_IS_SGA(s) ? (s)->cfg->sga_spectral : 0)             \
+    X("model.sga_fixed_filter", SHAPE_IS_SGA(s) ? (s)->cfg->sga_fixed_filter : 0)     \
+    X("model.sga_blend", SHAPE_IS_SGA(s) ? (s)->cfg->sga_blend : 0)                   \
+    X("model.sga_hidden", SHAPE_IS_SGA(s) ? (s)->cfg->sga_gate_hidden : 0)            \
+    X("model.sga_embed", SHAPE_IS_SGA(s) ? (s)->cfg->sga_embed_dim : 0)
 
 static void write_attr_double(hid_t obj, const char *name, double v) {
     hid_t sp = H5Screate(H5S_SCALAR), a = H5Acreate2(obj, name, H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT);
@@ -166,24 +194,24 @@ static const char *PART_GROUP[] = {"params", "adam_m", "adam_v"};
 // The runs of `id` this rank writes for `part`: parameters by replica 0 only (the others hold the
 // same values); AdamW state by replica 0, or by every replica for its shard under ZeRO-1. The tied
 // wte copy on the last stage is never written (stage 0 writes wte).
-static RunList write_runs(const Trainer *t, ParamId id, Part part) {
-    const Model *m = &t->model;
+static RunList write_runs(const CheckpointTarget *t, int id, Part part) {
+    const Model *m = t->model;
     RunList none = {0};
     if (id == PARAM_WTE && !m->has_embedding) return none;
     if (part == PART_PARAMS || !t->cfg->zero) return t->comm->dp_index == 0 ? owned_runs(m, id, 0, m->num_params) : none;
-    return owned_runs(m, id, t->adam.begin, t->adam.begin + t->adam.numel);
+    return owned_runs(m, id, t->adam->begin, t->adam->begin + t->adam->numel);
 }
 
 // Host copy of the runs' elements, in flat order.
-static float *gather_runs(const Trainer *t, const RunList *runs, Part part) {
-    const Backend *be = t->be;
+static float *gather_runs(const CheckpointTarget *t, const RunList *runs, Part part) {
+    const Backend *be = t->model->be;
     float *host = xmalloc((runs->total ? runs->total : 1) * sizeof(float));
     size_t pos = 0;
     for (int r = 0; r < runs->count; r++) {
         const Run *run = &runs->runs[r];
         const void *src;
-        if (part == PART_PARAMS) src = be_offset(be, t->model.params_mem, run->arena);
-        else src = be_offset(be, part == PART_ADAM_M ? t->adam.m : t->adam.v, run->arena - t->adam.begin);
+        if (part == PART_PARAMS) src = be_offset(be, t->model->params_mem, run->arena);
+        else src = be_offset(be, part == PART_ADAM_M ? t->adam->m : t->adam->v, run->arena - t->adam->begin);
         be->download(host + pos, src, run->n);
         pos += run->n;
     }
@@ -221,6 +249,8 @@ static void remove_old_checkpoints(const char *dir, int keep) {
     }
 }
 
+static R3si *r3si_of(const Model *m) { return model_hook_state(m, &BLOCK_HOOK_R3SI); }
+
 // ---- R3SI buffers -----------------------------------------------------------------------------
 // /r3si/rank (C), /r3si/alpha (C) and /r3si/V (C, D, k) for the C checkpoint layers, and the
 // threshold state as attributes: identical on every replica, so replica 0 of each stage writes
@@ -238,16 +268,16 @@ static void write_vector(hid_t group, const char *name, const double *v, int n, 
 }
 
 // The runs of /r3si/V this rank holds: whole (D, k) slices of its stage's checkpoint layers.
-static RunList r3si_v_runs(const Trainer *t) {
-    const R3si *r = t->model.r3si;
+static RunList r3si_v_runs(const CheckpointTarget *t) {
+    const R3si *r = r3si_of(t->model);
     RunList l = {0};
     for (int c = 0; c < r->n_ckpt; c++)
         if (r->V[c]) runs_add(&l, (size_t)c, (size_t)c * r->D * r->k, (size_t)r->D * r->k);
     return l;
 }
 
-static void save_r3si(Trainer *t, hid_t file, hid_t dxpl) {
-    const R3si *r = t->model.r3si;
+static void save_r3si(const CheckpointTarget *t, hid_t file, hid_t dxpl) {
+    const R3si *r = r3si_of(t->model);
     Comm *c = t->comm;
     write_attr_double(file, "r3si.tau", r->tau);
     write_attr_double(file, "r3si.rho_ref", r->rho_ref);
@@ -270,15 +300,15 @@ static void save_r3si(Trainer *t, hid_t file, hid_t dxpl) {
     if (c->dp_index == 0) runs = r3si_v_runs(t);
     float *host = xmalloc((runs.total ? runs.total : 1) * sizeof(float));
     for (int i = 0, pos = 0; i < runs.count; pos += (int)runs.runs[i].n, i++)
-        t->be->download(host + pos, r->V[runs.runs[i].arena], runs.runs[i].n);
+        t->model->be->download(host + pos, r->V[runs.runs[i].arena], runs.runs[i].n);
     hid_t sel = file_selection(dset, &runs), mspace = memory_space(runs.total);
     hdf5Check(H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host));
     H5Sclose(sel); H5Sclose(mspace); H5Dclose(dset); H5Gclose(group);
     free(host); free(runs.runs);
 }
 
-static int load_r3si(Trainer *t, hid_t file, const char *path, hid_t dxpl, Error *err) {
-    R3si *r = t->model.r3si;
+static int load_r3si(const CheckpointTarget *t, hid_t file, const char *path, hid_t dxpl, Error *err) {
+    R3si *r = r3si_of(t->model);
     double n_ckpt, monitors;
     if (read_attr_double(file, path, "r3si.n_ckpt", &n_ckpt, err)) return -1;
     if ((int)n_ckpt != r->n_ckpt) return error_set(err, "%s: r3si.layers has %g checkpoint layers in the checkpoint but %d in the config", path, n_ckpt, r->n_ckpt);
@@ -311,13 +341,13 @@ static int load_r3si(Trainer *t, hid_t file, const char *path, hid_t dxpl, Error
     H5Sclose(sel); H5Sclose(mspace); H5Dclose(dset);
     if (rc >= 0)
         for (int i = 0, pos = 0; i < runs.count; pos += (int)runs.runs[i].n, i++)
-            t->be->upload(r->V[runs.runs[i].arena], host + pos, runs.runs[i].n);
+            t->model->be->upload(r->V[runs.runs[i].arena], host + pos, runs.runs[i].n);
     free(host); free(runs.runs);
     return rc < 0 ? error_set(err, "%s: cannot read dataset /r3si/V (truncated or corrupt checkpoint)", path) : 0;
 }
 
-void checkpoint_save(Trainer *t, const char *run_dir, CheckpointProgress progress, const char *config_text) {
-    const Model *m = &t->model;
+void checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointProgress progress, const char *config_text) {
+    const Model *m = t->model;
     Comm *c = t->comm;
     char dir[CFG_PATH_LEN + 32], final[CFG_PATH_LEN + 64], tmp[CFG_PATH_LEN + 96];
     snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
@@ -340,42 +370,30 @@ void checkpoint_save(Trainer *t, const char *run_dir, CheckpointProgress progres
     write_attr_double(file, "tokens", progress.tokens);
     write_attr_double(file, "data_cursor", (double)progress.step);   // the batch of step s is a function of (seed, s)
     write_attr_double(file, "seed", (double)t->cfg->seed);
-    write_attr_double(file, "adam_t", (double)t->adam.t);
-    write_attr_double(file, "bad_in_row", (double)t->bad_in_row);
+    write_attr_double(file, "adam_t", (double)t->adam->t);
+    write_attr_double(file, "bad_in_row", (double)*t->bad_in_row);
     write_attr_double(file, "dp", c->dp);
     write_attr_double(file, "pp", c->pp);
     write_attr_double(file, "zero", t->cfg->zero);
     const ModelShape *s = &m->shape;
-    write_attr_double(file, "model.n_layer", s->n_layer);
-    write_attr_double(file, "model.n_head", s->n_head);
-    write_attr_double(file, "model.d_model", s->d_model);
-    write_attr_double(file, "model.seq_len", s->seq_len);
-    write_attr_double(file, "model.vocab_size", s->vocab_size);
-    write_attr_double(file, "model.mlp_hidden", s->mlp_hidden);
-    write_attr_double(file, "model.norm_post", s->norm == NORM_POST);
-    write_attr_double(file, "model.tie_embeddings", s->tie_embeddings);
-    write_attr_double(file, "model.r3si", s->r3si);
-    write_attr_double(file, "model.r3si_inject", s->r3si_inject);
-    write_attr_double(file, "model.sga", s->sga);
-    write_attr_double(file, "model.sga_spectral", s->sga ? s->sga_spectral : 0);
-    write_attr_double(file, "model.sga_fixed_filter", s->sga ? s->sga_fixed_filter : 0);
-    write_attr_double(file, "model.sga_blend", s->sga ? s->sga_blend : 0);
-    write_attr_double(file, "model.sga_hidden", s->sga ? s->sga_hidden : 0);
-    write_attr_double(file, "model.sga_embed", s->sga ? s->sga_embed : 0);
+#define WRITE_SHAPE_ATTR(key, value) write_attr_double(file, key, (double)(value));
+    CHECKPOINT_SHAPE_ATTRS(WRITE_SHAPE_ATTR, s)
+#undef WRITE_SHAPE_ATTR
+    write_attr_string(file, "model.attention", s->attention->name);
     write_attr_string(file, "config", config_text);
 
     for (int part = 0; part < 3; part++) {
         hid_t group = H5Gcreate2(file, PART_GROUP[part], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         hdf5Check(group);
-        for (int id = 0; id < NUM_PARAMS; id++) {
-            if (!stored(m, (ParamId)id)) continue;
+        for (int id = 0; id < m->n_params; id++) {
+            if (!stored(m, id)) continue;
             hsize_t dims[3];
-            int rank = logical_shape(m, (ParamId)id, dims);
+            int rank = logical_shape(m, id, dims);
             hid_t fspace = H5Screate_simple(rank, dims, NULL);
             hid_t dset = H5Dcreate2(group, m->params[id].name, H5T_NATIVE_FLOAT, fspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
             hdf5Check(dset);
             H5Sclose(fspace);
-            RunList runs = write_runs(t, (ParamId)id, (Part)part);
+            RunList runs = write_runs(t, id, (Part)part);
             float *host = gather_runs(t, &runs, (Part)part);
             hid_t sel = file_selection(dset, &runs), mspace = memory_space(runs.total);
             hdf5Check(H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host));
@@ -384,7 +402,7 @@ void checkpoint_save(Trainer *t, const char *run_dir, CheckpointProgress progres
         }
         H5Gclose(group);
     }
-    if (m->r3si) save_r3si(t, file, dxpl);
+    if (r3si_of(m)) save_r3si(t, file, dxpl);
     H5Pclose(dxpl);
     hdf5Check(H5Fflush(file, H5F_SCOPE_GLOBAL));
     hdf5Check(H5Fclose(file));
@@ -429,23 +447,48 @@ int checkpoint_latest(const char *run_dir, char *path, size_t n) {
 
 // The runs of `id` this rank reads for `part`: everything its stage holds (the tied copy on the
 // last stage included), or its shard of the AdamW state under ZeRO-1.
-static RunList read_runs(const Trainer *t, ParamId id, Part part) {
-    const Model *m = &t->model;
-    if (part == PART_PARAMS || !t->cfg->zero) return owned_runs(m, id, 0, m->num_params);
-    return owned_runs(m, id, t->adam.begin, t->adam.begin + t->adam.numel);
+static RunList read_runs(const CheckpointTarget *t, int id, Part part, int by_layer) {
+    const Model *m = t->model;
+    if (part == PART_PARAMS || !t->cfg->zero) return owned_runs_in(m, id, 0, m->num_params, by_layer);
+    return owned_runs_in(m, id, t->adam->begin, t->adam->begin + t->adam->numel, by_layer);
 }
 
-static void scatter_runs(Trainer *t, const RunList *runs, Part part, const float *host) {
-    const Backend *be = t->be;
+static void scatter_runs(const CheckpointTarget *t, const RunList *runs, Part part, const float *host) {
+    const Backend *be = t->model->be;
     size_t pos = 0;
     for (int r = 0; r < runs->count; r++) {
         const Run *run = &runs->runs[r];
         void *dst;
-        if (part == PART_PARAMS) dst = be_offset(be, t->model.params_mem, run->arena);
-        else dst = be_offset(be, part == PART_ADAM_M ? t->adam.m : t->adam.v, run->arena - t->adam.begin);
+        if (part == PART_PARAMS) dst = be_offset(be, t->model->params_mem, run->arena);
+        else dst = be_offset(be, part == PART_ADAM_M ? t->adam->m : t->adam->v, run->arena - t->adam->begin);
         be->upload(dst, host + pos, run->n);
         pos += run->n;
     }
+}
+
+// The attention variant: files from before the attribute existed knew sdpa and sga only, and
+// model.sga tells those apart.
+static int check_attention_attr(hid_t file, const char *path, const ModelShape *s, Error *err) {
+    if (H5Aexists(file, "model.attention") <= 0) {
+        if (s->attention == &ATTENTION_SDPA || s->attention == &ATTENTION_SGA) return 0;
+        return error_set(err, "%s: model.attention is missing (sdpa or sga) but the config has attention.kind \"%s\"", path,
+                         s->attention->name);
+    }
+    char name[CFG_NAME_LEN] = "";
+    hid_t a = H5Aopen(file, "model.attention", H5P_DEFAULT), type = H5Aget_type(a);
+    char *text = NULL;
+    herr_t rc = H5Tis_variable_str(type) > 0 ? H5Aread(a, type, &text) : -1;
+    if (rc >= 0 && text) {
+        snprintf(name, sizeof name, "%s", text);
+        H5free_memory(text);
+    }
+    H5Tclose(type);
+    H5Aclose(a);
+    if (rc < 0) return error_set(err, "%s: unreadable attribute model.attention", path);
+    if (strcmp(name, s->attention->name))
+        return error_set(err, "%s: model.attention is \"%s\" in the checkpoint but \"%s\" in the config: the checkpoint belongs to another model",
+                         path, name, s->attention->name);
+    return 0;
 }
 
 static int check_shape_attr(hid_t file, const char *path, const char *key, double expected, Error *err) {
@@ -457,8 +500,8 @@ static int check_shape_attr(hid_t file, const char *path, const char *key, doubl
     return 0;
 }
 
-int checkpoint_load(Trainer *t, const char *path, int with_optimizer, CheckpointProgress *progress, Error *err) {
-    Model *m = &t->model;
+int checkpoint_load(const CheckpointTarget *t, const char *path, int with_optimizer, CheckpointProgress *progress, Error *err) {
+    Model *m = t->model;
     // Errors below are the file's, not the library's: keep HDF5's error stack off the terminal.
     H5E_auto2_t old_func;
     void *old_data;
@@ -476,20 +519,9 @@ int checkpoint_load(Trainer *t, const char *path, int with_optimizer, Checkpoint
     double fv;
     if (read_attr_double(file, path, "format_version", &fv, err)) goto out;
     if (fv != FORMAT_VERSION) { error_set(err, "%s: format_version %g, this build reads %d", path, fv, FORMAT_VERSION); goto out; }
-    if (check_shape_attr(file, path, "model.n_layer", s->n_layer, err) || check_shape_attr(file, path, "model.n_head", s->n_head, err) ||
-        check_shape_attr(file, path, "model.d_model", s->d_model, err) || check_shape_attr(file, path, "model.seq_len", s->seq_len, err) ||
-        check_shape_attr(file, path, "model.vocab_size", s->vocab_size, err) ||
-        check_shape_attr(file, path, "model.mlp_hidden", s->mlp_hidden, err) ||
-        check_shape_attr(file, path, "model.norm_post", s->norm == NORM_POST, err) ||
-        check_shape_attr(file, path, "model.tie_embeddings", s->tie_embeddings, err) ||
-        check_shape_attr(file, path, "model.r3si", s->r3si, err) ||
-        check_shape_attr(file, path, "model.r3si_inject", s->r3si_inject, err) ||
-        check_shape_attr(file, path, "model.sga", s->sga, err) ||
-        check_shape_attr(file, path, "model.sga_spectral", s->sga ? s->sga_spectral : 0, err) ||
-        check_shape_attr(file, path, "model.sga_fixed_filter", s->sga ? s->sga_fixed_filter : 0, err) ||
-        check_shape_attr(file, path, "model.sga_blend", s->sga ? s->sga_blend : 0, err) ||
-        check_shape_attr(file, path, "model.sga_hidden", s->sga ? s->sga_hidden : 0, err) ||
-        check_shape_attr(file, path, "model.sga_embed", s->sga ? s->sga_embed : 0, err))
+#define CHECK_SHAPE_ATTR(key, value) || check_shape_attr(file, path, key, (double)(value), err)
+    if (0 CHECKPOINT_SHAPE_ATTRS(CHECK_SHAPE_ATTR, s) || check_attention_attr(file, path, s, err))
+#undef CHECK_SHAPE_ATTR
         goto out;
     double step = 0, tokens = 0, adam_t = 0, bad = 0;
     if (read_attr_double(file, path, "step", &step, err) || read_attr_double(file, path, "tokens", &tokens, err) ||
@@ -499,9 +531,9 @@ int checkpoint_load(Trainer *t, const char *path, int with_optimizer, Checkpoint
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
     int parts = with_optimizer ? 3 : 1;
     for (int part = 0; part < parts; part++) {
-        for (int id = 0; id < NUM_PARAMS; id++) {
+        for (int id = 0; id < m->n_params; id++) {
             // The tied head of the last stage reads wte; an untied lm_head its own dataset.
-            if (!stored(m, (ParamId)id)) continue;
+            if (!stored(m, id)) continue;
             char name[128];
             snprintf(name, sizeof name, "/%s/%s", PART_GROUP[part], m->params[id].name);
             if (H5Lexists(file, PART_GROUP[part], H5P_DEFAULT) <= 0 || H5Lexists(file, name, H5P_DEFAULT) <= 0) {
@@ -510,17 +542,21 @@ int checkpoint_load(Trainer *t, const char *path, int with_optimizer, Checkpoint
             }
             hid_t dset = H5Dopen2(file, name, H5P_DEFAULT);
             hsize_t want[3], have[3];
-            int rank = logical_shape(m, (ParamId)id, want);
+            int rank = logical_shape(m, id, want);
             hid_t space = H5Dget_space(dset);
             int have_rank = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
             if (have_rank == rank) H5Sget_simple_extent_dims(space, have, NULL);
             if (space >= 0) H5Sclose(space);
-            if (have_rank != rank || memcmp(want, have, (size_t)rank * sizeof(hsize_t))) {
+            // Files written before W_s was stored for its layers only stack it over every layer.
+            const ParamInfo *p = &m->params[id];
+            int by_layer = p->role == ROLE_BLOCK && p->n_listed > 0 && have_rank == rank && have[0] == (hsize_t)s->n_layer &&
+                           !memcmp(want + 1, have + 1, (size_t)(rank - 1) * sizeof(hsize_t));
+            if (!by_layer && (have_rank != rank || memcmp(want, have, (size_t)rank * sizeof(hsize_t)))) {
                 H5Dclose(dset);
                 error_set(err, "%s: dataset %s has the wrong shape for this model", path, name);
                 goto out;
             }
-            RunList runs = read_runs(t, (ParamId)id, (Part)part);
+            RunList runs = read_runs(t, id, (Part)part, by_layer);
             float *host = xmalloc((runs.total ? runs.total : 1) * sizeof(float));
             hid_t sel = file_selection(dset, &runs), mspace = memory_space(runs.total);
             herr_t r = H5Dread(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host);
@@ -534,10 +570,10 @@ int checkpoint_load(Trainer *t, const char *path, int with_optimizer, Checkpoint
             free(host); free(runs.runs);
         }
     }
-    if (m->r3si && load_r3si(t, file, path, dxpl, err)) goto out;
+    if (r3si_of(m) && load_r3si(t, file, path, dxpl, err)) goto out;
     if (with_optimizer) {
-        t->adam.t = (long)adam_t;
-        t->bad_in_row = (int)bad;
+        t->adam->t = (long)adam_t;
+        *t->bad_in_row = (int)bad;
     }
     progress->step = (long)step;
     progress->tokens = tokens;

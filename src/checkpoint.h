@@ -11,7 +11,20 @@
 // checkpoints/latest replaced (write, fsync, rename): a run killed at any moment leaves `latest`
 // naming a complete checkpoint.
 #pragma once
-#include "train.h"
+#include "comm.h"
+#include "config.h"
+#include "model.h"
+#include "optimizer.h"
+
+// What a checkpoint holds of a rank: its stage's parameters, its AdamW state (the whole arena or
+// its ZeRO-1 shard) and the bad-step count; `cfg` gives the seed, parallel.zero and checkpoint.keep.
+typedef struct {
+    Model *model;
+    AdamState *adam;
+    Comm *comm;
+    const Config *cfg;
+    int *bad_in_row;
+} CheckpointTarget;
 
 typedef struct {
     long step;            // optimizer steps completed; the run continues with this step index
@@ -20,13 +33,13 @@ typedef struct {
 
 // Collective. Writes the checkpoint of `t` after `progress.step` steps into run_dir/checkpoints and
 // then deletes all but the newest `checkpoint.keep` complete ones. Failures are I/O failures (exit 1).
-void checkpoint_save(Trainer *t, const char *run_dir, CheckpointProgress progress, const char *config_text);
+void checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointProgress progress, const char *config_text);
 
 // Collective. Loads parameters (and, if with_optimizer, AdamW state, step count and bad-step
 // count) from `path` into `t`, whatever topology wrote it. Returns -1 with err naming the file and
 // the dataset or key on a missing, truncated, corrupt or incompatible checkpoint; nothing is changed
 // on disk.
-int checkpoint_load(Trainer *t, const char *path, int with_optimizer, CheckpointProgress *progress, Error *err);
+int checkpoint_load(const CheckpointTarget *t, const char *path, int with_optimizer, CheckpointProgress *progress, Error *err);
 
 // The checkpoint named by run_dir/checkpoints/latest, if any: returns 1 and fills path.
 int checkpoint_latest(const char *run_dir, char *path, size_t n);

@@ -4,6 +4,7 @@
 // length: exactly one of train.steps / train.tokens has to be > 0, so the defaults alone do not
 // validate (config_load checks that after the file and the overrides are applied).
 #include "config_schema.h"
+#include "attention_variant.h"
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
@@ -48,7 +49,8 @@
 _Static_assert(sizeof(NormPlacement) == sizeof(int), "choice-index fields are stored as int");
 _Static_assert(NORM_PRE == 0 && NORM_POST == 1, "NORM_CHOICES is indexed by NormPlacement");
 static const char *const NORM_CHOICES[] = {"pre", "post", NULL};
-static const char *const ATTENTION_CHOICES[] = {"sdpa", "sga", NULL};
+#define ATTENTION_VARIANT_NAME(name, object) name,
+static const char *const ATTENTION_CHOICES[] = {ATTENTION_VARIANT_TABLE(ATTENTION_VARIANT_NAME) NULL};
 static const char *const DROP_CHOICES[] = {"none", "layerdrop", "stochastic_depth", NULL};
 static const char *const TEMPERATURE_CHOICES[] = {"none", "loss", "attention", NULL};
 static const int R3SI_LAYERS[] = {14, 18, 22, 26};
@@ -74,7 +76,7 @@ const ConfigKey config_schema[] = {
     FLOAT_KEY("model.init_std",     init_std,          0.02,        RANGE_OPEN_LO, 0, 1,  "std of the normal weight init; (0, 1]"),
     BOOL_KEY("model.scaled_init",   scaled_init,       1,                                "residual projections get init_std / sqrt(2 n_layer)"),
 
-    CHOICE_KEY("attention.kind",    attention_kind,    "sdpa",      ATTENTION_CHOICES,   "attention: sdpa | sga (spectral gated)"),
+    CHOICE_KEY("attention.kind",    attention_kind,    "sdpa",      ATTENTION_CHOICES,   "attention variant: sdpa | sga (spectral gated) | head_scale (learned per-head logit scale)"),
 
     BOOL_KEY("sga.spectral",        sga_spectral,      1,                                "gate the DCT spectrum of each logit row; false = gate the row itself"),
     BOOL_KEY("sga.fixed_filter",    sga_fixed_filter,  0,                                "no gate MLP: DC x0.7, middle third x1.2, others x1"),

@@ -3,7 +3,7 @@
 #pragma once
 #include "comm.h"
 #include "config.h"
-#include "train.h"
+#include "commands.h"
 
 // The device of a train or eval run, and what main must release at the end.
 typedef struct {

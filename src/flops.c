@@ -1,5 +1,5 @@
 #include "flops.h"
-#include "sga.h"
+#include <string.h>
 
 ParamCounts count_params(const ModelShape *s) {
     size_t L = s->n_layer, C = s->d_model, V = s->vocab_size, T = s->seq_len, H = s->mlp_hidden;
@@ -9,18 +9,18 @@ ParamCounts count_params(const ModelShape *s) {
     c.mlp = L * (H * C + H + C * H + C);
     c.norm = L * 4 * C + 2 * C;
     c.lm_head = s->tie_embeddings ? 0 : V * C;
-    c.sga = L * sga_params_per_layer(s);
-    size_t checkpoints = 0;
-    for (size_t l = 0; l < L && l < 1024; l++) checkpoints += s->r3si_is_checkpoint[l] != 0;
-    c.r3si = s->r3si_inject ? checkpoints * (size_t)s->r3si_ds * C : 0;
-    c.total = c.embedding + c.attention + c.mlp + c.norm + c.lm_head + c.sga + c.r3si;
+    ModuleParamCounts modules = model_count_params(s);
+    c.variant = modules.attention_variant;
+    for (int h = 0; h < modules.n_hooks; h++) c.hooks += modules.hooks[h];
+    c.total = c.embedding + c.attention + c.mlp + c.norm + c.lm_head + c.variant + c.hooks;
     c.matmul = L * (4 * C * C + 2 * H * C) + V * C;
     return c;
 }
 
 double flops_per_token(const ModelShape *s) {
     ParamCounts c = count_params(s);
-    return 6.0 * (double)c.matmul + 12.0 * s->n_layer * (double)s->d_model * s->seq_len + sga_flops_per_token(s);
+    double extra = s->attention->extra_flops_per_token ? s->attention->extra_flops_per_token(s) : 0;
+    return 6.0 * (double)c.matmul + 12.0 * s->n_layer * (double)s->d_model * s->seq_len + extra;
 }
 
 MemoryEstimate estimate_memory(const ModelShape *s, int micro_batch, int layer_begin, int layer_end, int has_embedding,
@@ -28,7 +28,7 @@ MemoryEstimate estimate_memory(const ModelShape *s, int micro_batch, int layer_b
     double L = layer_end - layer_begin, C = s->d_model, V = s->vocab_size, T = s->seq_len, H = s->mlp_hidden;
     double NH = s->n_head, N = (double)micro_batch * T;
     ParamCounts c = count_params(s);
-    double per_layer = (double)(c.attention + c.mlp + c.sga) / s->n_layer + 4 * C;
+    double per_layer = (double)(c.attention + c.mlp + c.variant + c.hooks) / s->n_layer + 4 * C;
     double params = L * per_layer;
     if (has_embedding) params += (double)c.embedding;
     if (has_head) params += 2 * C + (s->tie_embeddings ? (has_embedding ? 0 : V * C) : V * C);
@@ -43,17 +43,18 @@ MemoryEstimate estimate_memory(const ModelShape *s, int micro_batch, int layer_b
     if (has_head) saved += N * C + 2 * N + N * V + N;
     // Scratch reused by every layer: scores, dprobs, dscores and 11 (B,T,C)-sized gradients.
     double scratch = 3 * micro_batch * NH * T * T + 11 * N * C + 2 * N * H;
-    // ADR's Gram scratch and stochastic depth's gains.
+    // ADR's Gram scratch; stochastic depth's gains.
     scratch += NH * NH;
-    saved += L * micro_batch;
-    if (s->sga) {
-        double R = (double)micro_batch * NH * T, De = s->sga_embed, Hg = s->sga_hidden;
-        saved += L * (4 * R * T + 4 * R + R * (De + 4) + 2 * R * Hg);
-        scratch += 5 * R * T + R * (De + 4) + 2 * R * Hg + 4 * R;
+    if (!strcmp(s->cfg->drop_mode, "stochastic_depth") && s->cfg->drop_p > 0) saved += L * micro_batch;
+    if (s->attention->extra_memory) {
+        double saved_per_layer = 0;
+        s->attention->extra_memory(s, micro_batch, &saved_per_layer, &scratch);
+        saved += L * saved_per_layer;
     }
-    if (s->r3si) {
-        if (s->r3si_inject) saved += L * (N * C + N * s->r3si_ds);
-        scratch += 3 * N * C + N * s->r3si_k + N * s->r3si_ds + C * C;
+    const Config *cfg = s->cfg;
+    if (cfg->r3si_enabled) {
+        if (cfg->r3si_inject) saved += L * (N * C + N * cfg->r3si_ds);
+        scratch += 3 * N * C + N * cfg->r3si_k + N * cfg->r3si_ds + C * C;
     }
     // Token ids and targets, int32.
     double ids = 2 * N;

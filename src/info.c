@@ -1,7 +1,8 @@
 #include "info.h"
+#include <ctype.h>
+#include <string.h>
 #include "flops.h"
 #include "model.h"
-#include "sga.h"
 #include "train.h"
 
 static void print_count(FILE *out, const char *what, size_t n, size_t total) {
@@ -29,18 +30,24 @@ void print_info(const Config *cfg, int dp, int pp, FILE *out) {
     print_count(out, "mlp (fc + proj)", c.mlp, c.total);
     print_count(out, "layernorms", c.norm, c.total);
     if (c.lm_head) print_count(out, "lm head", c.lm_head, c.total);
-    if (c.sga) print_count(out, "sga (gate, e_l, alpha)", c.sga, c.total);
-    if (c.r3si) print_count(out, "r3si (W_s at checkpoints)", c.r3si, c.total);
+    if (c.variant) print_count(out, s.attention->name, c.variant, c.total);
+    if (c.hooks) print_count(out, "block hooks (R3SI: W_s)", c.hooks, c.total);
     double fpt = flops_per_token(&s);
     fprintf(out, "FLOPs per token (forward+backward): %.4g = 6 x %zu matmul weights + 12 x L %d x d %d x T %d (attention)%s\n",
-            fpt, c.matmul, s.n_layer, s.d_model, s.seq_len, s.sga ? " + SGA" : "");
-    if (s.sga) {
-        double extra = sga_flops_per_token(&s);
-        fprintf(out, "SGA: %zu extra parameters per layer (%zu in all, %.3f%% of the model); %.4g extra FLOPs per token "
-                "(%.2f%%: DCT pair at FFT cost 2 x 2.5 T log2 T per row, gate MLP, elementwise)%s%s%s%s\n",
-                sga_params_per_layer(&s), c.sga, 100.0 * c.sga / c.total, extra, 100.0 * extra / fpt,
-                s.sga_spectral ? "" : " [no DCT]", s.sga_fixed_filter ? " [fixed filter]" : "",
-                s.sga_blend ? "" : " [alpha fixed at 1]", "");
+            fpt, c.matmul, s.n_layer, s.d_model, s.seq_len, s.attention->extra_flops_per_token ? " + the attention variant's" : "");
+    if (c.variant || s.attention->extra_flops_per_token) {
+        double extra = s.attention->extra_flops_per_token ? s.attention->extra_flops_per_token(&s) : 0;
+        char label[CFG_NAME_LEN];
+        size_t i = 0;
+        for (; s.attention->name[i] && i + 1 < sizeof label; i++) label[i] = (char)toupper((unsigned char)s.attention->name[i]);
+        label[i] = 0;
+        fprintf(out, "%s: %zu extra parameters per layer (%zu in all, %.3f%% of the model); %.4g extra FLOPs per token (%.2f%%)",
+                label, c.variant / s.n_layer, c.variant, 100.0 * c.variant / c.total, extra,
+                100.0 * extra / fpt);
+        if (!strcmp(s.attention->name, "sga"))
+            fprintf(out, ": DCT pair at FFT cost 2 x 2.5 T log2 T per row, gate MLP, elementwise%s%s%s", cfg->sga_spectral ? "" : " [no DCT]",
+                    cfg->sga_fixed_filter ? " [fixed filter]" : "", cfg->sga_blend ? "" : " [alpha fixed at 1]");
+        fprintf(out, "\n");
     }
     if (cfg->r3si_enabled) {
         fprintf(out, "R3SI: checkpoint blocks");

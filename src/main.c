@@ -6,7 +6,7 @@
 #include "config.h"
 #include "info.h"
 #include "device.h"
-#include "train.h"
+#include "commands.h"
 
 static const char *config_basename(const char *path, char *buf, size_t n) {
     const char *base = strrchr(path, '/');

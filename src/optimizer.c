@@ -34,12 +34,13 @@ static int counted_once(const Model *model, int id) {
 typedef void (*SliceFn)(const Model *model, const ParamInfo *p, size_t offset, size_t n, void *ctx);
 
 static void for_each_slice_in(const Model *model, size_t begin, size_t end, SliceFn fn, void *ctx) {
-    for (int i = 0; i < NUM_PARAMS; i++) {
+    for (int i = 0; i < model->n_params; i++) {
         const ParamInfo *p = &model->params[i];
         if (!p->present) continue;
         int layers = p->role == ROLE_BLOCK ? model->layer_end - model->layer_begin : 1;
         for (int l = 0; l < layers; l++) {
-            size_t o = model_param_offset(model, (ParamId)i, model->layer_begin + l);
+            if (p->role == ROLE_BLOCK && !param_in_layer(p, model->layer_begin + l)) continue;
+            size_t o = model_param_offset(model, i, model->layer_begin + l);
             size_t n = p->role == ROLE_BLOCK ? p->slice_numel : p->numel;
             size_t lo = o > begin ? o : begin, hi = o + n < end ? o + n : end;
             if (lo < hi) fn(model, p, lo, hi - lo, ctx);

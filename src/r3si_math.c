@@ -5,12 +5,13 @@
 #include "common.h"
 #include "lapack.h"
 #include "rng.h"
+#include "stream_stats.h"
 
 double participation_ratio(const double *C, int D) {
-    double trace = 0, frob = 0;
-    for (int i = 0; i < D; i++) trace += C[(size_t)i * D + i];
-    for (size_t i = 0; i < (size_t)D * D; i++) frob += C[i] * C[i];
-    return frob > 0 ? trace * trace / frob : 0;
+    StreamMoments m = {0, 0};
+    for (int i = 0; i < D; i++) m.trace += C[(size_t)i * D + i];
+    for (size_t i = 0; i < (size_t)D * D; i++) m.frob_sq += C[i] * C[i];
+    return participation_ratio_of(m);
 }
 
 // Q (D,l) <- an orthonormal basis of the columns of Y (D,l), in place (Householder QR).

@@ -1,26 +1,104 @@
-// sga.c: the sequence of backend ops of Spectral Gated Attention for one layer.
+// sga.c: the sequence of backend ops of Spectral Gated Attention for one layer (sga.h).
 #include "sga.h"
 #include <math.h>
+#include "attn_core.h"
+#include "common.h"
+
+typedef struct {
+    int spectral, fixed_filter, blend, hidden, embed;
+    double alpha_init;
+} SgaOptions;
+
+static SgaOptions sga_options(const Config *cfg) {
+    SgaOptions o = {cfg->sga_spectral, cfg->sga_fixed_filter, cfg->sga_blend, cfg->sga_gate_hidden, cfg->sga_embed_dim,
+                    cfg->sga_alpha_init};
+    return o;
+}
+
+// One micro-batch slot: the materialised core, then per layer (R = B NH T rows of length T)
+// what backward needs, and slice-sized scratch.
+typedef struct {
+    AttnCoreSlot core;
+    SgaOptions opt;
+    int B, NH, T;
+    void *raw;                   // (Lc,R,T) the raw logits a
+    void *spec;                  // (Lc,R,T) s, the spectrum of the zero-padded row
+    void *stats;                 // (Lc,R,4)
+    void *U;                     // (Lc,R,De+4) gate input
+    void *hpre, *h;              // (Lc,R,Hg) gate hidden, before and after GELU
+    void *gate;                  // (Lc,R,T) g
+    void *zp;                    // (Lc,R,T) z' = IDCT(g s)
+    void *z, *y, *dspec, *dgate; // (R,T) scratch
+    void *dU;                    // (R,De+4)
+    void *dh, *dhpre;            // (R,Hg)
+    void *dstats;                // (R,4)
+} SgaSlot;
+
+static int sga_declare_params(const ModelShape *s, ParamSpec *out) {
+    SgaOptions o = sga_options(s->cfg);
+    long T = s->seq_len, De = o.embed, Hg = o.hidden;
+    int n = 0;
+    if (!o.fixed_filter) {
+        out[n++] = (ParamSpec){"blocks.sga_e", 1, {De, 0}, INIT_NORMAL, s->init_std, 0, PARAM_STREAM_SGA_E, 0, {0}};
+        out[n++] = (ParamSpec){"blocks.sga_w1", 2, {Hg, De + 4}, INIT_NORMAL, s->init_std, 1, PARAM_STREAM_SGA_W1, 0, {0}};
+        out[n++] = (ParamSpec){"blocks.sga_b1", 1, {Hg, 0}, INIT_ZERO, 0, 0, PARAM_STREAM_SGA_B1, 0, {0}};
+        out[n++] = (ParamSpec){"blocks.sga_w2", 2, {T, Hg}, INIT_NORMAL, s->init_std, 1, PARAM_STREAM_SGA_W2, 0, {0}};
+        out[n++] = (ParamSpec){"blocks.sga_b2", 1, {T, 0}, INIT_ZERO, 0, 0, PARAM_STREAM_SGA_B2, 0, {0}};
+    } else {
+        n = SGA_ALPHA;   // the gate's slots stay empty (NULL tensors)
+        for (int i = 0; i < n; i++) out[i] = (ParamSpec){0};
+    }
+    if (o.blend) out[n++] = (ParamSpec){"blocks.sga_alpha", 1, {1, 0}, INIT_CONSTANT, (double)(float)o.alpha_init, 0,
+                                        PARAM_STREAM_SGA_ALPHA, 0, {0}};
+    return n;
+}
+
+static void *sga_slot_create(const Backend *be, const ModelShape *s, int n_layers, int B, size_t *elements) {
+    SgaSlot *slot = xcalloc(1, sizeof *slot);
+    attn_core_slot_init(&slot->core, be, s, n_layers, B, 1, elements);
+    slot->opt = sga_options(s->cfg);
+    slot->B = B;
+    slot->NH = s->n_head;
+    slot->T = s->seq_len;
+    size_t Lc = (size_t)n_layers, R = (size_t)B * s->n_head * s->seq_len, T = (size_t)s->seq_len;
+    size_t De = (size_t)slot->opt.embed, Hg = (size_t)slot->opt.hidden;
+#define ALLOC(field, n) do { slot->field = be->alloc(n); *elements += (n); } while (0)
+    ALLOC(raw, Lc * R * T); ALLOC(spec, Lc * R * T); ALLOC(stats, Lc * R * 4);
+    ALLOC(U, Lc * R * (De + 4)); ALLOC(hpre, Lc * R * Hg); ALLOC(h, Lc * R * Hg);
+    ALLOC(gate, Lc * R * T); ALLOC(zp, Lc * R * T);
+    ALLOC(z, R * T); ALLOC(y, R * T); ALLOC(dspec, R * T); ALLOC(dgate, R * T);
+    ALLOC(dU, R * (De + 4)); ALLOC(dh, R * Hg); ALLOC(dhpre, R * Hg); ALLOC(dstats, R * 4);
+#undef ALLOC
+    return slot;
+}
+
+static void sga_slot_free(const Backend *be, void *slot_) {
+    SgaSlot *slot = slot_;
+    attn_core_slot_release(&slot->core, be);
+    void *all[] = {slot->raw, slot->spec, slot->stats, slot->U, slot->hpre, slot->h, slot->gate, slot->zp, slot->z, slot->y,
+                   slot->dspec, slot->dgate, slot->dU, slot->dh, slot->dhpre, slot->dstats};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(all[i]);
+    free(slot);
+}
 
 typedef struct {
     void *raw, *spec, *stats, *U, *hpre, *h, *gate, *zp;
 } SgaLayer;
 
-// The saved tensors of layer li, from row `row0` on (rows are (B*NH*T) in head-major order).
-static SgaLayer sga_layer(const Model *m, const Activations *a, int li, size_t row0) {
-    const Backend *be = m->be;
-    const ModelShape *s = &m->shape;
-    size_t T = a->T, R = (size_t)a->B * s->n_head * T, De = s->sga_embed, Hg = s->sga_hidden;
-    size_t r = li * R + row0;
+// The saved tensors of local layer li, from row `row0` on (rows are (B*NH*T) in head-major order).
+static SgaLayer sga_layer(const SgaSlot *slot, const Backend *be, int li, size_t row0) {
+    size_t T = (size_t)slot->T, R = (size_t)slot->B * slot->NH * T;
+    size_t De = (size_t)slot->opt.embed, Hg = (size_t)slot->opt.hidden;
+    size_t r = (size_t)li * R + row0;
     SgaLayer l = {
-        .raw = be_offset(be, a->sga_raw, r * T),
-        .spec = be_offset(be, a->sga_spec, r * T),
-        .stats = be_offset(be, a->sga_stats, r * 4),
-        .U = be_offset(be, a->sga_U, r * (De + 4)),
-        .hpre = be_offset(be, a->sga_hpre, r * Hg),
-        .h = be_offset(be, a->sga_h, r * Hg),
-        .gate = be_offset(be, a->sga_gate, r * T),
-        .zp = be_offset(be, a->sga_zp, r * T),
+        .raw = be_offset(be, slot->raw, r * T),
+        .spec = be_offset(be, slot->spec, r * T),
+        .stats = be_offset(be, slot->stats, r * 4),
+        .U = be_offset(be, slot->U, r * (De + 4)),
+        .hpre = be_offset(be, slot->hpre, r * Hg),
+        .h = be_offset(be, slot->h, r * Hg),
+        .gate = be_offset(be, slot->gate, r * T),
+        .zp = be_offset(be, slot->zp, r * T),
     };
     return l;
 }
@@ -37,100 +115,140 @@ static int heads_per_slice(const Backend *be, int BH, int T) {
 }
 
 // One slice of `nh` heads (R = nh T rows) starting at head h0; scratch tensors are slice-sized.
-static void sga_forward_slice(Model *m, Activations *a, int li, int h0, int nh, const void *scores, void *logits) {
-    const Backend *be = m->be;
-    const ModelShape *s = &m->shape;
-    int layer = m->layer_begin + li, T = a->T, R = nh * T;
-    int De = s->sga_embed, Hg = s->sga_hidden;
+static void sga_forward_slice(SgaSlot *slot, const AttnCall *c, int h0, int nh, const void *scores, void *logits) {
+    const Backend *be = c->layer.be;
+    const SgaOptions *o = &slot->opt;
+    void *const *P = c->layer.param;
+    int T = c->layer.T, R = nh * T, De = o->embed, Hg = o->hidden;
     size_t n = (size_t)R * T, off = (size_t)h0 * T * T;
     scores = be_offset(be, (void *)scores, off);
     logits = be_offset(be, logits, off);
-    SgaLayer l = sga_layer(m, a, li, (size_t)h0 * T);
-    be->copy(l.raw, scores, n);                                    // a (nh,T,T), kept for the blend's gradient
-    be->causal_lower_copy(a->sga_z, scores, nh, T);                // z: the causal row, zero-padded to T
-    if (s->sga_spectral) be->dct_rows(l.spec, a->sga_z, R, T, 0);  // s = DCT-II(z) (R,T)
-    else be->copy(l.spec, a->sga_z, n);                            // ablation: gate the row itself
-    be->sga_stats_forward(l.stats, l.spec, R, T);                  // (R,4)
-    if (s->sga_fixed_filter) {
-        be->sga_fixed_gate(l.gate, R, T);                          // ablation: fixed gains
+    SgaLayer l = sga_layer(slot, be, c->layer.li, (size_t)h0 * T);
+    be->copy(l.raw, scores, n);                                   // a (nh,T,T), kept for the blend's gradient
+    be->causal_lower_copy(slot->z, scores, nh, T);                // z: the causal row, zero-padded to T
+    if (o->spectral) be->dct_rows(l.spec, slot->z, R, T, 0);      // s = DCT-II(z) (R,T)
+    else be->copy(l.spec, slot->z, n);                            // ablation: gate the row itself
+    be->sga_stats_forward(l.stats, l.spec, R, T);                 // (R,4)
+    if (o->fixed_filter) {
+        be->sga_fixed_gate(l.gate, R, T);                         // ablation: fixed gains
     } else {
-        be->sga_gate_input(l.U, model_param(m, PARAM_SGA_E, layer), l.stats, R, De);       // u = [e_l; stats] (R,De+4)
-        be->matmul_forward(l.hpre, l.U, model_param(m, PARAM_SGA_W1, layer), model_param(m, PARAM_SGA_B1, layer), R, De + 4, Hg);
-        be->gelu_forward(l.h, l.hpre, (size_t)R * Hg);                                     // (R,Hg)
-        be->matmul_forward(l.gate, l.h, model_param(m, PARAM_SGA_W2, layer), model_param(m, PARAM_SGA_B2, layer), R, Hg, T);
+        be->sga_gate_input(l.U, P[SGA_E], l.stats, R, De);        // u = [e_l; stats] (R,De+4)
+        be->matmul_forward(l.hpre, l.U, P[SGA_W1], P[SGA_B1], R, De + 4, Hg);
+        be->gelu_forward(l.h, l.hpre, (size_t)R * Hg);            // (R,Hg)
+        be->matmul_forward(l.gate, l.h, P[SGA_W2], P[SGA_B2], R, Hg, T);
     }
-    be->sga_gate_apply(a->sga_y, l.gate, l.spec, n, !s->sga_fixed_filter);   // g = sigmoid(W2 h + b2) (R,T); g * s
-    if (s->sga_spectral) be->dct_rows(l.zp, a->sga_y, R, T, 1);    // z' = IDCT(g * s)
-    else be->copy(l.zp, a->sga_y, n);
-    const void *alpha = s->sga_blend ? model_param(m, PARAM_SGA_ALPHA, layer) : NULL;
-    be->sga_blend_forward(logits, l.raw, l.zp, alpha, nh, T);      // a' = (1 - alpha) a + alpha z'
+    be->sga_gate_apply(slot->y, l.gate, l.spec, n, !o->fixed_filter);   // g = sigmoid(W2 h + b2) (R,T); g * s
+    if (o->spectral) be->dct_rows(l.zp, slot->y, R, T, 1);        // z' = IDCT(g * s)
+    else be->copy(l.zp, slot->y, n);
+    const void *alpha = o->blend ? P[SGA_ALPHA] : NULL;
+    be->sga_blend_forward(logits, l.raw, l.zp, alpha, nh, T);     // a' = (1 - alpha) a + alpha z'
 }
 
-void sga_forward(Model *m, Activations *a, int li, const void *scores, void *logits) {
-    int T = a->T, BH = a->B * m->shape.n_head, step = heads_per_slice(m->be, BH, T);
-    for (int h0 = 0; h0 < BH; h0 += step) sga_forward_slice(m, a, li, h0, BH - h0 < step ? BH - h0 : step, scores, logits);
+static void sga_logits_forward(void *slot_, const AttnCall *c, const void *scores, void *logits) {
+    SgaSlot *slot = slot_;
+    int T = c->layer.T, BH = c->layer.B * slot->NH, step = heads_per_slice(c->layer.be, BH, T);
+    for (int h0 = 0; h0 < BH; h0 += step) sga_forward_slice(slot, c, h0, BH - h0 < step ? BH - h0 : step, scores, logits);
 }
 
-static void sga_backward_slice(Model *m, Activations *a, int li, int h0, int nh, const void *dlogits, void *dscores) {
-    const Backend *be = m->be;
-    const ModelShape *s = &m->shape;
-    int layer = m->layer_begin + li, T = a->T, R = nh * T;
-    int De = s->sga_embed, Hg = s->sga_hidden;
+static void sga_backward_slice(SgaSlot *slot, const AttnCall *c, int h0, int nh, const void *dlogits, void *dscores) {
+    const Backend *be = c->layer.be;
+    const SgaOptions *o = &slot->opt;
+    void *const *P = c->layer.param, *const *G = c->layer.grad;
+    int T = c->layer.T, R = nh * T, De = o->embed, Hg = o->hidden;
     size_t n = (size_t)R * T, off = (size_t)h0 * T * T;
     dlogits = be_offset(be, (void *)dlogits, off);
     dscores = be_offset(be, dscores, off);
-    SgaLayer l = sga_layer(m, a, li, (size_t)h0 * T);
-    const void *alpha = s->sga_blend ? model_param(m, PARAM_SGA_ALPHA, layer) : NULL;
-    void *dalpha = s->sga_blend ? model_grad(m, PARAM_SGA_ALPHA, layer) : NULL;
-    // sga_z serves as dz' and later dz; sga_y as dy. The blend writes the whole of dscores' slice.
-    be->sga_blend_backward(dscores, a->sga_z, dalpha, dlogits, l.raw, l.zp, alpha, nh, T);
-    if (s->sga_spectral) be->dct_rows(a->sga_y, a->sga_z, R, T, 0);   // dy = DCT(dz'): the inverse's transpose
-    else be->copy(a->sga_y, a->sga_z, n);
+    SgaLayer l = sga_layer(slot, be, c->layer.li, (size_t)h0 * T);
+    const void *alpha = o->blend ? P[SGA_ALPHA] : NULL;
+    void *dalpha = o->blend ? G[SGA_ALPHA] : NULL;
+    // z serves as dz' and later dz; y as dy. The blend writes the whole of dscores' slice.
+    be->sga_blend_backward(dscores, slot->z, dalpha, dlogits, l.raw, l.zp, alpha, nh, T);
+    if (o->spectral) be->dct_rows(slot->y, slot->z, R, T, 0);   // dy = DCT(dz'): the inverse's transpose
+    else be->copy(slot->y, slot->z, n);
     // ds = dy g; d(W2 h + b2) = dy s g (1 - g)
-    be->sga_gate_backward(s->sga_fixed_filter ? NULL : a->sga_dgate, a->sga_dspec, a->sga_y, l.gate, l.spec, n);
-    if (!s->sga_fixed_filter) {
-        be->zero(a->sga_dh, (size_t)R * Hg);
-        be->matmul_backward(a->sga_dh, model_grad(m, PARAM_SGA_W2, layer), model_grad(m, PARAM_SGA_B2, layer), a->sga_dgate,
-                            l.h, model_param(m, PARAM_SGA_W2, layer), R, Hg, T);
-        be->zero(a->sga_dhpre, (size_t)R * Hg);
-        be->gelu_backward(a->sga_dhpre, l.hpre, a->sga_dh, (size_t)R * Hg);
-        be->zero(a->sga_dU, (size_t)R * (De + 4));
-        be->matmul_backward(a->sga_dU, model_grad(m, PARAM_SGA_W1, layer), model_grad(m, PARAM_SGA_B1, layer), a->sga_dhpre,
-                            l.U, model_param(m, PARAM_SGA_W1, layer), R, De + 4, Hg);
-        be->sga_gate_input_backward(model_grad(m, PARAM_SGA_E, layer), a->sga_dstats, a->sga_dU, R, De);
-        be->sga_stats_backward(a->sga_dspec, a->sga_dstats, l.spec, R, T);              // gradient through the statistics
+    be->sga_gate_backward(o->fixed_filter ? NULL : slot->dgate, slot->dspec, slot->y, l.gate, l.spec, n);
+    if (!o->fixed_filter) {
+        be->zero(slot->dh, (size_t)R * Hg);
+        be->matmul_backward(slot->dh, G[SGA_W2], G[SGA_B2], slot->dgate, l.h, P[SGA_W2], R, Hg, T);
+        be->zero(slot->dhpre, (size_t)R * Hg);
+        be->gelu_backward(slot->dhpre, l.hpre, slot->dh, (size_t)R * Hg);
+        be->zero(slot->dU, (size_t)R * (De + 4));
+        be->matmul_backward(slot->dU, G[SGA_W1], G[SGA_B1], slot->dhpre, l.U, P[SGA_W1], R, De + 4, Hg);
+        be->sga_gate_input_backward(G[SGA_E], slot->dstats, slot->dU, R, De);
+        be->sga_stats_backward(slot->dspec, slot->dstats, l.spec, R, T);     // gradient through the statistics
     }
-    if (s->sga_spectral) be->dct_rows(a->sga_z, a->sga_dspec, R, T, 1);   // dz = IDCT(ds)
-    else be->copy(a->sga_z, a->sga_dspec, n);
-    be->causal_lower_accumulate(dscores, a->sga_z, nh, T);                // the padding carries no gradient
+    if (o->spectral) be->dct_rows(slot->z, slot->dspec, R, T, 1);   // dz = IDCT(ds)
+    else be->copy(slot->z, slot->dspec, n);
+    be->causal_lower_accumulate(dscores, slot->z, nh, T);           // the padding carries no gradient
 }
 
-void sga_backward(Model *m, Activations *a, int li, const void *dlogits, void *dscores) {
-    int T = a->T, BH = a->B * m->shape.n_head, step = heads_per_slice(m->be, BH, T);
-    for (int h0 = 0; h0 < BH; h0 += step) sga_backward_slice(m, a, li, h0, BH - h0 < step ? BH - h0 : step, dlogits, dscores);
+static void sga_logits_backward(void *slot_, const AttnCall *c, const void *dlogits, void *dscores) {
+    SgaSlot *slot = slot_;
+    int T = c->layer.T, BH = c->layer.B * slot->NH, step = heads_per_slice(c->layer.be, BH, T);
+    for (int h0 = 0; h0 < BH; h0 += step) sga_backward_slice(slot, c, h0, BH - h0 < step ? BH - h0 : step, dlogits, dscores);
 }
 
-void sga_download_layer(const Model *m, const Activations *a, int li, double *stats, double *gate) {
-    SgaLayer l = sga_layer(m, a, li, 0);
-    size_t R = (size_t)a->B * m->shape.n_head * a->T;
-    m->be->download_f64(stats, l.stats, R * 4);
-    m->be->download_f64(gate, l.gate, R * a->T);
+void sga_trace_layer(const void *slot_, const LayerCall *c, double *alpha_out, double stats_out[4], double band_out[4]) {
+    const SgaSlot *slot = slot_;
+    const Backend *be = c->be;
+    int T = c->T;
+    size_t R = (size_t)c->B * slot->NH * T;
+    if (slot->opt.blend) {
+        float alpha;
+        be->download(&alpha, c->param[SGA_ALPHA], 1);
+        *alpha_out = alpha < 0 ? 0 : (alpha > 1 ? 1 : alpha);
+    } else {
+        *alpha_out = 1;
+    }
+    SgaLayer l = sga_layer(slot, be, c->li, 0);
+    double *stats = xmalloc(sizeof(double) * R * 4), *gate = xmalloc(sizeof(double) * R * T);
+    be->download_f64(stats, l.stats, R * 4);
+    be->download_f64(gate, l.gate, R * T);
+    double band[4] = {0}, count[4] = {0};
+    for (int s = 0; s < 4; s++) stats_out[s] = 0;
+    for (size_t row = 0; row < R; row++) {
+        for (int s = 0; s < 4; s++) stats_out[s] += stats[row * 4 + s] / R;
+        for (int k = 0; k < T; k++) {
+            // DC, then the low, middle and high thirds of the remaining frequencies
+            int b = k == 0 ? 0 : 1 + (3 * (k - 1)) / (T > 1 ? T - 1 : 1);
+            if (b > 3) b = 3;
+            band[b] += gate[row * T + k];
+            count[b] += 1;
+        }
+    }
+    for (int b = 0; b < 4; b++) band_out[b] = count[b] > 0 ? band[b] / count[b] : NAN;
+    free(stats); free(gate);
 }
 
-size_t sga_params_per_layer(const ModelShape *s) {
-    if (!s->sga) return 0;
-    size_t De = s->sga_embed, Hg = s->sga_hidden, T = s->seq_len;
-    size_t gate = s->sga_fixed_filter ? 0 : De + Hg * (De + 4) + Hg + T * Hg + T;
-    return gate + (s->sga_blend ? 1 : 0);
-}
-
-double sga_flops_per_token(const ModelShape *s) {
-    if (!s->sga) return 0;
+static double sga_extra_flops_per_token(const ModelShape *s) {
+    SgaOptions o = sga_options(s->cfg);
     // Per token and head there is one logit row of length T. Forward: two DCTs at the cost of the
     // FFT that computes them (2.5 T log2 T each: what runs, not the 2 T^2 of a dense product), the
     // gate MLP 2 (De+4) Hg + 2 Hg T, and ~20 T elementwise work; backward twice the forward.
-    double T = s->seq_len, De = s->sga_embed, Hg = s->sga_hidden;
-    double dct = s->sga_spectral ? 2 * 2.5 * T * log2(T) : 0;
-    double mlp = s->sga_fixed_filter ? 0 : 2 * (De + 4) * Hg + 2 * Hg * T;
+    double T = s->seq_len, De = o.embed, Hg = o.hidden;
+    double dct = o.spectral ? 2 * 2.5 * T * log2(T) : 0;
+    double mlp = o.fixed_filter ? 0 : 2 * (De + 4) * Hg + 2 * Hg * T;
     return 3.0 * s->n_layer * s->n_head * (dct + mlp + 20 * T);
 }
+
+static void sga_extra_memory(const ModelShape *s, int B, double *saved_per_layer, double *scratch) {
+    SgaOptions o = sga_options(s->cfg);
+    double R = (double)B * s->n_head * s->seq_len, T = s->seq_len, De = o.embed, Hg = o.hidden;
+    *saved_per_layer += 4 * R * T + 4 * R + R * (De + 4) + 2 * R * Hg;
+    *scratch += 5 * R * T + R * (De + 4) + 2 * R * Hg + 4 * R;   // dlogits and the slice scratch
+}
+
+const AttentionVariant ATTENTION_SGA = {
+    .name = "sga",
+    .description = "spectral gated attention (DESIGN section 4)",
+    .declare_params = sga_declare_params,
+    .slot_create = sga_slot_create,
+    .slot_free = sga_slot_free,
+    .logits_forward = sga_logits_forward,
+    .logits_backward = sga_logits_backward,
+    .core_forward = attn_core_forward,
+    .core_backward = attn_core_backward,
+    .layer_probs = attn_core_layer_probs,
+    .extra_flops_per_token = sga_extra_flops_per_token,
+    .extra_memory = sga_extra_memory,
+};

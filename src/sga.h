@@ -1,4 +1,4 @@
-// sga.h: Spectral Gated Attention (DESIGN section 4) as a rewrite of one layer's pre-softmax logits.
+// sga.h: Spectral Gated Attention (DESIGN section 4), the attention variant "sga".
 //
 // For every query row i of every head: the causal logits a (zero-padded to the design length T)
 // go through an orthonormal DCT-II, four statistics of the power spectrum and a learned
@@ -6,19 +6,12 @@
 // brings it back, and the row is blended with the original: a' = (1 - alpha) a + alpha z'.
 // Everything about row i depends on q_i and k_0..k_i only.
 #pragma once
-#include "model.h"
+#include "attention_variant.h"
 
-// logits (B,NH,T,T) = SGA(scores) for local layer li of the micro-batch in `a`. Keeps what the
-// backward pass needs in a's SGA buffers.
-void sga_forward(Model *m, Activations *a, int li, const void *scores, void *logits);
+// The SGA parameters of one layer, in declared order (LayerCall.param indices).
+enum { SGA_E, SGA_W1, SGA_B1, SGA_W2, SGA_B2, SGA_ALPHA };
 
-// dscores (=) (B,NH,T,T), zero above the diagonal, from dlogits (B,NH,T,T); accumulates the gate's
-// parameter gradients of layer li.
-void sga_backward(Model *m, Activations *a, int li, const void *dlogits, void *dscores);
-
-// Host copies of local layer li's statistics (R,4) and gate (R,T) of the last forward pass.
-void sga_download_layer(const Model *m, const Activations *a, int li, double *stats, double *gate);
-
-// Extra parameters per layer and extra training FLOPs per token of SGA, for `info`.
-size_t sga_params_per_layer(const ModelShape *s);
-double sga_flops_per_token(const ModelShape *s);
+// For the traces, from local layer li of the last forward pass in `slot`: alpha_l clamped to
+// [0, 1] (1 without the blend), the mean over rows of the four statistics, and the mean gate over
+// DC and the low, middle and high thirds of the remaining frequencies.
+void sga_trace_layer(const void *slot, const LayerCall *c, double *alpha, double stats[4], double band[4]);

@@ -4,6 +4,39 @@
 #include <string.h>
 #include "r3si_math.h"
 #include "sga.h"
+#include "stream_stats.h"
+
+// Every array of the record and its length: one list for allocation, clearing and the world sum.
+#define TRACE_ARRAYS(X, L, B, H)             \
+    X(entropy_bh, (L) * (B) * (H))           \
+    X(entropy, (L) * (H))                    \
+    X(redundancy, (L))                       \
+    X(eff_rank, (L) * (H))                   \
+    X(resid_rank, (L) + 1)                   \
+    X(token_cos, (L) + 1)                    \
+    X(grad_div, (L))                         \
+    X(sga_alpha, (L))                        \
+    X(sga_stats, (L) * 4)                    \
+    X(sga_band, (L) * 4)
+
+typedef struct {
+    double **array;
+    size_t n;
+} TraceArray;
+
+// The record's arrays with their lengths; returns how many.
+static int trace_arrays(TraceRecord *r, TraceArray *out) {
+    size_t L = (size_t)r->L, H = (size_t)r->H, B = (size_t)r->B;
+    int n = 0;
+#define TRACE_ARRAY_ENTRY(field, len) out[n++] = (TraceArray){&r->field, (len)};
+    TRACE_ARRAYS(TRACE_ARRAY_ENTRY, L, B, H)
+#undef TRACE_ARRAY_ENTRY
+    return n;
+}
+#define TRACE_MAX_ARRAYS 16
+
+// Head redundancy builds an (H,H) Gram matrix per sequence on the host.
+#define TRACE_REDUNDANCY_MAX_HEADS 64
 
 void trace_init(TraceRecord *r, const ModelShape *s, int B) {
     memset(r, 0, sizeof *r);
@@ -11,58 +44,22 @@ void trace_init(TraceRecord *r, const ModelShape *s, int B) {
     r->B = B;
     r->H = s->n_head;
     r->T = s->seq_len;
-    size_t L = (size_t)r->L, H = (size_t)r->H;
-    r->entropy_bh = xcalloc(L * B * H, sizeof(double));
-    r->entropy = xcalloc(L * H, sizeof(double));
-    r->redundancy = xcalloc(L, sizeof(double));
-    r->eff_rank = xcalloc(L * H, sizeof(double));
-    r->resid_rank = xcalloc(L + 1, sizeof(double));
-    r->token_cos = xcalloc(L + 1, sizeof(double));
-    r->grad_div = xcalloc(L, sizeof(double));
-    r->sga_alpha = xcalloc(L, sizeof(double));
-    r->sga_stats = xcalloc(L * 4, sizeof(double));
-    r->sga_band = xcalloc(L * 4, sizeof(double));
+    TraceArray arrays[TRACE_MAX_ARRAYS];
+    int n = trace_arrays(r, arrays);
+    for (int i = 0; i < n; i++) *arrays[i].array = xcalloc(arrays[i].n, sizeof(double));
 }
 
 void trace_free(TraceRecord *r) {
-    double *all[] = {r->entropy_bh, r->entropy, r->redundancy, r->eff_rank, r->resid_rank, r->token_cos, r->grad_div,
-                     r->sga_alpha, r->sga_stats, r->sga_band};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+    TraceArray arrays[TRACE_MAX_ARRAYS];
+    int n = trace_arrays(r, arrays);
+    for (int i = 0; i < n; i++) free(*arrays[i].array);
     memset(r, 0, sizeof *r);
 }
 
 void trace_clear(TraceRecord *r) {
-    size_t L = (size_t)r->L, H = (size_t)r->H, B = (size_t)r->B;
-    memset(r->entropy_bh, 0, L * B * H * sizeof(double));
-    memset(r->entropy, 0, L * H * sizeof(double));
-    memset(r->redundancy, 0, L * sizeof(double));
-    memset(r->eff_rank, 0, L * H * sizeof(double));
-    memset(r->resid_rank, 0, (L + 1) * sizeof(double));
-    memset(r->token_cos, 0, (L + 1) * sizeof(double));
-    memset(r->grad_div, 0, L * sizeof(double));
-    memset(r->sga_alpha, 0, L * sizeof(double));
-    memset(r->sga_stats, 0, L * 4 * sizeof(double));
-    memset(r->sga_band, 0, L * 4 * sizeof(double));
-}
-
-void trace_stream_stats(const Backend *be, const void *x, int B, int T, int C, double *pr, double *cos_adj) {
-    int N = B * T;
-    void *cov = be->alloc((size_t)C * C);
-    be->gemm(1, 0, C, C, N, 1.0 / N, x, C, x, C, 0, cov, C);   // C = H^T H / N
-    double tr = be->diag_sum(cov, C), frob = be->sum_squares(cov, (size_t)C * C);
-    *pr = frob > 0 ? tr * tr / frob : 0;
-    be->free(cov);
-    double *h = xmalloc(sizeof(double) * N * C), sum = 0;
-    be->download_f64(h, x, (size_t)N * C);
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t + 1 < T; t++) {
-            const double *u = h + ((size_t)b * T + t) * C, *v = u + C;
-            double uv = 0, uu = 0, vv = 0;
-            for (int c = 0; c < C; c++) { uv += u[c] * v[c]; uu += u[c] * u[c]; vv += v[c] * v[c]; }
-            sum += uu > 0 && vv > 0 ? uv / sqrt(uu * vv) : 0;
-        }
-    *cos_adj = T > 1 ? sum / ((double)B * (T - 1)) : 0;
-    free(h);
+    TraceArray arrays[TRACE_MAX_ARRAYS];
+    int n = trace_arrays(r, arrays);
+    for (int i = 0; i < n; i++) memset(*arrays[i].array, 0, arrays[i].n * sizeof(double));
 }
 
 // Per layer: effective rank ||A||_F^4 / ||A A^T||_F^2 of each head's map, mean over sequences,
@@ -72,7 +69,7 @@ static void map_stats(TraceRecord *r, const Model *m, const Activations *a, int 
     int B = a->B, H = r->H, T = a->T, layer = m->layer_begin + li;
     const void *probs = model_layer_probs(m, a, li);   // (B,H,T,T)
     void *aat = be->alloc((size_t)T * T), *gram = be->alloc((size_t)H * H);
-    double G[64 * 64], cos_sum = 0;
+    double G[TRACE_REDUNDANCY_MAX_HEADS * TRACE_REDUNDANCY_MAX_HEADS], cos_sum = 0;
     int pairs = 0;
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < H; h++) {
@@ -81,7 +78,7 @@ static void map_stats(TraceRecord *r, const Model *m, const Activations *a, int 
             double f2 = be->sum_squares(A, (size_t)T * T), g2 = be->sum_squares(aat, (size_t)T * T);
             r->eff_rank[(size_t)layer * H + h] += (g2 > 0 ? f2 * f2 / g2 : 0) / B;
         }
-        if (H > 64) continue;
+        if (H > TRACE_REDUNDANCY_MAX_HEADS) continue;   // redundancy is reported as 1 (see below)
         const void *P = be_offset(be, (void *)probs, (size_t)b * H * T * T);
         be->gemm(0, 1, H, H, T * T, 1.0, P, T * T, P, T * T, 0, gram, H);
         be->download_f64(G, gram, (size_t)H * H);
@@ -97,34 +94,14 @@ static void map_stats(TraceRecord *r, const Model *m, const Activations *a, int 
     be->free(gram);
 }
 
-static void sga_stats_of_layer(TraceRecord *r, const Model *m, const Activations *a, int li) {
-    int layer = m->layer_begin + li, T = a->T;
-    size_t R = (size_t)a->B * r->H * T;
-    if (m->shape.sga_blend) {
-        float alpha;
-        m->be->download(&alpha, model_param(m, PARAM_SGA_ALPHA, layer), 1);
-        r->sga_alpha[layer] = alpha < 0 ? 0 : (alpha > 1 ? 1 : alpha);
-    } else {
-        r->sga_alpha[layer] = 1;
-    }
-    double *stats = xmalloc(sizeof(double) * R * 4), *gate = xmalloc(sizeof(double) * R * T);
-    sga_download_layer(m, a, li, stats, gate);
-    double band[4] = {0}, count[4] = {0};
-    for (size_t row = 0; row < R; row++) {
-        for (int s = 0; s < 4; s++) r->sga_stats[(size_t)layer * 4 + s] += stats[row * 4 + s] / R;
-        for (int k = 0; k < T; k++) {
-            // DC, then the low, middle and high thirds of the remaining frequencies
-            int b = k == 0 ? 0 : 1 + (3 * (k - 1)) / (T > 1 ? T - 1 : 1);
-            if (b > 3) b = 3;
-            band[b] += gate[row * T + k];
-            count[b] += 1;
-        }
-    }
-    for (int b = 0; b < 4; b++) r->sga_band[(size_t)layer * 4 + b] = count[b] > 0 ? band[b] / count[b] : NAN;
-    free(stats); free(gate);
+static void sga_stats_of_layer(TraceRecord *r, const Model *m, Activations *a, int li) {
+    int layer = m->layer_begin + li;
+    ModuleCall mc;
+    model_variant_call(m, a, li, &mc);
+    sga_trace_layer(a->attn_slot, &mc.call, &r->sga_alpha[layer], &r->sga_stats[(size_t)layer * 4], &r->sga_band[(size_t)layer * 4]);
 }
 
-void trace_forward(TraceRecord *r, const Model *m, const Activations *a) {
+void trace_forward(TraceRecord *r, const Model *m, Activations *a) {
     int B = a->B, H = r->H;
     double *ent = xmalloc(sizeof(double) * a->n_local * B * H);
     model_head_entropies(m, a, ent);   // (n_local, B, H)
@@ -137,11 +114,11 @@ void trace_forward(TraceRecord *r, const Model *m, const Activations *a) {
                 r->entropy[(size_t)layer * H + h] += e / B;
             }
         map_stats(r, m, a, li);
-        trace_stream_stats(m->be, model_block_input(m, a, li), B, a->T, m->shape.d_model, &r->resid_rank[layer], &r->token_cos[layer]);
-        if (m->shape.sga) sga_stats_of_layer(r, m, a, li);
+        stream_rank_and_token_cos(m->be, model_block_input(m, a, li), B, a->T, m->shape.d_model, &r->resid_rank[layer], &r->token_cos[layer]);
+        if (m->shape.attention == &ATTENTION_SGA) sga_stats_of_layer(r, m, a, li);
     }
     if (m->has_head && a->n_local > 0)   // the final stream, leaving the last block
-        trace_stream_stats(m->be, model_block_output(m, a, a->n_local - 1), B, a->T, m->shape.d_model, &r->resid_rank[r->L],
+        stream_rank_and_token_cos(m->be, model_block_output(m, a, a->n_local - 1), B, a->T, m->shape.d_model, &r->resid_rank[r->L],
                            &r->token_cos[r->L]);
     free(ent);
 }
@@ -155,15 +132,7 @@ void trace_finish(TraceRecord *r, const Model *m, Comm *comm, int grads_reduced)
         if (comm->dp_index == 0) r->grad_div[layer] = head_gradient_diversity(G, r->H, n);
     }
     free(G);
-    size_t L = (size_t)r->L, H = (size_t)r->H, B = (size_t)r->B;
-    comm->world_sum(comm, r->entropy_bh, (int)(L * B * H));
-    comm->world_sum(comm, r->entropy, (int)(L * H));
-    comm->world_sum(comm, r->redundancy, (int)L);
-    comm->world_sum(comm, r->eff_rank, (int)(L * H));
-    comm->world_sum(comm, r->resid_rank, (int)(L + 1));
-    comm->world_sum(comm, r->token_cos, (int)(L + 1));
-    comm->world_sum(comm, r->grad_div, (int)L);
-    comm->world_sum(comm, r->sga_alpha, (int)L);
-    comm->world_sum(comm, r->sga_stats, (int)(L * 4));
-    comm->world_sum(comm, r->sga_band, (int)(L * 4));
+    TraceArray arrays[TRACE_MAX_ARRAYS];
+    int n_arrays = trace_arrays(r, arrays);
+    for (int i = 0; i < n_arrays; i++) comm->world_sum(comm, *arrays[i].array, (int)arrays[i].n);
 }

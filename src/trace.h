@@ -25,11 +25,7 @@ void trace_free(TraceRecord *r);
 void trace_clear(TraceRecord *r);
 
 // Forward-side traces of this stage's layers from the micro-batch just run forward.
-void trace_forward(TraceRecord *r, const Model *m, const Activations *a);
-
-// Participation ratio of the covariance of a stream x (B,T,C) and the mean cosine of its adjacent
-// tokens' vectors.
-void trace_stream_stats(const Backend *be, const void *x, int B, int T, int C, double *pr, double *cos_adj);
+void trace_forward(TraceRecord *r, const Model *m, Activations *a);
 
 // Gradient diversity of this stage's layers from the step's gradients (collective over dp when
 // they are not reduced yet, ZeRO-1), then the world sum that completes the record.

@@ -6,8 +6,6 @@
 #include <math.h>
 #include <string.h>
 #include "flops.h"
-#include "r3si.h"
-#include "rng.h"
 #include "schedule.h"
 
 enum { TAG_ACTIVATION = 1, TAG_GRADIENT = 2 };
@@ -67,6 +65,8 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
     model_init(&t->model, be, shape, l0, l1, s == 0, s == pp - 1, multiple);
     model_init_weights(&t->model, cfg->seed);
 
+    t->actions = xcalloc(2 * (size_t)t->micro_batches, sizeof(Action));
+    t->attn_temperature = 1.0;
     t->n_slots = schedule_slots(s, pp, t->micro_batches);
     t->slots = xcalloc((size_t)t->n_slots, sizeof(Activations));
     t->act_sends = xcalloc((size_t)t->n_slots, sizeof(CommHandle));
@@ -83,24 +83,6 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
     // Buckets start during the backward pass unless ZeRO-1 reduce-scatters the whole arena.
     t->reduce_in_backward = !cfg->zero && comm->dp > 1;
 
-    if (cfg->r3si_enabled && r3si_init(&t->model, cfg, err)) {
-        trainer_free(t);
-        return -1;
-    }
-    if (!strcmp(cfg->drop_mode, "stochastic_depth")) {
-        t->model.stochastic_depth_p = cfg->drop_p;
-        t->model.stochastic_depth_seed = cfg->seed;
-    }
-    if (cfg->reg_adr_coef > 0) {
-        // The mean runs over layers, head pairs and every sequence of the global batch.
-        double pairs = shape.n_head * (shape.n_head - 1) / 2.0;
-        t->model.adr_weight = pairs > 0 ? cfg->reg_adr_coef / (shape.n_layer * pairs * cfg->batch_size) : 0;
-    }
-    if (!strcmp(cfg->drop_mode, "layerdrop") && cfg->drop_p > 0) t->layer_skip = xcalloc((size_t)shape.n_layer, 1);
-    if (cfg->reg_entropy_coef > 0)
-        // The mean runs over layers, heads and rows i >= 1 of every sequence of the global batch.
-        t->model.entropy_reg_weight = cfg->reg_entropy_coef / ((double)shape.n_layer * shape.n_head * (shape.seq_len - 1) * cfg->batch_size);
-
     size_t n = (size_t)t->sequences_per_rank * cfg->seq_len;
     t->host_tokens = xmalloc(n * sizeof(int32_t));
     t->host_targets = xmalloc(n * sizeof(int32_t));
@@ -113,14 +95,12 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
 }
 
 void trainer_free(Trainer *t) {
-    free(t->layer_skip);
     if (!t->model.be) { memset(t, 0, sizeof *t); return; }   // freed before the model was built
-    r3si_free(&t->model);
     if (t->trace.L) trace_free(&t->trace);
     adam_free(&t->adam, &t->model);
     if (t->shard_grads) t->be->free(t->shard_grads);
-    for (int i = 0; i < t->n_slots; i++) activations_free(&t->slots[i], t->be);
-    free(t->slots); free(t->act_sends); free(t->grad_sends);
+    for (int i = 0; i < t->n_slots; i++) activations_free(&t->slots[i], &t->model);
+    free(t->slots); free(t->act_sends); free(t->grad_sends); free(t->actions);
     model_free(&t->model);
     data_close(t->train_data);
     data_close(t->val_data);
@@ -148,9 +128,11 @@ double temperature_at(const Config *cfg, long step) {
     return cfg->temperature_base * (1 + cfg->temperature_beta * tanh(cfg->temperature_gamma * ((double)step - cfg->temperature_t_switch)));
 }
 
-static void upload_micro_batch(Trainer *t, Activations *a, int mb) {
-    size_t n = (size_t)t->micro_batch_size * t->cfg->seq_len, off = (size_t)mb * n;
-    a->first_sequence = t->comm->dp_index * t->sequences_per_rank + mb * t->micro_batch_size;
+// Uploads the tokens of micro-batch mb of the host staging (at `staged`) into slot a, for a pass
+// of micro-batch mb of the step `ctx`.
+static void upload_micro_batch(Trainer *t, Activations *a, int mb, int staged, const StepContext *ctx) {
+    size_t n = (size_t)t->micro_batch_size * t->cfg->seq_len, off = (size_t)staged * n;
+    a->pass = (PassContext){*ctx, mb, t->comm->dp_index * t->sequences_per_rank + mb * t->micro_batch_size};
     t->be->upload_i32(a->tokens, t->host_tokens + off, n);
     t->be->upload_i32(a->targets, t->host_targets + off, n);
 }
@@ -161,24 +143,18 @@ static size_t stage_io_numel(const Trainer *t) {
 
 // Forward of micro-batch mb on this stage: input from the previous stage (or the embedding),
 // output on to the next. Returns this micro-batch's loss sum on the last stage, 0 elsewhere.
-static double forward_micro_batch(Trainer *t, int mb, double *aux_sum, double *lsd_sum, double *adr_sum) {
+static double forward_micro_batch(Trainer *t, int mb, const StepContext *ctx, double aux_sums[NUM_AUX]) {
     Comm *c = t->comm;
     int slot = mb % t->n_slots;
     Activations *a = &t->slots[slot];
     // The slot's previous output may still be on its way to the next stage.
     c->wait(c, &t->act_sends[slot]);
-    upload_micro_batch(t, a, mb);
-    a->training = 1;
+    upload_micro_batch(t, a, mb, mb, ctx);
     if (c->stage > 0) c->recv(c, c->stage - 1, a->input, stage_io_numel(t), TAG_ACTIVATION);
-    R3si *r = t->model.r3si;
-    if (r) r->measure_injection = r->monitor_step && mb == 0;   // ||delta|| / ||H|| on the first micro-batch
     model_forward(&t->model, a);
-    if (r) r->measure_injection = 0;
     // Traces come from replica 0's first micro-batch: the same sequences on every topology.
     if (t->trace_step && mb == 0 && c->dp_index == 0) trace_forward(&t->trace, &t->model, a);
-    *aux_sum += a->entropy_reg_sum;
-    *lsd_sum += a->lsd_sum;
-    *adr_sum += a->adr_sum;
+    for (int i = 0; i < NUM_AUX; i++) aux_sums[i] += a->aux[i];
     if (c->stage < c->pp - 1) {
         c->send(c, c->stage + 1, model_stage_output(&t->model, a), stage_io_numel(t), TAG_ACTIVATION, &t->act_sends[slot]);
         return 0;
@@ -246,42 +222,25 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
     // "attention" divides every attention logit.
     double temp = temperature_at(cfg, step), loss_scale = 1.0;
     if (!strcmp(cfg->temperature_mode, "loss")) loss_scale = 1.0 / temp;
-    if (!strcmp(cfg->temperature_mode, "attention")) t->model.attn_temperature = temp;
-    double entropy_weight = t->model.entropy_reg_weight, adr_weight = t->model.adr_weight;
-    t->model.entropy_reg_weight *= loss_scale;
-    t->model.adr_weight *= loss_scale;
     dloss *= loss_scale;
-    t->model.step = step;
+    StepContext ctx = {.training = 1, .step = step, .loss_scale = loss_scale, .attn_temperature = 1.0,
+                       .micro_batches = t->micro_batches * c->dp};
+    if (!strcmp(cfg->temperature_mode, "attention")) ctx.attn_temperature = temp;
+    t->attn_temperature = ctx.attn_temperature;
     t->trace_step = cfg->trace_every > 0 && step % cfg->trace_every == 0;
     if (t->trace_step) trace_clear(&t->trace);
 
     t->be->zero(t->model.grads_mem, t->model.num_params);
-    // LayerDrop: the same draw on every rank, a function of (seed, step, layer).
-    if (t->layer_skip) {
-        for (int l = 0; l < t->model.shape.n_layer; l++)
-            t->layer_skip[l] = rng_uniform(cfg->seed, 0x4C61796572447270ull, (uint64_t)step * t->model.shape.n_layer + l) < cfg->drop_p;
-        t->model.layer_skip = t->layer_skip;
-    }
-    R3si *r3 = t->model.r3si;
-    if (r3) {
-        r3->monitor_step = step % r3->monitor_every == 0;
-        // L_SD is a mean over the micro-batches of the global batch.
-        r3->lsd_scale = loss_scale * cfg->r3si_lsd_lambda / ((double)t->micro_batches * c->dp);
-    }
-    Action actions[2 * 4096];
-    if (t->micro_batches > 4096) die(EXIT_BAD_INPUT, "train.micro_batches: %d is more than 4096", t->micro_batches);
-    int n_actions = schedule_1f1b(c->stage, c->pp, t->micro_batches, actions);
-    double loss_sum = 0, aux_sum = 0, lsd_sum = 0, adr_sum = 0;
+    model_begin_step(&t->model, &ctx);
+    int n_actions = schedule_1f1b(c->stage, c->pp, t->micro_batches, t->actions);
+    double loss_sum = 0, aux_sums[NUM_AUX] = {0};
     for (int i = 0; i < n_actions; i++) {
-        if (actions[i].kind == ACTION_FORWARD) loss_sum += forward_micro_batch(t, actions[i].micro_batch, &aux_sum, &lsd_sum, &adr_sum);
-        else backward_micro_batch(t, actions[i].micro_batch, dloss);
+        if (t->actions[i].kind == ACTION_FORWARD) loss_sum += forward_micro_batch(t, t->actions[i].micro_batch, &ctx, aux_sums);
+        else backward_micro_batch(t, t->actions[i].micro_batch, dloss);
     }
     for (int s = 0; s < t->n_slots; s++) { c->wait(c, &t->act_sends[s]); c->wait(c, &t->grad_sends[s]); }
     const void *grads = reduce_gradients(t);
-    if (r3 && r3->monitor_step) {
-        r3si_monitor_update(&t->model, c, step, (double)cfg->batch_size * cfg->seq_len, !cfg->zero);
-        out->monitored = 1;
-    }
+    out->monitored = model_after_gradients(&t->model, c, &ctx, (double)cfg->batch_size * cfg->seq_len, !cfg->zero);
     if (t->trace_step) {
         trace_finish(&t->trace, &t->model, c, !cfg->zero);
         out->traced = 1;
@@ -289,17 +248,19 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
 
     // Every rank needs the same loss and norm to take the same decision. The norm counts each
     // stage once: under ZeRO-1 every replica holds a different shard, otherwise replica 0 speaks.
-    t->model.layer_skip = NULL;
-    double sums[5] = {loss_sum, 0, aux_sum, lsd_sum, adr_sum};
+    double sums[2 + NUM_AUX] = {loss_sum, 0};
+    for (int i = 0; i < NUM_AUX; i++) sums[2 + i] = aux_sums[i];
     if (cfg->zero || c->dp_index == 0) sums[1] = grad_sum_squares(&t->model, grads, t->adam.begin, t->adam.numel);
-    c->world_sum(c, sums, 5);
-    t->model.entropy_reg_weight = entropy_weight;
-    t->model.adr_weight = adr_weight;
+    c->world_sum(c, sums, 2 + NUM_AUX);
     // Reported losses are the unscaled ones; `loss` is the objective the gradient follows
     // (divided by the temperature in "loss" mode).
     out->lm_loss = sums[0] * dloss / loss_scale;
-    out->lsd = r3 ? r3->lsd_scale / loss_scale * sums[3] : 0;
-    out->aux_loss = -entropy_weight * sums[2] + out->lsd + adr_weight * sums[4];
+    out->aux_loss = 0;
+    for (int i = 0; i < NUM_AUX; i++) {
+        double term = model_aux_weight(&t->model, (AuxTerm)i, &ctx) * sums[2 + i];
+        if (i == AUX_LSD) out->lsd = term;
+        out->aux_loss += term;
+    }
     out->loss = (out->lm_loss + out->aux_loss) * loss_scale;
     out->temperature = temp;
     out->grad_norm = sqrt(sums[1]);
@@ -345,11 +306,9 @@ int trainer_evaluate(Trainer *t, EvalResult *out, HeadEntropyStats *stats, Error
     size_t n = (size_t)mbs * T;
     Activations *a = &t->slots[0];
     int last_stage = c->stage == c->pp - 1;
-    // Evaluation neither monitors nor computes L_SD; the injection uses the current buffers.
-    R3si *r3 = t->model.r3si;
-    int saved_monitor = r3 ? r3->monitor_step : 0;
-    double saved_lsd = r3 ? r3->lsd_scale : 0;
-    if (r3) { r3->monitor_step = 0; r3->lsd_scale = 0; }
+    // An evaluation pass: no hook measures, draws or adds a loss; an injecting hook uses its current buffers.
+    // The logits keep the temperature of the last training step.
+    StepContext ctx = {.training = 0, .step = 0, .loss_scale = 1, .attn_temperature = t->attn_temperature, .micro_batches = 1};
     // sums: loss, scored, then correct and total per bucket
     double sums[2 + 2 * DATA_MAX_BUCKETS] = {0};
     for (int batch = 0; batch < cfg->eval_batches; batch++) {
@@ -357,8 +316,7 @@ int trainer_evaluate(Trainer *t, EvalResult *out, HeadEntropyStats *stats, Error
         for (int mb = 0; mb < t->micro_batches; mb++) {
             long scored = read_sequences(t, t->val_data, (uint64_t)batch, first + mb * mbs, mbs, err);
             if (scored < 0) return -1;
-            upload_micro_batch(t, a, 0);
-            a->training = 0;
+            upload_micro_batch(t, a, mb, 0, &ctx);
             // Forward only, one direction: blocking hand-over from stage to stage cannot deadlock.
             if (c->stage > 0) c->recv(c, c->stage - 1, a->input, stage_io_numel(t), TAG_ACTIVATION);
             model_forward(&t->model, a);
@@ -381,7 +339,6 @@ int trainer_evaluate(Trainer *t, EvalResult *out, HeadEntropyStats *stats, Error
             }
         }
     }
-    if (r3) { r3->monitor_step = saved_monitor; r3->lsd_scale = saved_lsd; }
     c->world_sum(c, sums, 2 + 2 * out->n_buckets);
     if (stats) {
         size_t n = (size_t)t->model.shape.n_layer * t->model.shape.n_head;
@@ -397,4 +354,9 @@ int trainer_evaluate(Trainer *t, EvalResult *out, HeadEntropyStats *stats, Error
         out->total[b] = (long)sums[3 + 2 * b];
     }
     return 0;
+}
+
+CheckpointTarget trainer_checkpoint_target(Trainer *t) {
+    CheckpointTarget target = {&t->model, &t->adam, t->comm, t->cfg, &t->bad_in_row};
+    return target;
 }

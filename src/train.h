@@ -4,12 +4,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "backend.h"
-#include "cli.h"
+#include "checkpoint.h"
 #include "comm.h"
 #include "config.h"
 #include "data/data.h"
 #include "model.h"
 #include "optimizer.h"
+#include "schedule.h"
 #include "trace.h"
 
 typedef struct {
@@ -62,7 +63,8 @@ typedef struct {
     int32_t *device_predictions;       // (micro_batch_size, T)
     double flops_per_token;
     int bad_in_row;
-    uint8_t *layer_skip;               // (n_layer) LayerDrop draws of the current step, or NULL
+    Action *actions;                   // (2 micro_batches) this stage's 1F1B schedule
+    double attn_temperature;           // logit temperature of the last training step (evaluation keeps it)
     TraceRecord trace;                 // per-layer traces of the last trace step (trace.every)
     int trace_step;
 } Trainer;
@@ -98,20 +100,5 @@ double temperature_at(const Config *cfg, long step);
 // Number of optimizer steps of the run: train.steps, or train.tokens / tokens per step rounded up.
 long total_steps_of(const Config *cfg);
 
-// Where a command runs, chosen by main from train.device before the Comm is built (the Comm
-// follows the backend: MPI on the CPU, NCCL on CUDA).
-typedef struct {
-    const Backend *be;
-    const char *kind;      // "cpu" | "cuda": metrics.h5's `device` attribute
-    const char *name;      // the log's device line: "cpu", or the GPU's name
-    const char *notice;    // one line for rank 0's log (train.device = "auto" fell back to the CPU), or ""
-} RunDevice;
-
-// The `train` command on every rank: run directory, resume, log, metrics, evaluation,
-// checkpoints, stop signals. Returns the exit code (the same on every rank).
-int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *run_dir, ResumeMode resume,
-                  const char *resume_path);
-
-// The `eval` command: loads the parameters of `checkpoint` on this topology and evaluates; with
-// prune_fraction > 0, first masks that fraction of heads (lowest entropy variance) and reports both.
-int eval_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *checkpoint, double prune_fraction);
+// The rank's part of a checkpoint: its model, AdamW state and bad-step count.
+CheckpointTarget trainer_checkpoint_target(Trainer *t);

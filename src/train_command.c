@@ -14,6 +14,7 @@
 #include "r3si.h"
 #include "signals.h"
 #include "timer.h"
+#include "commands.h"
 #include "train.h"
 
 #ifndef ENTRANK_REVISION
@@ -105,7 +106,7 @@ static void declare_trace_metrics(MetricsFile *mf, const Trainer *t) {
     for (size_t i = 0; i < sizeof per_layer / sizeof per_layer[0]; i++) metrics_set_axis(mf, per_layer[i], 1, "layer", layers, (int)L);
     metrics_set_axis(mf, "/trace/resid_rank", 1, "layer", layers, (int)L + 1);
     metrics_set_axis(mf, "/trace/token_cos", 1, "layer", layers, (int)L + 1);
-    if (t->model.shape.sga) {
+    if (t->model.shape.attention == &ATTENTION_SGA) {
         metrics_declare(mf, "/sga/alpha", 1, d_l, "blend weight alpha_l, clamped to [0, 1]", "1");
         metrics_declare(mf, "/sga/stats", 2, d_l4, "mean over rows of DC fraction, centroid, flatness, normalised entropy", "1");
         metrics_declare(mf, "/sga/gate_band", 2, d_l4, "mean gate over DC and the low, mid and high thirds of the frequencies", "1");
@@ -127,31 +128,45 @@ static void record_trace(MetricsFile *mf, const Trainer *t, long step) {
     metrics_append(mf, "/trace/resid_rank", r->resid_rank);
     metrics_append(mf, "/trace/token_cos", r->token_cos);
     metrics_append(mf, "/trace/grad_diversity", r->grad_div);
-    if (t->model.shape.sga) {
+    if (t->model.shape.attention == &ATTENTION_SGA) {
         metrics_append(mf, "/sga/alpha", r->sga_alpha);
         metrics_append(mf, "/sga/stats", r->sga_stats);
         metrics_append(mf, "/sga/gate_band", r->sga_band);
     }
 }
 
+// The per-step scalars of /steps and the evaluation scalars of /eval: X(id, name, description, units).
+#define STEP_METRICS(X)                                                                                            \
+    X(STEP, "/steps/step", "optimizer step (0-based)", "step")                                                     \
+    X(TOKENS, "/steps/tokens", "tokens consumed after this step", "tokens")                                        \
+    X(LOSS, "/steps/loss", "total training loss (LM loss + auxiliary losses)", "nats/token")                       \
+    X(LM_LOSS, "/steps/lm_loss", "language-model cross-entropy over scored positions", "nats/token")               \
+    X(AUX_LOSS, "/steps/aux_loss", "auxiliary losses (regularisers); 0 without any", "nats/token")                 \
+    X(LR, "/steps/lr", "learning rate of this step", "1")                                                          \
+    X(GRAD_NORM, "/steps/grad_norm", "global gradient L2 norm before clipping", "1")                               \
+    X(STEP_MS, "/steps/step_ms", "wall time of the step", "ms")                                                    \
+    X(TOKENS_PER_S, "/steps/tokens_per_s", "training throughput", "tokens/s")                                      \
+    X(MFU, "/steps/mfu", "achieved FLOP/s over the device peak (CPU: measured cblas_sgemm; GPU: dense bf16 datasheet peak)", "fraction")
+#define EVAL_METRICS(X)                                                                                            \
+    X(EVAL_STEP, "/eval/step", "step after which the evaluation ran", "step")                                      \
+    X(VAL_LOSS, "/eval/val_loss", "validation cross-entropy over scored positions", "nats/token")                  \
+    X(VAL_PPL, "/eval/val_ppl", "exp(val_loss)", "1")
+
+#define METRIC_ID(id, name, description, units) METRIC_##id,
+enum { STEP_METRICS(METRIC_ID) NUM_STEP_METRICS };
+enum { EVAL_METRICS(METRIC_ID) NUM_EVAL_METRICS };
+#undef METRIC_ID
+#define METRIC_ROW(id, name, description, units) {name, description, units},
+typedef struct { const char *name, *description, *units; } MetricRow;
+static const MetricRow STEP_METRIC_ROWS[] = {STEP_METRICS(METRIC_ROW)};
+static const MetricRow EVAL_METRIC_ROWS[] = {EVAL_METRICS(METRIC_ROW)};
+#undef METRIC_ROW
+
 static void declare_metrics(MetricsFile *mf, int n_buckets) {
-    const struct { const char *name, *description, *units; } scalars[] = {
-        {"/steps/step", "optimizer step (0-based)", "step"},
-        {"/steps/tokens", "tokens consumed after this step", "tokens"},
-        {"/steps/loss", "total training loss (LM loss + auxiliary losses)", "nats/token"},
-        {"/steps/lm_loss", "language-model cross-entropy over scored positions", "nats/token"},
-        {"/steps/aux_loss", "auxiliary losses (regularisers); 0 without any", "nats/token"},
-        {"/steps/lr", "learning rate of this step", "1"},
-        {"/steps/grad_norm", "global gradient L2 norm before clipping", "1"},
-        {"/steps/step_ms", "wall time of the step", "ms"},
-        {"/steps/tokens_per_s", "training throughput", "tokens/s"},
-        {"/steps/mfu", "achieved FLOP/s over the device peak (CPU: measured cblas_sgemm; GPU: dense bf16 datasheet peak)", "fraction"},
-        {"/eval/step", "step after which the evaluation ran", "step"},
-        {"/eval/val_loss", "validation cross-entropy over scored positions", "nats/token"},
-        {"/eval/val_ppl", "exp(val_loss)", "1"},
-    };
-    for (size_t i = 0; i < sizeof scalars / sizeof scalars[0]; i++)
-        metrics_declare(mf, scalars[i].name, 0, NULL, scalars[i].description, scalars[i].units);
+    for (int i = 0; i < NUM_STEP_METRICS; i++)
+        metrics_declare(mf, STEP_METRIC_ROWS[i].name, 0, NULL, STEP_METRIC_ROWS[i].description, STEP_METRIC_ROWS[i].units);
+    for (int i = 0; i < NUM_EVAL_METRICS; i++)
+        metrics_declare(mf, EVAL_METRIC_ROWS[i].name, 0, NULL, EVAL_METRIC_ROWS[i].description, EVAL_METRIC_ROWS[i].units);
     if (n_buckets > 0) {
         size_t dims[1] = {(size_t)n_buckets};
         metrics_declare(mf, "/eval/task_acc", 1, dims, "answer accuracy per task bucket (depth or distance); NaN if empty", "fraction");
@@ -169,23 +184,10 @@ static void report_eval(RunLog *log, MetricsFile *mf, Trainer *t, long step, con
         if (len >= (int)sizeof line) break;
     }
     runlog(log, "%s\n", line);
-    double s = (double)step;
-    metrics_append(mf, "/eval/step", &s);
-    metrics_append(mf, "/eval/val_loss", &ev->loss);
-    metrics_append(mf, "/eval/val_ppl", &ev->ppl);
+    double row[NUM_EVAL_METRICS] = {[METRIC_EVAL_STEP] = (double)step, [METRIC_VAL_LOSS] = ev->loss, [METRIC_VAL_PPL] = ev->ppl};
+    for (int i = 0; i < NUM_EVAL_METRICS; i++) metrics_append(mf, EVAL_METRIC_ROWS[i].name, &row[i]);
     if (ev->n_buckets > 0) metrics_append(mf, "/eval/task_acc", acc);
     metrics_flush(mf);
-}
-
-// Bad input may be seen by every rank alike (config, topology, data headers) or by one rank only
-// (the run directory, on rank 0): all ranks agree, the ranks that saw it print one line, and all
-// return exit 2 together. Returns 1 if any rank failed.
-static int any_failed(Comm *comm, int failed, const Error *err) {
-    double flags[2] = {failed, failed && comm->world_rank == 0};
-    comm->world_max(comm, flags, 2);
-    // One line: rank 0's if it failed, else that of each failing rank (usually one).
-    if (failed && (comm->world_rank == 0 || flags[1] == 0)) fprintf(stderr, "entrank: %s\n", err->msg);
-    return flags[0] != 0;
 }
 
 // The step loop, run by every rank; log and mf are NULL except on rank 0.
@@ -199,7 +201,8 @@ typedef struct {
 static void save_checkpoint(Trainer *t, const LoopSetup *setup, RunLog *log, long steps_done) {
     double t0 = now_seconds();
     CheckpointProgress progress = {steps_done, (double)steps_done * t->cfg->batch_size * t->cfg->seq_len};
-    checkpoint_save(t, setup->run_dir, progress, setup->config_text);
+    CheckpointTarget target = trainer_checkpoint_target(t);
+    checkpoint_save(&target, setup->run_dir, progress, setup->config_text);
     runlog(log, "checkpoint %s/checkpoints/step_%08ld.h5 written in %.2f s\n", setup->run_dir, steps_done, now_seconds() - t0);
 }
 
@@ -259,15 +262,16 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
             if (r.skipped)
                 runlog(log, "step %ld: non-finite loss or gradient (loss %g, grad norm %g): update skipped (%d in a row)\n",
                        step, r.loss, r.grad_norm, r.bad_in_row);
-            double row[10] = {(double)step, (step + 1) * tokens_per_step, r.loss, r.lm_loss, r.aux_loss, r.lr, r.grad_norm, dt * 1e3, tok_s, mfu};
-            const char *names[10] = {"/steps/step", "/steps/tokens", "/steps/loss", "/steps/lm_loss", "/steps/aux_loss",
-                                     "/steps/lr", "/steps/grad_norm", "/steps/step_ms", "/steps/tokens_per_s", "/steps/mfu"};
-            for (int i = 0; i < 10; i++) metrics_append(mf, names[i], &row[i]);
+            double row[NUM_STEP_METRICS] = {
+                [METRIC_STEP] = (double)step, [METRIC_TOKENS] = (step + 1) * tokens_per_step, [METRIC_LOSS] = r.loss,
+                [METRIC_LM_LOSS] = r.lm_loss, [METRIC_AUX_LOSS] = r.aux_loss, [METRIC_LR] = r.lr,
+                [METRIC_GRAD_NORM] = r.grad_norm, [METRIC_STEP_MS] = dt * 1e3, [METRIC_TOKENS_PER_S] = tok_s, [METRIC_MFU] = mfu};
+            for (int i = 0; i < NUM_STEP_METRICS; i++) metrics_append(mf, STEP_METRIC_ROWS[i].name, &row[i]);
             if (r.traced) record_trace(mf, t, step);
-            if (t->model.r3si) {
-                record_r3si(mf, t->model.r3si, step, r.lsd, r.monitored);
+            const R3si *q = model_hook_state(&t->model, &BLOCK_HOOK_R3SI);
+            if (q) {
+                record_r3si(mf, q, step, r.lsd, r.monitored);
                 if (r.monitored) {
-                    const R3si *q = t->model.r3si;
                     char line[1024];
                     int len = snprintf(line, sizeof line, "r3si monitor step %ld | tau %.1f | rho %.4g | rank/alpha:", step, q->tau, q->rho);
                     for (int c = 0; c < q->n_ckpt && len < (int)sizeof line; c++)
@@ -320,17 +324,18 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
         failed = error_set(&err, "%s: already exists and there is no checkpoint to resume from (%s); choose a new --run-dir",
                            path, resume == RESUME_NEVER ? "--resume never" : "no checkpoints/latest");
     if (!failed && is_root) failed = mkdir_p(run_dir, &err) != 0;
-    if (any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
+    if (commands_any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
     Trainer t;
     failed = trainer_init(&t, cfg, dev->be, comm, &err) != 0;
-    if (any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
+    if (commands_any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
     CheckpointProgress progress = {0, 0};
     double load_seconds = 0;
     if (checkpoint[0]) {
         double t0 = now_seconds();
-        failed = checkpoint_load(&t, checkpoint, 1, &progress, &err) != 0;
+        CheckpointTarget target = trainer_checkpoint_target(&t);
+        failed = checkpoint_load(&target, checkpoint, 1, &progress, &err) != 0;
         load_seconds = now_seconds() - t0;
-        if (any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
+        if (commands_any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
     }
     signals_install();
     char *config_text = config_to_string(cfg);
@@ -365,7 +370,8 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     }
     if (!mf) die(EXIT_FAILURE_OTHER, "%s", err.msg);
     declare_metrics(mf, data_n_buckets(t.val_data));
-    if (t.model.r3si) declare_r3si_metrics(mf, t.model.r3si);
+    const R3si *r3si = model_hook_state(&t.model, &BLOCK_HOOK_R3SI);
+    if (r3si) declare_r3si_metrics(mf, r3si);
     if (cfg->trace_every > 0) declare_trace_metrics(mf, &t);
     if (checkpoint[0]) runlog(&log, "loaded %s (step %ld) in %.2f s\n", checkpoint, progress.step, load_seconds);
 
@@ -378,67 +384,3 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     return code;
 }
 
-static void print_eval(const Trainer *t, const Config *cfg, const char *what, const EvalResult *ev) {
-    printf("%sval loss %.6f | val ppl %.4f | %ld scored positions in %d batches\n", what, ev->loss, ev->ppl, ev->scored,
-           cfg->eval_batches);
-    for (int b = 0; b < ev->n_buckets; b++)
-        printf("%s%s acc %.4f (n=%ld)\n", what, data_bucket_label(t->val_data, b),
-               ev->total[b] ? (double)ev->correct[b] / ev->total[b] : NAN, ev->total[b]);
-}
-
-// Post-hoc head pruning (the SGA post's baseline): per head, the variance over validation
-// sequences of its mean row entropy; the `fraction` of heads with the lowest variance are masked.
-static int prune_heads(Trainer *t, const Config *cfg, double fraction, Error *err) {
-    int L = t->model.shape.n_layer, NH = t->model.shape.n_head, n = L * NH;
-    HeadEntropyStats st = {xcalloc((size_t)n, sizeof(double)), xcalloc((size_t)n, sizeof(double)), 0};
-    EvalResult ev;
-    if (trainer_evaluate(t, &ev, &st, err)) return -1;
-    if (t->comm->world_rank == 0) print_eval(t, cfg, "before pruning: ", &ev);
-    double *var = xmalloc((size_t)n * sizeof(double));
-    int *order = xmalloc((size_t)n * sizeof(int));
-    for (int k = 0; k < n; k++) {
-        double mean = st.sum[k] / st.sequences;
-        var[k] = st.sum_sq[k] / st.sequences - mean * mean;
-        order[k] = k;
-    }
-    // Lowest variance first; ties by index, so every rank picks the same heads.
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && (var[order[j]] < var[order[j - 1]] || (var[order[j]] == var[order[j - 1]] && order[j] < order[j - 1])); j--) {
-            int tmp = order[j]; order[j] = order[j - 1]; order[j - 1] = tmp;
-        }
-    int pruned = (int)lround(fraction * n);
-    float *mask = xmalloc((size_t)n * sizeof(float));
-    for (int k = 0; k < n; k++) mask[k] = 1;
-    for (int i = 0; i < pruned; i++) mask[order[i]] = 0;
-    if (t->comm->world_rank == 0) {
-        printf("pruned %d of %d heads (lowest variance of mean row entropy over %.0f sequences):", pruned, n, st.sequences);
-        for (int i = 0; i < pruned; i++) printf(" L%dH%d", order[i] / NH, order[i] % NH);
-        printf("\n");
-    }
-    int n_local = t->model.layer_end - t->model.layer_begin;
-    t->model.head_mask = t->be->alloc((size_t)n_local * NH);
-    t->be->upload(t->model.head_mask, mask + (size_t)t->model.layer_begin * NH, (size_t)n_local * NH);
-    free(st.sum); free(st.sum_sq); free(var); free(order); free(mask);
-    return 0;
-}
-
-int eval_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *checkpoint, double prune_fraction) {
-    Error err = {{0}};
-    if (comm->world_rank == 0 && dev->notice[0]) printf("%s\n", dev->notice);
-    Trainer t;
-    int failed = trainer_init(&t, cfg, dev->be, comm, &err) != 0;
-    if (any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
-    CheckpointProgress progress;
-    failed = checkpoint_load(&t, checkpoint, 0, &progress, &err) != 0;
-    if (any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
-    if (comm->world_rank == 0)
-        printf("checkpoint %s (step %ld) | %d ranks: dp %d x pp %d\n", checkpoint, progress.step, comm->world_size, comm->dp, comm->pp);
-    if (prune_fraction > 0 && prune_heads(&t, cfg, prune_fraction, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
-    EvalResult ev;
-    if (trainer_evaluate(&t, &ev, NULL, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
-    if (comm->world_rank == 0) print_eval(&t, cfg, "", &ev);
-    if (t.model.head_mask) t.be->free(t.model.head_mask);
-    t.model.head_mask = NULL;
-    trainer_free(&t);
-    return EXIT_DONE;
-}

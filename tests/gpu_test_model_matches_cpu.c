@@ -109,11 +109,9 @@ static void net_build(Net *n, const Backend *be, const Variant *v, const float *
         be->upload(n->m.params_mem, w, n->m.num_params);
         free(w);
     }
-    n->m.entropy_reg_weight = v->entropy_reg_weight;
-    if (n->cfg.r3si_enabled) {
-        Error err;
-        if (r3si_init(&n->m, &n->cfg, &err)) fail_msg("%s", err.msg);
-        R3si *r = n->m.r3si;
+    n->m.reg.entropy_weight = v->entropy_reg_weight;
+    R3si *r = model_hook_state(&n->m, &BLOCK_HOOK_R3SI);
+    if (r) {
         // The buffers as a monitor step would leave them: orthonormal V, alpha > 0, tau above any
         // participation ratio of a 36-wide stream, so that the hinge is active.
         double *V = orthonormal(r->D, r->k, 11);
@@ -123,9 +121,10 @@ static void net_build(Net *n, const Backend *be, const Variant *v, const float *
         }
         free(V);
         r->tau = r->D;
-        r->lsd_scale = 0.3;
     }
     activations_init(&n->a, &n->m, B);
+    // A training pass of one micro-batch at a step without monitoring: L_SD's scale is lambda.
+    n->a.pass.step = (StepContext){.training = 1, .step = 1, .loss_scale = 1, .attn_temperature = 1, .micro_batches = 1};
     int T = s.seq_len, Vv = s.vocab_size;
     int32_t tokens[B * 19], targets[B * 19];
     for (int i = 0; i < B * T; i++) {
@@ -137,27 +136,27 @@ static void net_build(Net *n, const Backend *be, const Variant *v, const float *
 }
 
 static void net_free(Net *n) {
-    if (n->m.r3si) r3si_free(&n->m);
-    activations_free(&n->a, n->m.be);
+    activations_free(&n->a, &n->m);
     model_free(&n->m);
 }
 
 // The pass the trainer runs on one micro-batch; returns the objective of the micro-batch.
 static double forward_backward(Net *n, double dloss) {
     model_forward(&n->m, &n->a);
-    double loss = model_loss_sum(&n->m, &n->a) * dloss - n->m.entropy_reg_weight * n->a.entropy_reg_sum;
-    if (n->m.r3si) loss += n->m.r3si->lsd_scale * n->a.lsd_sum;
+    double loss = model_loss_sum(&n->m, &n->a) * dloss;
+    for (int i = 0; i < NUM_AUX; i++) loss += model_aux_weight(&n->m, (AuxTerm)i, &n->a.pass.step) * n->a.aux[i];
     model_backward(&n->m, &n->a, dloss, NULL, NULL);
     n->m.be->synchronize();
     return loss;
 }
 
 // Scale-relative max error of one parameter tensor's gradient, over all its layer slices.
-static double grad_error(const Model *m, const ParamInfo *p, ParamId id, const float *g, const float *c) {
+static double grad_error(const Model *m, const ParamInfo *p, int id, const float *g, const float *c) {
     double max_diff = 0, max_ref = 0;
     int per_layer = p->role == ROLE_BLOCK;
     int l0 = per_layer ? m->layer_begin : 0, l1 = per_layer ? m->layer_end : 1;
     for (int l = l0; l < l1; l++) {
+        if (per_layer && !param_in_layer(p, l)) continue;
         size_t off = model_param_offset(m, id, l), n = per_layer ? p->slice_numel : p->numel;
         for (size_t i = off; i < off + n; i++) {
             double d = fabs((double)g[i] - (double)c[i]);
@@ -191,10 +190,10 @@ static void test_model_case(void **state) {
     printf("# %s %-28s loss cpu %.7f gpu %.7f rel err %.2e\n", prec, mc->variant->name, lc, lg, loss_err);
     assert_true(isfinite(lg));
     assert_true(loss_err <= TOL[mc->precision].loss);
-    if (nc.m.r3si) {
-        double e = fabs(ng.a.lsd_sum - nc.a.lsd_sum) / fabs(nc.a.lsd_sum);
+    if (model_hook_state(&nc.m, &BLOCK_HOOK_R3SI)) {
+        double e = fabs(ng.a.aux[AUX_LSD] - nc.a.aux[AUX_LSD]) / fabs(nc.a.aux[AUX_LSD]);
         printf("# %s %-28s L_SD sum rel err %.2e\n", prec, "", e);
-        assert_true(nc.a.lsd_sum > 0 && e <= TOL[mc->precision].loss);
+        assert_true(nc.a.aux[AUX_LSD] > 0 && e <= TOL[mc->precision].loss);
     }
 
     size_t n = nc.m.num_params;
@@ -203,10 +202,10 @@ static void test_model_case(void **state) {
     gpu->download(gg, ng.m.grads_mem, n);
     double worst = 0;
     const char *worst_name = "";
-    for (int id = 0; id < NUM_PARAMS; id++) {
+    for (int id = 0; id < nc.m.n_params; id++) {
         const ParamInfo *p = &nc.m.params[id];
         if (!p->present) continue;
-        double e = grad_error(&nc.m, p, (ParamId)id, gg, gc);
+        double e = grad_error(&nc.m, p, id, gg, gc);
         printf("# %s %-28s grad %-18s err %.2e\n", prec, mc->variant->name, p->name, e);
         if (!(e <= worst)) { worst = e; worst_name = p->name; }
     }

@@ -10,10 +10,20 @@
 #include "rng.h"
 
 // The objective model_backward differentiates when the loss gradient is dloss per token: the loss
-// plus the regularisers' terms (both zero unless ADR or entropy regularisation is on).
+// plus the auxiliary terms (zero unless a regulariser or L_SD is on), at the pass's loss scale.
 static inline double model_objective(Model *m, Activations *a, double dloss) {
     model_forward(m, a);
-    return model_loss_sum(m, a) * dloss + m->adr_weight * a->adr_sum - m->entropy_reg_weight * a->entropy_reg_sum;
+    double objective = model_loss_sum(m, a) * dloss;
+    for (int i = 0; i < NUM_AUX; i++)
+        objective += model_aux_weight(m, (AuxTerm)i, &a->pass.step) * a->pass.step.loss_scale * a->aux[i];
+    return objective;
+}
+
+// The global layer of the k-th slice this stage holds of block parameter p.
+static inline int model_slice_layer(const Model *m, const ParamInfo *p, size_t k) {
+    for (int layer = m->layer_begin; layer < m->layer_end; layer++)
+        if (param_in_layer(p, layer) && k-- == 0) return layer;
+    return -1;
 }
 
 // Worst over the parameter tensors of ||g - g_fd|| / ||g_fd||: g are the analytic gradients
@@ -24,15 +34,15 @@ static inline double model_objective(Model *m, Activations *a, double dloss) {
 static inline double model_fd_worst(Model *m64, Activations *a64, double *host, const double *grads, double dloss,
                                     int samples, uint64_t seed, const char *label, int require_gradient) {
     double worst = 0, h = 1e-5;
-    for (int id = 0; id < NUM_PARAMS; id++) {
+    for (int id = 0; id < m64->n_params; id++) {
         const ParamInfo *p = &m64->params[id];
         if (!p->present) continue;
         double num = 0, den = 0;
         int n = p->numel < (size_t)samples ? (int)p->numel : samples;
         for (int k = 0; k < n; k++) {
             size_t pick = p->numel <= (size_t)samples ? (size_t)k : rng_hash3(seed, (uint64_t)id, (uint64_t)k) % p->numel;
-            int layer = (int)(pick / p->slice_numel);   // block tensors: which layer's slice
-            size_t e = model_param_offset(m64, (ParamId)id, layer) + pick % p->slice_numel;
+            int layer = p->role == ROLE_BLOCK ? model_slice_layer(m64, p, pick / p->slice_numel) : 0;
+            size_t e = model_param_offset(m64, id, layer) + pick % p->slice_numel;
             void *at = be_offset(m64->be, m64->params_mem, e);
             double saved = host[e], v;
             v = saved + h; m64->be->upload_f64(at, &v, 1);

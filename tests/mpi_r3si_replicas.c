@@ -28,7 +28,7 @@ int main(int argc, char **argv) {
     if (trainer_init(&t, &cfg, backend_cpu_f32(), comm, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
     StepResult r;
     for (long s = 0; s < 4; s++) trainer_step(&t, s, &r, &err);
-    const R3si *q = t.model.r3si;
+    const R3si *q = model_hook_state(&t.model, &BLOCK_HOOK_R3SI);
     uint64_t h = 0;
     float *V = xmalloc(sizeof(float) * q->D * q->k);
     double vnorm = 0;

@@ -151,7 +151,7 @@ static void test_enum_violation(void **state) {
     expect_file_error(*state, "device.cfg", "train = { device = \"tpu\"; };\n", 1,
                       "train.device: \"tpu\" is not one of \"auto\", \"cpu\", \"cuda\"");
     expect_file_error(*state, "attn.cfg", "attention = { kind = \"flash\"; };\n", 1,
-                      "attention.kind: \"flash\" is not one of \"sdpa\", \"sga\"");
+                      "attention.kind: \"flash\" is not one of \"sdpa\", \"sga\", \"head_scale\"");
 }
 
 // ---- files

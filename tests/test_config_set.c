@@ -152,7 +152,7 @@ static void test_set_type_range_enum(void **state) {
                      "--set data.retrieval.distances[1]: 0 is out of range [1, 1048576]");
     expect_set_error(state, "data.kind=csv",
                      "--set data.kind: \"csv\" is not one of \"llmc\", \"megatron\", \"text\", \"logic\", \"retrieval\"");
-    expect_set_error(state, "attention.kind=\"flash\"", "--set attention.kind: \"flash\" is not one of \"sdpa\", \"sga\"");
+    expect_set_error(state, "attention.kind=\"flash\"", "--set attention.kind: \"flash\" is not one of \"sdpa\", \"sga\", \"head_scale\"");
 }
 
 // Cross-key checks run after every override and name an overridden key as --set.

@@ -57,7 +57,7 @@ static double check_model(NormPlacement norm, int tied) {
     snprintf(label, sizeof label, "%s %s", norm == NORM_PRE ? "pre" : "post", tied ? "tied" : "untied");
     double worst = model_fd_worst(&m64, &a64, host, grads, dloss, 24, 7, label, 1);
     free(host); free(grads);
-    activations_free(&a32, m32.be); activations_free(&a64, m64.be);
+    activations_free(&a32, &m32); activations_free(&a64, &m64);
     model_free(&m32); model_free(&m64);
     return worst;
 }
@@ -93,7 +93,7 @@ static void test_model_is_causal(void **state) {
     m.be->download(after, a.losses, 5);
     for (int t = 0; t < 3; t++) assert_true(memcmp(&before[t], &after[t], sizeof(float)) == 0);
     assert_true(before[3] != after[3]);
-    activations_free(&a, m.be);
+    activations_free(&a, &m);
     model_free(&m);
 }
 

@@ -139,9 +139,7 @@ static void build(R3siModel *x, const Backend *be, int inject, double lsd) {
     ModelShape s = model_shape_from_config(c);
     model_init(&x->m, be, s, 0, s.n_layer, 1, 1, 1);
     model_init_weights(&x->m, 21);
-    Error err;
-    assert_int_equal(r3si_init(&x->m, c, &err), 0);
-    R3si *r = x->m.r3si;
+    R3si *r = model_hook_state(&x->m, &BLOCK_HOOK_R3SI);
     // Buffers as a monitor step would leave them: an orthonormal V, alpha > 0, tau above the rank.
     double lambda[8] = {9, 7, 5, 1, 0.5, 0.3, 0.2, 0.1};
     double *C = psd_with_spectrum(8, lambda, 6), *V = malloc(sizeof(double) * 8 * 3);
@@ -151,9 +149,10 @@ static void build(R3siModel *x, const Backend *be, int inject, double lsd) {
         r->alpha[i] = 0.4 + 0.2 * i;
     }
     r->tau = 8;   // above any PR of an 8-wide stream: the hinge is active
-    r->lsd_scale = lsd;
     free(C); free(V);
     activations_init(&x->a, &x->m, B);
+    // A training pass of one micro-batch at a step without monitoring: L_SD's scale is lambda.
+    x->a.pass.step = (StepContext){.training = 1, .step = 1, .loss_scale = 1, .attn_temperature = 1, .micro_batches = 1};
 }
 
 static void load(R3siModel *x, const int32_t *tokens) {
@@ -168,7 +167,7 @@ static void load(R3siModel *x, const int32_t *tokens) {
 
 static double total_loss(R3siModel *x, double dloss) {
     model_forward(&x->m, &x->a);
-    return model_loss_sum(&x->m, &x->a) * dloss + x->m.r3si->lsd_scale * x->a.lsd_sum;
+    return model_loss_sum(&x->m, &x->a) * dloss + model_aux_weight(&x->m, AUX_LSD, &x->a.pass.step) * x->a.aux[AUX_LSD];
 }
 
 static double check(int inject, double lsd) {
@@ -183,17 +182,18 @@ static double check(int inject, double lsd) {
     double *grads = malloc(x32.m.num_params * sizeof(double)), *host = malloc(x64.m.num_params * sizeof(double));
     x32.m.be->download_f64(grads, x32.m.grads_mem, x32.m.num_params);
     x64.m.be->download_f64(host, x64.m.params_mem, x64.m.num_params);
-    for (int id = 0; id < NUM_PARAMS; id++) {
+    for (int id = 0; id < x64.m.n_params; id++) {
         const ParamInfo *p = &x64.m.params[id];
         if (!p->present) continue;
         double num = 0, den = 0;
         int samples = p->numel < 20 ? (int)p->numel : 20;
         for (int k = 0; k < samples; k++) {
             size_t pick = p->numel <= 20 ? (size_t)k : rng_hash3(7, (uint64_t)id, (uint64_t)k) % p->numel;
-            int layer = (int)(pick / p->slice_numel);
-            // W_s slices of non-checkpoint layers are unused: sample the checkpoint layers'.
-            if (id == PARAM_R3SI_WS && r3si_index(x64.m.r3si, layer) < 0) layer = 1;
-            size_t e = model_param_offset(&x64.m, (ParamId)id, layer) + pick % p->slice_numel;
+            // Block tensors: the layer of the slice (W_s has slices at the checkpoint layers only).
+            int layer = 0;
+            for (size_t slice = pick / p->slice_numel, l = 0; p->role == ROLE_BLOCK && l < (size_t)x64.m.shape.n_layer; l++)
+                if (param_in_layer(p, (int)l) && slice-- == 0) { layer = (int)l; break; }
+            size_t e = model_param_offset(&x64.m, id, layer) + pick % p->slice_numel;
             double saved = host[e], v;
             v = saved + h; x64.m.be->upload_f64(be_offset(x64.m.be, x64.m.params_mem, e), &v, 1);
             double lp = total_loss(&x64, dloss);
@@ -210,8 +210,7 @@ static double check(int inject, double lsd) {
         if (!(rel <= worst)) worst = rel;
     }
     free(grads); free(host);
-    r3si_free(&x32.m); r3si_free(&x64.m);
-    activations_free(&x32.a, x32.m.be); activations_free(&x64.a, x64.m.be);
+    activations_free(&x32.a, &x32.m); activations_free(&x64.a, &x64.m);
     model_free(&x32.m); model_free(&x64.m);
     return worst;
 }
@@ -238,8 +237,7 @@ static void test_injection_is_causal(void **state) {
     assert_memory_equal(before, after, 3 * 11 * sizeof(float));
     assert_true(memcmp(before + 33, after + 33, 11 * sizeof(float)) != 0);
     free(before); free(after);
-    r3si_free(&x.m);
-    activations_free(&x.a, x.m.be);
+    activations_free(&x.a, &x.m);
     model_free(&x.m);
 }
 

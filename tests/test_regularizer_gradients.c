@@ -16,20 +16,22 @@ typedef struct {
     NormPlacement norm;
 } Variant;
 
-static void setup(Model *m, Activations *a, const Backend *be, const Variant *v) {
+// cfg: the model's options (stochastic depth), kept alive with the model.
+static void setup(Model *m, Activations *a, const Backend *be, const Variant *v, Config *cfg) {
+    config_defaults(cfg);
+    if (v->sd_p > 0) snprintf(cfg->drop_mode, sizeof cfg->drop_mode, "stochastic_depth");
+    cfg->drop_p = v->sd_p;
+    cfg->seed = 5;
     ModelShape s = {.n_layer = 3, .n_head = 3, .d_model = 9, .head_size = 3, .seq_len = 5, .vocab_size = 11,
-                    .mlp_hidden = 12, .norm = v->norm, .tie_embeddings = 1, .init_std = 0.4, .scaled_init = 1};
+                    .mlp_hidden = 12, .norm = v->norm, .tie_embeddings = 1, .init_std = 0.4, .scaled_init = 1, .cfg = cfg};
     model_init(m, be, s, 0, s.n_layer, 1, 1, 1);
     model_init_weights(m, 31);
-    m->adr_weight = v->adr;
-    m->entropy_reg_weight = v->entropy;
-    m->stochastic_depth_p = v->sd_p;
-    m->stochastic_depth_seed = 5;
-    m->attn_temperature = v->temperature;
-    m->step = 3;
+    m->reg.adr_weight = v->adr;
+    m->reg.entropy_weight = v->entropy;
     activations_init(a, m, B);
-    a->training = 1;
-    a->first_sequence = 0;
+    a->pass = (PassContext){.step = {.training = 1, .step = 3, .loss_scale = 1, .attn_temperature = v->temperature,
+                                     .micro_batches = 1},
+                            .micro_batch = 0, .first_sequence = 0};
     int32_t tok[B * 5], targets[B * 5];
     for (int i = 0; i < B * 5; i++) {
         tok[i] = (int32_t)(rng_hash3(2, 1, (uint64_t)i) % 11);
@@ -42,8 +44,9 @@ static void setup(Model *m, Activations *a, const Backend *be, const Variant *v)
 static double check(const Variant *v, const char *name) {
     Model m32, m64;
     Activations a32, a64;
-    setup(&m32, &a32, backend_cpu_f32(), v);
-    setup(&m64, &a64, backend_cpu_f64(), v);
+    Config c32, c64;
+    setup(&m32, &a32, backend_cpu_f32(), v, &c32);
+    setup(&m64, &a64, backend_cpu_f64(), v, &c64);
     double dloss = 1.0 / 15;
     model_objective(&m32, &a32, dloss);
     model_backward(&m32, &a32, dloss, NULL, NULL);
@@ -52,7 +55,7 @@ static double check(const Variant *v, const char *name) {
     m64.be->download_f64(host, m64.params_mem, m64.num_params);
     double worst = model_fd_worst(&m64, &a64, host, grads, dloss, 16, 8, name, 0);
     free(grads); free(host);
-    activations_free(&a32, m32.be); activations_free(&a64, m64.be);
+    activations_free(&a32, &m32); activations_free(&a64, &m64);
     model_free(&m32); model_free(&m64);
     return worst;
 }
@@ -83,7 +86,8 @@ static void test_stochastic_depth_drops_branches_per_sequence(void **state) {
     Variant v = {.sd_p = 0.999, .temperature = 1, .norm = NORM_PRE};
     Model m;
     Activations a;
-    setup(&m, &a, backend_cpu_f32(), &v);
+    Config cfg;
+    setup(&m, &a, backend_cpu_f32(), &v, &cfg);
     model_forward(&m, &a);
     model_backward(&m, &a, 1.0, NULL, NULL);
     float g[9 * 9];
@@ -91,7 +95,7 @@ static void test_stochastic_depth_drops_branches_per_sequence(void **state) {
     double n = 0;
     for (int i = 0; i < 81; i++) n += fabs(g[i]);
     assert_true(n == 0);   // every sequence dropped block 1 (p = 0.999)
-    activations_free(&a, m.be);
+    activations_free(&a, &m);
     model_free(&m);
 }
 
@@ -102,8 +106,9 @@ static void test_attention_temperature_divides_logits(void **state) {
     Variant v1 = {.temperature = 1, .norm = NORM_PRE}, v2 = {.temperature = 2.5, .norm = NORM_PRE};
     Model m1, m2;
     Activations a1, a2;
-    setup(&m1, &a1, backend_cpu_f64(), &v1);
-    setup(&m2, &a2, backend_cpu_f64(), &v2);
+    Config c1, c2;
+    setup(&m1, &a1, backend_cpu_f64(), &v1, &c1);
+    setup(&m2, &a2, backend_cpu_f64(), &v2, &c2);
     for (int l = 0; l < 3; l++) {
         double *q = malloc(sizeof(double) * 9 * 9 * 3), *bias = malloc(sizeof(double) * 27);
         m2.be->download_f64(q, model_param(&m2, PARAM_QKV_W, l), 243);
@@ -118,10 +123,10 @@ static void test_attention_temperature_divides_logits(void **state) {
     model_forward(&m2, &a2);
     double l1 = model_loss_sum(&m1, &a1), l2 = model_loss_sum(&m2, &a2);
     assert_true(fabs(l1 - l2) < 1e-10 * fabs(l1));
-    m2.attn_temperature = 1;
+    a2.pass.step.attn_temperature = 1;
     model_forward(&m2, &a2);
     assert_true(fabs(model_loss_sum(&m2, &a2) - l1) > 1e-3);
-    activations_free(&a1, m1.be); activations_free(&a2, m2.be);
+    activations_free(&a1, &m1); activations_free(&a2, &m2);
     model_free(&m1); model_free(&m2);
 }
 

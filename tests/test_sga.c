@@ -178,11 +178,19 @@ static const Variant VARIANTS[] = {
     {1, 0, 0, 8, "sga.blend=false"}, {1, 0, 1, 3, "sga.gate_hidden=3"},
 };
 
-static ModelShape sga_shape(const Variant *v) {
+// The shape of an SGA model of variant v; cfg (the SGA options) must outlive the model.
+static ModelShape sga_shape(const Variant *v, Config *cfg) {
+    config_defaults(cfg);
+    snprintf(cfg->attention_kind, sizeof cfg->attention_kind, "sga");
+    cfg->sga_spectral = v->spectral;
+    cfg->sga_fixed_filter = v->fixed_filter;
+    cfg->sga_blend = v->blend;
+    cfg->sga_gate_hidden = v->hidden;
+    cfg->sga_embed_dim = 5;
+    cfg->sga_alpha_init = 0.4;
     ModelShape s = {.n_layer = 2, .n_head = 2, .d_model = 8, .head_size = 4, .seq_len = 6, .vocab_size = 11,
                     .mlp_hidden = 16, .norm = NORM_PRE, .tie_embeddings = 1, .init_std = 0.3, .scaled_init = 1,
-                    .sga = 1, .sga_spectral = v->spectral, .sga_fixed_filter = v->fixed_filter, .sga_blend = v->blend,
-                    .sga_hidden = v->hidden, .sga_embed = 5, .sga_alpha_init = 0.4};
+                    .attention = &ATTENTION_SGA, .cfg = cfg};
     return s;
 }
 
@@ -211,7 +219,8 @@ static const Backend *one_head_slices(void) {
 static void test_sga_models_gradients_match_finite_differences(void **state) {
     (void)state;
     for (size_t vi = 0; vi < sizeof VARIANTS / sizeof VARIANTS[0]; vi++) {
-        ModelShape s = sga_shape(&VARIANTS[vi]);
+        Config cfg;
+        ModelShape s = sga_shape(&VARIANTS[vi], &cfg);
         Model m32, m64;
         Activations a32, a64;
         // Analytic gradients through one-head slices; finite differences of whole layers.
@@ -235,7 +244,7 @@ static void test_sga_models_gradients_match_finite_differences(void **state) {
         double worst = model_fd_worst(&m64, &a64, host, grads, dloss, 16, 7, VARIANTS[vi].name, 1);
         assert_true(worst < TOL);
         free(host); free(grads);
-        activations_free(&a32, m32.be); activations_free(&a64, m64.be);
+        activations_free(&a32, &m32); activations_free(&a64, &m64);
         model_free(&m32); model_free(&m64);
     }
 }
@@ -252,7 +261,8 @@ static void forward_logits(Model *m, Activations *a, const int32_t *tokens, floa
 static void test_sga_is_causal_and_batch_independent(void **state) {
     (void)state;
     for (size_t vi = 0; vi < sizeof VARIANTS / sizeof VARIANTS[0]; vi++) {
-        ModelShape s = sga_shape(&VARIANTS[vi]);
+        Config cfg;
+        ModelShape s = sga_shape(&VARIANTS[vi], &cfg);
         int T = s.seq_len, V = s.vocab_size;
         Model m;
         Activations a;
@@ -273,14 +283,15 @@ static void test_sga_is_causal_and_batch_independent(void **state) {
         // ...and position cut + 1 did change (the test can fail).
         assert_true(memcmp(before + (size_t)(cut + 1) * V, after + (size_t)(cut + 1) * V, (size_t)V * sizeof(float)) != 0);
         free(before); free(after);
-        activations_free(&a, m.be);
+        activations_free(&a, &m);
         model_free(&m);
     }
 }
 
 static void test_batch_neighbours_do_not_leak(void **state) {
     (void)state;
-    ModelShape s = sga_shape(&VARIANTS[0]);
+    Config cfg;
+    ModelShape s = sga_shape(&VARIANTS[0], &cfg);
     int T = s.seq_len, V = s.vocab_size;
     Model m;
     Activations a;
@@ -296,7 +307,7 @@ static void test_batch_neighbours_do_not_leak(void **state) {
     forward_logits(&m, &a, tokens, after);
     assert_memory_equal(before, after, (size_t)T * V * sizeof(float));
     free(before); free(after);
-    activations_free(&a, m.be);
+    activations_free(&a, &m);
     model_free(&m);
 }
 
@@ -305,7 +316,8 @@ static void test_batch_neighbours_do_not_leak(void **state) {
 static void test_head_slices_match_whole_layers(void **state) {
     (void)state;
     for (size_t vi = 0; vi < sizeof VARIANTS / sizeof VARIANTS[0]; vi++) {
-        ModelShape s = sga_shape(&VARIANTS[vi]);
+        Config cfg;
+        ModelShape s = sga_shape(&VARIANTS[vi], &cfg);
         const Backend *backends[2] = {backend_cpu_f32(), one_head_slices()};
         float *logits[2], *grads[2];
         size_t n_logits = (size_t)B * s.seq_len * s.vocab_size, n_params = 0;
@@ -323,7 +335,7 @@ static void test_head_slices_match_whole_layers(void **state) {
             grads[k] = malloc(n_params * sizeof(float));
             m.be->download(logits[k], a.logits, n_logits);
             m.be->download(grads[k], m.grads_mem, n_params);
-            activations_free(&a, m.be);
+            activations_free(&a, &m);
             model_free(&m);
         }
         double dl = 0, dg = 0, gmax = 0;
@@ -343,10 +355,11 @@ static void test_head_slices_match_whole_layers(void **state) {
 // With alpha_l = 0 the blend returns the raw logits: the loss is SDPA's on the same weights.
 static void test_alpha_zero_is_sdpa(void **state) {
     (void)state;
-    ModelShape s = sga_shape(&VARIANTS[0]);
-    s.sga_alpha_init = 0;
+    Config cfg;
+    ModelShape s = sga_shape(&VARIANTS[0], &cfg);
+    cfg.sga_alpha_init = 0;
     ModelShape plain = s;
-    plain.sga = 0;
+    plain.attention = &ATTENTION_SDPA;
     Model ms, mp;
     Activations as, ap;
     model_init(&ms, backend_cpu_f32(), s, 0, s.n_layer, 1, 1, 1);
@@ -364,10 +377,11 @@ static void test_alpha_zero_is_sdpa(void **state) {
     assert_true(fabs(ls - lp) <= 1e-6 * fabs(lp));
     // and alpha != 0 does change it
     float alpha = 0.5f;
-    for (int l = 0; l < s.n_layer; l++) ms.be->upload(model_param(&ms, PARAM_SGA_ALPHA, l), &alpha, 1);
+    int alpha_id = model_find_param(&ms, "blocks.sga_alpha");
+    for (int l = 0; l < s.n_layer; l++) ms.be->upload(model_param(&ms, alpha_id, l), &alpha, 1);
     model_forward(&ms, &as);
     assert_true(fabs(model_loss_sum(&ms, &as) - lp) > 1e-4);
-    activations_free(&as, ms.be); activations_free(&ap, mp.be);
+    activations_free(&as, &ms); activations_free(&ap, &mp);
     model_free(&ms); model_free(&mp);
 }
 

@@ -5,6 +5,7 @@
 #include <cmocka.h>
 #include "gradcheck.h"
 #include "trace.h"
+#include "stream_stats.h"
 
 static void test_row_entropy_of_uniform_and_one_hot_rows(void **state) {
     (void)state;
@@ -33,7 +34,7 @@ static void test_stream_rank_and_token_cosine(void **state) {
     // Isotropic Gaussian data: PR close to C (exactly C in expectation as N grows).
     for (int i = 0; i < N * C; i++) x[i] = rng_normal(3, 3, (uint64_t)i);
     void *dx = gc_upload(be, x, (size_t)N * C);
-    trace_stream_stats(be, dx, B, T, C, &pr, &cs);
+    stream_rank_and_token_cos(be, dx, B, T, C, &pr, &cs);
     printf("# isotropic: PR %.3f of %d, adjacent cosine %.4f\n", pr, C, cs);
     assert_true(fabs(pr - C) < 0.05 * C);
     assert_true(fabs(cs) < 0.05);
@@ -41,7 +42,7 @@ static void test_stream_rank_and_token_cosine(void **state) {
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++) x[n * C + c] = (1 + n % 3) * (c + 1.0);
     be->upload_f64(dx, x, (size_t)N * C);
-    trace_stream_stats(be, dx, B, T, C, &pr, &cs);
+    stream_rank_and_token_cos(be, dx, B, T, C, &pr, &cs);
     assert_true(fabs(pr - 1) < 1e-9);
     assert_true(fabs(cs - 1) < 1e-12);
     free(x); be->free(dx);
@@ -90,7 +91,7 @@ static void test_identical_heads_have_redundancy_one(void **state) {
     }
     assert_true(r.resid_rank[2] > 0 && r.resid_rank[2] <= 12);
     trace_free(&r);
-    activations_free(&a, be);
+    activations_free(&a, &m);
     model_free(&m);
 }
 

@@ -1,0 +1,29 @@
+// commands.h: the commands main dispatches to (DESIGN section 2), and what they share.
+#pragma once
+#include "cli.h"
+#include "comm.h"
+#include "config.h"
+#include "backend.h"
+
+// Where a command runs, chosen by main from train.device before the Comm is built (the Comm
+// follows the backend: MPI on the CPU, NCCL on CUDA).
+typedef struct {
+    const Backend *be;
+    const char *kind;      // "cpu" | "cuda": metrics.h5's `device` attribute
+    const char *name;      // the log's device line: "cpu", or the GPU's name
+    const char *notice;    // one line for rank 0's log (train.device = "auto" fell back to the CPU), or ""
+} RunDevice;
+
+// The `train` command on every rank: run directory, resume, log, metrics, evaluation,
+// checkpoints, stop signals. Returns the exit code (the same on every rank).
+int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *run_dir, ResumeMode resume,
+                  const char *resume_path);
+
+// The `eval` command: loads the parameters of `checkpoint` on this topology and evaluates; with
+// prune_fraction > 0, first masks that fraction of heads (lowest entropy variance) and reports both.
+int eval_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *checkpoint, double prune_fraction);
+
+// Bad input may be seen by every rank alike (config, topology, data headers) or by one rank only
+// (the run directory, on rank 0): all ranks agree, the ranks that saw it print one line, and all
+// return exit 2 together. `failed` is any non-zero status. Returns 1 if any rank failed.
+int commands_any_failed(Comm *comm, int failed, const Error *err);
