@@ -20,9 +20,6 @@
 
 #define BLOCK 256                       // threads per block of the elementwise kernels
 #define WARPS_PER_BLOCK (BLOCK / 32)    // rows per block of the warp-per-row kernels
-// Largest scratch copy of dscores that attn_scores_backward keeps at once (elements, 128 MiB):
-// the heads are processed in chunks that fit, so the copy never costs a second (BH,T,T) tensor.
-#define MASK_CHUNK_ELEMS ((size_t)32 << 20)
 
 // ---- head reshapes --------------------------------------------------------------------------------
 
@@ -130,50 +127,24 @@ static void cuda_attn_scores(void *scores, const void *q, const void *k, double 
                           (const float *)q, hs, sh, 0.0f, (float *)scores, T, ss, BH);
 }
 
-// Zeros above the diagonal of each (T,T) matrix: the causal part of dscores, the upper triangle of
-// which the op contract leaves unspecified (it may hold anything, NaN included).
-__global__ static void causal_lower_masked_copy_kernel(float *out, const float *in, size_t n, int T) {
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
-        size_t j = idx % T, i = (idx / T) % T;
-        out[idx] = j <= i ? in[idx] : 0.0f;
-    }
-}
-
-// dq (+=), dk (+=) (BH,T,hs); dscores (BH,T,T) read on its causal triangle only; q, k (BH,T,hs).
-// The GEMMs would read the whole square, so the triangle is first copied, zero-padded, into a
-// stream-ordered scratch buffer, a chunk of heads at a time (bounded memory, still batched GEMMs).
-// On the CPU the GEMMs read dscores whole: the two agree whenever the upper triangle is zero, which
-// is what every producer of dscores (softmax_causal_backward, the SGA path) leaves there.
+// dq (+=), dk (+=) (BH,T,hs); dscores (BH,T,T) with zeros above the diagonal (the op contract: both
+// of its producers, softmax_causal_backward and sga_blend_backward, write them), so the GEMMs read
+// the whole square, as on the CPU; q, k (BH,T,hs).
 static void cuda_attn_scores_backward(void *dq, void *dk, const void *dscores, const void *q, const void *k, double scale,
                                       int BH, int T, int hs) {
     if (BH <= 0 || T <= 0) return;
-    CudaContext *ctx = cuda_context();
-    size_t tt = (size_t)T * T;
-    int chunk = (int)(MASK_CHUNK_ELEMS / tt);
-    chunk = chunk < 1 ? 1 : chunk > BH ? BH : chunk;
-    float *ds = NULL;
-    cudaCheck(cudaMallocAsync((void **)&ds, (size_t)chunk * tt * sizeof(float), ctx->stream));
-    long long sh = (long long)T * hs, ss = (long long)tt;
-    for (int bh0 = 0; bh0 < BH; bh0 += chunk) {
-        int nb = BH - bh0 < chunk ? BH - bh0 : chunk;
-        size_t n = (size_t)nb * tt;
-        causal_lower_masked_copy_kernel<<<grid_for(n, BLOCK), BLOCK, 0, ctx->stream>>>(
-            ds, (const float *)dscores + (size_t)bh0 * tt, n, T);
-        cudaCheckLaunch();
-        size_t hoff = (size_t)bh0 * T * hs;
-        const float *qh = (const float *)q + hoff, *kh = (const float *)k + hoff;
-        // Row-major dq (T,hs) += scale dS (T,T) k (T,hs) is column-major dq^T (hs,T) += scale k^T dS^T.
-        // Column-major, k is k^T (hs,T), ld hs, and dS is dS^T (T,T), ld T: both used as is.
-        // cuBLAS: dq^T (m=hs, n=T) = scale op_N(k^T) (hs,T) x op_N(dS^T) (T,T) + 1 dq^T, ldc hs.
-        gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, (float)scale, kh, hs, sh, ds, T, ss, 1.0f,
-                              (float *)dq + hoff, hs, sh, nb);
-        // Row-major dk (T,hs) += scale dS^T (T,T) q (T,hs) is column-major dk^T (hs,T) += scale q^T dS.
-        // Column-major, q is q^T (hs,T), ld hs (as is), dS is dS^T (T,T), ld T: op = T gives dS.
-        // cuBLAS: dk^T (m=hs, n=T) = scale op_N(q^T) (hs,T) x op_T(dS^T) (T,T) + 1 dk^T, ldc hs.
-        gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, (float)scale, qh, hs, sh, ds, T, ss, 1.0f,
-                              (float *)dk + hoff, hs, sh, nb);
-    }
-    cudaCheck(cudaFreeAsync(ds, ctx->stream));
+    long long sh = (long long)T * hs, ss = (long long)T * T;
+    const float *ds = (const float *)dscores;
+    // Row-major dq (T,hs) += scale dS (T,T) k (T,hs) is column-major dq^T (hs,T) += scale k^T dS^T.
+    // Column-major, k is k^T (hs,T), ld hs, and dS is dS^T (T,T), ld T: both used as is.
+    // cuBLAS: dq^T (m=hs, n=T) = scale op_N(k^T) (hs,T) x op_N(dS^T) (T,T) + 1 dq^T, ldc hs.
+    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, (float)scale, (const float *)k, hs, sh, ds, T, ss, 1.0f,
+                          (float *)dq, hs, sh, BH);
+    // Row-major dk (T,hs) += scale dS^T (T,T) q (T,hs) is column-major dk^T (hs,T) += scale q^T dS.
+    // Column-major, q is q^T (hs,T), ld hs (as is), dS is dS^T (T,T), ld T: op = T gives dS.
+    // cuBLAS: dk^T (m=hs, n=T) = scale op_N(q^T) (hs,T) x op_T(dS^T) (T,T) + 1 dk^T, ldc hs.
+    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, (float)scale, (const float *)q, hs, sh, ds, T, ss, 1.0f,
+                          (float *)dk, hs, sh, BH);
 }
 
 // y (BH,T,hs) = probs (BH,T,T) v (BH,T,hs). The whole square of probs is read, as on the CPU (its
@@ -227,7 +198,8 @@ __global__ static void softmax_causal_forward_kernel(float *probs, const float *
     }
 }
 
-// dscores = probs * (dprobs - <probs, dprobs>) on the causal triangle, 0 above; one warp per row.
+// dscores = probs * (dprobs - <probs, dprobs>) on the causal triangle, exact zeros above (which
+// attn_scores_backward relies on); one warp per row.
 __global__ static void softmax_causal_backward_kernel(float *dscores, const float *dprobs, const float *probs, size_t rows, int T) {
     int lane = threadIdx.x % 32;
     size_t warps = (size_t)gridDim.x * WARPS_PER_BLOCK;

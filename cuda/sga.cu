@@ -299,7 +299,8 @@ static __global__ void sga_blend_forward_kernel(float *out, const float *a, cons
     }
 }
 
-// da (=) (1 - alpha) dout, dzp (=) alpha dout on the triangle (both 0 above); all (BH,T,T). With
+// da (=) (1 - alpha) dout, dzp (=) alpha dout on the triangle (both exact zeros above: da is a
+// dscores of attn_scores_backward, which reads the whole square); all (BH,T,T). With
 // partial non-NULL, partial[block] = this block's sum of dout (z' - a) over the triangle, in double.
 static __global__ void sga_blend_backward_kernel(float *da, float *dzp, double *partial, const float *dout, const float *a,
                                                  const float *zp, const float *alpha_raw, size_t rows, int T) {

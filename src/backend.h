@@ -72,12 +72,14 @@ struct Backend {
     void (*heads_merge_backward)(void *dy, const void *dout, int B, int T, int NH, int hs);
     // scores (BH,T,T) = scale * q k^T; entries above the diagonal are left unspecified
     void (*attn_scores)(void *scores, const void *q, const void *k, double scale, int BH, int T, int hs);
-    // dq (+=), dk (+=) (BH,T,hs) from dscores (BH,T,T); only the causal lower triangle of dscores is read
+    // dq (+=), dk (+=) (BH,T,hs) = scale dscores k, scale dscores^T q. dscores (BH,T,T) must hold
+    // zeros above the diagonal, as both of its producers (softmax_causal_backward and
+    // sga_blend_backward) leave it: the whole square is read
     void (*attn_scores_backward)(void *dq, void *dk, const void *dscores, const void *q, const void *k,
                                  double scale, int BH, int T, int hs);
     // probs (BH,T,T): causal softmax of each row of scores over j <= i, exact zeros for j > i
     void (*softmax_causal_forward)(void *probs, const void *scores, int BH, int T);
-    // dscores (=) (BH,T,T), zeros above the diagonal
+    // dscores (=) (BH,T,T), exact zeros above the diagonal (whatever the buffer held before)
     void (*softmax_causal_backward)(void *dscores, const void *dprobs, const void *probs, int BH, int T);
     // y (BH,T,hs) = probs v
     void (*attn_values)(void *y, const void *probs, const void *v, int BH, int T, int hs);
@@ -131,7 +133,8 @@ struct Backend {
     void (*sga_gate_backward)(void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n);
     // out = (1 - alpha) a + alpha z' on the causal triangle, alpha = clamp(alpha_raw[0], 0, 1) (NULL: 1)
     void (*sga_blend_forward)(void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T);
-    // da (=) (1 - alpha) dout on the triangle and 0 above, dzprime (=), dalpha_raw (+=, one element; may be NULL)
+    // da (=) (1 - alpha) dout on the triangle and exact zeros above (whatever the buffer held before:
+    // da is a dscores of attn_scores_backward), dzprime (=), dalpha_raw (+=, one element; may be NULL)
     void (*sga_blend_backward)(void *da, void *dzprime, void *dalpha_raw, const void *dout, const void *a, const void *zprime,
                                const void *alpha_raw, int BH, int T);
 
