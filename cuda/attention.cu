@@ -68,7 +68,7 @@ __global__ static void heads_merge_backward_kernel(float *dy, const float *dout,
 }
 
 // q, k, v (B,NH,T,hs), qkv (B,T,3C)
-static void cuda_heads_split(void *q, void *k, void *v, const void *qkv, int B, int T, int NH, int hs) {
+void cuda_heads_split(void *q, void *k, void *v, const void *qkv, int B, int T, int NH, int hs) {
     size_t n = (size_t)B * NH * T * hs;
     if (n == 0) return;
     heads_split_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>(
@@ -77,7 +77,7 @@ static void cuda_heads_split(void *q, void *k, void *v, const void *qkv, int B, 
 }
 
 // dqkv (+=) (B,T,3C), dq, dk, dv (B,NH,T,hs)
-static void cuda_heads_split_backward(void *dqkv, const void *dq, const void *dk, const void *dv, int B, int T, int NH, int hs) {
+void cuda_heads_split_backward(void *dqkv, const void *dq, const void *dk, const void *dv, int B, int T, int NH, int hs) {
     size_t n = (size_t)B * T * NH * hs;
     if (n == 0) return;
     heads_split_backward_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>(
@@ -86,7 +86,7 @@ static void cuda_heads_split_backward(void *dqkv, const void *dq, const void *dk
 }
 
 // out (B,T,C), y (B,NH,T,hs)
-static void cuda_heads_merge(void *out, const void *y, int B, int T, int NH, int hs) {
+void cuda_heads_merge(void *out, const void *y, int B, int T, int NH, int hs) {
     size_t n = (size_t)B * T * NH * hs;
     if (n == 0) return;
     heads_merge_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>((float *)out, (const float *)y, B, T, NH, hs);
@@ -94,7 +94,7 @@ static void cuda_heads_merge(void *out, const void *y, int B, int T, int NH, int
 }
 
 // dy (=) (B,NH,T,hs), dout (B,T,C)
-static void cuda_heads_merge_backward(void *dy, const void *dout, int B, int T, int NH, int hs) {
+void cuda_heads_merge_backward(void *dy, const void *dout, int B, int T, int NH, int hs) {
     size_t n = (size_t)B * NH * T * hs;
     if (n == 0) return;
     heads_merge_backward_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>(
@@ -117,7 +117,7 @@ static void gemm_batched_colmajor(cublasOperation_t opA, cublasOperation_t opB, 
 
 // scores (BH,T,T) = scale q k^T, q, k (BH,T,hs). The full square, as on the CPU; the softmax reads only
 // the causal triangle.
-static void cuda_attn_scores(void *scores, const void *q, const void *k, double scale, int BH, int T, int hs) {
+void cuda_attn_scores(void *scores, const void *q, const void *k, double scale, int BH, int T, int hs) {
     if (BH <= 0 || T <= 0) return;
     long long sh = (long long)T * hs, ss = (long long)T * T;
     // Row-major S (T,T) = q k^T is column-major S^T (T,T) = k q^T. Column-major, the row-major k (T,hs)
@@ -130,8 +130,8 @@ static void cuda_attn_scores(void *scores, const void *q, const void *k, double 
 // dq (+=), dk (+=) (BH,T,hs); dscores (BH,T,T) with zeros above the diagonal (the op contract: both
 // of its producers, softmax_causal_backward and sga_blend_backward, write them), so the GEMMs read
 // the whole square, as on the CPU; q, k (BH,T,hs).
-static void cuda_attn_scores_backward(void *dq, void *dk, const void *dscores, const void *q, const void *k, double scale,
-                                      int BH, int T, int hs) {
+void cuda_attn_scores_backward(void *dq, void *dk, const void *dscores, const void *q, const void *k, double scale,
+                               int BH, int T, int hs) {
     if (BH <= 0 || T <= 0) return;
     long long sh = (long long)T * hs, ss = (long long)T * T;
     const float *ds = (const float *)dscores;
@@ -149,7 +149,7 @@ static void cuda_attn_scores_backward(void *dq, void *dk, const void *dscores, c
 
 // y (BH,T,hs) = probs (BH,T,T) v (BH,T,hs). The whole square of probs is read, as on the CPU (its
 // upper triangle is exactly zero).
-static void cuda_attn_values(void *y, const void *probs, const void *v, int BH, int T, int hs) {
+void cuda_attn_values(void *y, const void *probs, const void *v, int BH, int T, int hs) {
     if (BH <= 0 || T <= 0) return;
     long long sh = (long long)T * hs, ss = (long long)T * T;
     // Row-major y (T,hs) = P (T,T) v (T,hs) is column-major y^T (hs,T) = v^T P^T. Column-major, v is
@@ -161,8 +161,8 @@ static void cuda_attn_values(void *y, const void *probs, const void *v, int BH, 
 
 // dprobs (=) (BH,T,T) = dy v^T (the whole square, as on the CPU); dv (+=) (BH,T,hs) = probs^T dy;
 // dy, v (BH,T,hs), probs (BH,T,T)
-static void cuda_attn_values_backward(void *dprobs, void *dv, const void *dy, const void *probs, const void *v,
-                                      int BH, int T, int hs) {
+void cuda_attn_values_backward(void *dprobs, void *dv, const void *dy, const void *probs, const void *v,
+                               int BH, int T, int hs) {
     if (BH <= 0 || T <= 0) return;
     long long sh = (long long)T * hs, ss = (long long)T * T;
     // Row-major dP (T,T) = dy v^T is column-major dP^T (T,T) = v dy^T. Column-major, v is v^T (hs,T),
@@ -215,7 +215,7 @@ __global__ static void softmax_causal_backward_kernel(float *dscores, const floa
 }
 
 // probs (BH,T,T), scores (BH,T,T) read on the causal triangle only
-static void cuda_softmax_causal_forward(void *probs, const void *scores, int BH, int T) {
+void cuda_softmax_causal_forward(void *probs, const void *scores, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
     softmax_causal_forward_kernel<<<grid_for(rows, WARPS_PER_BLOCK), BLOCK, 0, cuda_context()->stream>>>(
@@ -224,23 +224,10 @@ static void cuda_softmax_causal_forward(void *probs, const void *scores, int BH,
 }
 
 // dscores (=) (BH,T,T); dprobs, probs (BH,T,T) read on the causal triangle only
-static void cuda_softmax_causal_backward(void *dscores, const void *dprobs, const void *probs, int BH, int T) {
+void cuda_softmax_causal_backward(void *dscores, const void *dprobs, const void *probs, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
     softmax_causal_backward_kernel<<<grid_for(rows, WARPS_PER_BLOCK), BLOCK, 0, cuda_context()->stream>>>(
         (float *)dscores, (const float *)dprobs, (const float *)probs, rows, T);
     cudaCheckLaunch();
-}
-
-void cuda_fill_attention_ops(Backend *be) {
-    be->heads_split = cuda_heads_split;
-    be->heads_split_backward = cuda_heads_split_backward;
-    be->heads_merge = cuda_heads_merge;
-    be->heads_merge_backward = cuda_heads_merge_backward;
-    be->attn_scores = cuda_attn_scores;
-    be->attn_scores_backward = cuda_attn_scores_backward;
-    be->softmax_causal_forward = cuda_softmax_causal_forward;
-    be->softmax_causal_backward = cuda_softmax_causal_backward;
-    be->attn_values = cuda_attn_values;
-    be->attn_values_backward = cuda_attn_values_backward;
 }

@@ -32,7 +32,7 @@ __global__ static void attn_row_entropy_kernel(float *ent, const float *probs, s
 }
 
 // ent (BH,T), probs (BH,T,T) read on the causal triangle only
-static void cuda_attn_row_entropy(void *ent, const void *probs, int BH, int T) {
+void cuda_attn_row_entropy(void *ent, const void *probs, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
     attn_row_entropy_kernel<<<grid_for(rows, WARPS_PER_BLOCK), BLOCK, 0, cuda_context()->stream>>>(
@@ -81,7 +81,7 @@ __global__ static void reduce_partials_kernel(double *partial) {
 }
 
 // probs (BH,T,T) read on the causal triangle only; returns sum_{i>=1} H_i / ln(i+1) (synchronizes)
-static double cuda_attn_entropy_reg_sum(const void *probs, int BH, int T) {
+double cuda_attn_entropy_reg_sum(const void *probs, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return 0.0;
     CudaContext *ctx = cuda_context();
@@ -110,7 +110,7 @@ __global__ static void entropy_reg_backward_kernel(float *dprobs, const float *p
 }
 
 // dprobs (+=) (BH,T,T) on the causal triangle (the rest untouched), probs (BH,T,T)
-static void cuda_attn_entropy_reg_backward(void *dprobs, const void *probs, double weight, int BH, int T) {
+void cuda_attn_entropy_reg_backward(void *dprobs, const void *probs, double weight, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
     entropy_reg_backward_kernel<<<grid_for(rows, WARPS_PER_BLOCK), BLOCK, 0, cuda_context()->stream>>>(
@@ -127,17 +127,10 @@ __global__ static void head_mask_apply_kernel(float *y, const float *mask, size_
 }
 
 // y (B,NH,T,hs), mask (NH)
-static void cuda_head_mask_apply(void *y, const void *mask, int B, int NH, int T, int hs) {
+void cuda_head_mask_apply(void *y, const void *mask, int B, int NH, int T, int hs) {
     size_t n = (size_t)B * NH * T * hs;
     if (n == 0) return;
     head_mask_apply_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>(
         (float *)y, (const float *)mask, n, NH, (size_t)T * hs);
     cudaCheckLaunch();
-}
-
-void cuda_fill_entropy_ops(Backend *be) {
-    be->attn_row_entropy = cuda_attn_row_entropy;
-    be->attn_entropy_reg_sum = cuda_attn_entropy_reg_sum;
-    be->attn_entropy_reg_backward = cuda_attn_entropy_reg_backward;
-    be->head_mask_apply = cuda_head_mask_apply;
 }

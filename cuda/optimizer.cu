@@ -65,10 +65,10 @@ static double reduce(const void *x, size_t n, int squares) {
 }
 
 // x (n)
-static double cuda_sum(const void *x, size_t n) { return reduce(x, n, 0); }
+double cuda_sum(const void *x, size_t n) { return reduce(x, n, 0); }
 
 // x (n)
-static double cuda_sum_squares(const void *x, size_t n) { return reduce(x, n, 1); }
+double cuda_sum_squares(const void *x, size_t n) { return reduce(x, n, 1); }
 
 // The step's scalars, rounded to fp32 as the CPU twin rounds them.
 struct AdamWScalars {
@@ -90,8 +90,8 @@ static __global__ void adamw_kernel(float *params, const float *grads, float *m,
 }
 
 // params (n), grads (n), m (n), v (n); t is the 1-based step
-static void cuda_adamw_update(void *params, const void *grads, void *m, void *v, size_t n, double lr, double beta1,
-                              double beta2, double eps, double weight_decay, double grad_scale, long t) {
+void cuda_adamw_update(void *params, const void *grads, void *m, void *v, size_t n, double lr, double beta1,
+                       double beta2, double eps, double weight_decay, double grad_scale, long t) {
     if (n == 0) return;
     CudaContext *ctx = cuda_context();
     AdamWScalars s;
@@ -107,10 +107,4 @@ static void cuda_adamw_update(void *params, const void *grads, void *m, void *v,
     adamw_kernel<<<blocks < cap ? blocks : cap, ADAMW_THREADS, 0, ctx->stream>>>((float *)params, (const float *)grads,
                                                                                  (float *)m, (float *)v, n, s);
     cudaCheckLaunch();
-}
-
-void cuda_fill_optimizer_ops(Backend *be) {
-    be->sum = cuda_sum;
-    be->sum_squares = cuda_sum_squares;
-    be->adamw_update = cuda_adamw_update;
 }
