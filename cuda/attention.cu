@@ -18,8 +18,7 @@
 #include <math.h>
 #include "reduce.cuh"
 
-#define BLOCK 256                       // threads per block of the elementwise kernels
-#define WARPS_PER_BLOCK (BLOCK / 32)    // rows per block of the warp-per-row kernels
+#define BLOCK 256   // threads per block of the reshape kernels (the softmax: reduce.cuh's WARP_ROWS_BLOCK)
 
 // ---- head reshapes --------------------------------------------------------------------------------
 
@@ -183,8 +182,7 @@ void cuda_attn_values_backward(void *dprobs, void *dv, const void *dy, const voi
 // bound depends on the warp only, so every lane reaches every shuffle.
 __global__ static void softmax_causal_forward_kernel(float *probs, const float *scores, size_t rows, int T) {
     int lane = threadIdx.x % 32;
-    size_t warps = (size_t)gridDim.x * WARPS_PER_BLOCK;
-    for (size_t r = (size_t)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32; r < rows; r += warps) {
+    for (size_t r = warp_row_first(); r < rows; r += warp_row_stride()) {
         int i = (int)(r % T);
         const float *s = scores + r * T;
         float *p = probs + r * T;
@@ -202,8 +200,7 @@ __global__ static void softmax_causal_forward_kernel(float *probs, const float *
 // attn_scores_backward relies on); one warp per row.
 __global__ static void softmax_causal_backward_kernel(float *dscores, const float *dprobs, const float *probs, size_t rows, int T) {
     int lane = threadIdx.x % 32;
-    size_t warps = (size_t)gridDim.x * WARPS_PER_BLOCK;
-    for (size_t r = (size_t)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32; r < rows; r += warps) {
+    for (size_t r = warp_row_first(); r < rows; r += warp_row_stride()) {
         int i = (int)(r % T);
         const float *p = probs + r * T, *dp = dprobs + r * T;
         float *ds = dscores + r * T;
@@ -218,7 +215,7 @@ __global__ static void softmax_causal_backward_kernel(float *dscores, const floa
 void cuda_softmax_causal_forward(void *probs, const void *scores, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
-    softmax_causal_forward_kernel<<<grid_for(rows, WARPS_PER_BLOCK), BLOCK, 0, cuda_context()->stream>>>(
+    softmax_causal_forward_kernel<<<warp_rows_grid(rows), WARP_ROWS_BLOCK, 0, cuda_context()->stream>>>(
         (float *)probs, (const float *)scores, rows, T);
     cudaCheckLaunch();
 }
@@ -227,7 +224,7 @@ void cuda_softmax_causal_forward(void *probs, const void *scores, int BH, int T)
 void cuda_softmax_causal_backward(void *dscores, const void *dprobs, const void *probs, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
-    softmax_causal_backward_kernel<<<grid_for(rows, WARPS_PER_BLOCK), BLOCK, 0, cuda_context()->stream>>>(
+    softmax_causal_backward_kernel<<<warp_rows_grid(rows), WARP_ROWS_BLOCK, 0, cuda_context()->stream>>>(
         (float *)dscores, (const float *)dprobs, (const float *)probs, rows, T);
     cudaCheckLaunch();
 }

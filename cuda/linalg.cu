@@ -9,7 +9,6 @@
 #include "reduce.cuh"
 
 #define BLOCK 256                       // threads per block
-static_assert((CUDA_REDUCE_BLOCKS & (CUDA_REDUCE_BLOCKS - 1)) == 0, "the diag_sum tree needs a power of two");
 
 // C (M,N) = alpha op(A) op(B) + beta C, all row-major with leading dimensions lda, ldb, ldc.
 // cuBLAS is column-major: a row-major (R,C) matrix with leading dimension ld is, to cuBLAS, its
@@ -49,13 +48,8 @@ __global__ static void diag_sum_kernel(double *out, const float *C, int D) {
     __shared__ double buf[CUDA_REDUCE_BLOCKS];
     double s = 0.0;
     for (int i = threadIdx.x; i < D; i += CUDA_REDUCE_BLOCKS) s += (double)C[(size_t)i * D + i];
-    buf[threadIdx.x] = s;
-    __syncthreads();
-    for (int stride = CUDA_REDUCE_BLOCKS / 2; stride > 0; stride >>= 1) {
-        if ((int)threadIdx.x < stride) buf[threadIdx.x] += buf[threadIdx.x + stride];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[0] = buf[0];
+    double total = block_tree_sum(s, buf);
+    if (threadIdx.x == 0) out[0] = total;
 }
 
 // C (D,D); returns its trace (synchronizes)
@@ -64,9 +58,7 @@ double cuda_diag_sum(const void *C, int D) {
     CudaContext *ctx = cuda_context();
     diag_sum_kernel<<<1, CUDA_REDUCE_BLOCKS, 0, ctx->stream>>>(ctx->reduce_scratch, (const float *)C, D);
     cudaCheckLaunch();
-    cudaCheck(cudaMemcpyAsync(ctx->reduce_host, ctx->reduce_scratch, sizeof(double), cudaMemcpyDeviceToHost, ctx->stream));
-    cudaCheck(cudaStreamSynchronize(ctx->stream));
-    return *ctx->reduce_host;
+    return reduce_scratch_result(ctx);
 }
 
 // sums[c] += X[0,c] + X[1,c] + ... in row order, fp32, one thread per column: the same additions in the
