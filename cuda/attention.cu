@@ -18,11 +18,7 @@
 #include <math.h>
 #include "reduce.cuh"
 
-#define BLOCK 256                       // threads per block of the elementwise kernels
-#define WARPS_PER_BLOCK (BLOCK / 32)    // rows per block of the warp-per-row kernels
-// Largest scratch copy of dscores that attn_scores_backward keeps at once (elements, 128 MiB):
-// the heads are processed in chunks that fit, so the copy never costs a second (BH,T,T) tensor.
-#define MASK_CHUNK_ELEMS ((size_t)32 << 20)
+#define BLOCK 256   // threads per block of the reshape kernels (the softmax: reduce.cuh's WARP_ROWS_BLOCK)
 
 // ---- head reshapes --------------------------------------------------------------------------------
 
@@ -71,7 +67,7 @@ __global__ static void heads_merge_backward_kernel(float *dy, const float *dout,
 }
 
 // q, k, v (B,NH,T,hs), qkv (B,T,3C)
-static void cuda_heads_split(void *q, void *k, void *v, const void *qkv, int B, int T, int NH, int hs) {
+void cuda_heads_split(void *q, void *k, void *v, const void *qkv, int B, int T, int NH, int hs) {
     size_t n = (size_t)B * NH * T * hs;
     if (n == 0) return;
     heads_split_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>(
@@ -80,7 +76,7 @@ static void cuda_heads_split(void *q, void *k, void *v, const void *qkv, int B, 
 }
 
 // dqkv (+=) (B,T,3C), dq, dk, dv (B,NH,T,hs)
-static void cuda_heads_split_backward(void *dqkv, const void *dq, const void *dk, const void *dv, int B, int T, int NH, int hs) {
+void cuda_heads_split_backward(void *dqkv, const void *dq, const void *dk, const void *dv, int B, int T, int NH, int hs) {
     size_t n = (size_t)B * T * NH * hs;
     if (n == 0) return;
     heads_split_backward_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>(
@@ -89,7 +85,7 @@ static void cuda_heads_split_backward(void *dqkv, const void *dq, const void *dk
 }
 
 // out (B,T,C), y (B,NH,T,hs)
-static void cuda_heads_merge(void *out, const void *y, int B, int T, int NH, int hs) {
+void cuda_heads_merge(void *out, const void *y, int B, int T, int NH, int hs) {
     size_t n = (size_t)B * T * NH * hs;
     if (n == 0) return;
     heads_merge_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>((float *)out, (const float *)y, B, T, NH, hs);
@@ -97,7 +93,7 @@ static void cuda_heads_merge(void *out, const void *y, int B, int T, int NH, int
 }
 
 // dy (=) (B,NH,T,hs), dout (B,T,C)
-static void cuda_heads_merge_backward(void *dy, const void *dout, int B, int T, int NH, int hs) {
+void cuda_heads_merge_backward(void *dy, const void *dout, int B, int T, int NH, int hs) {
     size_t n = (size_t)B * NH * T * hs;
     if (n == 0) return;
     heads_merge_backward_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>(
@@ -120,7 +116,7 @@ static void gemm_batched_colmajor(cublasOperation_t opA, cublasOperation_t opB, 
 
 // scores (BH,T,T) = scale q k^T, q, k (BH,T,hs). The full square, as on the CPU; the softmax reads only
 // the causal triangle.
-static void cuda_attn_scores(void *scores, const void *q, const void *k, double scale, int BH, int T, int hs) {
+void cuda_attn_scores(void *scores, const void *q, const void *k, double scale, int BH, int T, int hs) {
     if (BH <= 0 || T <= 0) return;
     long long sh = (long long)T * hs, ss = (long long)T * T;
     // Row-major S (T,T) = q k^T is column-major S^T (T,T) = k q^T. Column-major, the row-major k (T,hs)
@@ -130,55 +126,29 @@ static void cuda_attn_scores(void *scores, const void *q, const void *k, double 
                           (const float *)q, hs, sh, 0.0f, (float *)scores, T, ss, BH);
 }
 
-// Zeros above the diagonal of each (T,T) matrix: the causal part of dscores, the upper triangle of
-// which the op contract leaves unspecified (it may hold anything, NaN included).
-__global__ static void causal_lower_masked_copy_kernel(float *out, const float *in, size_t n, int T) {
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
-        size_t j = idx % T, i = (idx / T) % T;
-        out[idx] = j <= i ? in[idx] : 0.0f;
-    }
-}
-
-// dq (+=), dk (+=) (BH,T,hs); dscores (BH,T,T) read on its causal triangle only; q, k (BH,T,hs).
-// The GEMMs would read the whole square, so the triangle is first copied, zero-padded, into a
-// stream-ordered scratch buffer, a chunk of heads at a time (bounded memory, still batched GEMMs).
-// On the CPU the GEMMs read dscores whole: the two agree whenever the upper triangle is zero, which
-// is what every producer of dscores (softmax_causal_backward, the SGA path) leaves there.
-static void cuda_attn_scores_backward(void *dq, void *dk, const void *dscores, const void *q, const void *k, double scale,
-                                      int BH, int T, int hs) {
+// dq (+=), dk (+=) (BH,T,hs); dscores (BH,T,T) with zeros above the diagonal (the op contract: both
+// of its producers, softmax_causal_backward and sga_blend_backward, write them), so the GEMMs read
+// the whole square, as on the CPU; q, k (BH,T,hs).
+void cuda_attn_scores_backward(void *dq, void *dk, const void *dscores, const void *q, const void *k, double scale,
+                               int BH, int T, int hs) {
     if (BH <= 0 || T <= 0) return;
-    CudaContext *ctx = cuda_context();
-    size_t tt = (size_t)T * T;
-    int chunk = (int)(MASK_CHUNK_ELEMS / tt);
-    chunk = chunk < 1 ? 1 : chunk > BH ? BH : chunk;
-    float *ds = NULL;
-    cudaCheck(cudaMallocAsync((void **)&ds, (size_t)chunk * tt * sizeof(float), ctx->stream));
-    long long sh = (long long)T * hs, ss = (long long)tt;
-    for (int bh0 = 0; bh0 < BH; bh0 += chunk) {
-        int nb = BH - bh0 < chunk ? BH - bh0 : chunk;
-        size_t n = (size_t)nb * tt;
-        causal_lower_masked_copy_kernel<<<grid_for(n, BLOCK), BLOCK, 0, ctx->stream>>>(
-            ds, (const float *)dscores + (size_t)bh0 * tt, n, T);
-        cudaCheckLaunch();
-        size_t hoff = (size_t)bh0 * T * hs;
-        const float *qh = (const float *)q + hoff, *kh = (const float *)k + hoff;
-        // Row-major dq (T,hs) += scale dS (T,T) k (T,hs) is column-major dq^T (hs,T) += scale k^T dS^T.
-        // Column-major, k is k^T (hs,T), ld hs, and dS is dS^T (T,T), ld T: both used as is.
-        // cuBLAS: dq^T (m=hs, n=T) = scale op_N(k^T) (hs,T) x op_N(dS^T) (T,T) + 1 dq^T, ldc hs.
-        gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, (float)scale, kh, hs, sh, ds, T, ss, 1.0f,
-                              (float *)dq + hoff, hs, sh, nb);
-        // Row-major dk (T,hs) += scale dS^T (T,T) q (T,hs) is column-major dk^T (hs,T) += scale q^T dS.
-        // Column-major, q is q^T (hs,T), ld hs (as is), dS is dS^T (T,T), ld T: op = T gives dS.
-        // cuBLAS: dk^T (m=hs, n=T) = scale op_N(q^T) (hs,T) x op_T(dS^T) (T,T) + 1 dk^T, ldc hs.
-        gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, (float)scale, qh, hs, sh, ds, T, ss, 1.0f,
-                              (float *)dk + hoff, hs, sh, nb);
-    }
-    cudaCheck(cudaFreeAsync(ds, ctx->stream));
+    long long sh = (long long)T * hs, ss = (long long)T * T;
+    const float *ds = (const float *)dscores;
+    // Row-major dq (T,hs) += scale dS (T,T) k (T,hs) is column-major dq^T (hs,T) += scale k^T dS^T.
+    // Column-major, k is k^T (hs,T), ld hs, and dS is dS^T (T,T), ld T: both used as is.
+    // cuBLAS: dq^T (m=hs, n=T) = scale op_N(k^T) (hs,T) x op_N(dS^T) (T,T) + 1 dq^T, ldc hs.
+    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, (float)scale, (const float *)k, hs, sh, ds, T, ss, 1.0f,
+                          (float *)dq, hs, sh, BH);
+    // Row-major dk (T,hs) += scale dS^T (T,T) q (T,hs) is column-major dk^T (hs,T) += scale q^T dS.
+    // Column-major, q is q^T (hs,T), ld hs (as is), dS is dS^T (T,T), ld T: op = T gives dS.
+    // cuBLAS: dk^T (m=hs, n=T) = scale op_N(q^T) (hs,T) x op_T(dS^T) (T,T) + 1 dk^T, ldc hs.
+    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, (float)scale, (const float *)q, hs, sh, ds, T, ss, 1.0f,
+                          (float *)dk, hs, sh, BH);
 }
 
 // y (BH,T,hs) = probs (BH,T,T) v (BH,T,hs). The whole square of probs is read, as on the CPU (its
 // upper triangle is exactly zero).
-static void cuda_attn_values(void *y, const void *probs, const void *v, int BH, int T, int hs) {
+void cuda_attn_values(void *y, const void *probs, const void *v, int BH, int T, int hs) {
     if (BH <= 0 || T <= 0) return;
     long long sh = (long long)T * hs, ss = (long long)T * T;
     // Row-major y (T,hs) = P (T,T) v (T,hs) is column-major y^T (hs,T) = v^T P^T. Column-major, v is
@@ -190,8 +160,8 @@ static void cuda_attn_values(void *y, const void *probs, const void *v, int BH, 
 
 // dprobs (=) (BH,T,T) = dy v^T (the whole square, as on the CPU); dv (+=) (BH,T,hs) = probs^T dy;
 // dy, v (BH,T,hs), probs (BH,T,T)
-static void cuda_attn_values_backward(void *dprobs, void *dv, const void *dy, const void *probs, const void *v,
-                                      int BH, int T, int hs) {
+void cuda_attn_values_backward(void *dprobs, void *dv, const void *dy, const void *probs, const void *v,
+                               int BH, int T, int hs) {
     if (BH <= 0 || T <= 0) return;
     long long sh = (long long)T * hs, ss = (long long)T * T;
     // Row-major dP (T,T) = dy v^T is column-major dP^T (T,T) = v dy^T. Column-major, v is v^T (hs,T),
@@ -212,8 +182,7 @@ static void cuda_attn_values_backward(void *dprobs, void *dv, const void *dy, co
 // bound depends on the warp only, so every lane reaches every shuffle.
 __global__ static void softmax_causal_forward_kernel(float *probs, const float *scores, size_t rows, int T) {
     int lane = threadIdx.x % 32;
-    size_t warps = (size_t)gridDim.x * WARPS_PER_BLOCK;
-    for (size_t r = (size_t)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32; r < rows; r += warps) {
+    for (size_t r = warp_row_first(); r < rows; r += warp_row_stride()) {
         int i = (int)(r % T);
         const float *s = scores + r * T;
         float *p = probs + r * T;
@@ -227,11 +196,11 @@ __global__ static void softmax_causal_forward_kernel(float *probs, const float *
     }
 }
 
-// dscores = probs * (dprobs - <probs, dprobs>) on the causal triangle, 0 above; one warp per row.
+// dscores = probs * (dprobs - <probs, dprobs>) on the causal triangle, exact zeros above (which
+// attn_scores_backward relies on); one warp per row.
 __global__ static void softmax_causal_backward_kernel(float *dscores, const float *dprobs, const float *probs, size_t rows, int T) {
     int lane = threadIdx.x % 32;
-    size_t warps = (size_t)gridDim.x * WARPS_PER_BLOCK;
-    for (size_t r = (size_t)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32; r < rows; r += warps) {
+    for (size_t r = warp_row_first(); r < rows; r += warp_row_stride()) {
         int i = (int)(r % T);
         const float *p = probs + r * T, *dp = dprobs + r * T;
         float *ds = dscores + r * T;
@@ -243,32 +212,19 @@ __global__ static void softmax_causal_backward_kernel(float *dscores, const floa
 }
 
 // probs (BH,T,T), scores (BH,T,T) read on the causal triangle only
-static void cuda_softmax_causal_forward(void *probs, const void *scores, int BH, int T) {
+void cuda_softmax_causal_forward(void *probs, const void *scores, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
-    softmax_causal_forward_kernel<<<grid_for(rows, WARPS_PER_BLOCK), BLOCK, 0, cuda_context()->stream>>>(
+    softmax_causal_forward_kernel<<<warp_rows_grid(rows), WARP_ROWS_BLOCK, 0, cuda_context()->stream>>>(
         (float *)probs, (const float *)scores, rows, T);
     cudaCheckLaunch();
 }
 
 // dscores (=) (BH,T,T); dprobs, probs (BH,T,T) read on the causal triangle only
-static void cuda_softmax_causal_backward(void *dscores, const void *dprobs, const void *probs, int BH, int T) {
+void cuda_softmax_causal_backward(void *dscores, const void *dprobs, const void *probs, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
-    softmax_causal_backward_kernel<<<grid_for(rows, WARPS_PER_BLOCK), BLOCK, 0, cuda_context()->stream>>>(
+    softmax_causal_backward_kernel<<<warp_rows_grid(rows), WARP_ROWS_BLOCK, 0, cuda_context()->stream>>>(
         (float *)dscores, (const float *)dprobs, (const float *)probs, rows, T);
     cudaCheckLaunch();
-}
-
-void cuda_fill_attention_ops(Backend *be) {
-    be->heads_split = cuda_heads_split;
-    be->heads_split_backward = cuda_heads_split_backward;
-    be->heads_merge = cuda_heads_merge;
-    be->heads_merge_backward = cuda_heads_merge_backward;
-    be->attn_scores = cuda_attn_scores;
-    be->attn_scores_backward = cuda_attn_scores_backward;
-    be->softmax_causal_forward = cuda_softmax_causal_forward;
-    be->softmax_causal_backward = cuda_softmax_causal_backward;
-    be->attn_values = cuda_attn_values;
-    be->attn_values_backward = cuda_attn_values_backward;
 }

@@ -44,10 +44,13 @@
 // pp <= 6, dp <= 3, m <= pp + 5: every step completes; with one communicator most deadlock.
 // (One shared send stream, or the dp buckets on it too, also completes; separate streams only
 // keep a gradient from queueing behind an activation or a bucket.) One constraint follows for
-// everything else: a device-wide synchronisation (cudaDeviceSynchronize, or cudaFree, which the
-// backend's free uses) while this rank has a send in flight waits for that send, i.e. makes it
-// blocking, and blocking sends deadlock 1F1B. The trainer frees device memory inside a step only
-// in trace_forward at micro-batch 0, when no send of the step has started yet.
+// everything else: a device-wide synchronisation (cudaDeviceSynchronize, or a plain cudaFree)
+// while this rank has a send in flight waits for that send, i.e. makes it blocking, and blocking
+// sends deadlock 1F1B. The backend never does one inside a step: its memory (alloc, free and every
+// op's scratch) is stream-ordered, cudaMallocAsync / cudaFreeAsync on the compute stream (alloc
+// then synchronises that stream only, a host synchronisation the simulation above assumes after
+// every op); plain cudaMalloc / cudaFree appear only at start-up and shut-down
+// (backend_cuda_create and _destroy, first_transfers below).
 #include <cuda_runtime.h>
 #include <mpi.h>
 #include <nccl.h>

@@ -110,7 +110,7 @@ static __global__ void argmax_rows_kernel(int32_t *predictions, const float *pro
 }
 
 // losses (N), probs (N,V) (may alias logits), logits (N,V), targets (N)
-static void cuda_crossentropy_forward(void *losses, void *probs, const void *logits, const int32_t *targets, int N, int V) {
+void cuda_crossentropy_forward(void *losses, void *probs, const void *logits, const int32_t *targets, int N, int V) {
     if (N <= 0 || V <= 0) return;
     crossentropy_forward_kernel<<<N, CE_THREADS, 0, cuda_context()->stream>>>((float *)losses, (float *)probs,
                                                                               (const float *)logits, targets, V);
@@ -118,7 +118,7 @@ static void cuda_crossentropy_forward(void *losses, void *probs, const void *log
 }
 
 // dlogits (=) (N,V), probs (N,V) (may alias dlogits), targets (N); dloss rounded to fp32 as on the CPU
-static void cuda_crossentropy_backward(void *dlogits, const void *probs, const int32_t *targets, double dloss, int N, int V) {
+void cuda_crossentropy_backward(void *dlogits, const void *probs, const int32_t *targets, double dloss, int N, int V) {
     if (N <= 0 || V <= 0) return;
     crossentropy_backward_kernel<<<N, CE_BWD_THREADS, 0, cuda_context()->stream>>>((float *)dlogits, (const float *)probs,
                                                                                    targets, (float)dloss, V);
@@ -126,14 +126,8 @@ static void cuda_crossentropy_backward(void *dlogits, const void *probs, const i
 }
 
 // predictions (N), probs (N,V)
-static void cuda_argmax_rows(int32_t *predictions, const void *probs, int N, int V) {
+void cuda_argmax_rows(int32_t *predictions, const void *probs, int N, int V) {
     if (N <= 0) return;
     argmax_rows_kernel<<<N, CE_BWD_THREADS, 0, cuda_context()->stream>>>(predictions, (const float *)probs, V);
     cudaCheckLaunch();
-}
-
-void cuda_fill_crossentropy_ops(Backend *be) {
-    be->crossentropy_forward = cuda_crossentropy_forward;
-    be->crossentropy_backward = cuda_crossentropy_backward;
-    be->argmax_rows = cuda_argmax_rows;
 }

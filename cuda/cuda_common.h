@@ -36,15 +36,9 @@ CudaContext *cuda_context(void);
 #define CUDA_REDUCE_BLOCKS 256            // fixed grid of the reductions: results do not depend on the GPU
 static inline unsigned int ceil_div(size_t a, size_t b) { return (unsigned int)((a + b - 1) / b); }
 
-// Each kernel family fills its part of the op table (one file per family, cuda/<family>.cu).
-void cuda_fill_memory_ops(Backend *be);
-void cuda_fill_encoder_ops(Backend *be);
-void cuda_fill_layernorm_ops(Backend *be);
-void cuda_fill_matmul_ops(Backend *be);
-void cuda_fill_elementwise_ops(Backend *be);
-void cuda_fill_attention_ops(Backend *be);
-void cuda_fill_crossentropy_ops(Backend *be);
-void cuda_fill_optimizer_ops(Backend *be);
-void cuda_fill_linalg_ops(Backend *be);
-void cuda_fill_entropy_ops(Backend *be);
-void cuda_fill_sga_ops(Backend *be);
+// Every op `name` of backend.h is the function cuda_name, defined in the file of its kernel family
+// (cuda/<family>.cu: memory, encoder, layernorm, matmul, elementwise, attention, crossentropy,
+// optimizer, linalg, entropy, sga, dct); backend_cuda.cu builds the op table from the same list.
+#define CUDA_OP_DECLARATION(ret, name, params) ret cuda_##name params;
+BACKEND_OPS(CUDA_OP_DECLARATION)
+#undef CUDA_OP_DECLARATION

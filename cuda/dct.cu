@@ -33,7 +33,6 @@
 // stream at every execution, so they survive a backend destroyed and created again on the device.
 #include <string.h>
 #include "reduce.cuh"
-#include "dct.h"
 #include "sga_dct.h"
 
 static CudaDctMethod dct_method = CUDA_DCT_FFT;
@@ -287,8 +286,12 @@ static void dct_gemm(float *out, const float *in, int R, int T, int inverse) {
                              in, CUDA_R_32F, T, &zero, out, CUDA_R_32F, T, compute, CUBLAS_GEMM_DEFAULT));
 }
 
-void cuda_dct_rows(float *out, const float *in, int R, int T, int inverse) {
+// The op dct_rows: out (R,T) = orthonormal DCT-II of each row of in (R,T) (inverse = 0), or its
+// inverse, the orthonormal DCT-III (inverse = 1). Queued on the context stream; out may alias in.
+void cuda_dct_rows(void *out_, const void *in_, int R, int T, int inverse) {
     if (R <= 0 || T <= 0) return;
+    float *out = (float *)out_;
+    const float *in = (const float *)in_;
     if (T == 1) {   // c_0 = 1: both transforms are the identity (and cuFFT has no length-1 plan to trust)
         if (out != in)
             cudaCheck(cudaMemcpyAsync(out, in, (size_t)R * sizeof(float), cudaMemcpyDeviceToDevice, cuda_context()->stream));

@@ -55,52 +55,43 @@ static __global__ void scale_rows_kernel(float *x, const float *factors, size_t 
     GRID_STRIDE(i, total) x[i] *= factors[i / n];
 }
 
-static void cuda_gelu_forward(void *out, const void *inp, size_t n) {
+void cuda_gelu_forward(void *out, const void *inp, size_t n) {
     if (n == 0) return;
     gelu_forward_kernel<<<stride_grid(n, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)out, (const float *)inp, n);
     cudaCheckLaunch();
 }
 
-static void cuda_gelu_backward(void *dinp, const void *inp, const void *dout, size_t n) {
+void cuda_gelu_backward(void *dinp, const void *inp, const void *dout, size_t n) {
     if (n == 0) return;
     gelu_backward_kernel<<<stride_grid(n, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)dinp, (const float *)inp,
                                                                                     (const float *)dout, n);
     cudaCheckLaunch();
 }
 
-static void cuda_add(void *out, const void *a, const void *b, size_t n) {
+void cuda_add(void *out, const void *a, const void *b, size_t n) {
     if (n == 0) return;
     add_kernel<<<stride_grid(n, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)out, (const float *)a, (const float *)b, n);
     cudaCheckLaunch();
 }
 
-static void cuda_accumulate(void *dst, const void *src, size_t n) {
+void cuda_accumulate(void *dst, const void *src, size_t n) {
     if (n == 0) return;
     accumulate_kernel<<<stride_grid(n, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)dst, (const float *)src, n);
     cudaCheckLaunch();
 }
 
 // The factor is rounded to fp32 first, as on the CPU twin.
-static void cuda_scale(void *x, double factor, size_t n) {
+void cuda_scale(void *x, double factor, size_t n) {
     if (n == 0) return;
     scale_kernel<<<stride_grid(n, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)x, (float)factor, n);
     cudaCheckLaunch();
 }
 
 // x (B,n), factors (B)
-static void cuda_scale_rows(void *x, const void *factors, int B, size_t n) {
+void cuda_scale_rows(void *x, const void *factors, int B, size_t n) {
     size_t total = (size_t)(B > 0 ? B : 0) * n;
     if (total == 0) return;
     scale_rows_kernel<<<stride_grid(total, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)x, (const float *)factors, n,
                                                                                      total);
     cudaCheckLaunch();
-}
-
-void cuda_fill_elementwise_ops(Backend *be) {
-    be->gelu_forward = cuda_gelu_forward;
-    be->gelu_backward = cuda_gelu_backward;
-    be->add = cuda_add;
-    be->accumulate = cuda_accumulate;
-    be->scale = cuda_scale;
-    be->scale_rows = cuda_scale_rows;
 }

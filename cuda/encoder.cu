@@ -48,7 +48,7 @@ static __global__ void encoder_dwte_kernel(float *dwte, const float *dout, const
     }
 }
 
-static void cuda_encoder_forward(void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C) {
+void cuda_encoder_forward(void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C) {
     size_t n = (size_t)B * T * C;
     if (n == 0) return;
     encoder_forward_kernel<<<stride_grid(n, ENCODER_THREADS), ENCODER_THREADS, 0, cuda_context()->stream>>>(
@@ -93,7 +93,7 @@ static int bucket_tokens(const int32_t *tokens, int BT, int32_t **plan) {
 }
 
 // dwte (+=) (V,C), dwpe (+=) (T,C), dout (B,T,C), tokens (B,T)
-static void cuda_encoder_backward(void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T, int C) {
+void cuda_encoder_backward(void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T, int C) {
     int BT = B * T;
     if (BT == 0 || C == 0) return;
     CudaContext *ctx = cuda_context();
@@ -121,9 +121,4 @@ static void cuda_encoder_backward(void *dwte, void *dwpe, const void *dout, cons
                                                               dplan + 2 * U + 1, C);
     cudaCheckLaunch();
     cudaCheck(cudaFreeAsync(dplan, ctx->stream));
-}
-
-void cuda_fill_encoder_ops(Backend *be) {
-    be->encoder_forward = cuda_encoder_forward;
-    be->encoder_backward = cuda_encoder_backward;
 }

@@ -11,17 +11,14 @@
 #include <math.h>
 #include "reduce.cuh"
 
-#define BLOCK 256                       // threads per block
-#define WARPS_PER_BLOCK (BLOCK / 32)    // rows per block of the warp-per-row kernels
-static_assert((CUDA_REDUCE_BLOCKS & (CUDA_REDUCE_BLOCKS - 1)) == 0, "the final tree needs a power of two");
+#define BLOCK 256   // threads per block of the elementwise kernel (the row kernels: reduce.cuh's WARP_ROWS_BLOCK)
 
 // ---- row entropies ----------------------------------------------------------------------------------
 
 // ent[r] = -sum_{j<=i} p log p in fp32 (as the fp32 CPU backend), one warp per row.
 __global__ static void attn_row_entropy_kernel(float *ent, const float *probs, size_t rows, int T) {
     int lane = threadIdx.x % 32;
-    size_t warps = (size_t)gridDim.x * WARPS_PER_BLOCK;
-    for (size_t r = (size_t)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32; r < rows; r += warps) {
+    for (size_t r = warp_row_first(); r < rows; r += warp_row_stride()) {
         int i = (int)(r % T);
         const float *p = probs + r * T;
         float h = 0.0f;
@@ -32,10 +29,10 @@ __global__ static void attn_row_entropy_kernel(float *ent, const float *probs, s
 }
 
 // ent (BH,T), probs (BH,T,T) read on the causal triangle only
-static void cuda_attn_row_entropy(void *ent, const void *probs, int BH, int T) {
+void cuda_attn_row_entropy(void *ent, const void *probs, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
-    attn_row_entropy_kernel<<<grid_for(rows, WARPS_PER_BLOCK), BLOCK, 0, cuda_context()->stream>>>(
+    attn_row_entropy_kernel<<<warp_rows_grid(rows), WARP_ROWS_BLOCK, 0, cuda_context()->stream>>>(
         (float *)ent, (const float *)probs, rows, T);
     cudaCheckLaunch();
 }
@@ -46,11 +43,10 @@ static void cuda_attn_row_entropy(void *ent, const void *probs, int BH, int T) {
 // block b takes rows b*W + w, then every gridDim.x*W rows after it, and lane 0 accumulates them in
 // that order; the block's warps are then added in warp order.
 __global__ static void entropy_reg_partial_kernel(double *partial, const float *probs, size_t rows, int T) {
-    __shared__ double warp_acc[WARPS_PER_BLOCK];
+    __shared__ double warp_acc[WARP_ROWS_PER_BLOCK];
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    size_t warps = (size_t)gridDim.x * WARPS_PER_BLOCK;
     double acc = 0.0;
-    for (size_t r = (size_t)blockIdx.x * WARPS_PER_BLOCK + warp; r < rows; r += warps) {
+    for (size_t r = warp_row_first(); r < rows; r += warp_row_stride()) {
         int i = (int)(r % T);
         if (i == 0) continue;   // a one-element row has no entropy and ln(1) = 0
         const float *p = probs + r * T;
@@ -63,7 +59,7 @@ __global__ static void entropy_reg_partial_kernel(double *partial, const float *
     __syncthreads();
     if (threadIdx.x == 0) {
         double s = 0.0;
-        for (int w = 0; w < WARPS_PER_BLOCK; w++) s += warp_acc[w];
+        for (int w = 0; w < WARP_ROWS_PER_BLOCK; w++) s += warp_acc[w];
         partial[blockIdx.x] = s;
     }
 }
@@ -71,35 +67,27 @@ __global__ static void entropy_reg_partial_kernel(double *partial, const float *
 // partial[0] = the sum of partial[0 .. CUDA_REDUCE_BLOCKS), by a fixed tree; one block of CUDA_REDUCE_BLOCKS threads.
 __global__ static void reduce_partials_kernel(double *partial) {
     __shared__ double buf[CUDA_REDUCE_BLOCKS];
-    buf[threadIdx.x] = partial[threadIdx.x];
-    __syncthreads();
-    for (int stride = CUDA_REDUCE_BLOCKS / 2; stride > 0; stride >>= 1) {
-        if ((int)threadIdx.x < stride) buf[threadIdx.x] += buf[threadIdx.x + stride];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) partial[0] = buf[0];
+    double total = block_tree_sum(partial[threadIdx.x], buf);   // every read of partial is done before its barriers
+    if (threadIdx.x == 0) partial[0] = total;
 }
 
 // probs (BH,T,T) read on the causal triangle only; returns sum_{i>=1} H_i / ln(i+1) (synchronizes)
-static double cuda_attn_entropy_reg_sum(const void *probs, int BH, int T) {
+double cuda_attn_entropy_reg_sum(const void *probs, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return 0.0;
     CudaContext *ctx = cuda_context();
-    entropy_reg_partial_kernel<<<CUDA_REDUCE_BLOCKS, BLOCK, 0, ctx->stream>>>(ctx->reduce_scratch, (const float *)probs, rows, T);
+    entropy_reg_partial_kernel<<<CUDA_REDUCE_BLOCKS, WARP_ROWS_BLOCK, 0, ctx->stream>>>(ctx->reduce_scratch, (const float *)probs, rows, T);
     cudaCheckLaunch();
     reduce_partials_kernel<<<1, CUDA_REDUCE_BLOCKS, 0, ctx->stream>>>(ctx->reduce_scratch);
     cudaCheckLaunch();
-    cudaCheck(cudaMemcpyAsync(ctx->reduce_host, ctx->reduce_scratch, sizeof(double), cudaMemcpyDeviceToHost, ctx->stream));
-    cudaCheck(cudaStreamSynchronize(ctx->stream));
-    return *ctx->reduce_host;
+    return reduce_scratch_result(ctx);
 }
 
 // dprobs (+=) weight * dH_i/dp / ln(i+1) = -w (log p + 1) where p > 0, rows i >= 1; one warp per row.
 // w is formed in double and rounded once, as on the CPU; the log is fp32, as on the fp32 CPU backend.
 __global__ static void entropy_reg_backward_kernel(float *dprobs, const float *probs, double weight, size_t rows, int T) {
     int lane = threadIdx.x % 32;
-    size_t warps = (size_t)gridDim.x * WARPS_PER_BLOCK;
-    for (size_t r = (size_t)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32; r < rows; r += warps) {
+    for (size_t r = warp_row_first(); r < rows; r += warp_row_stride()) {
         int i = (int)(r % T);
         if (i == 0) continue;
         const float *p = probs + r * T;
@@ -110,10 +98,10 @@ __global__ static void entropy_reg_backward_kernel(float *dprobs, const float *p
 }
 
 // dprobs (+=) (BH,T,T) on the causal triangle (the rest untouched), probs (BH,T,T)
-static void cuda_attn_entropy_reg_backward(void *dprobs, const void *probs, double weight, int BH, int T) {
+void cuda_attn_entropy_reg_backward(void *dprobs, const void *probs, double weight, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
-    entropy_reg_backward_kernel<<<grid_for(rows, WARPS_PER_BLOCK), BLOCK, 0, cuda_context()->stream>>>(
+    entropy_reg_backward_kernel<<<warp_rows_grid(rows), WARP_ROWS_BLOCK, 0, cuda_context()->stream>>>(
         (float *)dprobs, (const float *)probs, weight, rows, T);
     cudaCheckLaunch();
 }
@@ -127,17 +115,10 @@ __global__ static void head_mask_apply_kernel(float *y, const float *mask, size_
 }
 
 // y (B,NH,T,hs), mask (NH)
-static void cuda_head_mask_apply(void *y, const void *mask, int B, int NH, int T, int hs) {
+void cuda_head_mask_apply(void *y, const void *mask, int B, int NH, int T, int hs) {
     size_t n = (size_t)B * NH * T * hs;
     if (n == 0) return;
     head_mask_apply_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>(
         (float *)y, (const float *)mask, n, NH, (size_t)T * hs);
     cudaCheckLaunch();
-}
-
-void cuda_fill_entropy_ops(Backend *be) {
-    be->attn_row_entropy = cuda_attn_row_entropy;
-    be->attn_entropy_reg_sum = cuda_attn_entropy_reg_sum;
-    be->attn_entropy_reg_backward = cuda_attn_entropy_reg_backward;
-    be->head_mask_apply = cuda_head_mask_apply;
 }

@@ -91,8 +91,8 @@ static __global__ void layernorm_param_sum_kernel(float *dweight, float *dbias, 
 }
 
 // out (N,C), mean (N), rstd (N), inp (N,C), weight (C), bias (C)
-static void cuda_layernorm_forward(void *out, void *mean, void *rstd, const void *inp, const void *weight, const void *bias,
-                                   int N, int C) {
+void cuda_layernorm_forward(void *out, void *mean, void *rstd, const void *inp, const void *weight, const void *bias,
+                            int N, int C) {
     if (N <= 0 || C <= 0) return;
     int rows_per_block = LN_ROW_THREADS / 32;
     layernorm_forward_kernel<<<ceil_div(N, rows_per_block), LN_ROW_THREADS, 0, cuda_context()->stream>>>(
@@ -101,8 +101,8 @@ static void cuda_layernorm_forward(void *out, void *mean, void *rstd, const void
 }
 
 // dinp (+=) (N,C), dweight (+=) (C), dbias (+=) (C), dout (N,C), inp (N,C), weight (C), mean (N), rstd (N)
-static void cuda_layernorm_backward(void *dinp, void *dweight, void *dbias, const void *dout, const void *inp,
-                                    const void *weight, const void *mean, const void *rstd, int N, int C) {
+void cuda_layernorm_backward(void *dinp, void *dweight, void *dbias, const void *dout, const void *inp,
+                             const void *weight, const void *mean, const void *rstd, int N, int C) {
     if (N <= 0 || C <= 0) return;
     CudaContext *ctx = cuda_context();
     int rows_per_block = LN_ROW_THREADS / 32;
@@ -122,9 +122,4 @@ static void cuda_layernorm_backward(void *dinp, void *dweight, void *dbias, cons
         (float *)dweight, (float *)dbias, partial, C, chunks);
     cudaCheckLaunch();
     cudaCheck(cudaFreeAsync(partial, ctx->stream));
-}
-
-void cuda_fill_layernorm_ops(Backend *be) {
-    be->layernorm_forward = cuda_layernorm_forward;
-    be->layernorm_backward = cuda_layernorm_backward;
 }

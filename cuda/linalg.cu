@@ -9,7 +9,6 @@
 #include "reduce.cuh"
 
 #define BLOCK 256                       // threads per block
-static_assert((CUDA_REDUCE_BLOCKS & (CUDA_REDUCE_BLOCKS - 1)) == 0, "the diag_sum tree needs a power of two");
 
 // C (M,N) = alpha op(A) op(B) + beta C, all row-major with leading dimensions lda, ldb, ldc.
 // cuBLAS is column-major: a row-major (R,C) matrix with leading dimension ld is, to cuBLAS, its
@@ -20,8 +19,8 @@ static_assert((CUDA_REDUCE_BLOCKS & (CUDA_REDUCE_BLOCKS - 1)) == 0, "the diag_su
 // rules match as well: row-major lda >= K (no transpose) or >= M (transpose) is exactly cuBLAS's
 // lda >= k or >= m of the swapped call.
 // cuBLAS: C^T (m=N, n=M) = alpha op(B^T) (N,K) x op(A^T) (K,M) + beta C^T, ldc.
-static void cuda_gemm(int transA, int transB, int M, int N, int K, double alpha, const void *A, int lda, const void *B,
-                      int ldb, double beta, void *C, int ldc) {
+void cuda_gemm(int transA, int transB, int M, int N, int K, double alpha, const void *A, int lda, const void *B,
+               int ldb, double beta, void *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     CudaContext *ctx = cuda_context();
     float alpha_f = (float)alpha, beta_f = (float)beta;
@@ -37,7 +36,7 @@ __global__ static void axpy_kernel(float *y, float a, const float *x, size_t n) 
 }
 
 // y (+=) (n), x (n)
-static void cuda_axpy(void *y, double a, const void *x, size_t n) {
+void cuda_axpy(void *y, double a, const void *x, size_t n) {
     if (n == 0) return;
     axpy_kernel<<<grid_for(n, BLOCK), BLOCK, 0, cuda_context()->stream>>>((float *)y, (float)a, (const float *)x, n);
     cudaCheckLaunch();
@@ -49,24 +48,17 @@ __global__ static void diag_sum_kernel(double *out, const float *C, int D) {
     __shared__ double buf[CUDA_REDUCE_BLOCKS];
     double s = 0.0;
     for (int i = threadIdx.x; i < D; i += CUDA_REDUCE_BLOCKS) s += (double)C[(size_t)i * D + i];
-    buf[threadIdx.x] = s;
-    __syncthreads();
-    for (int stride = CUDA_REDUCE_BLOCKS / 2; stride > 0; stride >>= 1) {
-        if ((int)threadIdx.x < stride) buf[threadIdx.x] += buf[threadIdx.x + stride];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[0] = buf[0];
+    double total = block_tree_sum(s, buf);
+    if (threadIdx.x == 0) out[0] = total;
 }
 
 // C (D,D); returns its trace (synchronizes)
-static double cuda_diag_sum(const void *C, int D) {
+double cuda_diag_sum(const void *C, int D) {
     if (D <= 0) return 0.0;
     CudaContext *ctx = cuda_context();
     diag_sum_kernel<<<1, CUDA_REDUCE_BLOCKS, 0, ctx->stream>>>(ctx->reduce_scratch, (const float *)C, D);
     cudaCheckLaunch();
-    cudaCheck(cudaMemcpyAsync(ctx->reduce_host, ctx->reduce_scratch, sizeof(double), cudaMemcpyDeviceToHost, ctx->stream));
-    cudaCheck(cudaStreamSynchronize(ctx->stream));
-    return *ctx->reduce_host;
+    return reduce_scratch_result(ctx);
 }
 
 // sums[c] += X[0,c] + X[1,c] + ... in row order, fp32, one thread per column: the same additions in the
@@ -80,15 +72,8 @@ __global__ static void column_sums_kernel(float *sums, const float *X, int N, in
 }
 
 // sums (+=) (D), X (N,D)
-static void cuda_column_sums(void *sums, const void *X, int N, int D) {
+void cuda_column_sums(void *sums, const void *X, int N, int D) {
     if (D <= 0 || N <= 0) return;
     column_sums_kernel<<<grid_for((size_t)D, BLOCK), BLOCK, 0, cuda_context()->stream>>>((float *)sums, (const float *)X, N, D);
     cudaCheckLaunch();
-}
-
-void cuda_fill_linalg_ops(Backend *be) {
-    be->gemm = cuda_gemm;
-    be->axpy = cuda_axpy;
-    be->diag_sum = cuda_diag_sum;
-    be->column_sums = cuda_column_sums;
 }

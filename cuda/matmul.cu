@@ -64,7 +64,7 @@ static void gemm_f32(cublasOperation_t opA, cublasOperation_t opB, int m, int n,
 }
 
 // out (N,OC) = inp (N,C) weight^T (C,OC) + bias (OC) or no bias when NULL
-static void cuda_matmul_forward(void *out, const void *inp, const void *weight, const void *bias, int N, int C, int OC) {
+void cuda_matmul_forward(void *out, const void *inp, const void *weight, const void *bias, int N, int C, int OC) {
     if (N <= 0 || OC <= 0) return;
     CudaContext *ctx = cuda_context();
     size_t n = (size_t)N * OC;
@@ -84,8 +84,8 @@ static void cuda_matmul_forward(void *out, const void *inp, const void *weight, 
 }
 
 // dinp (+=) (N,C) or NULL, dweight (+=) (OC,C), dbias (+=) (OC) or NULL, dout (N,OC), inp (N,C), weight (OC,C)
-static void cuda_matmul_backward(void *dinp, void *dweight, void *dbias, const void *dout, const void *inp,
-                                 const void *weight, int N, int C, int OC) {
+void cuda_matmul_backward(void *dinp, void *dweight, void *dbias, const void *dout, const void *inp,
+                          const void *weight, int N, int C, int OC) {
     if (N <= 0 || OC <= 0) return;
     CudaContext *ctx = cuda_context();
     if (C > 0) {
@@ -106,9 +106,4 @@ static void cuda_matmul_backward(void *dinp, void *dweight, void *dbias, const v
                                                                                               OC, chunks);
     cudaCheckLaunch();
     cudaCheck(cudaFreeAsync(partial, ctx->stream));
-}
-
-void cuda_fill_matmul_ops(Backend *be) {
-    be->matmul_forward = cuda_matmul_forward;
-    be->matmul_backward = cuda_matmul_backward;
 }

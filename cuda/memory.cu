@@ -23,13 +23,13 @@ static void *device_alloc_zeroed(size_t bytes) {
     return p;
 }
 
-static void *cuda_alloc(size_t n) { return device_alloc_zeroed(float_bytes(n)); }
+void *cuda_alloc(size_t n) { return device_alloc_zeroed(float_bytes(n)); }
 
-static int32_t *cuda_alloc_i32(size_t n) { return (int32_t *)device_alloc_zeroed((n ? n : 1) * sizeof(int32_t)); }
+int32_t *cuda_alloc_i32(size_t n) { return (int32_t *)device_alloc_zeroed((n ? n : 1) * sizeof(int32_t)); }
 
 // Freed in stream order: work queued before on the stream (every op, and every Comm transfer that
 // was joined to it by a wait) finishes first. cudaFree would synchronise the whole device instead.
-static void cuda_free(void *p) {
+void cuda_free(void *p) {
     if (!p) return;
     cudaCheck(cudaFreeAsync(p, cuda_context()->stream));
 }
@@ -51,10 +51,10 @@ static void device_to_host(void *dst, const void *src, size_t bytes) {
 }
 
 // dst (n) device, src (n) host
-static void cuda_upload(void *dst, const float *src, size_t n) { host_to_device(dst, src, n * sizeof(float)); }
+void cuda_upload(void *dst, const float *src, size_t n) { host_to_device(dst, src, n * sizeof(float)); }
 
 // dst (n) host, src (n) device
-static void cuda_download(float *dst, const void *src, size_t n) { device_to_host(dst, src, n * sizeof(float)); }
+void cuda_download(float *dst, const void *src, size_t n) { device_to_host(dst, src, n * sizeof(float)); }
 
 // Host staging buffer for the fp64 <-> fp32 conversions (caller frees).
 static float *host_floats(size_t n) {
@@ -64,7 +64,7 @@ static float *host_floats(size_t n) {
 }
 
 // dst (n) device fp32, src (n) host fp64: rounded to fp32 on the host, as the CPU fp32 backend does.
-static void cuda_upload_f64(void *dst, const double *src, size_t n) {
+void cuda_upload_f64(void *dst, const double *src, size_t n) {
     float *h = host_floats(n);
     for (size_t i = 0; i < n; i++) h[i] = (float)src[i];
     host_to_device(dst, h, n * sizeof(float));
@@ -72,7 +72,7 @@ static void cuda_upload_f64(void *dst, const double *src, size_t n) {
 }
 
 // dst (n) host fp64, src (n) device fp32
-static void cuda_download_f64(double *dst, const void *src, size_t n) {
+void cuda_download_f64(double *dst, const void *src, size_t n) {
     float *h = host_floats(n);
     device_to_host(h, src, n * sizeof(float));
     for (size_t i = 0; i < n; i++) dst[i] = (double)h[i];
@@ -80,20 +80,20 @@ static void cuda_download_f64(double *dst, const void *src, size_t n) {
 }
 
 // dst (n) device, src (n) host
-static void cuda_upload_i32(int32_t *dst, const int32_t *src, size_t n) { host_to_device(dst, src, n * sizeof(int32_t)); }
+void cuda_upload_i32(int32_t *dst, const int32_t *src, size_t n) { host_to_device(dst, src, n * sizeof(int32_t)); }
 
 // dst (n) host, src (n) device
-static void cuda_download_i32(int32_t *dst, const int32_t *src, size_t n) { device_to_host(dst, src, n * sizeof(int32_t)); }
+void cuda_download_i32(int32_t *dst, const int32_t *src, size_t n) { device_to_host(dst, src, n * sizeof(int32_t)); }
 
 // dst (n) = 0, in stream order
-static void cuda_zero(void *dst, size_t n) {
+void cuda_zero(void *dst, size_t n) {
     if (n == 0) return;
     cudaCheck(cudaMemsetAsync(dst, 0, n * sizeof(float), cuda_context()->stream));
 }
 
 // dst (n) = src (n) with memmove semantics (the CPU twin uses memmove): cudaMemcpyAsync is
 // undefined on overlapping ranges, so an overlapping copy goes through a temporary.
-static void cuda_copy(void *dst, const void *src, size_t n) {
+void cuda_copy(void *dst, const void *src, size_t n) {
     if (n == 0 || dst == src) return;
     CudaContext *ctx = cuda_context();
     size_t bytes = n * sizeof(float);
@@ -110,19 +110,4 @@ static void cuda_copy(void *dst, const void *src, size_t n) {
     cudaCheck(cudaFreeAsync(tmp, ctx->stream));
 }
 
-static void cuda_synchronize(void) { cudaCheck(cudaStreamSynchronize(cuda_context()->stream)); }
-
-void cuda_fill_memory_ops(Backend *be) {
-    be->alloc = cuda_alloc;
-    be->alloc_i32 = cuda_alloc_i32;
-    be->free = cuda_free;
-    be->upload = cuda_upload;
-    be->download = cuda_download;
-    be->upload_f64 = cuda_upload_f64;
-    be->download_f64 = cuda_download_f64;
-    be->upload_i32 = cuda_upload_i32;
-    be->download_i32 = cuda_download_i32;
-    be->zero = cuda_zero;
-    be->copy = cuda_copy;
-    be->synchronize = cuda_synchronize;
-}
+void cuda_synchronize(void) { cudaCheck(cudaStreamSynchronize(cuda_context()->stream)); }

@@ -12,21 +12,10 @@
 // grads scaled by grad_scale first, bias corrections computed in double on the host and rounded to
 // fp32, decoupled weight decay on the pre-update parameter.
 #include <math.h>
-#include "cuda_common.h"
+#include "reduce.cuh"
 
 #define REDUCE_THREADS 256   // power of two: the tree below halves it
 #define ADAMW_THREADS 256
-
-// Block-wide sum of one double per thread by a fixed tree; the total is returned to thread 0.
-static __device__ double block_sum_double(double v, double *shared) {
-    shared[threadIdx.x] = v;
-    __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
-        if ((int)threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
-        __syncthreads();
-    }
-    return shared[0];
-}
 
 // partial (gridDim.x): block b sums x (n), or its squares, over [n b / grid, n (b+1) / grid)
 static __global__ void reduce_partial_kernel(double *partial, const float *x, size_t n, int squares) {
@@ -37,7 +26,7 @@ static __global__ void reduce_partial_kernel(double *partial, const float *x, si
         double v = (double)x[i];
         s += squares ? v * v : v;
     }
-    double total = block_sum_double(s, shared);
+    double total = block_tree_sum(s, shared);
     if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
 
@@ -46,7 +35,7 @@ static __global__ void reduce_final_kernel(double *partial, int count) {
     __shared__ double shared[REDUCE_THREADS];
     double s = 0.0;
     for (int i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
-    double total = block_sum_double(s, shared);   // every read of partial is done before the barrier inside
+    double total = block_tree_sum(s, shared);   // every read of partial is done before the barrier inside
     if (threadIdx.x == 0) partial[0] = total;
 }
 
@@ -59,16 +48,14 @@ static double reduce(const void *x, size_t n, int squares) {
     cudaCheckLaunch();
     reduce_final_kernel<<<1, REDUCE_THREADS, 0, ctx->stream>>>(ctx->reduce_scratch, CUDA_REDUCE_BLOCKS);
     cudaCheckLaunch();
-    cudaCheck(cudaMemcpyAsync(ctx->reduce_host, ctx->reduce_scratch, sizeof(double), cudaMemcpyDeviceToHost, ctx->stream));
-    cudaCheck(cudaStreamSynchronize(ctx->stream));
-    return *ctx->reduce_host;
+    return reduce_scratch_result(ctx);
 }
 
 // x (n)
-static double cuda_sum(const void *x, size_t n) { return reduce(x, n, 0); }
+double cuda_sum(const void *x, size_t n) { return reduce(x, n, 0); }
 
 // x (n)
-static double cuda_sum_squares(const void *x, size_t n) { return reduce(x, n, 1); }
+double cuda_sum_squares(const void *x, size_t n) { return reduce(x, n, 1); }
 
 // The step's scalars, rounded to fp32 as the CPU twin rounds them.
 struct AdamWScalars {
@@ -90,8 +77,8 @@ static __global__ void adamw_kernel(float *params, const float *grads, float *m,
 }
 
 // params (n), grads (n), m (n), v (n); t is the 1-based step
-static void cuda_adamw_update(void *params, const void *grads, void *m, void *v, size_t n, double lr, double beta1,
-                              double beta2, double eps, double weight_decay, double grad_scale, long t) {
+void cuda_adamw_update(void *params, const void *grads, void *m, void *v, size_t n, double lr, double beta1,
+                       double beta2, double eps, double weight_decay, double grad_scale, long t) {
     if (n == 0) return;
     CudaContext *ctx = cuda_context();
     AdamWScalars s;
@@ -107,10 +94,4 @@ static void cuda_adamw_update(void *params, const void *grads, void *m, void *v,
     adamw_kernel<<<blocks < cap ? blocks : cap, ADAMW_THREADS, 0, ctx->stream>>>((float *)params, (const float *)grads,
                                                                                  (float *)m, (float *)v, n, s);
     cudaCheckLaunch();
-}
-
-void cuda_fill_optimizer_ops(Backend *be) {
-    be->sum = cuda_sum;
-    be->sum_squares = cuda_sum_squares;
-    be->adamw_update = cuda_adamw_update;
 }

@@ -20,6 +20,22 @@ static inline unsigned int stride_grid(size_t n, unsigned int threads) {
     return blocks ? blocks : 1;
 }
 
+// ---- one warp per row -------------------------------------------------------------------------------
+// Kernels over rows of at most a few thousand elements give each row to one warp (shuffle
+// reductions, no block barriers): blocks of WARP_ROWS_BLOCK threads, WARP_ROWS_PER_BLOCK rows at a
+// time, and a grid-stride loop over the rows beyond:
+//     for (size_t r = warp_row_first(); r < rows; r += warp_row_stride()) ...
+// The bounds depend on the warp only, so every lane of a warp reaches every shuffle.
+#define WARP_ROWS_BLOCK 256
+#define WARP_ROWS_PER_BLOCK (WARP_ROWS_BLOCK / 32)
+
+// The grid for `rows` rows, launched with WARP_ROWS_BLOCK threads a block.
+static inline unsigned int warp_rows_grid(size_t rows) { return grid_for(rows, WARP_ROWS_PER_BLOCK); }
+
+// The first row of the calling warp, and the step to its next one.
+static __device__ size_t warp_row_first(void) { return (size_t)blockIdx.x * WARP_ROWS_PER_BLOCK + threadIdx.x / 32; }
+static __device__ size_t warp_row_stride(void) { return (size_t)gridDim.x * WARP_ROWS_PER_BLOCK; }
+
 // Sum / max over the 32 lanes of a warp, the same value in every lane (all lanes must call).
 template <typename F>
 static __device__ F warp_sum(F v) {
@@ -43,4 +59,29 @@ static __device__ F block_sum(F v, F *shared) {
     __syncthreads();
     v = lane < warps ? shared[lane] : (F)0;
     return warp_sum(v);
+}
+
+// ---- fixed trees in double ----------------------------------------------------------------------------
+// The reductions that return a double to the host (sum, sum_squares, diag_sum, the entropy
+// regulariser) add per-thread partials by one fixed halving tree in shared memory, so that their
+// results are the same bit for bit on every run and every GPU.
+static_assert((CUDA_REDUCE_BLOCKS & (CUDA_REDUCE_BLOCKS - 1)) == 0, "the fixed trees need a power of two");
+
+// Sum of v over the block by a fixed halving tree (blockDim.x a power of two); shared: blockDim.x
+// doubles. Every thread of the block must call it; every thread gets the total.
+static __device__ double block_tree_sum(double v, double *shared) {
+    shared[threadIdx.x] = v;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if ((int)threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
+        __syncthreads();
+    }
+    return shared[0];
+}
+
+// The double a reduction left in the context's reduce_scratch[0], on the host (synchronises the stream).
+static inline double reduce_scratch_result(CudaContext *ctx) {
+    cudaCheck(cudaMemcpyAsync(ctx->reduce_host, ctx->reduce_scratch, sizeof(double), cudaMemcpyDeviceToHost, ctx->stream));
+    cudaCheck(cudaStreamSynchronize(ctx->stream));
+    return *ctx->reduce_host;
 }

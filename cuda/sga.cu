@@ -11,7 +11,6 @@
 // rows (de, dalpha) use a fixed grid and add the partial sums in a fixed order: bitwise
 // reproducible run to run, no atomics.
 #include "reduce.cuh"
-#include "dct.h"
 
 #define SGA_EPS 1e-8f
 #define SGA_THREADS 256
@@ -28,13 +27,6 @@ static __device__ float blend_alpha(const float *alpha_raw) {
     if (!alpha_raw) return 1.0f;
     float a = *alpha_raw;
     return a < 0.0f ? 0.0f : (a > 1.0f ? 1.0f : a);
-}
-
-// ---- DCT ------------------------------------------------------------------------------------------
-
-// out (R,T), in (R,T)
-static void cuda_dct_rows_op(void *out, const void *in, int R, int T, int inverse) {
-    cuda_dct_rows((float *)out, (const float *)in, R, T, inverse);
 }
 
 // ---- causal rows ----------------------------------------------------------------------------------
@@ -59,14 +51,14 @@ static __global__ void causal_lower_accumulate_kernel(float *out, const float *i
     }
 }
 
-static void cuda_causal_lower_copy(void *out, const void *in, int BH, int T) {
+void cuda_causal_lower_copy(void *out, const void *in, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
     causal_lower_copy_kernel<<<grid_for(rows, 1), row_threads(T), 0, cuda_context()->stream>>>((float *)out, (const float *)in, rows, T);
     cudaCheckLaunch();
 }
 
-static void cuda_causal_lower_accumulate(void *out, const void *in, int BH, int T) {
+void cuda_causal_lower_accumulate(void *out, const void *in, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
     causal_lower_accumulate_kernel<<<grid_for(rows, 1), row_threads(T), 0, cuda_context()->stream>>>((float *)out, (const float *)in, rows, T);
@@ -149,13 +141,13 @@ static __global__ void sga_stats_backward_kernel(float *dspec, const float *dsta
     }
 }
 
-static void cuda_sga_stats_forward(void *stats, const void *spec, int R, int T) {
+void cuda_sga_stats_forward(void *stats, const void *spec, int R, int T) {
     if (R <= 0 || T <= 0) return;
     sga_stats_forward_kernel<<<grid_for(R, 1), row_threads(T), 0, cuda_context()->stream>>>((float *)stats, (const float *)spec, R, T);
     cudaCheckLaunch();
 }
 
-static void cuda_sga_stats_backward(void *dspec, const void *dstats, const void *spec, int R, int T) {
+void cuda_sga_stats_backward(void *dspec, const void *dstats, const void *spec, int R, int T) {
     if (R <= 0 || T <= 0) return;
     sga_stats_backward_kernel<<<grid_for(R, 1), row_threads(T), 0, cuda_context()->stream>>>(
         (float *)dspec, (const float *)dstats, (const float *)spec, R, T);
@@ -206,7 +198,7 @@ static __global__ void gate_input_dstats_kernel(float *dstats, const float *dU, 
         dstats[idx] = dU[(idx / 4) * (De + 4) + De + (idx % 4)];
 }
 
-static void cuda_sga_gate_input(void *U, const void *e, const void *stats, int R, int De) {
+void cuda_sga_gate_input(void *U, const void *e, const void *stats, int R, int De) {
     if (R <= 0) return;
     sga_gate_input_kernel<<<grid_for(R, 1), row_threads(De + 4), 0, cuda_context()->stream>>>(
         (float *)U, (const float *)e, (const float *)stats, R, De);
@@ -214,7 +206,7 @@ static void cuda_sga_gate_input(void *U, const void *e, const void *stats, int R
 }
 
 // de (+=) (De) = sum over rows of dU[:, :De]; dstats (=) (R,4) = dU[:, De:]; dU (R, De+4).
-static void cuda_sga_gate_input_backward(void *de, void *dstats, const void *dU, int R, int De) {
+void cuda_sga_gate_input_backward(void *de, void *dstats, const void *dU, int R, int De) {
     if (R <= 0) return;
     cudaStream_t stream = cuda_context()->stream;
     if (De > 0) {
@@ -240,7 +232,7 @@ static __global__ void sga_fixed_gate_kernel(float *G, int R, int T) {
             G[r * T + k] = k == 0 ? 0.7f : ((3 * k >= T && 3 * k < 2 * T) ? 1.2f : 1.0f);
 }
 
-static void cuda_sga_fixed_gate(void *G, int R, int T) {
+void cuda_sga_fixed_gate(void *G, int R, int T) {
     if (R <= 0 || T <= 0) return;
     sga_fixed_gate_kernel<<<grid_for(R, 1), row_threads(T), 0, cuda_context()->stream>>>((float *)G, R, T);
     cudaCheckLaunch();
@@ -270,14 +262,14 @@ static __global__ void sga_gate_backward_kernel(float *dgate, float *dspec, cons
     }
 }
 
-static void cuda_sga_gate_apply(void *y, void *gate, const void *spec, size_t n, int logits) {
+void cuda_sga_gate_apply(void *y, void *gate, const void *spec, size_t n, int logits) {
     if (n == 0) return;
     sga_gate_apply_kernel<<<stride_grid(n, SGA_THREADS), SGA_THREADS, 0, cuda_context()->stream>>>((float *)y, (float *)gate,
                                                                                   (const float *)spec, n, logits);
     cudaCheckLaunch();
 }
 
-static void cuda_sga_gate_backward(void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n) {
+void cuda_sga_gate_backward(void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n) {
     if (n == 0) return;
     sga_gate_backward_kernel<<<stride_grid(n, SGA_THREADS), SGA_THREADS, 0, cuda_context()->stream>>>(
         (float *)dgate, (float *)dspec, (const float *)dy, (const float *)gate, (const float *)spec, n);
@@ -299,7 +291,8 @@ static __global__ void sga_blend_forward_kernel(float *out, const float *a, cons
     }
 }
 
-// da (=) (1 - alpha) dout, dzp (=) alpha dout on the triangle (both 0 above); all (BH,T,T). With
+// da (=) (1 - alpha) dout, dzp (=) alpha dout on the triangle (both exact zeros above: da is a
+// dscores of attn_scores_backward, which reads the whole square); all (BH,T,T). With
 // partial non-NULL, partial[block] = this block's sum of dout (z' - a) over the triangle, in double.
 static __global__ void sga_blend_backward_kernel(float *da, float *dzp, double *partial, const float *dout, const float *a,
                                                  const float *zp, const float *alpha_raw, size_t rows, int T) {
@@ -337,7 +330,7 @@ static __global__ void blend_dalpha_kernel(float *dalpha_raw, const double *part
     *dalpha_raw += (float)total;
 }
 
-static void cuda_sga_blend_forward(void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T) {
+void cuda_sga_blend_forward(void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T) {
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
     sga_blend_forward_kernel<<<grid_for(rows, 1), row_threads(T), 0, cuda_context()->stream>>>(
@@ -347,8 +340,8 @@ static void cuda_sga_blend_forward(void *out, const void *a, const void *zprime,
 
 // The dalpha partial sums go to the context's reduction scratch (CUDA_REDUCE_BLOCKS doubles),
 // hence the fixed grid.
-static void cuda_sga_blend_backward(void *da, void *dzprime, void *dalpha_raw, const void *dout, const void *a, const void *zprime,
-                                    const void *alpha_raw, int BH, int T) {
+void cuda_sga_blend_backward(void *da, void *dzprime, void *dalpha_raw, const void *dout, const void *a, const void *zprime,
+                             const void *alpha_raw, int BH, int T) {
     CudaContext *ctx = cuda_context();
     size_t rows = (size_t)BH * T;
     if (rows == 0) return;
@@ -361,19 +354,4 @@ static void cuda_sga_blend_backward(void *da, void *dzprime, void *dalpha_raw, c
         blend_dalpha_kernel<<<1, 1, 0, ctx->stream>>>((float *)dalpha_raw, partial, CUDA_REDUCE_BLOCKS, (const float *)alpha_raw);
         cudaCheckLaunch();
     }
-}
-
-void cuda_fill_sga_ops(Backend *be) {
-    be->dct_rows = cuda_dct_rows_op;
-    be->causal_lower_copy = cuda_causal_lower_copy;
-    be->causal_lower_accumulate = cuda_causal_lower_accumulate;
-    be->sga_stats_forward = cuda_sga_stats_forward;
-    be->sga_stats_backward = cuda_sga_stats_backward;
-    be->sga_gate_input = cuda_sga_gate_input;
-    be->sga_gate_input_backward = cuda_sga_gate_input_backward;
-    be->sga_fixed_gate = cuda_sga_fixed_gate;
-    be->sga_gate_apply = cuda_sga_gate_apply;
-    be->sga_gate_backward = cuda_sga_gate_backward;
-    be->sga_blend_forward = cuda_sga_blend_forward;
-    be->sga_blend_backward = cuda_sga_blend_backward;
 }

@@ -12,136 +12,153 @@
 
 typedef struct Backend Backend;
 
+// ---- the ops ------------------------------------------------------------------------------------
+// Every op, once: BACKEND_OPS(OP) calls OP(return type, name, (parameters)) for each of them in the
+// order of struct Backend. The struct's members below, the CPU op table (src/cpu/backend_table.inc,
+// .name = cpu_name), the CUDA op table (cuda/backend_cuda.cu, cuda_name) and the table test
+// (tests/test_cuda_backend_table.c) are all generated from this list; an op added here is a
+// member, and a CPU or CUDA op table without its implementation does not build. Documentation
+// lives here, in /* */ comments (a // comment would swallow the line continuation).
+#define BACKEND_OPS(OP) \
+    /* ---- memory ------------------------------------------------------------------------------ */ \
+    OP(void *, alloc, (size_t n))                                      /* n float elements, zeroed */ \
+    OP(int32_t *, alloc_i32, (size_t n))                               /* n int32 elements, zeroed */ \
+    OP(void, free, (void *p)) \
+    OP(void, upload, (void *dst, const float *src, size_t n)) \
+    OP(void, download, (float *dst, const void *src, size_t n)) \
+    OP(void, upload_f64, (void *dst, const double *src, size_t n)) \
+    OP(void, download_f64, (double *dst, const void *src, size_t n)) \
+    OP(void, upload_i32, (int32_t *dst, const int32_t *src, size_t n)) \
+    OP(void, download_i32, (int32_t *dst, const int32_t *src, size_t n)) \
+    OP(void, zero, (void *dst, size_t n)) \
+    OP(void, copy, (void *dst, const void *src, size_t n)) \
+    OP(void, synchronize, (void)) \
+    \
+    /* ---- embedding: out[b,t] = wte[tokens[b,t]] + wpe[t] ------------------------------------- */ \
+    /* out (B,T,C), tokens (B,T), wte (V,C), wpe (T,C) */ \
+    OP(void, encoder_forward, (void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C)) \
+    /* dwte (+=) (V,C), dwpe (+=) (T,C), dout (B,T,C) */ \
+    OP(void, encoder_backward, (void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T, int C)) \
+    \
+    /* ---- LayerNorm over the last axis, eps 1e-5 ---------------------------------------------- */ \
+    /* out (N,C), mean (N), rstd (N), inp (N,C), weight (C), bias (C) */ \
+    OP(void, layernorm_forward, (void *out, void *mean, void *rstd, const void *inp, const void *weight, const void *bias, \
+                                 int N, int C)) \
+    /* dinp (+=) (N,C), dweight (+=) (C), dbias (+=) (C) */ \
+    OP(void, layernorm_backward, (void *dinp, void *dweight, void *dbias, const void *dout, const void *inp, \
+                                  const void *weight, const void *mean, const void *rstd, int N, int C)) \
+    \
+    /* ---- dense layer: out = inp W^T + bias --------------------------------------------------- */ \
+    /* out (N,OC), inp (N,C), weight (OC,C), bias (OC) or NULL */ \
+    OP(void, matmul_forward, (void *out, const void *inp, const void *weight, const void *bias, int N, int C, int OC)) \
+    /* dinp (+=) (N,C), dweight (+=) (OC,C), dbias (+=) (OC) or NULL, dout (N,OC) */ \
+    OP(void, matmul_backward, (void *dinp, void *dweight, void *dbias, const void *dout, const void *inp, \
+                               const void *weight, int N, int C, int OC)) \
+    \
+    /* ---- elementwise ------------------------------------------------------------------------- */ \
+    OP(void, gelu_forward, (void *out, const void *inp, size_t n))                      /* tanh approximation */ \
+    OP(void, gelu_backward, (void *dinp, const void *inp, const void *dout, size_t n))  /* dinp (+=) */ \
+    OP(void, add, (void *out, const void *a, const void *b, size_t n))                  /* out = a + b */ \
+    OP(void, accumulate, (void *dst, const void *src, size_t n))                        /* dst += src */ \
+    OP(void, scale, (void *x, double factor, size_t n))                                 /* x *= factor */ \
+    OP(void, scale_rows, (void *x, const void *factors, int B, size_t n))  /* x (B,n) *= factors (B) per row */ \
+    \
+    /* ---- attention pieces (BH = B * NH; heads are (B,NH,T,hs)) ------------------------------- */ \
+    /* q, k, v (B,NH,T,hs) from qkv (B,T,3C) laid out [q | k | v], each C = NH * hs */ \
+    OP(void, heads_split, (void *q, void *k, void *v, const void *qkv, int B, int T, int NH, int hs)) \
+    /* dqkv (+=) (B,T,3C) from dq, dk, dv (B,NH,T,hs) */ \
+    OP(void, heads_split_backward, (void *dqkv, const void *dq, const void *dk, const void *dv, int B, int T, int NH, int hs)) \
+    /* out (B,T,C) from y (B,NH,T,hs) */ \
+    OP(void, heads_merge, (void *out, const void *y, int B, int T, int NH, int hs)) \
+    /* dy (=) (B,NH,T,hs) from dout (B,T,C) */ \
+    OP(void, heads_merge_backward, (void *dy, const void *dout, int B, int T, int NH, int hs)) \
+    /* scores (BH,T,T) = scale * q k^T; entries above the diagonal are left unspecified */ \
+    OP(void, attn_scores, (void *scores, const void *q, const void *k, double scale, int BH, int T, int hs)) \
+    /* dq (+=), dk (+=) (BH,T,hs) = scale dscores k, scale dscores^T q. dscores (BH,T,T) must hold */ \
+    /* zeros above the diagonal, as both of its producers (softmax_causal_backward and */ \
+    /* sga_blend_backward) leave it: the whole square is read */ \
+    OP(void, attn_scores_backward, (void *dq, void *dk, const void *dscores, const void *q, const void *k, \
+                                    double scale, int BH, int T, int hs)) \
+    /* probs (BH,T,T): causal softmax of each row of scores over j <= i, exact zeros for j > i */ \
+    OP(void, softmax_causal_forward, (void *probs, const void *scores, int BH, int T)) \
+    /* dscores (=) (BH,T,T), exact zeros above the diagonal (whatever the buffer held before) */ \
+    OP(void, softmax_causal_backward, (void *dscores, const void *dprobs, const void *probs, int BH, int T)) \
+    /* y (BH,T,hs) = probs v */ \
+    OP(void, attn_values, (void *y, const void *probs, const void *v, int BH, int T, int hs)) \
+    /* dprobs (=) (BH,T,T), dv (+=) (BH,T,hs) */ \
+    OP(void, attn_values_backward, (void *dprobs, void *dv, const void *dy, const void *probs, const void *v, \
+                                    int BH, int T, int hs)) \
+    \
+    /* ---- dense linear algebra (R3SI) --------------------------------------------------------- */ \
+    /* C (M,N) = alpha op(A) op(B) + beta C, row-major, op = transpose where trans is set */ \
+    OP(void, gemm, (int transA, int transB, int M, int N, int K, double alpha, const void *A, int lda, const void *B, \
+                    int ldb, double beta, void *C, int ldc)) \
+    OP(void, axpy, (void *y, double a, const void *x, size_t n))       /* y (+=) a x */ \
+    OP(double, diag_sum, (const void *C, int D))                         /* trace of (D,D) */ \
+    OP(void, column_sums, (void *sums, const void *X, int N, int D))   /* sums (+=) (D) over the rows of X (N,D) */ \
+    \
+    /* ---- attention entropy ------------------------------------------------------------------- */ \
+    /* ent (BH,T) = -sum_j p_ij log p_ij (nats) of each causal row of probs (BH,T,T) */ \
+    OP(void, attn_row_entropy, (void *ent, const void *probs, int BH, int T)) \
+    /* sum over rows i >= 1 of H_i / ln(i+1), and dprobs (+=) weight x its gradient */ \
+    OP(double, attn_entropy_reg_sum, (const void *probs, int BH, int T)) \
+    OP(void, attn_entropy_reg_backward, (void *dprobs, const void *probs, double weight, int BH, int T)) \
+    /* y (B,NH,T,hs) *= mask (NH): head pruning at evaluation */ \
+    OP(void, head_mask_apply, (void *y, const void *mask, int B, int NH, int T, int hs)) \
+    \
+    /* ---- loss -------------------------------------------------------------------------------- */ \
+    /* probs (N,V) = softmax(logits) (may alias logits); losses (N) = -log probs[target], 0 where target < 0 */ \
+    OP(void, crossentropy_forward, (void *losses, void *probs, const void *logits, const int32_t *targets, int N, int V)) \
+    /* dlogits (=) (N,V) = dloss * (probs - onehot(target)), 0 rows where target < 0; may alias probs */ \
+    OP(void, crossentropy_backward, (void *dlogits, const void *probs, const int32_t *targets, double dloss, int N, int V)) \
+    /* predictions (N) = argmax over V of logits/probs (N,V) */ \
+    OP(void, argmax_rows, (int32_t *predictions, const void *probs, int N, int V)) \
+    \
+    /* ---- Spectral Gated Attention (DESIGN section 4); R rows of length T --------------------- */ \
+    /* out (R,T) = orthonormal DCT-II of each row (inverse = 0) or its inverse (inverse = 1) */ \
+    OP(void, dct_rows, (void *out, const void *in, int R, int T, int inverse)) \
+    /* out (BH,T,T) = in for j <= i, 0 above; and its gradient, out (+=) on the triangle only */ \
+    OP(void, causal_lower_copy, (void *out, const void *in, int BH, int T)) \
+    OP(void, causal_lower_accumulate, (void *out, const void *in, int BH, int T)) \
+    /* stats (R,4) = DC fraction, centroid, flatness, normalised entropy of each row's power spectrum */ \
+    OP(void, sga_stats_forward, (void *stats, const void *spec, int R, int T)) \
+    OP(void, sga_stats_backward, (void *dspec, const void *dstats, const void *spec, int R, int T))   /* dspec (+=) */ \
+    /* U (R, De+4) = [e (De) | stats (R,4)] and its gradient: de (+=) (De), dstats (=) (R,4) */ \
+    OP(void, sga_gate_input, (void *U, const void *e, const void *stats, int R, int De)) \
+    OP(void, sga_gate_input_backward, (void *de, void *dstats, const void *dU, int R, int De)) \
+    OP(void, sga_fixed_gate, (void *G, int R, int T))                                   /* G (R,T) fixed gains */ \
+    /* y (n) = g * s, the gated spectrum. With `logits`, gate holds the MLP's output l and becomes */ \
+    /* g = sigmoid(l) in place; without, it holds fixed gains g. */ \
+    OP(void, sga_gate_apply, (void *y, void *gate, const void *spec, size_t n, int logits)) \
+    /* For y = g * s with g = sigmoid(l): dspec (=) dy g; dgate (=) dy s g (1 - g), the gradient at l, */ \
+    /* or NULL to skip it (fixed gains have nothing to learn) */ \
+    OP(void, sga_gate_backward, (void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n)) \
+    /* out = (1 - alpha) a + alpha z' on the causal triangle, alpha = clamp(alpha_raw[0], 0, 1) (NULL: 1) */ \
+    OP(void, sga_blend_forward, (void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T)) \
+    /* da (=) (1 - alpha) dout on the triangle and exact zeros above (whatever the buffer held before: */ \
+    /* da is a dscores of attn_scores_backward), dzprime (=), dalpha_raw (+=, one element; may be NULL) */ \
+    OP(void, sga_blend_backward, (void *da, void *dzprime, void *dalpha_raw, const void *dout, const void *a, \
+                                  const void *zprime, const void *alpha_raw, int BH, int T)) \
+    \
+    /* ---- reductions and optimizer ------------------------------------------------------------ */ \
+    OP(double, sum, (const void *x, size_t n))          /* deterministic, accumulated in double */ \
+    OP(double, sum_squares, (const void *x, size_t n))  /* deterministic, accumulated in double */ \
+    /* AdamW with bias correction at step t (1-based); grads are multiplied by grad_scale first. */ \
+    /* params, m, v (n) updated in place */ \
+    OP(void, adamw_update, (void *params, const void *grads, void *m, void *v, size_t n, double lr, double beta1, \
+                            double beta2, double eps, double weight_decay, double grad_scale, long t))
+
+// A member of struct Backend per op: a pointer to the op's function.
+#define BACKEND_OP_MEMBER(ret, name, params) ret (*name) params;
+
 struct Backend {
     const char *name;          // "cpu-f32", "cpu-f64", "cuda"
     size_t elem_size;          // bytes per element of a float tensor
     // Bytes of one tensor slice that stays in cache across a chain of row-wise ops; model code may
     // run such chains (SGA) slice by slice. 0: run whole tensors (GPUs, where big launches pay).
     size_t working_set_bytes;
-
-    // ---- memory -----------------------------------------------------------------------------
-    void *(*alloc)(size_t n);                                   // n float elements, zeroed
-    int32_t *(*alloc_i32)(size_t n);                            // n int32 elements, zeroed
-    void (*free)(void *p);
-    void (*upload)(void *dst, const float *src, size_t n);
-    void (*download)(float *dst, const void *src, size_t n);
-    void (*upload_f64)(void *dst, const double *src, size_t n);
-    void (*download_f64)(double *dst, const void *src, size_t n);
-    void (*upload_i32)(int32_t *dst, const int32_t *src, size_t n);
-    void (*download_i32)(int32_t *dst, const int32_t *src, size_t n);
-    void (*zero)(void *dst, size_t n);
-    void (*copy)(void *dst, const void *src, size_t n);
-    void (*synchronize)(void);
-
-    // ---- embedding: out[b,t] = wte[tokens[b,t]] + wpe[t] -----------------------------------------
-    // out (B,T,C), tokens (B,T), wte (V,C), wpe (T,C)
-    void (*encoder_forward)(void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C);
-    // dwte (+=) (V,C), dwpe (+=) (T,C), dout (B,T,C)
-    void (*encoder_backward)(void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T, int C);
-
-    // ---- LayerNorm over the last axis, eps 1e-5 ------------------------------------------------
-    // out (N,C), mean (N), rstd (N), inp (N,C), weight (C), bias (C)
-    void (*layernorm_forward)(void *out, void *mean, void *rstd, const void *inp, const void *weight, const void *bias, int N, int C);
-    // dinp (+=) (N,C), dweight (+=) (C), dbias (+=) (C)
-    void (*layernorm_backward)(void *dinp, void *dweight, void *dbias, const void *dout, const void *inp,
-                               const void *weight, const void *mean, const void *rstd, int N, int C);
-
-    // ---- dense layer: out = inp W^T + bias -------------------------------------------------------
-    // out (N,OC), inp (N,C), weight (OC,C), bias (OC) or NULL
-    void (*matmul_forward)(void *out, const void *inp, const void *weight, const void *bias, int N, int C, int OC);
-    // dinp (+=) (N,C), dweight (+=) (OC,C), dbias (+=) (OC) or NULL, dout (N,OC)
-    void (*matmul_backward)(void *dinp, void *dweight, void *dbias, const void *dout, const void *inp,
-                            const void *weight, int N, int C, int OC);
-
-    // ---- elementwise ----------------------------------------------------------------------------
-    void (*gelu_forward)(void *out, const void *inp, size_t n);                       // tanh approximation
-    void (*gelu_backward)(void *dinp, const void *inp, const void *dout, size_t n);  // dinp (+=)
-    void (*add)(void *out, const void *a, const void *b, size_t n);                  // out = a + b
-    void (*accumulate)(void *dst, const void *src, size_t n);                        // dst += src
-    void (*scale)(void *x, double factor, size_t n);                                 // x *= factor
-    void (*scale_rows)(void *x, const void *factors, int B, size_t n);               // x (B,n) *= factors (B) per row
-
-    // ---- attention pieces (BH = B * NH; heads are (B,NH,T,hs)) ------------------------------------
-    // q, k, v (B,NH,T,hs) from qkv (B,T,3C) laid out [q | k | v], each C = NH * hs
-    void (*heads_split)(void *q, void *k, void *v, const void *qkv, int B, int T, int NH, int hs);
-    // dqkv (+=) (B,T,3C) from dq, dk, dv (B,NH,T,hs)
-    void (*heads_split_backward)(void *dqkv, const void *dq, const void *dk, const void *dv, int B, int T, int NH, int hs);
-    // out (B,T,C) from y (B,NH,T,hs)
-    void (*heads_merge)(void *out, const void *y, int B, int T, int NH, int hs);
-    // dy (=) (B,NH,T,hs) from dout (B,T,C)
-    void (*heads_merge_backward)(void *dy, const void *dout, int B, int T, int NH, int hs);
-    // scores (BH,T,T) = scale * q k^T; entries above the diagonal are left unspecified
-    void (*attn_scores)(void *scores, const void *q, const void *k, double scale, int BH, int T, int hs);
-    // dq (+=), dk (+=) (BH,T,hs) from dscores (BH,T,T); only the causal lower triangle of dscores is read
-    void (*attn_scores_backward)(void *dq, void *dk, const void *dscores, const void *q, const void *k,
-                                 double scale, int BH, int T, int hs);
-    // probs (BH,T,T): causal softmax of each row of scores over j <= i, exact zeros for j > i
-    void (*softmax_causal_forward)(void *probs, const void *scores, int BH, int T);
-    // dscores (=) (BH,T,T), zeros above the diagonal
-    void (*softmax_causal_backward)(void *dscores, const void *dprobs, const void *probs, int BH, int T);
-    // y (BH,T,hs) = probs v
-    void (*attn_values)(void *y, const void *probs, const void *v, int BH, int T, int hs);
-    // dprobs (=) (BH,T,T), dv (+=) (BH,T,hs)
-    void (*attn_values_backward)(void *dprobs, void *dv, const void *dy, const void *probs, const void *v,
-                                 int BH, int T, int hs);
-
-    // ---- dense linear algebra (R3SI) -------------------------------------------------------------
-    // C (M,N) = alpha op(A) op(B) + beta C, row-major, op = transpose where trans is set
-    void (*gemm)(int transA, int transB, int M, int N, int K, double alpha, const void *A, int lda, const void *B, int ldb,
-                 double beta, void *C, int ldc);
-    void (*axpy)(void *y, double a, const void *x, size_t n);        // y (+=) a x
-    double (*diag_sum)(const void *C, int D);                          // trace of (D,D)
-    void (*column_sums)(void *sums, const void *X, int N, int D);      // sums (+=) (D) over the rows of X (N,D)
-
-    // ---- attention entropy ------------------------------------------------------------------------
-    // ent (BH,T) = -sum_j p_ij log p_ij (nats) of each causal row of probs (BH,T,T)
-    void (*attn_row_entropy)(void *ent, const void *probs, int BH, int T);
-    // sum over rows i >= 1 of H_i / ln(i+1), and dprobs (+=) weight x its gradient
-    double (*attn_entropy_reg_sum)(const void *probs, int BH, int T);
-    void (*attn_entropy_reg_backward)(void *dprobs, const void *probs, double weight, int BH, int T);
-    // y (B,NH,T,hs) *= mask (NH): head pruning at evaluation
-    void (*head_mask_apply)(void *y, const void *mask, int B, int NH, int T, int hs);
-
-    // ---- loss -------------------------------------------------------------------------------------
-    // probs (N,V) = softmax(logits) (may alias logits); losses (N) = -log probs[target], 0 where target < 0
-    void (*crossentropy_forward)(void *losses, void *probs, const void *logits, const int32_t *targets, int N, int V);
-    // dlogits (=) (N,V) = dloss * (probs - onehot(target)), 0 rows where target < 0; may alias probs
-    void (*crossentropy_backward)(void *dlogits, const void *probs, const int32_t *targets, double dloss, int N, int V);
-    // predictions (N) = argmax over V of logits/probs (N,V)
-    void (*argmax_rows)(int32_t *predictions, const void *probs, int N, int V);
-
-    // ---- Spectral Gated Attention (DESIGN section 4); R rows of length T -------------------------
-    // out (R,T) = orthonormal DCT-II of each row (inverse = 0) or its inverse (inverse = 1)
-    void (*dct_rows)(void *out, const void *in, int R, int T, int inverse);
-    // out (BH,T,T) = in for j <= i, 0 above; and its gradient, out (+=) on the triangle only
-    void (*causal_lower_copy)(void *out, const void *in, int BH, int T);
-    void (*causal_lower_accumulate)(void *out, const void *in, int BH, int T);
-    // stats (R,4) = DC fraction, centroid, flatness, normalised entropy of each row's power spectrum
-    void (*sga_stats_forward)(void *stats, const void *spec, int R, int T);
-    void (*sga_stats_backward)(void *dspec, const void *dstats, const void *spec, int R, int T);   // dspec (+=)
-    // U (R, De+4) = [e (De) | stats (R,4)] and its gradient: de (+=) (De), dstats (=) (R,4)
-    void (*sga_gate_input)(void *U, const void *e, const void *stats, int R, int De);
-    void (*sga_gate_input_backward)(void *de, void *dstats, const void *dU, int R, int De);
-    void (*sga_fixed_gate)(void *G, int R, int T);                                   // G (R,T) fixed gains
-    // y (n) = g * s, the gated spectrum. With `logits`, gate holds the MLP's output l and becomes
-    // g = sigmoid(l) in place; without, it holds fixed gains g.
-    void (*sga_gate_apply)(void *y, void *gate, const void *spec, size_t n, int logits);
-    // For y = g * s with g = sigmoid(l): dspec (=) dy g; dgate (=) dy s g (1 - g), the gradient at l,
-    // or NULL to skip it (fixed gains have nothing to learn)
-    void (*sga_gate_backward)(void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n);
-    // out = (1 - alpha) a + alpha z' on the causal triangle, alpha = clamp(alpha_raw[0], 0, 1) (NULL: 1)
-    void (*sga_blend_forward)(void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T);
-    // da (=) (1 - alpha) dout on the triangle and 0 above, dzprime (=), dalpha_raw (+=, one element; may be NULL)
-    void (*sga_blend_backward)(void *da, void *dzprime, void *dalpha_raw, const void *dout, const void *a, const void *zprime,
-                               const void *alpha_raw, int BH, int T);
-
-    // ---- reductions and optimizer -----------------------------------------------------------------
-    double (*sum)(const void *x, size_t n);          // deterministic, accumulated in double
-    double (*sum_squares)(const void *x, size_t n);  // deterministic, accumulated in double
-    // AdamW with bias correction at step t (1-based); grads are multiplied by grad_scale first.
-    // params, m, v (n) updated in place
-    void (*adamw_update)(void *params, const void *grads, void *m, void *v, size_t n, double lr, double beta1,
-                         double beta2, double eps, double weight_decay, double grad_scale, long t);
+    // The ops, in the order of BACKEND_OPS; nothing follows them.
+    BACKEND_OPS(BACKEND_OP_MEMBER)
 };
 
 // The CPU backends: fp32 (the trainer's reference backend) and fp64 (the oracle of gradient tests).

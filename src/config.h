@@ -1,7 +1,7 @@
 // config.h: the validated, fully resolved configuration of a run.
 //
 // Loaded from a libconfig file plus `--set key=value` overrides. Every key is declared in one
-// schema table (config.c) with its type, default and allowed range: an unknown key, a wrong
+// schema table (config_schema.c) with its type, default and allowed range: an unknown key, a wrong
 // type or an out-of-range value is bad input (exit 2) with a message `file:line: key: reason`
 // or `--set key: reason`.
 #pragma once

@@ -353,6 +353,8 @@ static void test_sga_blend_backward(void **state) {
                 char label[96];
                 snprintf(label, sizeof label, "da (=) %s", what);
                 expect_close("sga_blend_backward", label, da);
+                // da is a dscores of attn_scores_backward: exact zeros above the diagonal over the garbage
+                assert_int_equal(pair_gpu_nonzero_above_diagonal(da, n), 0);
                 snprintf(label, sizeof label, "dz' %s", what);
                 expect_close("sga_blend_backward", label, dzp);
                 if (with_dalpha) {

@@ -243,6 +243,63 @@ static void test_causal_softmax_masks_future_and_normalises(void **state) {
     free(s); free(p); be->free(scores); be->free(probs);
 }
 
+// ---- the dscores contract ---------------------------------------------------------------------
+// attn_scores_backward reads dscores as a full square and relies on zeros above the diagonal
+// (backend.h); its two producers, softmax_causal_backward and sga_blend_backward (da), must write
+// them as exact zeros, whatever their output buffer held before (here NaN and 1e30).
+
+// A (BH,T,T) device tensor of garbage: NaN and 1e30, alternately.
+static void *garbage_square(const Backend *be, int BH, int T) {
+    size_t n = (size_t)BH * T * T;
+    double *h = malloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) h[i] = i % 2 ? NAN : 1e30;
+    void *dev = gc_upload(be, h, n);
+    free(h);
+    return dev;
+}
+
+// Exact zeros above the diagonal of every (T,T) matrix of dev (BH,T,T), finite values on the triangle.
+static void assert_causal_with_exact_zeros(const Backend *be, const char *what, const void *dev, int BH, int T) {
+    double *h = gc_download(be, dev, (size_t)BH * T * T);
+    for (size_t idx = 0; idx < (size_t)BH * T * T; idx++) {
+        size_t j = idx % T, i = (idx / T) % T;
+        if (j > i ? h[idx] != 0.0 : !isfinite(h[idx]))
+            fail_msg("%s (%s): entry %zu (i = %zu, j = %zu) is %g", what, be->name, idx, i, j, h[idx]);
+    }
+    free(h);
+}
+
+static void test_dscores_producers_write_exact_zeros_above_the_diagonal(void **state) {
+    (void)state;
+    const Backend *backends[] = {backend_cpu_f32(), backend_cpu_f64()};
+    int BH = 3, T = 7;
+    size_t n = (size_t)BH * T * T;
+    for (int b = 0; b < 2; b++) {
+        const Backend *be = backends[b];
+        double *hs = gc_random(n, 30, 2.0), *hdp = gc_random(n, 31, 1.0), *ha = gc_random(n, 32, 1.0);
+        double *hz = gc_random(n, 33, 1.0), *hdout = gc_random(n, 34, 1.0), alpha = 0.3;
+        void *scores = gc_upload(be, hs, n), *dprobs = gc_upload(be, hdp, n), *a = gc_upload(be, ha, n);
+        void *zp = gc_upload(be, hz, n), *dout = gc_upload(be, hdout, n), *alpha_raw = gc_upload(be, &alpha, 1);
+        void *probs = be->alloc(n);
+        be->softmax_causal_forward(probs, scores, BH, T);
+        void *dscores = garbage_square(be, BH, T);
+        be->softmax_causal_backward(dscores, dprobs, probs, BH, T);
+        assert_causal_with_exact_zeros(be, "softmax_causal_backward dscores", dscores, BH, T);
+        be->free(dscores);
+        // The blend with a blend parameter and without one (alpha = 1: da is 0 on the triangle too).
+        for (int with_alpha = 0; with_alpha < 2; with_alpha++) {
+            void *da = garbage_square(be, BH, T), *dzp = garbage_square(be, BH, T);
+            be->sga_blend_backward(da, dzp, NULL, dout, a, zp, with_alpha ? alpha_raw : NULL, BH, T);
+            assert_causal_with_exact_zeros(be, with_alpha ? "sga_blend_backward da" : "sga_blend_backward da, no alpha",
+                                           da, BH, T);
+            be->free(da); be->free(dzp);
+        }
+        void *ptrs[] = {scores, dprobs, a, zp, dout, alpha_raw, probs};
+        for (int i = 0; i < 7; i++) be->free(ptrs[i]);
+        free(hs); free(hdp); free(ha); free(hz); free(hdout);
+    }
+}
+
 // ---- cross-entropy ----------------------------------------------------------------------------
 typedef struct { int N, V; int32_t targets[6]; double dloss; } CeCtx;
 
@@ -305,6 +362,7 @@ int main(void) {
         cmocka_unit_test(test_encoder_backward_matches_finite_differences),
         cmocka_unit_test(test_attention_backward_matches_finite_differences),
         cmocka_unit_test(test_causal_softmax_masks_future_and_normalises),
+        cmocka_unit_test(test_dscores_producers_write_exact_zeros_above_the_diagonal),
         cmocka_unit_test(test_crossentropy_backward_matches_finite_differences),
         cmocka_unit_test(test_crossentropy_ignores_masked_targets),
     };
