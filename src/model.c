@@ -163,16 +163,23 @@ ModuleParamCounts model_count_params(const ModelShape *shape) {
 // on a 16-element (64-byte) boundary for vector loads.
 #define ALIGN_ELEMS(n) (((n) + 15) / 16 * 16)
 
+// Lays the present parameters of `role` (not per layer) out from *offset on, as one region.
+static void place_region(Model *m, ParamRole role, ModelRegion *region, size_t *offset) {
+    region->offset = *offset;
+    for (int i = 0; i < m->n_params; i++) {
+        ParamInfo *p = &m->params[i];
+        if (!p->present || p->role != role) continue;
+        p->offset = *offset;
+        *offset += ALIGN_ELEMS(p->numel);
+    }
+    region->numel = *offset - region->offset;
+}
+
 void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, int layer_end, int has_embedding, int has_head,
                 size_t arena_multiple) {
-    memset(m, 0, sizeof *m);
     shape = with_defaults(shape);
-    m->shape = shape;
-    m->be = be;
-    m->layer_begin = layer_begin;
-    m->layer_end = layer_end;
-    m->has_embedding = has_embedding;
-    m->has_head = has_head;
+    *m = (Model){.shape = shape, .be = be, .layer_begin = layer_begin, .layer_end = layer_end,
+                 .has_embedding = has_embedding, .has_head = has_head};
     ParamTable t;
     describe_params(&shape, &t);
     m->n_params = t.n;
@@ -197,14 +204,7 @@ void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, 
         p->numel = p->present ? p->slice_numel * (p->role == ROLE_BLOCK ? (size_t)layers_here : 1) : 0;
     }
     size_t offset = 0;
-    m->regions[REGION_EMBEDDING].offset = offset;
-    for (int i = 0; i < m->n_params; i++) {
-        ParamInfo *p = &m->params[i];
-        if (!p->present || p->role != ROLE_EMBEDDING) continue;
-        p->offset = offset;
-        offset += ALIGN_ELEMS(p->numel);
-    }
-    m->regions[REGION_EMBEDDING].numel = offset - m->regions[REGION_EMBEDDING].offset;
+    place_region(m, ROLE_EMBEDDING, &m->regions[REGION_EMBEDDING], &offset);
     // Block parameters: layer by layer, each layer's slices in table order.
     m->layer_offset = xcalloc((size_t)n_local + 1, sizeof(size_t));
     m->slice_offset = xmalloc(sizeof(size_t) * (size_t)m->n_params * (size_t)(n_local > 0 ? n_local : 1));
@@ -220,14 +220,7 @@ void model_init(Model *m, const Backend *be, ModelShape shape, int layer_begin, 
         }
     }
     m->layer_offset[n_local] = offset;
-    m->regions[REGION_HEAD].offset = offset;
-    for (int i = 0; i < m->n_params; i++) {
-        ParamInfo *p = &m->params[i];
-        if (!p->present || p->role != ROLE_HEAD) continue;
-        p->offset = offset;
-        offset += ALIGN_ELEMS(p->numel);
-    }
-    m->regions[REGION_HEAD].numel = offset - m->regions[REGION_HEAD].offset;
+    place_region(m, ROLE_HEAD, &m->regions[REGION_HEAD], &offset);
     if (arena_multiple > 1) offset = (offset + arena_multiple - 1) / arena_multiple * arena_multiple;
     m->num_params = offset;
     m->params_mem = be->alloc(offset);
@@ -513,6 +506,13 @@ static const void *gained(Model *m, Activations *a, const void *gains, void *dst
     return dst;
 }
 
+// out (B,T,C) = x + the branch output staged in a->dtmp, times each sequence's gain (if any).
+static void add_branch(Model *m, Activations *a, const void *gains, void *out, const void *x) {
+    size_t row = (size_t)a->T * m->shape.d_model;
+    if (gains) m->be->scale_rows(a->dtmp, gains, a->B, row);
+    m->be->add(out, x, a->dtmp, (size_t)a->B * row);
+}
+
 static void block_forward(Model *m, Activations *a, int li) {
     const Backend *be = m->be;
     int layer = m->layer_begin + li, C = m->shape.d_model, N = a->B * a->T;
@@ -533,27 +533,22 @@ static void block_forward(Model *m, Activations *a, int li) {
         return;
     }
     const void *gains = branch_gains(m, a, li, 1);
-    size_t row = (size_t)a->T * C;
-    // The attention and MLP outputs are staged in the dtmp scratch before their residual add.
+    // Each branch's output is staged in the dtmp scratch before its (gained) residual add.
     if (m->shape.norm == NORM_PRE) {
         // x' = x + Attn(LN1(x)); out = x' + MLP(LN2(x'))
         be->layernorm_forward(l.ln1, l.ln1_mean, l.ln1_rstd, x, model_param(m, PARAM_LN1_W, layer), model_param(m, PARAM_LN1_B, layer), N, C);
         attention_forward(m, a, &l, li, l.ln1, a->dtmp);
-        if (gains) be->scale_rows(a->dtmp, gains, a->B, row);
-        be->add(l.resid_mid, x, a->dtmp, (size_t)N * C);
+        add_branch(m, a, gains, l.resid_mid, x);
         be->layernorm_forward(l.ln2, l.ln2_mean, l.ln2_rstd, l.resid_mid, model_param(m, PARAM_LN2_W, layer), model_param(m, PARAM_LN2_B, layer), N, C);
         mlp_forward(m, &l, layer, N, l.ln2, a->dtmp);
-        if (gains) be->scale_rows(a->dtmp, gains, a->B, row);
-        be->add(l.resid_out, l.resid_mid, a->dtmp, (size_t)N * C);
+        add_branch(m, a, gains, l.resid_out, l.resid_mid);
     } else {
         // x' = LN1(x + Attn(x)); out = LN2(x' + MLP(x'))
         attention_forward(m, a, &l, li, x, a->dtmp);
-        if (gains) be->scale_rows(a->dtmp, gains, a->B, row);
-        be->add(l.resid_mid, x, a->dtmp, (size_t)N * C);
+        add_branch(m, a, gains, l.resid_mid, x);
         be->layernorm_forward(l.ln1, l.ln1_mean, l.ln1_rstd, l.resid_mid, model_param(m, PARAM_LN1_W, layer), model_param(m, PARAM_LN1_B, layer), N, C);
         mlp_forward(m, &l, layer, N, l.ln1, a->dtmp);
-        if (gains) be->scale_rows(a->dtmp, gains, a->B, row);
-        be->add(l.resid_out, l.ln1, a->dtmp, (size_t)N * C);
+        add_branch(m, a, gains, l.resid_out, l.ln1);
         be->layernorm_forward(l.ln2, l.ln2_mean, l.ln2_rstd, l.resid_out, model_param(m, PARAM_LN2_W, layer), model_param(m, PARAM_LN2_B, layer), N, C);
     }
 }

@@ -15,7 +15,7 @@ MODULE_HEADERS = ["attention_variant.h", "attn_core.h", "block_hook.h", "layer_c
                   "param_spec.h", "step_context.h", "sga.h", "r3si.h", "stream_stats.h"]
 # Sources of the variants and hooks.
 MODULE_SOURCES = ["attention_variants.c", "attn_core.c", "attn_sdpa.c", "attn_head_scale.c", "sga.c",
-                  "block_hooks.c", "r3si.c", "layerdrop.c", "stochastic_depth.c", "stream_stats.c"]
+                  "block_hooks.c", "r3si.c", "block_drop.c", "stream_stats.c"]
 # What must stay ignorant of the attention variants.
 VARIANT_BLIND = [SRC / "train.c", SRC / "train.h", SRC / "schedule.c", SRC / "schedule.h", SRC / "comm.h",
                  SRC / "comm_mpi.c", SRC / "comm_groups.c", SRC / "comm_groups.h", ROOT / "cuda" / "comm_nccl.c",
