@@ -1,8 +1,12 @@
 """Shared fixtures of the pytest suite: the binary, a runner that captures exit code and output,
-and writers of data files in the public formats."""
+the checks of bad input's one error line, writers of data files in the public formats, and
+helpers for runs that other processes watch (the ranks of an mpirun, waiting on a file)."""
+import importlib.machinery
+import importlib.util
 import os
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,47 @@ def entrank():
         return proc
 
     return run
+
+
+def set_args(*overrides):
+    """`--set` before each override: set_args("a=1", "b=2") == ["--set", "a=1", "--set", "b=2"]."""
+    return [x for o in overrides for x in ("--set", o)]
+
+
+def one_line_error(proc):
+    """Bad input prints exactly one non-blank line on stderr; returns it."""
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def entrank_lines(stderr):
+    """The lines entrank itself printed (mpirun and the MPI library may add their own)."""
+    return [l for l in stderr.splitlines() if l.startswith("entrank:")]
+
+
+def entrank_error(proc, code=2):
+    """Exit `code` and exactly one `entrank:` line on stderr (for runs under mpirun, whose own
+    lines may come with it); returns that line."""
+    assert proc.returncode == code, proc.stderr
+    ours = entrank_lines(proc.stderr)
+    assert len(ours) == 1, proc.stderr
+    return ours[0]
+
+
+def start_entrank(*args, **popen_kw):
+    """bin/entrank started in the background on one thread, for tests that watch a run as it goes."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return subprocess.Popen([str(BIN), *map(str, args)], cwd=ROOT, env=env, **popen_kw)
+
+
+def load_source(name, path):
+    """A Python program without the .py ending (slurm/submit, analysis/summarize) as a module."""
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
 
 
 def write_llmc_shard(path, tokens, magic=20240520, version=1, count=None):
@@ -75,6 +120,11 @@ MPI_ENV = {
 }
 
 
+def mpirun_cmd(n, program, *args):
+    """The command line that starts `program` on n ranks (run it with MPI_ENV)."""
+    return ["mpirun", "-np", str(n), "--bind-to", "none", str(program), *map(str, args)]
+
+
 @pytest.fixture(scope="session")
 def mpirun():
     if not BIN.exists():
@@ -82,7 +132,7 @@ def mpirun():
 
     def run(n, *args, timeout=600, check=None, env_extra=None, popen=False):
         env = dict(os.environ, **MPI_ENV, **(env_extra or {}))
-        cmd = ["mpirun", "-np", str(n), "--bind-to", "none", str(BIN), *map(str, args)]
+        cmd = mpirun_cmd(n, BIN, *args)
         if popen:
             return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
@@ -91,6 +141,36 @@ def mpirun():
         return proc
 
     return run
+
+
+def child_pids(parent, command=None):
+    """The processes whose parent is `parent` (the ranks an mpirun started), in /proc order; with
+    `command`, only those whose program name ends with it."""
+    pids = []
+    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if command is not None:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if not f.read().split(b"\0")[0].endswith(command.encode()):
+                        continue
+        except OSError:
+            continue
+        if ppid == parent:
+            pids.append(pid)
+    return pids
+
+
+def wait_for(condition, timeout, poll):
+    """Calls condition() every `poll` seconds until it is true or `timeout` seconds have passed;
+    returns whether it came true."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(poll)
+    return False
 
 
 def small_model(layers=8, steps=20, extra=()):
@@ -109,7 +189,12 @@ def read_losses(run_dir):
         return f["steps/step"][:], f["steps/loss"][:]
 
 
-def read_params(checkpoint):
+def read_group(path, group):
+    """Every dataset of one group of an HDF5 file (metrics.h5, a checkpoint), by name."""
     import h5py
-    with h5py.File(checkpoint, "r") as f:
-        return {k: f["params"][k][...] for k in f["params"]}
+    with h5py.File(path, "r") as f:
+        return {k: f[group][k][...] for k in f[group]}
+
+
+def read_params(checkpoint):
+    return read_group(checkpoint, "params")

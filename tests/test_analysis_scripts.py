@@ -8,8 +8,6 @@ Two kinds of input:
   trainer is still writing it and after it has finished.
 """
 import csv
-import importlib.machinery
-import importlib.util
 import io
 import json
 import math
@@ -24,6 +22,7 @@ import numpy as np
 import pytest
 
 import h5py
+from conftest import BIN, load_source, start_entrank
 
 ROOT = Path(__file__).resolve().parent.parent
 ANALYSIS = ROOT / "analysis"
@@ -34,11 +33,12 @@ import entrank_metrics as em  # noqa: E402
 
 def load_script(name):
     """An analysis command (a file without .py) as a module, to call its main() in-process."""
-    loader = importlib.machinery.SourceFileLoader(f"analysis_{name}", str(ANALYSIS / name))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
+    return load_source(f"analysis_{name}", ANALYSIS / name)
+
+
+def run_script(name, *args, timeout=60):
+    """An analysis command run as its own process, its output captured."""
+    return subprocess.run([PYTHON, str(ANALYSIS / name), *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
 SUMMARIZE, COMPARE, PLOT = load_script("summarize"), load_script("compare"), load_script("plot")
@@ -611,19 +611,14 @@ LIVE_READS = []   # summarize's answers while the trainer was writing
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     """The run of the issue's command; summarize runs against it while the trainer writes it."""
-    binary = ROOT / "bin" / "entrank"
-    if not binary.exists():
-        pytest.fail(f"{binary} is missing: run `make` first")
+    if not BIN.exists():
+        pytest.fail(f"{BIN} is missing: run `make` first")
     run_dir = tmp_path_factory.mktemp("real") / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.Popen([str(binary), *TRAIN, "--run-dir", str(run_dir)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_entrank(*TRAIN, "--run-dir", run_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     live = []
     while proc.poll() is None:
         if (run_dir / "metrics.h5").exists():
-            r = subprocess.run([PYTHON, str(ANALYSIS / "summarize"), str(run_dir), "--json"], capture_output=True,
-                               text=True, timeout=60)
-            live.append(r)
+            live.append(run_script("summarize", run_dir, "--json"))
         time.sleep(0.3)
     out, err = proc.communicate()
     assert proc.returncode == 0, out + err
@@ -647,8 +642,7 @@ def test_real_run_summarize(real_run):
         step = f["/steps/step"][-1]
         val_loss = f["/eval/val_loss"][-1]
         acc = f["/eval/task_acc"][-1]
-    r = subprocess.run([PYTHON, str(ANALYSIS / "summarize"), str(real_run), "--json"], capture_output=True,
-                       text=True, timeout=60)
+    r = run_script("summarize", real_run, "--json")
     assert r.returncode == 0, r.stderr
     j = json.loads(r.stdout)
     assert j["loss"]["loss"] == loss and j["loss"]["step"] == step == 3
@@ -657,7 +651,7 @@ def test_real_run_summarize(real_run):
     assert j["task_acc"]["buckets"] == pytest.approx({"depth 1": acc[0], "depth 2": acc[1]})   # tiny.cfg: depths 1-2
     assert j["run"]["finished"] is True and j["run"]["n_layer"] == 8 and j["run"]["dp"] == 1
     assert j["entropy"]["collapse_pct"] is None and "/trace/attn_entropy" in j["missing"]
-    r = subprocess.run([PYTHON, str(ANALYSIS / "summarize"), str(real_run)], capture_output=True, text=True, timeout=60)
+    r = run_script("summarize", real_run)
     assert r.returncode == 0 and f"| {loss:.6g}" in r.stdout and "n/a" in r.stdout
 
 
@@ -671,8 +665,7 @@ def test_real_run_compare_and_plot(real_run, sga_runs, tmp_path):
     assert main["run"]["collapse_pct"] == "" and main["sdpa"]["retention_improvement_pp"] == ""
     acc = read_csv(tmp_path / "accuracy.csv")
     assert set(acc[0]) >= {"acc_depth_2", "acc_depth_3", "acc_depth_6"}
-    r = subprocess.run([PYTHON, str(ANALYSIS / "plot"), str(real_run), "-o", str(tmp_path / "fig")],
-                       capture_output=True, text=True, timeout=120)
+    r = run_script("plot", real_run, "-o", tmp_path / "fig", timeout=120)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "fig").glob("*.png")) == ["loss.png", "task_accuracy.png"]
     assert "skipped entropy heat map of run: no /trace/attn_entropy" in r.stdout
@@ -696,7 +689,7 @@ def test_real_run_pipeline_parallel(mpirun, tmp_path):
 
 @pytest.mark.parametrize("script", ["summarize", "compare", "plot"])
 def test_help(script):
-    r = subprocess.run([PYTHON, str(ANALYSIS / script), "--help"], capture_output=True, text=True, timeout=60)
+    r = run_script(script, "--help")
     assert r.returncode == 0 and "usage:" in r.stdout
     if script != "plot":
         assert "100 (1 - H_d / H_e)" in r.stdout or "100 (1 - H_deep / H_early)" in r.stdout
@@ -704,6 +697,5 @@ def test_help(script):
 
 
 def test_missing_run_is_a_clear_error(tmp_path):
-    r = subprocess.run([PYTHON, str(ANALYSIS / "summarize"), str(tmp_path / "nope")], capture_output=True, text=True,
-                       timeout=60)
+    r = run_script("summarize", tmp_path / "nope")
     assert r.returncode == 2 and "no such file" in r.stderr

@@ -8,7 +8,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import read_losses, read_params, small_model
+from conftest import child_pids, entrank_error, read_losses, read_params, small_model, wait_for
 
 
 def run_args(pp=1, steps=20, extra=()):
@@ -93,19 +93,11 @@ def test_sigkill_while_writing_leaves_the_previous_checkpoint(mpirun, tmp_path):
     proc = mpirun(2, "train", *run_args(steps=40), "--set", "checkpoint.every=2", "--run-dir", run, popen=True,
                   env_extra={"ENTRANK_FAULT_CHECKPOINT_DELAY": "30"})
     ckpt = run / "checkpoints"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (ckpt / "step_00000002.h5.tmp").exists():
-        time.sleep(0.1)
+    wait_for((ckpt / "step_00000002.h5.tmp").exists, 120, 0.1)
     time.sleep(0.5)
-    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        if ppid == proc.pid:
-            os.kill(pid, signal.SIGKILL)
-            break
+    ranks = child_pids(proc.pid)
+    assert ranks, "no rank of the mpirun found"
+    os.kill(ranks[0], signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode != 0
     assert (ckpt / "step_00000002.h5.tmp").exists() and not (ckpt / "latest").exists()
@@ -130,25 +122,15 @@ def test_sigusr1_checkpoints_exits_3_and_resume_finishes_the_same(mpirun, tmp_pa
     run = tmp_path / "run"
     proc = mpirun(4, "train", *run_args(pp=2, steps=200), "--run-dir", run, popen=True)
     # Signal once a few steps are done (rows are flushed at each log line).
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    def two_rows():
         try:
             with h5py.File(run / "metrics.h5", "r", locking=False) as f:
-                if "steps/loss" in f and f["steps/loss"].shape[0] >= 2:
-                    break
+                return "steps/loss" in f and f["steps/loss"].shape[0] >= 2
         except (OSError, KeyError):
-            pass
-        time.sleep(0.05)
-    ranks = []
-    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        if ppid == proc.pid:
-            ranks.append(pid)
-    for pid in ranks:
+            return False
+
+    wait_for(two_rows, 60, 0.05)
+    for pid in child_pids(proc.pid):
         os.kill(pid, signal.SIGUSR1)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
@@ -187,9 +169,7 @@ def test_bad_checkpoints_are_refused_and_nothing_is_touched(mpirun, tmp_path):
     for path, extra, message in cases:
         dst = tmp_path / f"dst_{path.stem}_{len(extra)}"
         proc = mpirun(2, "train", *run_args(steps=8), *extra, "--run-dir", dst, "--resume", path, timeout=120)
-        assert proc.returncode == 2, proc.stderr
-        ours = [l for l in proc.stderr.splitlines() if l.startswith("entrank:")]
-        assert len(ours) == 1 and message in ours[0], proc.stderr
+        assert message in entrank_error(proc), proc.stderr
         assert not (dst / "metrics.h5").exists() and not (dst / "checkpoints").exists()
     for p, data in before.items():
         assert p.read_bytes() == data

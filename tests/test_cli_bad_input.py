@@ -1,14 +1,7 @@
 """Bad input gets one line naming the file and the key / byte offset, exit 2, and leaves what is
 on disk alone (DESIGN section 11)."""
-import os
 import numpy as np
-from conftest import write_llmc_shard, write_megatron
-
-
-def one_line_error(proc):
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+from conftest import one_line_error, set_args, write_llmc_shard, write_megatron
 
 
 def test_unknown_config_key_names_file_line_and_key(entrank, tmp_path):
@@ -32,15 +25,16 @@ def test_unknown_command_and_missing_config_are_usage_errors(entrank):
     assert entrank("--help", check=0).stdout.startswith("usage:")
 
 
-def llmc_args(path, run_dir):
-    return ["--set", "data.kind=llmc", "--set", f'data.train="{path}"', "--set", f'data.val="{path}"',
-            "--run-dir", run_dir, "--set", "train.steps=2", "--set", "train.warmup_steps=1"]
+def train_on(kind, path, run_dir):
+    """The arguments of a two-step run of configs/tiny.cfg that trains and validates on the data at `path`."""
+    data = set_args(f"data.kind={kind}", f'data.train="{path}"', f'data.val="{path}"')
+    return ["train", "-c", "configs/tiny.cfg", *data, "--run-dir", run_dir, *set_args("train.steps=2", "train.warmup_steps=1")]
 
 
 def test_llmc_wrong_magic_names_file_and_offset(entrank, tmp_path):
     shard = tmp_path / "bad_magic.bin"
     write_llmc_shard(shard, np.arange(1000) % 64, magic=12345)
-    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *llmc_args(shard, tmp_path / "run"), check=2))
+    msg = one_line_error(entrank(*train_on("llmc", shard, tmp_path / "run"), check=2))
     assert str(shard) in msg and "offset 0" in msg
     assert not (tmp_path / "run" / "metrics.h5").exists()
 
@@ -48,23 +42,21 @@ def test_llmc_wrong_magic_names_file_and_offset(entrank, tmp_path):
 def test_llmc_truncated_shard_names_file_and_size(entrank, tmp_path):
     shard = tmp_path / "short.bin"
     write_llmc_shard(shard, np.arange(1000) % 64, count=5000)
-    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *llmc_args(shard, tmp_path / "run"), check=2))
+    msg = one_line_error(entrank(*train_on("llmc", shard, tmp_path / "run"), check=2))
     assert str(shard) in msg and "trunc" in msg.lower()
 
 
 def test_llmc_token_beyond_vocab_names_byte_offset(entrank, tmp_path):
     shard = tmp_path / "big_ids.bin"
     write_llmc_shard(shard, np.full(1000, 500))     # every token >= vocab_size 64
-    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *llmc_args(shard, tmp_path / "run"), check=2))
+    msg = one_line_error(entrank(*train_on("llmc", shard, tmp_path / "run"), check=2))
     assert str(shard) in msg and "offset" in msg and "model.vocab_size" in msg
 
 
 def test_megatron_wrong_magic_names_file_and_offset(entrank, tmp_path):
     prefix = tmp_path / "corpus"
     write_megatron(prefix, [np.arange(300) % 64, np.arange(400) % 64], magic=b"NOTMAGIC\x00")
-    args = ["--set", "data.kind=megatron", "--set", f'data.train="{prefix}"', "--set", f'data.val="{prefix}"',
-            "--run-dir", tmp_path / "run", "--set", "train.steps=2", "--set", "train.warmup_steps=1"]
-    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *args, check=2))
+    msg = one_line_error(entrank(*train_on("megatron", prefix, tmp_path / "run"), check=2))
     assert f"{prefix}.idx" in msg and "offset 0" in msg
 
 

@@ -6,50 +6,20 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "config.h"
+#include "fixtures.h"
 
-// ---- fixture: a scratch directory for the config files a test writes
-
-typedef struct {
-    char dir[64];
-} Scratch;
+// ---- fixture: a scratch directory (with a base/ folder) for the config files a test writes
 
 static int setup(void **state) {
-    Scratch *s = calloc(1, sizeof *s);
-    if (!s) return -1;
-    snprintf(s->dir, sizeof s->dir, "/tmp/entrank-config-XXXXXX");
-    if (!mkdtemp(s->dir)) return -1;
+    if (scratch_setup(state, ScratchDir, "/tmp/entrank-config-XXXXXX") != 0) return -1;
+    const ScratchDir *s = *state;
     char base[128];
-    snprintf(base, sizeof base, "%s/base", s->dir);
-    if (mkdir(base, 0755) != 0) return -1;
-    *state = s;
-    return 0;
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-static int teardown(void **state) {
-    Scratch *s = *state;
-    nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(s);
-    return 0;
-}
-
-static const char *write_file(const Scratch *s, const char *name, const char *text, char *path, size_t n) {
-    snprintf(path, n, "%s/%s", s->dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    return path;
+    return mkdir(scratch_path(s->dir, "base", base, sizeof base), 0755);
 }
 
 // Loads `path`, expects failure and returns the message (in err).
@@ -64,9 +34,9 @@ static const char *load_fails(const char *path, Error *err) {
 
 // Writes `text` to `name`, loads it and checks that the message is exactly
 // "<path>:<line>: <rest>".
-static void expect_file_error(const Scratch *s, const char *name, const char *text, int line, const char *rest) {
+static void expect_file_error(const ScratchDir *s, const char *name, const char *text, int line, const char *rest) {
     char path[256], expected[ERR_LEN];
-    write_file(s, name, text, path, sizeof path);
+    write_scratch_file(s->dir, name, text, path, sizeof path);
     Error err;
     const char *msg = load_fails(path, &err);
     snprintf(expected, sizeof expected, "%s:%d: %s", path, line, rest);
@@ -163,10 +133,10 @@ static void test_syntax_error_and_duplicates(void **state) {
 }
 
 static void test_missing_file(void **state) {
-    Scratch *s = *state;
+    const ScratchDir *s = *state;
     char path[256], expected[ERR_LEN];
     Error err;
-    snprintf(path, sizeof path, "%s/does-not-exist.cfg", s->dir);
+    scratch_path(s->dir, "does-not-exist.cfg", path, sizeof path);
     snprintf(expected, sizeof expected, "%s: cannot open: No such file or directory", path);
     assert_string_equal(load_fails(path, &err), expected);
 
@@ -177,35 +147,35 @@ static void test_missing_file(void **state) {
 // Presets share a base through @include (resolved relative to the main file's directory): values
 // come through, and an error inside the included file names that file and its line.
 static void test_include(void **state) {
-    Scratch *s = *state;
+    const ScratchDir *s = *state;
     char path[256], base[256], expected[ERR_LEN];
     Error err;
 
-    write_file(s, "base/good.cfg", "train = {\n  steps = 50;\n  warmup_steps = 5;\n};\n", base, sizeof base);
-    write_file(s, "inc-good.cfg", "@include \"base/good.cfg\"\nmodel = { n_layer = 3; };\n", path, sizeof path);
+    write_scratch_file(s->dir, "base/good.cfg", "train = {\n  steps = 50;\n  warmup_steps = 5;\n};\n", base, sizeof base);
+    write_scratch_file(s->dir, "inc-good.cfg", "@include \"base/good.cfg\"\nmodel = { n_layer = 3; };\n", path, sizeof path);
     Config c;
     memset(&err, 0, sizeof err);
     assert_int_equal(config_load(path, NULL, 0, &c, &err), 0);
     assert_int_equal(c.steps, 50);
     assert_int_equal(c.n_layer, 3);
 
-    write_file(s, "base/unknown.cfg", "train = {\n  steps = 50;\n  lr_max = 0.1;\n};\n", base, sizeof base);
-    write_file(s, "inc-unknown.cfg", "model = { n_layer = 3; };\n@include \"base/unknown.cfg\"\n", path, sizeof path);
+    write_scratch_file(s->dir, "base/unknown.cfg", "train = {\n  steps = 50;\n  lr_max = 0.1;\n};\n", base, sizeof base);
+    write_scratch_file(s->dir, "inc-unknown.cfg", "model = { n_layer = 3; };\n@include \"base/unknown.cfg\"\n", path, sizeof path);
     snprintf(expected, sizeof expected, "%s:3: train.lr_max: unknown key", base);
     assert_string_equal(load_fails(path, &err), expected);
 
-    write_file(s, "base/range.cfg", "\ntrain = { lr = 2.5; };\n", base, sizeof base);
-    write_file(s, "inc-range.cfg", "@include \"base/range.cfg\"\n", path, sizeof path);
+    write_scratch_file(s->dir, "base/range.cfg", "\ntrain = { lr = 2.5; };\n", base, sizeof base);
+    write_scratch_file(s->dir, "inc-range.cfg", "@include \"base/range.cfg\"\n", path, sizeof path);
     snprintf(expected, sizeof expected, "%s:2: train.lr: 2.5 is out of range (0, 1]", base);
     assert_string_equal(load_fails(path, &err), expected);
 
-    write_file(s, "base/syntax.cfg", "train = {\n  steps = 10\n  lr = ;\n};\n", base, sizeof base);
-    write_file(s, "inc-syntax.cfg", "@include \"base/syntax.cfg\"\n", path, sizeof path);
+    write_scratch_file(s->dir, "base/syntax.cfg", "train = {\n  steps = 10\n  lr = ;\n};\n", base, sizeof base);
+    write_scratch_file(s->dir, "inc-syntax.cfg", "@include \"base/syntax.cfg\"\n", path, sizeof path);
     snprintf(expected, sizeof expected, "%s:3: syntax error", base);
     assert_string_equal(load_fails(path, &err), expected);
 
     // A missing include is reported at the @include line of the including file.
-    write_file(s, "inc-missing.cfg", "model = { n_layer = 3; };\n@include \"base/nowhere.cfg\"\n", path, sizeof path);
+    write_scratch_file(s->dir, "inc-missing.cfg", "model = { n_layer = 3; };\n@include \"base/nowhere.cfg\"\n", path, sizeof path);
     snprintf(expected, sizeof expected, "%s:2: cannot open include file", path);
     assert_string_equal(load_fails(path, &err), expected);
 }
@@ -237,20 +207,22 @@ static void test_cross_key_checks(void **state) {
 
 // A key left at its default has no file and line: the message starts with the key.
 static void test_cross_key_default_value(void **state) {
+    const ScratchDir *s = *state;
     char path[256];
     Error err;
-    write_file(*state, "empty.cfg", "// nothing chosen\n", path, sizeof path);
+    write_scratch_file(s->dir, "empty.cfg", "// nothing chosen\n", path, sizeof path);
     assert_string_equal(load_fails(path, &err),
                         "train.steps: exactly one of train.steps and train.tokens must be > 0 (steps 0, tokens 0)");
     // warmup_steps (default 100) against a short run.
-    write_file(*state, "short.cfg", "train = { steps = 20; };\n", path, sizeof path);
+    write_scratch_file(s->dir, "short.cfg", "train = { steps = 20; };\n", path, sizeof path);
     assert_string_equal(load_fails(path, &err), "train.warmup_steps: 100 must be less than train.steps (20)");
 }
 
 // On error the caller's Config is left as it was.
 static void test_error_leaves_config_untouched(void **state) {
+    const ScratchDir *s = *state;
     char path[256];
-    write_file(*state, "untouched.cfg", "train = { steps = 10; warmup_steps = 0; lr = 7; };\n", path, sizeof path);
+    write_scratch_file(s->dir, "untouched.cfg", "train = { steps = 10; warmup_steps = 0; lr = 7; };\n", path, sizeof path);
     Config c, before;
     memset(&c, 0xab, sizeof c);
     memcpy(&before, &c, sizeof c);
@@ -273,5 +245,5 @@ int main(void) {
         cmocka_unit_test(test_cross_key_default_value),
         cmocka_unit_test(test_error_leaves_config_untouched),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, scratch_teardown);
 }

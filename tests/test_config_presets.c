@@ -6,51 +6,18 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <glob.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "config.h"
+#include "fixtures.h"
 
 // ---- fixture: a scratch directory for the config files a test writes
 
-typedef struct {
-    char dir[64];
-} Scratch;
-
-static int setup(void **state) {
-    Scratch *s = calloc(1, sizeof *s);
-    if (!s) return -1;
-    snprintf(s->dir, sizeof s->dir, "/tmp/entrank-config-XXXXXX");
-    if (!mkdtemp(s->dir)) return -1;
-    *state = s;
-    return 0;
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-static int teardown(void **state) {
-    Scratch *s = *state;
-    nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(s);
-    return 0;
-}
-
-static const char *write_file(const Scratch *s, const char *name, const char *text, char *path, size_t n) {
-    snprintf(path, n, "%s/%s", s->dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    return path;
-}
+static int setup(void **state) { return scratch_setup(state, ScratchDir, "/tmp/entrank-config-XXXXXX"); }
 
 static void load_ok(const char *path, const char *const *overrides, int n, Config *cfg) {
     Error err = {{0}};
@@ -59,10 +26,10 @@ static void load_ok(const char *path, const char *const *overrides, int n, Confi
 }
 
 // load -> write to a file -> load again: the two Configs are byte-identical.
-static void assert_round_trip(const Scratch *s, const Config *cfg, const char *name) {
+static void assert_round_trip(const ScratchDir *s, const Config *cfg, const char *name) {
     char path[256];
     char *text = config_to_string(cfg);
-    write_file(s, name, text, path, sizeof path);
+    write_scratch_file(s->dir, name, text, path, sizeof path);
     Config again;
     load_ok(path, NULL, 0, &again);
     if (memcmp(cfg, &again, sizeof again) != 0) fail_msg("round trip of %s changed the config:\n%s", name, text);
@@ -218,8 +185,9 @@ static void test_defaults(void **state) {
 
 // A file that only chooses the run length gets every other key from the defaults.
 static void test_minimal_file_gets_defaults(void **state) {
+    const ScratchDir *s = *state;
     char path[256];
-    write_file(*state, "minimal.cfg", "train = { steps = 1000; };\n", path, sizeof path);
+    write_scratch_file(s->dir, "minimal.cfg", "train = { steps = 1000; };\n", path, sizeof path);
     Config c, d;
     load_ok(path, NULL, 0, &c);
     config_defaults(&d);
@@ -231,8 +199,9 @@ static void test_minimal_file_gets_defaults(void **state) {
 
 // `lr = 1` (an integer) is a fine value for a float key; so is an integer token budget.
 static void test_int_for_float_key(void **state) {
+    const ScratchDir *s = *state;
     char path[256];
-    write_file(*state, "intfloat.cfg",
+    write_scratch_file(s->dir, "intfloat.cfg",
                "train = {\n  steps = 0;\n  tokens = 1000000;\n  lr = 1;\n  min_lr = 0;\n  warmup_steps = 0;\n};\n"
                "model = { mlp_ratio = 4; init_std = 1; };\n",
                path, sizeof path);
@@ -250,8 +219,9 @@ static void test_int_for_float_key(void **state) {
 // Awkward values survive the trip: a 64-bit seed, floats without a short decimal form, a token
 // budget, strings with quotes and backslashes, a non-default enum, booleans, a short list.
 static void test_round_trip_awkward_values(void **state) {
+    const ScratchDir *s = *state;
     char path[256];
-    write_file(*state, "awkward.cfg", "train = { steps = 0; tokens = 1.5e11; };\n", path, sizeof path);
+    write_scratch_file(s->dir, "awkward.cfg", "train = { steps = 0; tokens = 1.5e11; };\n", path, sizeof path);
     const char *sets[] = {
         "train.seed=9007199254740993",
         "train.lr=0.00012345678901234567",
@@ -271,7 +241,7 @@ static void test_round_trip_awkward_values(void **state) {
     assert_true(c.lr == 0.00012345678901234567);
     assert_string_equal(c.data_train, "dir with space/a\"b\\c_*.bin");
     assert_string_equal(c.data_val, "tab\there");
-    assert_round_trip(*state, &c, "awkward-again.cfg");
+    assert_round_trip(s, &c, "awkward-again.cfg");
 
     char *text = config_to_string(&c);
     assert_non_null(strstr(text, "seed = 9007199254740993L;"));   // 64-bit integers carry L
@@ -320,5 +290,5 @@ int main(void) {
         cmocka_unit_test(test_round_trip_awkward_values),
         cmocka_unit_test(test_write_every_key_grouped),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, scratch_teardown);
 }

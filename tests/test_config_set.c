@@ -5,46 +5,27 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "config.h"
+#include "fixtures.h"
 
 // ---- fixture: a scratch directory holding one base config
 
 typedef struct {
-    char dir[64];
+    char dir[SCRATCH_DIR_LEN];
     char base[128];   // a small valid config the overrides apply to
 } Scratch;
 
 static int setup(void **state) {
-    Scratch *s = calloc(1, sizeof *s);
-    if (!s) return -1;
-    snprintf(s->dir, sizeof s->dir, "/tmp/entrank-config-XXXXXX");
-    if (!mkdtemp(s->dir)) return -1;
-    snprintf(s->base, sizeof s->base, "%s/base.cfg", s->dir);
-    FILE *f = fopen(s->base, "w");
-    if (!f) return -1;
-    fputs("model = { n_layer = 4; n_head = 4; d_model = 64; seq_len = 32; vocab_size = 64; };\n"
-          "train = { steps = 100; warmup_steps = 10; lr = 1e-3; min_lr = 1e-4; };\n",
-          f);
-    fclose(f);
-    *state = s;
-    return 0;
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-static int teardown(void **state) {
+    if (scratch_setup(state, Scratch, "/tmp/entrank-config-XXXXXX") != 0) return -1;
     Scratch *s = *state;
-    nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(s);
+    write_scratch_file(s->dir, "base.cfg",
+                       "model = { n_layer = 4; n_head = 4; d_model = 64; seq_len = 32; vocab_size = 64; };\n"
+                       "train = { steps = 100; warmup_steps = 10; lr = 1e-3; min_lr = 1e-4; };\n",
+                       s->base, sizeof s->base);
     return 0;
 }
 
@@ -185,11 +166,7 @@ static void test_set_error_order(void **state) {
     assert_string_equal(err.msg, "--set train.lr: 9 is out of range (0, 1]");
 
     char bad[160];
-    snprintf(bad, sizeof bad, "%s/bad.cfg", s->dir);
-    FILE *f = fopen(bad, "w");
-    assert_non_null(f);
-    fputs("train = { steps = 100; lr = 3; };\n", f);
-    fclose(f);
+    write_scratch_file(s->dir, "bad.cfg", "train = { steps = 100; lr = 3; };\n", bad, sizeof bad);
     const char *fix[] = {"train.lr=0.1"};
     assert_int_equal(config_load(bad, fix, 1, &c, &err), -1);
     assert_non_null(strstr(err.msg, "bad.cfg:1: train.lr: 3 is out of range (0, 1]"));
@@ -207,5 +184,5 @@ int main(void) {
         cmocka_unit_test(test_set_cross_key),
         cmocka_unit_test(test_set_error_order),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, scratch_teardown);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include "data/data.h"
 #include "data/data_hash.h"
+#include "data_fixtures.h"
 #include "data/task_logic.h"
 
 #define TMAX 256
@@ -17,16 +18,8 @@ typedef struct {
     int32_t tokens[TMAX], targets[TMAX], buckets[TMAX];
 } Seq;
 
-static SequenceBuffers bufs(Seq *s) { SequenceBuffers b = { s->tokens, s->targets, s->buckets }; return b; }
-
 static Config logic_config(int T, int dmin, int dmax, int n_vars) {
-    Config c;
-    memset(&c, 0, sizeof c);
-    strcpy(c.data_kind, "logic");
-    c.seq_len = T;
-    c.vocab_size = 64;
-    c.batch_size = 8;
-    c.seed = 2024;
+    Config c = data_config("logic", "", T, 64, 8, 2024);
     c.logic_depth_min = dmin;
     c.logic_depth_max = dmax;
     c.logic_n_vars = n_vars;
@@ -127,8 +120,7 @@ static void test_targets_match_evaluation(void **state) {
     (void)state;
     Config c = logic_config(256, 2, 6, 4);
     Error err = { "" };
-    DataSource *src = data_open(&c, SPLIT_TRAIN, &err);
-    if (!src) fail_msg("%s", err.msg);
+    DataSource *src = open_ok(&c, SPLIT_TRAIN);
     assert_int_equal(data_vocab_needed(src), LOGIC_VAR0 + 4);
     assert_int_equal(data_n_buckets(src), 5);
     assert_string_equal(data_bucket_label(src, 0), "depth 2");
@@ -140,7 +132,7 @@ static void test_targets_match_evaluation(void **state) {
     memset(&st, 0, sizeof st);
     for (uint64_t step = 0; step < 50; step++)
         for (int i = 0; i < 8; i++) {
-            assert_int_equal(data_get_sequence(src, step, i, bufs(&s), &err), 0);
+            assert_int_equal(data_get_sequence(src, step, i, SEQ_BUFS(&s), &err), 0);
             check_sequence(&s, &c, SPLIT_TRAIN, &st);
         }
     assert_true(st.answers > 1000);
@@ -172,17 +164,16 @@ static void test_train_val_disjoint(void **state) {
     // A small space (3 variables, depth 1-2): without the split rule the two sets would overlap.
     Config c = logic_config(128, 1, 2, 3);
     Error err = { "" };
-    DataSource *tr = data_open(&c, SPLIT_TRAIN, &err), *va = data_open(&c, SPLIT_VAL, &err);
-    if (!tr || !va) fail_msg("%s", err.msg);
+    DataSource *tr = open_ok(&c, SPLIT_TRAIN), *va = open_ok(&c, SPLIT_VAL);
     static Seq s;
     static Stats a, b;
     memset(&a, 0, sizeof a);
     memset(&b, 0, sizeof b);
     for (uint64_t step = 0; a.n < 3000 || b.n < 3000; step++)
         for (int i = 0; i < 8; i++) {
-            assert_int_equal(data_get_sequence(tr, step, i, bufs(&s), &err), 0);
+            assert_int_equal(data_get_sequence(tr, step, i, SEQ_BUFS(&s), &err), 0);
             check_sequence(&s, &c, SPLIT_TRAIN, &a);
-            assert_int_equal(data_get_sequence(va, step, i, bufs(&s), &err), 0);
+            assert_int_equal(data_get_sequence(va, step, i, SEQ_BUFS(&s), &err), 0);
             check_sequence(&s, &c, SPLIT_VAL, &b);
         }
     int da = count_distinct(a.hash, a.n), db = count_distinct(b.hash, b.n);
@@ -200,12 +191,11 @@ static void test_deterministic_any_order(void **state) {
     (void)state;
     Config c = logic_config(200, 2, 5, 5);
     Error err = { "" };
-    DataSource *src = data_open(&c, SPLIT_VAL, &err);
-    if (!src) fail_msg("%s", err.msg);
+    DataSource *src = open_ok(&c, SPLIT_VAL);
     static Seq first[16], s;
-    for (int k = 0; k < 16; k++) assert_int_equal(data_get_sequence(src, (uint64_t)(k / 4), k % 4, bufs(&first[k]), &err), 0);
+    for (int k = 0; k < 16; k++) assert_int_equal(data_get_sequence(src, (uint64_t)(k / 4), k % 4, SEQ_BUFS(&first[k]), &err), 0);
     for (int k = 15; k >= 0; k--) {
-        assert_int_equal(data_get_sequence(src, (uint64_t)(k / 4), k % 4, bufs(&s), &err), 0);
+        assert_int_equal(data_get_sequence(src, (uint64_t)(k / 4), k % 4, SEQ_BUFS(&s), &err), 0);
         assert_memory_equal(s.tokens, first[k].tokens, 200 * sizeof(int32_t));
         assert_memory_equal(s.targets, first[k].targets, 200 * sizeof(int32_t));
         assert_memory_equal(s.buckets, first[k].buckets, 200 * sizeof(int32_t));
@@ -216,28 +206,19 @@ static void test_deterministic_any_order(void **state) {
 
 static void test_config_errors(void **state) {
     (void)state;
-    Error err = { "" };
     Config c = logic_config(32, 2, 6, 4);   // depth 6 needs up to 13 + 49 + 2 = 64 tokens
-    assert_null(data_open(&c, SPLIT_TRAIN, &err));
-    assert_non_null(strstr(err.msg, "model.seq_len 32"));
-    assert_non_null(strstr(err.msg, "data.logic.depth_max"));
+    expect_open_error(&c, SPLIT_TRAIN, "model.seq_len 32", "data.logic.depth_max", NULL);
     c = logic_config(64, 2, 6, 4);          // exactly fits
-    DataSource *src = data_open(&c, SPLIT_TRAIN, &err);
-    assert_non_null(src);
-    data_close(src);
+    data_close(open_ok(&c, SPLIT_TRAIN));
     c = logic_config(256, 2, 6, 4);
     c.vocab_size = 10;
-    assert_null(data_open(&c, SPLIT_TRAIN, &err));
-    assert_non_null(strstr(err.msg, "model.vocab_size"));
+    expect_open_error(&c, SPLIT_TRAIN, "model.vocab_size", NULL);
     c = logic_config(256, 2, 6, 0);
-    assert_null(data_open(&c, SPLIT_TRAIN, &err));
-    assert_non_null(strstr(err.msg, "data.logic.n_vars"));
+    expect_open_error(&c, SPLIT_TRAIN, "data.logic.n_vars", NULL);
     c = logic_config(256, 4, 3, 4);
-    assert_null(data_open(&c, SPLIT_TRAIN, &err));
-    assert_non_null(strstr(err.msg, "data.logic.depth_max"));
+    expect_open_error(&c, SPLIT_TRAIN, "data.logic.depth_max", NULL);
     c = logic_config(256, 0, 3, 4);
-    assert_null(data_open(&c, SPLIT_TRAIN, &err));
-    assert_non_null(strstr(err.msg, "data.logic.depth_min"));
+    expect_open_error(&c, SPLIT_TRAIN, "data.logic.depth_min", NULL);
 }
 
 int main(void) {

@@ -9,6 +9,7 @@
 #include <string.h>
 #include "data/data.h"
 #include "data/data_hash.h"
+#include "data_fixtures.h"
 #include "data/task_retrieval.h"
 
 #define TMAX 1024
@@ -17,16 +18,8 @@ typedef struct {
     int32_t tokens[TMAX], targets[TMAX], buckets[TMAX];
 } Seq;
 
-static SequenceBuffers bufs(Seq *s) { SequenceBuffers b = { s->tokens, s->targets, s->buckets }; return b; }
-
 static Config retrieval_config(int T, const int *d, int n) {
-    Config c;
-    memset(&c, 0, sizeof c);
-    strcpy(c.data_kind, "retrieval");
-    c.seq_len = T;
-    c.vocab_size = 4096;
-    c.batch_size = 4;
-    c.seed = 5;
+    Config c = data_config("retrieval", "", T, 4096, 4, 5);
     for (int i = 0; i < n; i++) c.retrieval_distances[i] = d[i];
     c.retrieval_n_distances = n;
     return c;
@@ -77,8 +70,7 @@ static void test_answer_and_distance(void **state) {
     int fit[3] = { 8, 33, 64 };
     Config c = retrieval_config(96, d, 4);
     Error err = { "" };
-    DataSource *src = data_open(&c, SPLIT_TRAIN, &err);
-    if (!src) fail_msg("%s", err.msg);
+    DataSource *src = open_ok(&c, SPLIT_TRAIN);
     assert_int_equal(data_n_buckets(src), 3);
     assert_string_equal(data_bucket_label(src, 0), "distance 8");
     assert_string_equal(data_bucket_label(src, 1), "distance 33");
@@ -89,7 +81,7 @@ static void test_answer_and_distance(void **state) {
     int hist[3] = { 0, 0, 0 };
     for (uint64_t step = 0; step < 100; step++)
         for (int i = 0; i < 4; i++) {
-            assert_int_equal(data_get_sequence(src, step, i, bufs(&s), &err), 0);
+            assert_int_equal(data_get_sequence(src, step, i, SEQ_BUFS(&s), &err), 0);
             hist[check_sequence(&s, 96, fit, 3, n_keys, SPLIT_TRAIN)]++;
         }
     for (int b = 0; b < 3; b++) assert_true(hist[b] > 400 / 3 / 2);
@@ -101,16 +93,15 @@ static void test_long_distances(void **state) {
     int d[4] = { 128, 256, 512, 1024 };   // DESIGN's distances; 1024 does not fit in T = 1024
     Config c = retrieval_config(1024, d, 4);
     Error err = { "" };
-    DataSource *tr = data_open(&c, SPLIT_TRAIN, &err), *va = data_open(&c, SPLIT_VAL, &err);
-    if (!tr || !va) fail_msg("%s", err.msg);
+    DataSource *tr = open_ok(&c, SPLIT_TRAIN), *va = open_ok(&c, SPLIT_VAL);
     assert_int_equal(data_n_buckets(tr), 3);
     static Seq s;
     static uint64_t htr[64], hva[64];
     for (int k = 0; k < 64; k++) {
-        assert_int_equal(data_get_sequence(tr, (uint64_t)k, 0, bufs(&s), &err), 0);
+        assert_int_equal(data_get_sequence(tr, (uint64_t)k, 0, SEQ_BUFS(&s), &err), 0);
         check_sequence(&s, 1024, d, 3, 512, SPLIT_TRAIN);
         htr[k] = data_hash_tokens(s.tokens, 1024);
-        assert_int_equal(data_get_sequence(va, (uint64_t)k, 0, bufs(&s), &err), 0);
+        assert_int_equal(data_get_sequence(va, (uint64_t)k, 0, SEQ_BUFS(&s), &err), 0);
         check_sequence(&s, 1024, d, 3, 512, SPLIT_VAL);
         hva[k] = data_hash_tokens(s.tokens, 1024);
     }
@@ -125,12 +116,11 @@ static void test_deterministic(void **state) {
     int d[2] = { 10, 20 };
     Config c = retrieval_config(64, d, 2);
     Error err = { "" };
-    DataSource *src = data_open(&c, SPLIT_TRAIN, &err);
-    if (!src) fail_msg("%s", err.msg);
+    DataSource *src = open_ok(&c, SPLIT_TRAIN);
     static Seq a[8], s;
-    for (int k = 0; k < 8; k++) assert_int_equal(data_get_sequence(src, 3, k, bufs(&a[k]), &err), 0);
+    for (int k = 0; k < 8; k++) assert_int_equal(data_get_sequence(src, 3, k, SEQ_BUFS(&a[k]), &err), 0);
     for (int k = 7; k >= 0; k--) {
-        assert_int_equal(data_get_sequence(src, 3, k, bufs(&s), &err), 0);
+        assert_int_equal(data_get_sequence(src, 3, k, SEQ_BUFS(&s), &err), 0);
         assert_memory_equal(s.tokens, a[k].tokens, 64 * sizeof(int32_t));
         assert_memory_equal(s.targets, a[k].targets, 64 * sizeof(int32_t));
         assert_memory_equal(s.buckets, a[k].buckets, 64 * sizeof(int32_t));
@@ -141,28 +131,21 @@ static void test_deterministic(void **state) {
 
 static void test_config_errors(void **state) {
     (void)state;
-    Error err = { "" };
     int big[2] = { 128, 256 };
     Config c = retrieval_config(64, big, 2);
-    assert_null(data_open(&c, SPLIT_TRAIN, &err));
-    assert_non_null(strstr(err.msg, "data.retrieval.distances"));
-    assert_non_null(strstr(err.msg, "model.seq_len 64"));
+    expect_open_error(&c, SPLIT_TRAIN, "data.retrieval.distances", "model.seq_len 64", NULL);
     int one[1] = { 1 };
     c = retrieval_config(64, one, 1);
-    assert_null(data_open(&c, SPLIT_TRAIN, &err));
-    assert_non_null(strstr(err.msg, "data.retrieval.distances"));
+    expect_open_error(&c, SPLIT_TRAIN, "data.retrieval.distances", NULL);
     int dup[2] = { 8, 8 };
     c = retrieval_config(64, dup, 2);
-    assert_null(data_open(&c, SPLIT_TRAIN, &err));
-    assert_non_null(strstr(err.msg, "twice"));
+    expect_open_error(&c, SPLIT_TRAIN, "twice", NULL);
     c = retrieval_config(64, big, 0);
-    assert_null(data_open(&c, SPLIT_TRAIN, &err));
-    assert_non_null(strstr(err.msg, "data.retrieval.distances"));
+    expect_open_error(&c, SPLIT_TRAIN, "data.retrieval.distances", NULL);
     int ok[1] = { 8 };
     c = retrieval_config(64, ok, 1);
     c.vocab_size = 50;   // needs 2 + 32 keys + 32 values = 66
-    assert_null(data_open(&c, SPLIT_TRAIN, &err));
-    assert_non_null(strstr(err.msg, "model.vocab_size"));
+    expect_open_error(&c, SPLIT_TRAIN, "model.vocab_size", NULL);
 }
 
 int main(void) {

@@ -5,75 +5,45 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "data/data.h"
 #include "data/data_hash.h"
+#include "data_fixtures.h"
 
 #define T 12
 
 typedef struct {
-    char dir[64];
+    char dir[SCRATCH_DIR_LEN];
     char path[128];
     int32_t tokens[T], targets[T], buckets[T];
 } Fixture;
-
-static SequenceBuffers bufs(Fixture *f) { SequenceBuffers b = { f->tokens, f->targets, f->buckets }; return b; }
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
 
 // "Grüße" carries bytes >= 128 (UTF-8 for ü and ß): they must come out as single byte tokens.
 static const char TEXT[] = "Grüße aus Zürich! The quick brown fox jumps over the lazy dog. 0123456789\n";
 
 static int setup(void **state) {
-    Fixture *f = calloc(1, sizeof *f);
-    strcpy(f->dir, "/tmp/entrank-test-text.XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
-    snprintf(f->path, sizeof f->path, "%s/corpus.txt", f->dir);
-    FILE *fp = fopen(f->path, "wb");
-    fwrite(TEXT, 1, sizeof TEXT - 1, fp);
-    fclose(fp);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
+    if (scratch_setup(state, Fixture, "/tmp/entrank-test-text.XXXXXX") != 0) return -1;
     Fixture *f = *state;
-    nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-    free(f);
+    write_scratch_file(f->dir, "corpus.txt", TEXT, f->path, sizeof f->path);
     return 0;
 }
 
-static Config base_config(const char *path) {
-    Config c;
-    memset(&c, 0, sizeof c);
-    strcpy(c.data_kind, "text");
-    snprintf(c.data_train, sizeof c.data_train, "%s", path);
-    c.seq_len = T;
-    c.vocab_size = 256;
-    c.batch_size = 3;
-    c.seed = 42;
-    return c;
-}
+static Config base_config(const char *path) { return data_config("text", path, T, 256, 3, 42); }
 
 static void test_bytes_are_tokens(void **state) {
     Fixture *f = *state;
     Config c = base_config(f->path);
     Error err = { "" };
-    DataSource *src = data_open(&c, SPLIT_TRAIN, &err);
-    assert_non_null(src);
+    DataSource *src = open_ok(&c, SPLIT_TRAIN);
     assert_int_equal(data_vocab_needed(src), 256);
     int n = (int)sizeof TEXT - 1, high = 0;
     assert_int_equal(data_n_sequences(src), n - T);
     for (uint64_t step = 0; step < 50; step++)
         for (int i = 0; i < 3; i++) {
-            assert_int_equal(data_get_sequence(src, step, i, bufs(f), &err), 0);
+            assert_int_equal(data_get_sequence(src, step, i, SEQ_BUFS(f), &err), 0);
             int start = (int)(data_hash4(c.seed, SPLIT_TRAIN, step, (uint64_t)i) % (uint64_t)(n - T));
             for (int t = 0; t < T; t++) {
                 assert_int_equal(f->tokens[t], (unsigned char)TEXT[start + t]);
@@ -92,12 +62,11 @@ static void test_val_fraction(void **state) {
     c.data_val_fraction = 0.5;
     int n = (int)sizeof TEXT - 1, cut = n - (int)(n * 0.5);
     Error err = { "" };
-    DataSource *va = data_open(&c, SPLIT_VAL, &err);
-    assert_non_null(va);
+    DataSource *va = open_ok(&c, SPLIT_VAL);
     int nw = (n - cut - 1) / T;
     assert_int_equal(data_n_sequences(va), nw);
     for (int k = 0; k < 2 * nw; k++) {
-        assert_int_equal(data_get_sequence(va, (uint64_t)(k / 3), k % 3, bufs(f), &err), 0);
+        assert_int_equal(data_get_sequence(va, (uint64_t)(k / 3), k % 3, SEQ_BUFS(f), &err), 0);
         int start = cut + (k % nw) * T;
         for (int t = 0; t < T; t++) assert_int_equal(f->tokens[t], (unsigned char)TEXT[start + t]);
     }
@@ -110,8 +79,7 @@ static void test_small_vocab_rejects_high_bytes(void **state) {
     c.vocab_size = 128;   // 7-bit vocabulary: "ü" (0xC3 0xBC at byte offset 2) is out of range
     c.seq_len = (int)sizeof TEXT - 2;   // one window: the whole file
     Error err = { "" };
-    DataSource *src = data_open(&c, SPLIT_TRAIN, &err);
-    assert_non_null(src);
+    DataSource *src = open_ok(&c, SPLIT_TRAIN);
     int32_t *b = malloc(3 * (size_t)c.seq_len * sizeof *b);
     SequenceBuffers sb = { b, b + c.seq_len, b + 2 * c.seq_len };
     assert_int_equal(data_get_sequence(src, 0, 0, sb, &err), -1);
@@ -127,23 +95,20 @@ static void test_unknown_kind_and_bad_index(void **state) {
     Config c = base_config(f->path);
     strcpy(c.data_kind, "parquet");
     Error err = { "" };
-    assert_null(data_open(&c, SPLIT_TRAIN, &err));
-    assert_non_null(strstr(err.msg, "data.kind"));
-    assert_non_null(strstr(err.msg, "parquet"));
+    expect_open_error(&c, SPLIT_TRAIN, "data.kind", "parquet", NULL);
     c = base_config(f->path);
-    DataSource *src = data_open(&c, SPLIT_TRAIN, &err);
-    assert_non_null(src);
-    assert_int_equal(data_get_sequence(src, 0, -1, bufs(f), &err), -1);
+    DataSource *src = open_ok(&c, SPLIT_TRAIN);
+    assert_int_equal(data_get_sequence(src, 0, -1, SEQ_BUFS(f), &err), -1);
     assert_null(data_bucket_label(src, 0));
     data_close(src);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_bytes_are_tokens, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_val_fraction, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_small_vocab_rejects_high_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unknown_kind_and_bad_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bytes_are_tokens, setup, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_val_fraction, setup, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_small_vocab_rejects_high_bytes, setup, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_kind_and_bad_index, setup, scratch_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,6 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <hdf5.h>
 #include <string.h>
@@ -15,40 +14,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fixtures.h"
 #include "metrics.h"
 
 // ----------------------------------------------------------------------------
 // Fixture: a fresh directory per test
 
 typedef struct {
-    char dir[64];
+    char dir[SCRATCH_DIR_LEN];
     char path[128];  // dir/m.h5
 } Tmp;
 
 static int setup_tmp(void **state) {
-    Tmp *t = xcalloc(1, sizeof *t);
-    snprintf(t->dir, sizeof t->dir, "/tmp/entrank-metrics-XXXXXX");
-    if (mkdtemp(t->dir) == NULL) return -1;
-    snprintf(t->path, sizeof t->path, "%s/m.h5", t->dir);
-    *state = t;
-    return 0;
-}
-
-static int teardown_tmp(void **state) {
+    if (scratch_setup(state, Tmp, "/tmp/entrank-metrics-XXXXXX") != 0) return -1;
     Tmp *t = *state;
-    DIR *d = opendir(t->dir);
-    if (d != NULL) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            snprintf(p, sizeof p, "%s/%s", t->dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(t->dir);
-    free(t);
+    scratch_path(t->dir, "m.h5", t->path, sizeof t->path);
     return 0;
 }
 
@@ -389,7 +369,7 @@ static void test_reopen_shape_mismatch(void **state) {
     metrics_close(mf);
 
     char log[160];
-    snprintf(log, sizeof log, "%s/stderr.txt", t->dir);
+    scratch_path(t->dir, "stderr.txt", log, sizeof log);
     ChildArg arg = {t->path};
     assert_int_equal(run_in_child(declare_mismatch_child, &arg, log), EXIT_BAD_INPUT);
     char *text = slurp(log);
@@ -414,8 +394,8 @@ static void test_empty_flush_is_noop(void **state) {
     // With the file gone, a flush that opened it would die: exit 0 and no new file show that
     // a flush with nothing queued does not touch the disk.
     char moved[160], log[160];
-    snprintf(moved, sizeof moved, "%s/moved.h5", t->dir);
-    snprintf(log, sizeof log, "%s/stderr.txt", t->dir);
+    scratch_path(t->dir, "moved.h5", moved, sizeof moved);
+    scratch_path(t->dir, "stderr.txt", log, sizeof log);
     assert_int_equal(rename(t->path, moved), 0);
     assert_int_equal(run_in_child(flush_child, mf, log), 0);
     assert_int_equal(access(t->path, F_OK), -1);
@@ -587,7 +567,7 @@ static void misuse_child(void *arg) {
 static void test_programming_errors_die(void **state) {
     Tmp *t = *state;
     char log[160];
-    snprintf(log, sizeof log, "%s/stderr.txt", t->dir);
+    scratch_path(t->dir, "stderr.txt", log, sizeof log);
     const char *want[4] = {"declared twice", "not declared", "bad metrics dataset name", "values for a dim"};
     for (int which = 0; which < 4; which++) {
         MisuseArg arg = {t->path, which};
@@ -602,7 +582,7 @@ static void test_open_errors(void **state) {
     Tmp *t = *state;
     Error err = {{0}};
     char bad[160];
-    snprintf(bad, sizeof bad, "%s/no/such/dir/m.h5", t->dir);
+    scratch_path(t->dir, "no/such/dir/m.h5", bad, sizeof bad);
     assert_null(metrics_create(bad, &RUN_INFO, &err));
     assert_non_null(strstr(err.msg, bad));
     assert_null(metrics_open_append(t->path, &err));  // does not exist yet
@@ -658,19 +638,19 @@ static void test_sample_file(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_scalars_over_flushes, setup_tmp, teardown_tmp),
-        cmocka_unit_test_setup_teardown(test_2d_rows_exact, setup_tmp, teardown_tmp),
-        cmocka_unit_test_setup_teardown(test_dataset_attributes, setup_tmp, teardown_tmp),
-        cmocka_unit_test_setup_teardown(test_root_attributes, setup_tmp, teardown_tmp),
-        cmocka_unit_test_setup_teardown(test_reopen_append_continues, setup_tmp, teardown_tmp),
-        cmocka_unit_test_setup_teardown(test_reopen_shape_mismatch, setup_tmp, teardown_tmp),
-        cmocka_unit_test_setup_teardown(test_empty_flush_is_noop, setup_tmp, teardown_tmp),
-        cmocka_unit_test_setup_teardown(test_file_closed_between_flushes, setup_tmp, teardown_tmp),
-        cmocka_unit_test_setup_teardown(test_reader_lock_defers_rows, setup_tmp, teardown_tmp),
-        cmocka_unit_test_setup_teardown(test_100k_rows, setup_tmp, teardown_tmp),
-        cmocka_unit_test_setup_teardown(test_programming_errors_die, setup_tmp, teardown_tmp),
-        cmocka_unit_test_setup_teardown(test_open_errors, setup_tmp, teardown_tmp),
-        cmocka_unit_test_setup_teardown(test_sample_file, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_scalars_over_flushes, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_2d_rows_exact, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_dataset_attributes, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_root_attributes, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_append_continues, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_shape_mismatch, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_empty_flush_is_noop, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_file_closed_between_flushes, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_reader_lock_defers_rows, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_100k_rows, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_programming_errors_die, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_open_errors, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_sample_file, setup_tmp, scratch_teardown),
     };
     // The h5py test wants only the sample file, left at the path it chose.
     if (getenv("ENTRANK_METRICS_OUT") != NULL) cmocka_set_test_filter("test_sample_file");

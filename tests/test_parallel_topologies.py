@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import read_losses, read_params, small_model
+from conftest import child_pids, entrank_error, read_losses, read_params, set_args, small_model, wait_for
 
 TOPOLOGIES = [(1, 1), (2, 1), (4, 1), (1, 2), (1, 4), (2, 2)]   # (dp, pp)
 
@@ -61,11 +61,8 @@ def test_same_topology_twice_is_bitwise_identical(mpirun, tmp_path):
     (2, ["train.batch_size=4", "train.micro_batch_size=4"], "train.batch_size: 4 sequences cannot be cut"),
 ])
 def test_invalid_topology_is_rejected_before_any_work(mpirun, tmp_path, ranks, sets, message):
-    extra = [x for s in sets for x in ("--set", s)]
-    proc = mpirun(ranks, "train", *small_model(extra=extra), "--run-dir", tmp_path / "run", timeout=60)
-    assert proc.returncode == 2, proc.stderr
-    ours = [l for l in proc.stderr.splitlines() if l.startswith("entrank:")]
-    assert len(ours) == 1 and message in ours[0], proc.stderr
+    proc = mpirun(ranks, "train", *small_model(extra=set_args(*sets)), "--run-dir", tmp_path / "run", timeout=60)
+    assert message in entrank_error(proc), proc.stderr
     assert not (tmp_path / "run" / "metrics.h5").exists()
 
 
@@ -73,12 +70,10 @@ def test_a_killed_rank_ends_the_whole_job(mpirun, tmp_path):
     proc = mpirun(4, "train", *small_model(steps=100000, extra=["--set", "parallel.pp=2"]), "--run-dir", tmp_path / "run",
                   popen=True)
     metrics = tmp_path / "run" / "metrics.h5"
-    deadline = time.time() + 60
-    while not metrics.exists() and time.time() < deadline:
-        time.sleep(0.2)
+    wait_for(metrics.exists, 60, 0.2)
     time.sleep(1.0)
     # The ranks are the entrank processes whose parent is this mpirun.
-    ranks = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_rank_of(int(p), proc.pid)]
+    ranks = child_pids(proc.pid, "entrank")
     assert len(ranks) == 4, ranks
     os.kill(ranks[2], signal.SIGKILL)
     start = time.time()
@@ -89,14 +84,3 @@ def test_a_killed_rank_ends_the_whole_job(mpirun, tmp_path):
             proc.kill()
     assert proc.returncode != 0
     assert time.time() - start < 60
-
-
-def _is_rank_of(pid, mpirun_pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read().split(b"\0")[0]
-    except OSError:
-        return False
-    return int(fields[1]) == mpirun_pid and cmd.endswith(b"entrank")

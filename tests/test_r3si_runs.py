@@ -7,7 +7,7 @@ import subprocess
 import h5py
 import numpy as np
 import pytest
-from conftest import BIN, MPI_ENV, ROOT, read_losses
+from conftest import MPI_ENV, ROOT, mpirun_cmd, read_losses
 
 FAST = ["-c", "configs/tiny-r3si.cfg", "--set", "train.steps=6", "--set", "train.warmup_steps=1",
         "--set", "train.batch_size=8", "--set", "train.micro_batch_size=4", "--set", "eval.batches=1",
@@ -116,8 +116,8 @@ def test_temperature_loss_mode_divides_the_loss(entrank, tmp_path):
 def test_dp_replicas_hold_identical_r3si_buffers():
     exe = ROOT / "build" / "tests" / "mpi_r3si_replicas"
     assert exe.exists(), "build it with make test"
-    proc = subprocess.run(["mpirun", "-np", "2", "--bind-to", "none", str(exe)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, **MPI_ENV))
+    proc = subprocess.run(mpirun_cmd(2, exe), cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **MPI_ENV))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("identical: 2 replicas") and "V norm^2 32.0000 (expected 32)" in proc.stdout
 

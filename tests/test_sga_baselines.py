@@ -5,7 +5,7 @@ import re
 import h5py
 import numpy as np
 import pytest
-from conftest import read_losses
+from conftest import read_group, set_args
 
 FAST = ["-c", "configs/tiny-sga.cfg", "--set", "train.steps=3", "--set", "train.warmup_steps=1",
         "--set", "train.batch_size=8", "--set", "train.micro_batch_size=8", "--set", "eval.batches=1",
@@ -13,18 +13,10 @@ FAST = ["-c", "configs/tiny-sga.cfg", "--set", "train.steps=3", "--set", "train.
 SDPA = ["--set", "attention.kind=sdpa"]
 
 
-def sets(*pairs):
-    return [x for p in pairs for x in ("--set", p)]
-
-
 def train(entrank, run, *extra):
     entrank("train", *FAST, *extra, "--run-dir", run, check=0)
-    with h5py.File(run / "checkpoints" / "step_00000003.h5", "r") as f:
-        params = {k: f["params"][k][...] for k in f["params"]}
-        adam_m = {k: f["adam_m"][k][...] for k in f["adam_m"]}
-    with h5py.File(run / "metrics.h5", "r") as f:
-        steps = {k: f["steps"][k][...] for k in f["steps"]}
-    return params, adam_m, steps
+    checkpoint = run / "checkpoints" / "step_00000003.h5"
+    return read_group(checkpoint, "params"), read_group(checkpoint, "adam_m"), read_group(run / "metrics.h5", "steps")
 
 
 def test_sga_trains_and_moves_its_gate_and_alpha(entrank, tmp_path):
@@ -57,7 +49,7 @@ def test_ablations_change_the_model(entrank, tmp_path):
     for name, extra in [("sga", []), ("no-spectral", ["--set", "sga.spectral=false"]),
                         ("fixed", ["--set", "sga.fixed_filter=true"]), ("sdpa", SDPA)]:
         # A strong blend and larger weights so that every mechanism shows at the first steps.
-        strong = sets("sga.alpha_init=0.9", "model.init_std=0.2")
+        strong = set_args("sga.alpha_init=0.9", "model.init_std=0.2")
         losses[name] = train(entrank, tmp_path / name, *strong, *extra)[2]["loss"][0]
     # Same weights where they are shared, same data: the losses differ only through the mechanism.
     values = sorted(losses.values())
@@ -118,8 +110,8 @@ def test_head_pruning_masks_a_quarter_of_the_heads_and_changes_the_loss(entrank,
 
 
 def test_norm_and_init_baselines(entrank, tmp_path):
-    post, _, _ = train(entrank, tmp_path / "post", *SDPA, *sets("model.norm=post", "model.scaled_init=false"))
-    pre, _, s = train(entrank, tmp_path / "pre", *SDPA, *sets("model.norm=pre", "model.scaled_init=true"))
+    post, _, _ = train(entrank, tmp_path / "post", *SDPA, *set_args("model.norm=post", "model.scaled_init=false"))
+    pre, _, s = train(entrank, tmp_path / "pre", *SDPA, *set_args("model.norm=pre", "model.scaled_init=true"))
     assert np.all(np.isfinite(s["loss"]))
     assert "norm = \"pre\"" in (tmp_path / "pre" / "config.cfg").read_text()
 

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import MPI_ENV, ROOT  # noqa: E402
+from conftest import MPI_ENV, ROOT, mpirun_cmd, set_args  # noqa: E402
 from slurm_cluster import slurm  # noqa: E402,F401  (the session fixture)
 
 SUBMIT = ROOT / "slurm" / "submit"
@@ -81,9 +81,7 @@ def submit(slurm, binary, *args, env_extra=None):
 
 
 def flops_of(binary, overrides):
-    cmd = [str(binary), "info", "-c", "configs/tiny.cfg"]
-    for o in overrides:
-        cmd += ["--set", o]
+    cmd = [str(binary), "info", "-c", "configs/tiny.cfg", *set_args(*overrides)]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return float(re.search(r"tokens, ([0-9.eE+-]+) FLOPs", out).group(1))
 
@@ -114,8 +112,8 @@ def submitted(slurm, binary, tmp_path_factory):
     # 3. A local job file of the catalogue (4 ranks, dp 2 x pp 2), made small with --set; then an
     #    evaluation job (slurm/eval.sbatch) that waits for it with --after.
     d22 = base / "local-2x2"
-    sets = [a for o in SMALL_2X2 for a in ("--set", o)]
-    jobs["2x2"] = (*submit(slurm, binary, ROOT / "jobs/local/r3si/baseline.toml", "--run-dir", d22, *sets), d22, None)
+    jobs["2x2"] = (*submit(slurm, binary, ROOT / "jobs/local/r3si/baseline.toml", "--run-dir", d22, *set_args(*SMALL_2X2)),
+                   d22, None)
     ev = base / "eval.toml"
     ev.write_text(f'description = "test eval"\nname = "t-eval"\nkind = "eval"\n[resources]\nranks_per_node = 2\n'
                   f'time = "5"\n[eval]\nrun_dir = "{d22}"\n')
@@ -143,8 +141,7 @@ def why(recs, run_dir):
 def reference_run(binary, tmp_path, overrides, ranks=2):
     """The same training, uninterrupted, outside Slurm, on the same topology."""
     run = tmp_path / "reference"
-    cmd = ["mpirun", "-np", str(ranks), "--bind-to", "none", str(binary), "train", "-c", "configs/tiny.cfg"]
-    cmd += [a for o in overrides for a in ("--set", o)] + ["--run-dir", str(run)]
+    cmd = mpirun_cmd(ranks, binary, "train", "-c", "configs/tiny.cfg", *set_args(*overrides), "--run-dir", run)
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, **MPI_ENV), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     with h5py.File(run / "metrics.h5", "r") as f:

@@ -1,7 +1,5 @@
 """slurm/submit without a cluster (issue 8): --dry-run of the full-scale jobs of both posts (the sbatch
 calls and the time estimate), the whole job catalogue, bad job files, and --local."""
-import importlib.machinery
-import importlib.util
 import math
 import re
 import subprocess
@@ -11,7 +9,7 @@ from pathlib import Path
 import h5py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import MPI_ENV, ROOT  # noqa: E402
+from conftest import MPI_ENV, ROOT, load_source, set_args  # noqa: E402
 
 SUBMIT = ROOT / "slurm" / "submit"
 JOBS = ROOT / "jobs"
@@ -25,17 +23,11 @@ def run_submit(*args, env=None, timeout=300):
 
 
 def load_submit():
-    loader = importlib.machinery.SourceFileLoader("entrank_submit", str(SUBMIT))
-    spec = importlib.util.spec_from_loader("entrank_submit", loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
+    return load_source("entrank_submit", SUBMIT)
 
 
 def info_flops(config, *overrides):
-    cmd = [str(ROOT / "bin" / "entrank"), "info", "-c", config]
-    for o in overrides:
-        cmd += ["--set", o]
+    cmd = [str(ROOT / "bin" / "entrank"), "info", "-c", config, *set_args(*overrides)]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     m = re.search(r"training: (\d+) steps x (\d+) sequences x (\d+) tokens = ([0-9.eE+-]+) tokens, ([0-9.eE+-]+) FLOPs", out)
     return int(m.group(1)), int(m.group(2)), int(m.group(3)), float(m.group(4)), float(m.group(5))

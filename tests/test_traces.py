@@ -1,12 +1,11 @@
 """Per-layer traces in metrics.h5: the same on every topology, readable while the run goes on,
 attributes visible to h5dump (DESIGN section 7)."""
-import os
 import subprocess
 import time
 
 import h5py
 import numpy as np
-from conftest import BIN, ROOT, small_model
+from conftest import small_model, start_entrank
 
 TRACE_KEYS = ["attn_entropy_bh", "attn_entropy", "head_redundancy", "attn_eff_rank", "resid_rank", "token_cos",
               "grad_diversity"]
@@ -45,9 +44,8 @@ def test_traces_are_the_same_on_1x1_and_2x2(mpirun, tmp_path):
 
 def test_metrics_can_be_read_while_the_run_goes_on(tmp_path):
     run = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.Popen([str(BIN), "train", *traced(steps=400, extra=["--set", "train.log_every=5"]), "--run-dir", str(run)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = start_entrank("train", *traced(steps=400, extra=["--set", "train.log_every=5"]), "--run-dir", run,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     lengths = []
     try:
         deadline = time.time() + 120
