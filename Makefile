@@ -159,3 +159,4 @@ clean:
 	rm -rf $(BUILD) bin
 
 -include $(OBJ:.o=.d)
+-include $(wildcard $(BUILD)/tests/*.d)
