@@ -11,8 +11,6 @@
 #include "rng.h"
 #include "rng_streams.h"
 
-// The draw's counter of stochastic depth packs (step, layer) above the global sequence index.
-#define SD_SEQUENCES_PER_DRAW (1u << 20)
 
 typedef struct {
     double p;
@@ -95,10 +93,10 @@ static const void *stochastic_depth_gains(void *state, void *slot_, const LayerC
     if (!pass->step.training) return NULL;
     void *gains = be_offset(c->be, slot->gains, (size_t)c->li * c->B);
     if (draw) {
-        if ((uint64_t)pass->first_sequence + (uint64_t)c->B > SD_SEQUENCES_PER_DRAW)
-            die(EXIT_FAILURE_OTHER, "internal: stochastic depth draws for more than %u sequences per step", SD_SEQUENCES_PER_DRAW);
+        if ((uint64_t)pass->first_sequence + (uint64_t)c->B > STOCHASTIC_DEPTH_MAX_SEQUENCES)
+            die(EXIT_FAILURE_OTHER, "internal: stochastic depth draws for more than %u sequences per step", STOCHASTIC_DEPTH_MAX_SEQUENCES);
         for (int b = 0; b < c->B; b++) {
-            uint64_t counter = ((uint64_t)pass->step.step * (uint64_t)d->n_layer + (uint64_t)c->layer) * SD_SEQUENCES_PER_DRAW +
+            uint64_t counter = ((uint64_t)pass->step.step * (uint64_t)d->n_layer + (uint64_t)c->layer) * STOCHASTIC_DEPTH_MAX_SEQUENCES +
                                (uint64_t)(pass->first_sequence + b);
             double u = rng_uniform(d->seed, RNG_STREAM_STOCHASTIC_DEPTH, counter);
             slot->host[b] = u < d->p ? 0.0f : (float)(1.0 / (1.0 - d->p));

@@ -75,5 +75,9 @@ BLOCK_HOOK_TABLE(BLOCK_HOOK_DECLARE)
 
 #define MAX_BLOCK_HOOKS 4
 
+// Stochastic depth's draws pack (step, layer) above the sequence's index in the global batch:
+// train.batch_size may not exceed this under stochastic depth (validate.c checks).
+#define STOCHASTIC_DEPTH_MAX_SEQUENCES (1u << 20)
+
 // The hooks `cfg` enables, in table order; returns how many.
 int block_hooks_for_config(const Config *cfg, const BlockHook **out);

@@ -7,6 +7,7 @@
 #include "info.h"
 #include "device.h"
 #include "commands.h"
+#include "validate.h"
 
 static const char *config_basename(const char *path, char *buf, size_t n) {
     const char *base = strrchr(path, '/');
@@ -34,6 +35,14 @@ int main(int argc, char **argv) {
             fprintf(stderr, "entrank: %s\n", err.msg);
             return EXIT_BAD_INPUT;
         }
+        // The topology is known when --dp or --pp is given (the other defaults to 1 / parallel.pp);
+        // data files are not read: info plans runs for machines that hold the data.
+        if (args.pp > 0) cfg.pp = args.pp;
+        ValidateScope scope = {.world_size = args.dp > 0 || args.pp > 0 ? (args.dp > 0 ? args.dp : 1) * cfg.pp : 0, .read_files = 0};
+        if (validate_run(&cfg, &scope, &err)) {
+            fprintf(stderr, "entrank: %s\n", err.msg);
+            return EXIT_BAD_INPUT;
+        }
         print_info(&cfg, args.dp, args.pp, stdout);
         return EXIT_DONE;
     }
@@ -50,19 +59,31 @@ int main(int argc, char **argv) {
     } else {
         int world;
         mpiCheck(MPI_Comm_size(MPI_COMM_WORLD, &world));
+        // Nothing is written before the whole input is checked. The device verdict comes first:
+        // train.device names the machine, not the run, so "cuda" where no GPU is usable is the
+        // error to report even if the run is also wrong. Then validate_run: every rank checks the
+        // config, shape and topology whole, and its slice of the data's token ids; the lowest
+        // failing rank's message is printed once, by rank 0. Only then train_command creates the
+        // run directory.
         Device dev;
-        if (world % cfg.pp != 0) {
-            if (rank == 0) fprintf(stderr, "entrank: parallel.pp: %d ranks cannot be split into pipelines of %d stages\n", world, cfg.pp);
-            code = EXIT_BAD_INPUT;
-        } else if ((code = select_device(&cfg, rank, &dev)) == EXIT_DONE) {
-            char name[256], run_dir[CFG_PATH_LEN];
-            if (args.run_dir) snprintf(run_dir, sizeof run_dir, "%s", args.run_dir);
-            else snprintf(run_dir, sizeof run_dir, "runs/%s", config_basename(args.config_path, name, sizeof name));
-            // The backend is chosen first; the Comm follows it (MPI for the CPU, NCCL for CUDA).
-            Comm *comm = comm_for(&dev, cfg.pp);
-            if (args.command == CMD_TRAIN) code = train_command(&cfg, &dev.run, comm, run_dir, args.resume, args.resume_path);
-            else code = eval_command(&cfg, &dev.run, comm, args.checkpoint_path, args.prune_heads);
-            comm->free(comm);
+        if ((code = select_device(&cfg, rank, &dev)) == EXIT_DONE) {
+            ValidateScope scope = {.world_size = world, .read_files = 1, .scan_part = rank, .scan_parts = world};
+            int mine = validate_run(&cfg, &scope, &err) ? rank : world, first;
+            mpiCheck(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+            if (first < world) {
+                mpiCheck(MPI_Bcast(err.msg, (int)sizeof err.msg, MPI_CHAR, first, MPI_COMM_WORLD));
+                if (rank == 0) fprintf(stderr, "entrank: %s\n", err.msg);
+                code = EXIT_BAD_INPUT;
+            } else {
+                char name[256], run_dir[CFG_PATH_LEN];
+                if (args.run_dir) snprintf(run_dir, sizeof run_dir, "%s", args.run_dir);
+                else snprintf(run_dir, sizeof run_dir, "runs/%s", config_basename(args.config_path, name, sizeof name));
+                // The backend is chosen first; the Comm follows it (MPI for the CPU, NCCL for CUDA).
+                Comm *comm = comm_for(&dev, cfg.pp);
+                if (args.command == CMD_TRAIN) code = train_command(&cfg, &dev.run, comm, run_dir, args.resume, args.resume_path);
+                else code = eval_command(&cfg, &dev.run, comm, args.checkpoint_path, args.prune_heads);
+                comm->free(comm);
+            }
             release_device(&dev);
         }
     }

@@ -51,11 +51,7 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
     if (!t->train_data) return -1;
     t->val_data = data_open(cfg, SPLIT_VAL, err);
     if (!t->val_data) { data_close(t->train_data); return -1; }
-    int need = data_vocab_needed(t->train_data);
-    if (need > cfg->vocab_size) {
-        data_close(t->train_data); data_close(t->val_data);
-        return error_set(err, "model.vocab_size: %d is smaller than the %d tokens data.kind \"%s\" uses", cfg->vocab_size, need, cfg->data_kind);
-    }
+    // validate_run (validate.c) has checked the vocabulary the data needs and every token id.
 
     // Layers split as evenly as possible: stage s holds [L s / pp, L (s+1) / pp).
     ModelShape shape = model_shape_from_config(cfg);

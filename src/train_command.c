@@ -323,8 +323,10 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     if (!failed && is_root && have_metrics && !checkpoint[0])
         failed = error_set(&err, "%s: already exists and there is no checkpoint to resume from (%s); choose a new --run-dir",
                            path, resume == RESUME_NEVER ? "--resume never" : "no checkpoints/latest");
-    if (!failed && is_root) failed = mkdir_p(run_dir, &err) != 0;
     if (commands_any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
+    // main's validate_run has checked the config, topology and data. The trainer and the
+    // checkpoint to resume from can still refuse their input: the run directory is created only
+    // after them, so that a refused run leaves nothing behind.
     Trainer t;
     failed = trainer_init(&t, cfg, dev->be, comm, &err) != 0;
     if (commands_any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
@@ -337,6 +339,8 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
         load_seconds = now_seconds() - t0;
         if (commands_any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
     }
+    if (is_root) failed = mkdir_p(run_dir, &err) != 0;
+    if (commands_any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
     signals_install();
     char *config_text = config_to_string(cfg);
     LoopSetup setup = {run_dir, config_text, progress.step, dev};

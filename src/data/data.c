@@ -22,12 +22,16 @@ struct DataSource {
     char labels[DATA_MAX_BUCKETS][32];
 };
 
+int data_kind_reads_files(const char *kind) {
+    return strcmp(kind, "llmc") == 0 || strcmp(kind, "megatron") == 0 || strcmp(kind, "text") == 0;
+}
+
 DataSource *data_open(const Config *cfg, DataSplit split, Error *err) {
     const char *kind = cfg->data_kind;
     DataSource *src = xcalloc(1, sizeof *src);
     src->split = split;
     src->seed = cfg->seed;
-    if (strcmp(kind, "llmc") == 0 || strcmp(kind, "megatron") == 0 || strcmp(kind, "text") == 0) {
+    if (data_kind_reads_files(kind)) {
         src->kind = SOURCE_FILES;
         src->files = file_source_open(cfg, split, err);
         if (!src->files) goto fail;
@@ -72,6 +76,11 @@ void data_close(DataSource *src) {
 }
 
 int data_vocab_needed(const DataSource *src) { return src->vocab_needed; }
+
+int data_check_tokens(const DataSource *src, int part, int n_parts, Error *err) {
+    if (n_parts < 1 || part < 0 || part >= n_parts) return error_set(err, "data_check_tokens: part %d of %d", part, n_parts);
+    return src->kind == SOURCE_FILES ? file_source_check_tokens(src->files, part, n_parts, err) : 0;
+}
 
 int data_get_sequence(DataSource *src, uint64_t step, int index, SequenceBuffers out, Error *err) {
     if (index < 0) return error_set(err, "data_get_sequence: index %d < 0", index);

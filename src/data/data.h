@@ -32,13 +32,28 @@ typedef struct {
 DataSource *data_open(const Config *cfg, DataSplit split, Error *err);
 void data_close(DataSource *src);
 
+// Whether data.kind reads files (llmc, megatron, text) rather than generating a task.
+int data_kind_reads_files(const char *kind);
+
 // Smallest vocabulary the source needs (256 for text, the task alphabet for synthetic tasks,
 // the largest token id + 1 seen in the header scan for files is not known: files return 0 and
 // are checked token by token instead).
 int data_vocab_needed(const DataSource *src);
 
+// Checks every token id that a file source can read against model.vocab_size, in one sequential,
+// vectorised pass over the mapped files, so that a bad id is found before a run writes anything
+// (validate_run) rather than when a training window happens to read it. The split's tokens, in
+// file order, are cut into n_parts equal slices and this call checks slice `part` (0 <= part <
+// n_parts), so ranks can share the pass; 0, 1 checks all. Sources whose every id is valid by
+// construction (tasks, text under a vocabulary >= 256, uint16 files under one >= 65536) return 0
+// at once. On a bad id returns -1 with err->msg "FILE: byte offset N: token id X >= model.vocab_size
+// V" (or "negative token id X") for the first one of the slice, the message data_get_sequence gives.
+// data_open itself reads headers only; this pass reads the whole slice once.
+int data_check_tokens(const DataSource *src, int part, int n_parts, Error *err);
+
 // Fills one sequence of length T (T = cfg->seq_len). For file sources, a token id >= vocab_size
-// is bad input: returns -1 with err->msg naming the file and the byte offset of that token.
+// is bad input: returns -1 with err->msg naming the file and the byte offset of that token (checked
+// again here, window by window: a file may change after data_check_tokens).
 int data_get_sequence(DataSource *src, uint64_t step, int index, SequenceBuffers out, Error *err);
 
 // For validation: the number of distinct validation sequences available (windows for files,

@@ -76,5 +76,9 @@ typedef struct {
 FileSource *file_source_open(const Config *cfg, DataSplit split, Error *err);
 void file_source_close(FileSource *fs);
 int file_source_get(const FileSource *fs, uint64_t step, int index, SequenceBuffers out, Error *err);
+// Every token the split can read, against model.vocab_size: slice `part` of `n_parts` (data.h's
+// data_check_tokens). One sequential pass over the mappings; 0, or -1 with err naming the first
+// bad token's file and byte offset in the message file_source_get would give.
+int file_source_check_tokens(const FileSource *fs, int part, int n_parts, Error *err);
 // Where sequence (step, index) starts: segment and token within its shard (also used by tests).
 void file_source_locate(const FileSource *fs, uint64_t step, int index, int *shard, int64_t *token);

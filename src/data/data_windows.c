@@ -155,26 +155,147 @@ void file_source_locate(const FileSource *fs, uint64_t step, int index, int *sha
     *token = s->first + (fs->split == SPLIT_TRAIN ? local : local * fs->T);
 }
 
+// Token id at byte `at` of a shard, sign-extended for the signed Megatron dtypes.
+static int64_t token_at(const TokenFiles *f, const TokenShard *sh, int64_t at) {
+    int isz = f->itemsize;
+    uint64_t raw = data_le(sh->map + at, isz);
+    if (f->is_signed && isz < 8 && (raw >> (8 * isz - 1)) & 1) return (int64_t)(raw | (~0ULL << (8 * isz)));
+    return (int64_t)raw;
+}
+
+// The message of a token id outside [0, vocab) at byte `at` of shard `sh`: the same for the
+// start-up pass and for a window.
+static int bad_token(const TokenShard *sh, int64_t at, int64_t id, int vocab, Error *err) {
+    if (id < 0) return error_set(err, "%s: byte offset %lld: negative token id %lld", sh->path, (long long)at, (long long)id);
+    return error_set(err, "%s: byte offset %lld: token id %lld >= model.vocab_size %d", sh->path, (long long)at, (long long)id, vocab);
+}
+
 int file_source_get(const FileSource *fs, uint64_t step, int index, SequenceBuffers out, Error *err) {
     int shard_i;
     int64_t token;
     file_source_locate(fs, step, index, &shard_i, &token);
     const TokenShard *sh = &fs->files.shards[shard_i];
     int T = fs->T, isz = fs->files.itemsize;
-    int64_t offset = sh->data_offset + token * isz;   // byte offset of the window in the file
-    const unsigned char *buf = sh->map + offset;      // in the mapping: checked at open
+    int64_t offset = sh->data_offset + token * isz;   // byte offset of the window in the file (in the mapping: checked at open)
     for (int t = 0; t <= T; t++) {
-        uint64_t raw = data_le(buf + (size_t)t * isz, isz);
-        int64_t id = (int64_t)raw;
-        if (fs->files.is_signed && isz < 8 && (raw >> (8 * isz - 1)) & 1) id = (int64_t)(raw | (~0ULL << (8 * isz)));  // sign-extend
-        long long at = (long long)(offset + (int64_t)t * isz);
-        if (id < 0 || id >= fs->vocab_size) {
-            if (id < 0) return error_set(err, "%s: byte offset %lld: negative token id %lld", sh->path, at, (long long)id);
-            return error_set(err, "%s: byte offset %lld: token id %lld >= model.vocab_size %d", sh->path, at, (long long)id, fs->vocab_size);
-        }
+        int64_t at = offset + (int64_t)t * isz;
+        int64_t id = token_at(&fs->files, sh, at);
+        if (id < 0 || id >= fs->vocab_size) return bad_token(sh, at, id, fs->vocab_size, err);
         if (t < T) out.tokens[t] = (int32_t)id;
         if (t > 0) out.targets[t - 1] = (int32_t)id;
     }
     for (int t = 0; t < T; t++) out.buckets[t] = -1;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The start-up pass over every token (data_check_tokens).
+//
+// Each kernel returns the index of the first of p[0, n) outside [0, vocab), or -1. The min / max of
+// a block is a branch-free reduction that the compiler vectorises (16 uint16 per AVX2 instruction);
+// only a block that holds a bad id is searched again, element by element. The arrays are read in
+// place from the mapping: token 0 of a shard sits at a multiple of the item size (llm.c: 1024;
+// Megatron: the first pointer, checked to be a multiple), in a page-aligned mapping.
+enum { SCAN_BLOCK = 1 << 16 };
+
+#define DEFINE_SCAN_UNSIGNED(name, T)                                                   \
+    static int64_t name(const void *base, int64_t n, int64_t vocab) {                   \
+        const T *p = base;                                                              \
+        for (int64_t i0 = 0; i0 < n; i0 += SCAN_BLOCK) {                                \
+            int64_t len = n - i0 < SCAN_BLOCK ? n - i0 : SCAN_BLOCK;                    \
+            const T *q = p + i0;                                                        \
+            T hi = 0;                                                                   \
+            for (int64_t i = 0; i < len; i++) hi = q[i] > hi ? q[i] : hi;               \
+            if ((int64_t)hi < vocab) continue;                                          \
+            for (int64_t i = 0; i < len; i++)                                           \
+                if ((int64_t)q[i] >= vocab) return i0 + i;                              \
+        }                                                                               \
+        return -1;                                                                      \
+    }
+#define DEFINE_SCAN_SIGNED(name, T)                                                     \
+    static int64_t name(const void *base, int64_t n, int64_t vocab) {                   \
+        const T *p = base;                                                              \
+        for (int64_t i0 = 0; i0 < n; i0 += SCAN_BLOCK) {                                \
+            int64_t len = n - i0 < SCAN_BLOCK ? n - i0 : SCAN_BLOCK;                    \
+            const T *q = p + i0;                                                        \
+            T lo = 0, hi = 0;                                                           \
+            for (int64_t i = 0; i < len; i++) {                                         \
+                lo = q[i] < lo ? q[i] : lo;                                             \
+                hi = q[i] > hi ? q[i] : hi;                                             \
+            }                                                                           \
+            if (lo >= 0 && (int64_t)hi < vocab) continue;                               \
+            for (int64_t i = 0; i < len; i++)                                           \
+                if (q[i] < 0 || (int64_t)q[i] >= vocab) return i0 + i;                  \
+        }                                                                               \
+        return -1;                                                                      \
+    }
+DEFINE_SCAN_UNSIGNED(scan_u8, uint8_t)
+DEFINE_SCAN_UNSIGNED(scan_u16, uint16_t)
+DEFINE_SCAN_SIGNED(scan_i8, int8_t)
+DEFINE_SCAN_SIGNED(scan_i16, int16_t)
+DEFINE_SCAN_SIGNED(scan_i32, int32_t)
+DEFINE_SCAN_SIGNED(scan_i64, int64_t)
+
+// First bad token of tokens [first, first + n) of shard `sh`, as a byte offset, or -1.
+static int64_t scan_range(const TokenFiles *f, const TokenShard *sh, int64_t first, int64_t n, int64_t vocab) {
+    int isz = f->itemsize;
+    int64_t at = sh->data_offset + first * isz;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const void *p = sh->map + at;
+    int64_t i = -1;
+    switch (isz * 2 + f->is_signed) {
+    case 2: i = scan_u8(p, n, vocab); break;
+    case 3: i = scan_i8(p, n, vocab); break;
+    case 4: i = scan_u16(p, n, vocab); break;
+    case 5: i = scan_i16(p, n, vocab); break;
+    case 9: i = scan_i32(p, n, vocab); break;
+    case 17: i = scan_i64(p, n, vocab); break;
+    default:   // uint32 / uint64: no file kind has them
+        for (int64_t k = 0; k < n && i < 0; k++) {
+            int64_t id = token_at(f, sh, at + k * isz);
+            if (id < 0 || id >= vocab) i = k;
+        }
+    }
+    return i < 0 ? -1 : at + i * isz;
+#else
+    // Another byte order: decode each token (slow, but correct).
+    for (int64_t k = 0; k < n; k++) {
+        int64_t id = token_at(f, sh, at + k * isz);
+        if (id < 0 || id >= vocab) return at + k * isz;
+    }
+    return -1;
+#endif
+}
+
+int file_source_check_tokens(const FileSource *fs, int part, int n_parts, Error *err) {
+    const TokenFiles *f = &fs->files;
+    // Types whose every value is a valid id need no pass (bytes under a vocabulary >= 256, uint16 >= 65536).
+    if (!f->is_signed && f->itemsize < 8 && (int64_t)fs->vocab_size >> (8 * f->itemsize) > 0) return 0;
+    int64_t total = 0;
+    for (int k = 0; k < fs->n_segs; k++) total += fs->segs[k].n_tokens;
+    // Slice `part` of n_parts near-equal slices of the split's token stream (no 64-bit overflow).
+    int64_t q = total / n_parts, r = total % n_parts;
+    int64_t lo = part * q + (part < r ? part : r), hi = lo + q + (part < r);
+    long page = sysconf(_SC_PAGESIZE);
+    int64_t g = 0;
+    for (int k = 0; k < fs->n_segs && g < hi; k++) {
+        const TokenSegment *s = &fs->segs[k];
+        int64_t a = lo > g ? lo : g, b = hi < g + s->n_tokens ? hi : g + s->n_tokens;
+        if (b > a) {
+            const TokenShard *sh = &f->shards[s->shard];
+            int64_t first = s->first + (a - g), n = b - a;
+            // One sequential read: the train mapping was advised MADV_RANDOM (no read-ahead), which
+            // would read a cold file 4 KiB at a time. The split's own advice is restored after.
+            int64_t begin = sh->data_offset + first * f->itemsize, end = begin + n * f->itemsize;
+            int64_t abegin = begin / page * page;
+            void *range = (void *)(sh->map + abegin);
+            size_t range_len = (size_t)(end - abegin);
+            madvise(range, range_len, MADV_SEQUENTIAL);
+            int64_t bad = scan_range(f, sh, first, n, fs->vocab_size);
+            madvise(range, range_len, fs->split == SPLIT_TRAIN ? MADV_RANDOM : MADV_NORMAL);
+            if (bad >= 0) return bad_token(sh, bad, token_at(f, sh, bad), fs->vocab_size, err);
+        }
+        g += s->n_tokens;
+    }
     return 0;
 }
