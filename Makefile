@@ -28,7 +28,9 @@ LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(shell $(BLAS_PC) --li
 CUDA_HOME ?= /usr/local/cuda
 NVCC      ?= $(CUDA_HOME)/bin/nvcc
 CUDA      ?= $(shell test -x $(NVCC) && echo 1 || echo 0)
-CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+# Binaries for A100 (sm_80) and H100/H200 (sm_90), and compute_90 PTX that the driver compiles
+# for GPU generations after those.
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
 NVCCFLAGS ?= -O3
 NVCCFLAGS += -std=c++17 $(CUDA_ARCH) -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -MMD -MP
 ifeq ($(CUDA),1)

@@ -13,12 +13,27 @@ CudaContext *cuda_context(void) {
     return &context;
 }
 
+// A driver too old for the runtime this binary links statically: 1, with why naming both versions.
+extern "C" int cuda_driver_too_old(char *why, size_t why_len) {
+    int driver = 0, runtime = 0;
+    if (cudaDriverGetVersion(&driver) != cudaSuccess || cudaRuntimeGetVersion(&runtime) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    if (driver == 0 || driver >= runtime) return 0;   // 0: no driver at all (a CPU node)
+    snprintf(why, why_len, "the NVIDIA driver supports CUDA %d.%d but this binary's CUDA runtime is %d.%d (linked statically): "
+             "update the driver, or rebuild with CUDA_HOME pointing at a toolkit the driver supports",
+             driver / 1000, driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10);
+    return 1;
+}
+
 extern "C" int cuda_device_count(char *why, size_t why_len) {
     int n = 0;
     cudaError_t rc = cudaGetDeviceCount(&n);
     if (rc != cudaSuccess) {
-        // No driver (a CPU node) reads as "insufficient driver": no device, not a failure.
-        snprintf(why, why_len, "%s", cudaGetErrorString(rc));
+        // No driver (a CPU node) reads as "insufficient driver": no device, not a failure. A
+        // driver that exists but is older than the runtime says so, with both versions.
+        if (!cuda_driver_too_old(why, why_len)) snprintf(why, why_len, "%s", cudaGetErrorString(rc));
         (void)cudaGetLastError();
         return 0;
     }
@@ -78,6 +93,7 @@ extern "C" const Backend *backend_cuda_create(int device, CudaGemmPrecision prec
 
 extern "C" void backend_cuda_destroy(void) {
     if (!context_ready) return;
+    cuda_dct_release_all();
     cudaCheck(cudaStreamSynchronize(context.stream));
     cudaCheck(cudaFree(context.reduce_scratch));
     cudaCheck(cudaFreeHost(context.reduce_host));

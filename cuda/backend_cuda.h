@@ -20,6 +20,9 @@ typedef enum {
 
 // Number of usable CUDA devices; 0 when there is none or no driver, with the reason in `why`.
 int cuda_device_count(char *why, size_t why_len);
+// 1 when an NVIDIA driver is installed but older than the CUDA runtime of this binary (why names
+// both versions): a GPU machine that cannot run this build, not a machine without a GPU.
+int cuda_driver_too_old(char *why, size_t why_len);
 
 // The op table without touching a device: lets a machine without a GPU check that every op of
 // backend.h has a CUDA implementation. Ops must not be called through it before backend_cuda_create.

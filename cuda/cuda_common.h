@@ -42,3 +42,6 @@ static inline unsigned int ceil_div(size_t a, size_t b) { return (unsigned int)(
 #define CUDA_OP_DECLARATION(ret, name, params) ret cuda_##name params;
 BACKEND_OPS(CUDA_OP_DECLARATION)
 #undef CUDA_OP_DECLARATION
+
+// Releases the DCT's cached tables, plans and scratch (dct.cu), before the context goes.
+void cuda_dct_release_all(void);

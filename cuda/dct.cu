@@ -150,12 +150,54 @@ typedef struct {
 static DctCached dct_cache[DCT_CACHE];
 static unsigned long long dct_clock = 0;
 
+// Plans evicted while work that runs them may still be queued on the stream: each is destroyed
+// once an event recorded at its eviction has passed (polled at every cache miss), so that an
+// eviction never waits for the device.
+#define DCT_RETIRED 16
+typedef struct {
+    int used;
+    cufftHandle plan;
+    cudaEvent_t done;
+} DctRetired;
+static DctRetired dct_retired[DCT_RETIRED];
+
+// Destroys the retired plans whose event has passed; with `wait`, all of them (waiting for each).
+static void dct_retired_collect(int wait) {
+    for (int i = 0; i < DCT_RETIRED; i++) {
+        DctRetired *r = &dct_retired[i];
+        if (!r->used) continue;
+        if (wait) {
+            cudaCheck(cudaEventSynchronize(r->done));
+        } else {
+            cudaError_t q = cudaEventQuery(r->done);
+            if (q == cudaErrorNotReady) { (void)cudaGetLastError(); continue; }
+            cudaCheck(q);
+        }
+        cufftCheck(cufftDestroy(r->plan));
+        cudaCheck(cudaEventDestroy(r->done));
+        r->used = 0;
+    }
+}
+
+static void dct_retire_plan(cufftHandle plan) {
+    dct_retired_collect(0);
+    DctRetired *slot = NULL;
+    for (int i = 0; i < DCT_RETIRED && !slot; i++) if (!dct_retired[i].used) slot = &dct_retired[i];
+    if (!slot) {   // more plans in flight than slots: rare (16 evictions within one step); wait for them
+        dct_retired_collect(1);
+        slot = &dct_retired[0];
+    }
+    slot->used = 1;
+    slot->plan = plan;
+    cudaCheck(cudaEventCreateWithFlags(&slot->done, cudaEventDisableTiming));
+    cudaCheck(cudaEventRecord(slot->done, cuda_context()->stream));
+}
+
 static void dct_cache_release(DctCached *e) {
-    // Work queued earlier may still read the table or run the plan: the plan waits for it, the
-    // table is freed in stream order (no device-wide synchronisation that would stall NCCL).
-    cudaCheck(cudaStreamSynchronize(cuda_context()->stream));
+    // Work queued earlier may still read the table or run the plan: the table is freed in stream
+    // order, the plan retired until the stream has passed this point.
     if (e->table) cudaCheck(cudaFreeAsync(e->table, cuda_context()->stream));
-    if (e->kind == DCT_PLAN_R2C || e->kind == DCT_PLAN_C2R) cufftCheck(cufftDestroy(e->plan));
+    if (e->kind == DCT_PLAN_R2C || e->kind == DCT_PLAN_C2R) dct_retire_plan(e->plan);
     memset(e, 0, sizeof *e);
 }
 
@@ -235,6 +277,17 @@ static void *dct_scratch_get(size_t bytes) {
 }
 
 static size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// Everything the DCT keeps (tables, plans, scratch), released when the backend is destroyed, so
+// that a backend created again starts clean and nothing outlives the device context.
+void cuda_dct_release_all(void) {
+    for (int i = 0; i < DCT_CACHE; i++) if (dct_cache[i].kind) dct_cache_release(&dct_cache[i]);
+    if (dct_scratch) cudaCheck(cudaFreeAsync(dct_scratch, cuda_context()->stream));
+    dct_scratch = NULL;
+    dct_scratch_bytes = 0;
+    dct_retired_collect(1);
+    dct_clock = 0;
+}
 
 // ---- the two methods ----------------------------------------------------------------------------
 

@@ -2,11 +2,11 @@
 //
 // The forward pass is a gather, one thread per output element. The backward pass scatters dout
 // into the rows of dwte named by the tokens; a token that occurs many times would need atomics,
-// whose order (and so the float result) changes from run to run. Instead the host buckets the
-// positions by token id (a counting sort of the B*T tokens, stable so each bucket lists its
-// positions in sequence order) and one block per distinct token adds its positions' rows in
-// that order, starting from the old dwte row: the same additions in the same order as the CPU
-// twin, so the result is deterministic and matches it to rounding of the individual adds.
+// whose order (and so the float result) changes from run to run. Instead each block owns a range
+// of token ids, finds the positions of the micro-batch that hold one of them (a scan of the
+// tokens with warp ballots, in sequence order) and adds their rows in that order, starting from
+// the old dwte row: the same additions in the same order as the CPU twin, deterministic, and with
+// nothing copied to the host (no synchronisation in the backward pass).
 #include <stdlib.h>
 #include <string.h>
 #include "reduce.cuh"
@@ -34,17 +34,35 @@ static __global__ void encoder_dwpe_kernel(float *dwpe, const float *dout, int B
     }
 }
 
-// dwte (+=) (V,C): block u owns the distinct token ids[u] and adds the dout (B*T,C) rows of the
-// positions bucket[start[u] .. start[u+1]) in that (ascending) order, threads over channels.
-static __global__ void encoder_dwte_kernel(float *dwte, const float *dout, const int32_t *ids, const int32_t *start,
-                                           const int32_t *bucket, int C) {
-    int u = blockIdx.x;
-    float *row = dwte + (size_t)ids[u] * C;
-    int p0 = start[u], p1 = start[u + 1];
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        float acc = row[c];
-        for (int p = p0; p < p1; p++) acc += dout[(size_t)bucket[p] * C + c];
-        row[c] = acc;
+#define ENCODER_IDS_PER_BLOCK 32   // token ids one block owns: V / 32 blocks each scan the B*T tokens
+
+// dwte (+=) (V,C): block b owns the token ids [32 b, 32 b + 32) and adds, for every position p of
+// tokens (BT) that holds one of them, in ascending p, the dout (BT,C) row p to the id's row; the
+// threads split the channels, so each element's additions run in sequence order in one thread.
+static __global__ void encoder_dwte_kernel(float *dwte, const float *dout, const int32_t *tokens, int BT, int C) {
+    __shared__ int hits[ENCODER_THREADS];                 // this chunk's positions of our ids, ascending
+    __shared__ int warp_hits[ENCODER_THREADS / 32];
+    int v0 = blockIdx.x * ENCODER_IDS_PER_BLOCK, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int base = 0; base < BT; base += ENCODER_THREADS) {   // the same trip count in every thread
+        int p = base + threadIdx.x;
+        int mine = p < BT && tokens[p] >= v0 && tokens[p] < v0 + ENCODER_IDS_PER_BLOCK;
+        unsigned int ballot = __ballot_sync(0xffffffffu, mine);
+        if (lane == 0) warp_hits[warp] = __popc(ballot);
+        __syncthreads();
+        int before = 0, total = 0;
+        for (int w = 0; w < ENCODER_THREADS / 32; w++) {
+            if (w < warp) before += warp_hits[w];
+            total += warp_hits[w];
+        }
+        if (mine) hits[before + __popc(ballot & ((1u << lane) - 1u))] = p;
+        __syncthreads();
+        for (int h = 0; h < total; h++) {
+            int q = hits[h];
+            float *row = dwte + (size_t)tokens[q] * C;
+            const float *src = dout + (size_t)q * C;
+            for (int c = threadIdx.x; c < C; c += ENCODER_THREADS) row[c] += src[c];
+        }
+        __syncthreads();   // hits and warp_hits are rewritten by the next chunk
     }
 }
 
@@ -56,69 +74,15 @@ void cuda_encoder_forward(void *out, const int32_t *tokens, const void *wte, con
     cudaCheckLaunch();
 }
 
-// Host side of the counting sort. From tokens (BT) it builds, in one int32 array `plan`:
-//   ids (U)       the distinct token ids, ascending
-//   start (U+1)   bucket u is bucket[start[u] .. start[u+1])
-//   bucket (BT)   positions bt grouped by token, ascending within a group
-// and returns U. The caller frees *plan.
-static int bucket_tokens(const int32_t *tokens, int BT, int32_t **plan) {
-    int32_t max_id = 0;
-    for (int i = 0; i < BT; i++) {
-        if (tokens[i] < 0) die(1, "encoder_backward: negative token id %d at position %d", (int)tokens[i], i);
-        if (tokens[i] > max_id) max_id = tokens[i];
-    }
-    int32_t *count = (int32_t *)calloc((size_t)max_id + 2, sizeof(int32_t));
-    if (!count) die(1, "out of memory bucketing %d tokens", BT);
-    for (int i = 0; i < BT; i++) count[tokens[i]]++;
-    int U = 0;
-    for (int32_t v = 0; v <= max_id; v++) U += count[v] > 0;
-    int32_t *p = (int32_t *)malloc(((size_t)2 * U + 1 + BT) * sizeof(int32_t));
-    if (!p) die(1, "out of memory bucketing %d tokens", BT);
-    int32_t *ids = p, *start = p + U, *bucket = p + 2 * U + 1;
-    // count[v] becomes the next free slot of token v's bucket (exclusive prefix sum).
-    int u = 0, offset = 0;
-    for (int32_t v = 0; v <= max_id; v++) {
-        if (count[v] == 0) continue;
-        ids[u] = v;
-        start[u] = offset;
-        offset += count[v];
-        count[v] = start[u];
-        u++;
-    }
-    start[U] = offset;
-    for (int i = 0; i < BT; i++) bucket[count[tokens[i]]++] = i;   // ascending i: stable
-    free(count);
-    *plan = p;
-    return U;
-}
-
-// dwte (+=) (V,C), dwpe (+=) (T,C), dout (B,T,C), tokens (B,T)
-void cuda_encoder_backward(void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T, int C) {
+// dwte (+=) (V,C), dwpe (+=) (T,C), dout (B,T,C), tokens (B,T) with every id in [0, V)
+void cuda_encoder_backward(void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T, int C, int V) {
     int BT = B * T;
-    if (BT == 0 || C == 0) return;
+    if (BT == 0 || C == 0 || V == 0) return;
     CudaContext *ctx = cuda_context();
     encoder_dwpe_kernel<<<stride_grid((size_t)T * C, ENCODER_THREADS), ENCODER_THREADS, 0, ctx->stream>>>(
         (float *)dwpe, (const float *)dout, B, T, C);
     cudaCheckLaunch();
-
-    int32_t *host_tokens = (int32_t *)malloc((size_t)BT * sizeof(int32_t));
-    if (!host_tokens) die(1, "out of memory copying %d tokens", BT);
-    cudaCheck(cudaMemcpyAsync(host_tokens, tokens, (size_t)BT * sizeof(int32_t), cudaMemcpyDeviceToHost, ctx->stream));
-    cudaCheck(cudaStreamSynchronize(ctx->stream));
-    int32_t *plan = NULL;
-    int U = bucket_tokens(host_tokens, BT, &plan);
-    free(host_tokens);
-
-    size_t plan_bytes = ((size_t)2 * U + 1 + BT) * sizeof(int32_t);
-    int32_t *dplan = NULL;
-    cudaCheck(cudaMallocAsync((void **)&dplan, plan_bytes, ctx->stream));
-    cudaCheck(cudaMemcpyAsync(dplan, plan, plan_bytes, cudaMemcpyHostToDevice, ctx->stream));
-    // The stream holds nothing but this copy now: waiting for it is cheap and frees the host plan safely.
-    cudaCheck(cudaStreamSynchronize(ctx->stream));
-    free(plan);
-
-    encoder_dwte_kernel<<<U, ENCODER_THREADS, 0, ctx->stream>>>((float *)dwte, (const float *)dout, dplan, dplan + U,
-                                                              dplan + 2 * U + 1, C);
+    unsigned int blocks = (unsigned int)(((size_t)V + ENCODER_IDS_PER_BLOCK - 1) / ENCODER_IDS_PER_BLOCK);
+    encoder_dwte_kernel<<<blocks, ENCODER_THREADS, 0, ctx->stream>>>((float *)dwte, (const float *)dout, tokens, BT, C);
     cudaCheckLaunch();
-    cudaCheck(cudaFreeAsync(dplan, ctx->stream));
 }

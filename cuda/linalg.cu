@@ -4,8 +4,9 @@
 // gemm always runs in plain fp32 (CUBLAS_COMPUTE_32F), whatever GEMM precision the backend was
 // created with: it builds the Gram and covariance matrices whose eigenvectors R3SI solves for, and
 // bf16-rounded operands would move those eigenvectors. The reductions are deterministic: diag_sum
-// is one block with a fixed tree in double, column_sums adds the rows of each column in order
-// (one thread per column), exactly as the CPU does.
+// is one block with a fixed tree in double; column_sums adds chunks of 256 rows per column in a
+// fixed order and then the chunks' sums in order (fp32, so its rounding differs from the CPU's
+// single pass over the rows by a few ulps, and not from run to run).
 #include "reduce.cuh"
 
 #define BLOCK 256                       // threads per block
@@ -61,19 +62,50 @@ double cuda_diag_sum(const void *C, int D) {
     return reduce_scratch_result(ctx);
 }
 
-// sums[c] += X[0,c] + X[1,c] + ... in row order, fp32, one thread per column: the same additions in the
-// same order as the CPU. Neighbouring threads read neighbouring columns, so every row read is coalesced.
-__global__ static void column_sums_kernel(float *sums, const float *X, int N, int D) {
+#define COLUMN_CHUNK_ROWS 256   // rows one block sums per column
+#define COLUMN_TILE 32          // columns of a block; its 8 warps split the chunk's rows
+
+// partial (chunks, D): the sum of rows [256 k, 256 k + 256) of each column, k = blockIdx.y. Warp w
+// adds rows w, w + 8, ... of the chunk in order, lane l column 32 blockIdx.x + l (coalesced reads);
+// the 8 warps' sums are then added in warp order.
+__global__ static void column_chunk_sums_kernel(float *partial, const float *X, int N, int D) {
+    __shared__ float lanes[BLOCK / COLUMN_TILE][COLUMN_TILE];
+    int lane = threadIdx.x % COLUMN_TILE, warp = threadIdx.x / COLUMN_TILE, warps = BLOCK / COLUMN_TILE;
+    int c = blockIdx.x * COLUMN_TILE + lane, r0 = blockIdx.y * COLUMN_CHUNK_ROWS;
+    int r1 = r0 + COLUMN_CHUNK_ROWS < N ? r0 + COLUMN_CHUNK_ROWS : N;
+    float acc = 0.0f;
+    if (c < D)
+        for (int r = r0 + warp; r < r1; r += warps) acc += X[(size_t)r * D + c];
+    lanes[warp][lane] = acc;
+    __syncthreads();
+    if (warp == 0 && c < D) {
+        float sum = lanes[0][lane];
+        for (int w = 1; w < warps; w++) sum += lanes[w][lane];
+        partial[(size_t)blockIdx.y * D + c] = sum;
+    }
+}
+
+// sums[c] += partial[0,c] + partial[1,c] + ... in chunk order.
+__global__ static void column_sums_finish_kernel(float *sums, const float *partial, int chunks, int D) {
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < D; c += gridDim.x * blockDim.x) {
         float acc = sums[c];
-        for (int i = 0; i < N; i++) acc += X[(size_t)i * D + c];
+        for (int k = 0; k < chunks; k++) acc += partial[(size_t)k * D + c];
         sums[c] = acc;
     }
 }
 
-// sums (+=) (D), X (N,D)
+// sums (+=) (D), X (N,D). Two launches instead of one thread per column, which at D = 2048 left
+// all but 8 blocks of the GPU idle while each thread walked the whole batch.
 void cuda_column_sums(void *sums, const void *X, int N, int D) {
     if (D <= 0 || N <= 0) return;
-    column_sums_kernel<<<grid_for((size_t)D, BLOCK), BLOCK, 0, cuda_context()->stream>>>((float *)sums, (const float *)X, N, D);
+    CudaContext *ctx = cuda_context();
+    int chunks = (N + COLUMN_CHUNK_ROWS - 1) / COLUMN_CHUNK_ROWS;
+    float *partial = NULL;
+    cudaCheck(cudaMallocAsync((void **)&partial, (size_t)chunks * D * sizeof(float), ctx->stream));
+    dim3 grid((unsigned int)((D + COLUMN_TILE - 1) / COLUMN_TILE), (unsigned int)chunks);
+    column_chunk_sums_kernel<<<grid, BLOCK, 0, ctx->stream>>>(partial, (const float *)X, N, D);
     cudaCheckLaunch();
+    column_sums_finish_kernel<<<grid_for((size_t)D, BLOCK), BLOCK, 0, ctx->stream>>>((float *)sums, partial, chunks, D);
+    cudaCheckLaunch();
+    cudaCheck(cudaFreeAsync(partial, ctx->stream));
 }

@@ -37,8 +37,8 @@ typedef struct Backend Backend;
     /* ---- embedding: out[b,t] = wte[tokens[b,t]] + wpe[t] ------------------------------------- */ \
     /* out (B,T,C), tokens (B,T), wte (V,C), wpe (T,C) */ \
     OP(void, encoder_forward, (void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C)) \
-    /* dwte (+=) (V,C), dwpe (+=) (T,C), dout (B,T,C) */ \
-    OP(void, encoder_backward, (void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T, int C)) \
+    /* dwte (+=) (V,C), dwpe (+=) (T,C), dout (B,T,C); every token id in [0, V) */ \
+    OP(void, encoder_backward, (void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T, int C, int V)) \
     \
     /* ---- LayerNorm over the last axis, eps 1e-5 ---------------------------------------------- */ \
     /* out (N,C), mean (N), rstd (N), inp (N,C), weight (C), bias (C) */ \

@@ -722,7 +722,7 @@ void model_backward(Model *m, Activations *a, double dloss, GradReadyFn ready, v
         if (ready) ready(ready_ctx, model_layer_region(m, m->layer_begin + li), 0);
     }
     if (m->has_embedding)
-        be->encoder_backward(model_grad(m, PARAM_WTE, 0), model_grad(m, PARAM_WPE, 0), a->dresidual, a->tokens, B, T, C);
+        be->encoder_backward(model_grad(m, PARAM_WTE, 0), model_grad(m, PARAM_WPE, 0), a->dresidual, a->tokens, B, T, C, V);
     // The embedding region is complete here on the first stage; on the last stage it holds the
     // tied head's share of wte, complete since the head's backward.
     if (ready && m->regions[REGION_EMBEDDING].numel > 0) ready(ready_ctx, m->regions[REGION_EMBEDDING], 1);

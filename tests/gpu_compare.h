@@ -54,6 +54,11 @@ static inline double gpu_error(const Backend *gpu_be, const void *gpu, const Bac
 static inline const Backend *gpu_backend_or_skip(CudaGemmPrecision precision) {
     char why[256] = "";
     if (cuda_device_count(why, sizeof why) == 0) {
+        // A GPU machine whose driver is too old must fail the run, not skip it.
+        if (cuda_driver_too_old(why, sizeof why)) {
+            fprintf(stderr, "cannot test the CUDA backend: %s\n", why);
+            exit(1);
+        }
         printf("# SKIP: no CUDA device (%s)\n", why);
         exit(77);
     }

@@ -184,8 +184,8 @@ static void test_encoder_backward(void **state) {
     PairI32 tokens = pair_i32(tok, (size_t)B * T);
     Pair dwte = pair_random((size_t)VOCAB * C, 15, 1.0), dwpe = pair_random((size_t)T * C, 16, 1.0);   // (+=)
     Pair dout = pair_random((size_t)B * T * C, 17, 1.0);
-    gpu->encoder_backward(dwte.g, dwpe.g, dout.g, tokens.g, B, T, C);
-    cpu->encoder_backward(dwte.c, dwpe.c, dout.c, tokens.c, B, T, C);
+    gpu->encoder_backward(dwte.g, dwpe.g, dout.g, tokens.g, B, T, C, VOCAB);
+    cpu->encoder_backward(dwte.c, dwpe.c, dout.c, tokens.c, B, T, C, VOCAB);
     expect_close("encoder_backward", "dwte", dwte);
     expect_close("encoder_backward", "dwpe", dwpe);
     pair_free(dwte); pair_free(dwpe); pair_free(dout); pair_i32_free(tokens);

@@ -22,13 +22,20 @@
 // Loss: relative error. Gradients: scale-relative max error per parameter tensor (gpu_compare.h).
 // fp32: every op is fp32 on both sides and differs in summation order and in expf/logf/tanhf
 // ulps; through two layers that stays near 1e-5, 1e-4 leaves room for the gate's sigmoid/DCT chain.
-// bf16: the GEMM operands lose 16 of 24 mantissa bits (relative 4e-3 each); through a few
-// layers and the backward pass that is ~1e-2 on a gradient, 3e-2 leaves room.
+// bf16: the GEMM operands lose 16 of 24 mantissa bits (relative 4e-3 each). How much that moves a
+// gradient differs from tensor to tensor (sga_e's gradient passes the gate MLP, DCT and blend and
+// moved by 2.7e-2 under the emulator, where most tensors move by 1e-3), so each tensor's bound is
+// measured, not guessed: the same CPU pass with every weight rounded to bf16 (one of the two
+// operands a bf16 GEMM rounds) gives the tensor's sensitivity e_w; the GPU rounds both operands
+// of every product, independent errors of about the same size, so its error is expected near
+// sqrt(2) e_w to 2 e_w: the bound is BF16_GRAD_FACTOR e_w, and never below BF16_GRAD_FLOOR.
 // Trainer steps: the loss of each step relative; the parameters drift apart through AdamW
 // (whose update normalises tiny gradient differences), so the bound grows with the steps.
+#define BF16_GRAD_FACTOR 6.0
+#define BF16_GRAD_FLOOR 2e-3
 static const struct { double loss, grad, steps; } TOL[2] = {
     [CUDA_GEMM_FP32] = {1e-5, 1e-4, 1e-4},
-    [CUDA_GEMM_BF16] = {1e-2, 3e-2, 1e-3},
+    [CUDA_GEMM_BF16] = {1e-2, 0 /* per tensor, see above */, 1e-3},
 };
 
 enum { B = 2 };
@@ -167,55 +174,97 @@ static double grad_error(const Model *m, const ParamInfo *p, int id, const float
     return max_diff / (max_ref + 1e-12);
 }
 
+// x rounded to the nearest bf16 (ties to even), as a float.
+static float round_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7f800000u) != 0x7f800000u) u += 0x7fffu + ((u >> 16) & 1u);   // Inf and NaN stay
+    u &= 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
 typedef struct {
     const Variant *variant;
     CudaGemmPrecision precision;
+    // What the case built, for its teardown: a failed assertion leaves the test function at once,
+    // and the next case must find the backend released (backend_cuda_create refuses a second one).
+    Net nc, ng, nb;          // the CPU reference, the GPU, the CPU with bf16-rounded weights
+    int built;               // 1: nc, 2: nc and ng, 3: all three
 } ModelCase;
 
 static void test_model_case(void **state) {
-    const ModelCase *mc = *state;
+    ModelCase *mc = *state;
     const Backend *gpu = gpu_backend_or_skip(mc->precision), *cpu = backend_cpu_f32();
     const char *prec = mc->precision == CUDA_GEMM_FP32 ? "fp32" : "bf16";
-    Net nc, ng;
-    net_build(&nc, cpu, mc->variant, NULL);
-    float *weights = malloc(nc.m.num_params * sizeof(float));
-    cpu->download(weights, nc.m.params_mem, nc.m.num_params);
-    net_build(&ng, gpu, mc->variant, weights);
+    net_build(&mc->nc, cpu, mc->variant, NULL);
+    mc->built = 1;
+    float *weights = malloc(mc->nc.m.num_params * sizeof(float));
+    cpu->download(weights, mc->nc.m.params_mem, mc->nc.m.num_params);
+    net_build(&mc->ng, gpu, mc->variant, weights);
+    mc->built = 2;
     free(weights);
-    assert_int_equal(ng.m.num_params, nc.m.num_params);
+    assert_int_equal(mc->ng.m.num_params, mc->nc.m.num_params);
+    float *bf16_grads = NULL;   // bf16: the gradients of the CPU pass with bf16-rounded weights
+    if (mc->precision == CUDA_GEMM_BF16) {
+        size_t np = mc->nc.m.num_params;
+        float *w = malloc(np * sizeof(float));
+        cpu->download(w, mc->nc.m.params_mem, np);
+        for (size_t i = 0; i < np; i++) w[i] = round_bf16(w[i]);
+        net_build(&mc->nb, cpu, mc->variant, w);
+        mc->built = 3;
+        free(w);
+        forward_backward(&mc->nb, 1.0 / 31);
+        bf16_grads = malloc(np * sizeof(float));
+        cpu->download(bf16_grads, mc->nb.m.grads_mem, np);
+    }
 
     double dloss = 1.0 / 31;
-    double lc = forward_backward(&nc, dloss), lg = forward_backward(&ng, dloss);
+    double lc = forward_backward(&mc->nc, dloss), lg = forward_backward(&mc->ng, dloss);
     double loss_err = fabs(lg - lc) / fabs(lc);
     printf("# %s %-28s loss cpu %.7f gpu %.7f rel err %.2e\n", prec, mc->variant->name, lc, lg, loss_err);
     assert_true(isfinite(lg));
     assert_true(loss_err <= TOL[mc->precision].loss);
-    if (model_hook_state(&nc.m, &BLOCK_HOOK_R3SI)) {
-        double e = fabs(ng.a.aux[AUX_LSD] - nc.a.aux[AUX_LSD]) / fabs(nc.a.aux[AUX_LSD]);
+    if (model_hook_state(&mc->nc.m, &BLOCK_HOOK_R3SI)) {
+        double e = fabs(mc->ng.a.aux[AUX_LSD] - mc->nc.a.aux[AUX_LSD]) / fabs(mc->nc.a.aux[AUX_LSD]);
         printf("# %s %-28s L_SD sum rel err %.2e\n", prec, "", e);
-        assert_true(nc.a.aux[AUX_LSD] > 0 && e <= TOL[mc->precision].loss);
+        assert_true(mc->nc.a.aux[AUX_LSD] > 0 && e <= TOL[mc->precision].loss);
     }
 
-    size_t n = nc.m.num_params;
+    size_t n = mc->nc.m.num_params;
     float *gc = malloc(n * sizeof(float)), *gg = malloc(n * sizeof(float));
-    cpu->download(gc, nc.m.grads_mem, n);
-    gpu->download(gg, ng.m.grads_mem, n);
-    double worst = 0;
+    cpu->download(gc, mc->nc.m.grads_mem, n);
+    gpu->download(gg, mc->ng.m.grads_mem, n);
+    double worst = 0;   // the largest error relative to its tensor's bound
     const char *worst_name = "";
-    for (int id = 0; id < nc.m.n_params; id++) {
-        const ParamInfo *p = &nc.m.params[id];
+    for (int id = 0; id < mc->nc.m.n_params; id++) {
+        const ParamInfo *p = &mc->nc.m.params[id];
         if (!p->present) continue;
-        double e = grad_error(&nc.m, p, id, gg, gc);
-        printf("# %s %-28s grad %-18s err %.2e\n", prec, mc->variant->name, p->name, e);
-        if (!(e <= worst)) { worst = e; worst_name = p->name; }
+        double e = grad_error(&mc->nc.m, p, id, gg, gc), bound = TOL[mc->precision].grad;
+        if (bf16_grads) {
+            double e_w = grad_error(&mc->nc.m, p, id, bf16_grads, gc);
+            bound = BF16_GRAD_FACTOR * e_w > BF16_GRAD_FLOOR ? BF16_GRAD_FACTOR * e_w : BF16_GRAD_FLOOR;
+            printf("# %s %-28s grad %-18s err %.2e (bf16-weights err %.2e, bound %.2e)\n", prec, mc->variant->name, p->name, e, e_w,
+                   bound);
+        } else {
+            printf("# %s %-28s grad %-18s err %.2e (bound %.0e)\n", prec, mc->variant->name, p->name, e, bound);
+        }
+        if (!(e / bound <= worst)) { worst = e / bound; worst_name = p->name; }
     }
-    printf("# %s %-28s worst gradient %s %.2e (tolerance %.0e)\n", prec, mc->variant->name, worst_name, worst,
-           TOL[mc->precision].grad);
-    assert_true(worst <= TOL[mc->precision].grad);
-    free(gc); free(gg);
-    net_free(&nc);
-    net_free(&ng);
+    printf("# %s %-28s worst gradient %s at %.2f of its bound\n", prec, mc->variant->name, worst_name, worst);
+    assert_true(worst <= 1.0);
+    free(gc); free(gg); free(bf16_grads);
+}
+
+// Runs after every model case, passed or failed.
+static int model_case_teardown(void **state) {
+    ModelCase *mc = *state;
+    if (mc->built >= 3) net_free(&mc->nb);
+    if (mc->built >= 2) net_free(&mc->ng);
+    if (mc->built >= 1) net_free(&mc->nc);
+    mc->built = 0;
     backend_cuda_destroy();
+    return 0;
 }
 
 // ---- trainer steps ----------------------------------------------------------------------------------
@@ -223,6 +272,7 @@ typedef struct {
     const char *name;
     const char *sets[8];
     CudaGemmPrecision precision;
+    Comm *cpu_comm, *gpu_comm;   // for the teardown
 } StepsCase;
 
 enum { STEPS = 5 };
@@ -247,10 +297,10 @@ static void run_steps(const Backend *be, Comm *comm, const char *const *sets, do
 }
 
 static void test_steps_case(void **state) {
-    const StepsCase *sc = *state;
+    StepsCase *sc = *state;
     const Backend *gpu = gpu_backend_or_skip(sc->precision);
-    Comm *cpu_comm = comm_mpi_create(1, sizeof(float));
-    Comm *gpu_comm = comm_nccl_create(1, gpu->elem_size);
+    Comm *cpu_comm = sc->cpu_comm = comm_mpi_create(1, sizeof(float));
+    Comm *gpu_comm = sc->gpu_comm = comm_nccl_create(1, gpu->elem_size);
     double lc[STEPS], lg[STEPS], worst = 0;
     run_steps(backend_cpu_f32(), cpu_comm, sc->sets, lc);
     run_steps(gpu, gpu_comm, sc->sets, lg);
@@ -260,10 +310,17 @@ static void test_steps_case(void **state) {
         printf("# %s %-10s step %d loss cpu %.7f gpu %.7f rel err %.2e\n", prec, sc->name, s, lc[s], lg[s], e);
         if (!(e <= worst)) worst = e;
     }
-    gpu_comm->free(gpu_comm);
-    cpu_comm->free(cpu_comm);
-    backend_cuda_destroy();
     assert_true(worst <= TOL[sc->precision].steps);
+}
+
+// Runs after every steps case, passed or failed: the transports, then the backend.
+static int steps_case_teardown(void **state) {
+    StepsCase *sc = *state;
+    if (sc->gpu_comm) sc->gpu_comm->free(sc->gpu_comm);
+    if (sc->cpu_comm) sc->cpu_comm->free(sc->cpu_comm);
+    sc->gpu_comm = sc->cpu_comm = NULL;
+    backend_cuda_destroy();
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -271,13 +328,13 @@ int main(int argc, char **argv) {
     enum { N_STEPS_CASES = 6 };
     static ModelCase model_cases[2 * N_VARIANTS];
     static StepsCase steps_cases[N_STEPS_CASES] = {
-        {"plain", {NULL}, CUDA_GEMM_FP32},
-        {"sga", {"attention.kind=sga"}, CUDA_GEMM_FP32},
+        {.name = "plain", .sets = {NULL}, .precision = CUDA_GEMM_FP32},
+        {.name = "sga", .sets = {"attention.kind=sga"}, .precision = CUDA_GEMM_FP32},
         // A monitor every other step: covariance downloads, the host eigen-solve, V uploads.
-        {"r3si", {"r3si.enabled=true", "r3si.layers=[0, 1]", "r3si.k=8", "r3si.monitor_every=2"}, CUDA_GEMM_FP32},
-        {"plain", {NULL}, CUDA_GEMM_BF16},
-        {"sga", {"attention.kind=sga"}, CUDA_GEMM_BF16},
-        {"r3si", {"r3si.enabled=true", "r3si.layers=[0, 1]", "r3si.k=8", "r3si.monitor_every=2"}, CUDA_GEMM_BF16},
+        {.name = "r3si", .sets = {"r3si.enabled=true", "r3si.layers=[0, 1]", "r3si.k=8", "r3si.monitor_every=2"}, .precision = CUDA_GEMM_FP32},
+        {.name = "plain", .sets = {NULL}, .precision = CUDA_GEMM_BF16},
+        {.name = "sga", .sets = {"attention.kind=sga"}, .precision = CUDA_GEMM_BF16},
+        {.name = "r3si", .sets = {"r3si.enabled=true", "r3si.layers=[0, 1]", "r3si.k=8", "r3si.monitor_every=2"}, .precision = CUDA_GEMM_BF16},
     };
     struct CMUnitTest tests[2 * N_VARIANTS + N_STEPS_CASES];
     static char names[2 * N_VARIANTS + N_STEPS_CASES][96];
@@ -285,15 +342,16 @@ int main(int argc, char **argv) {
     for (int p = 0; p < 2; p++)
         for (int v = 0; v < N_VARIANTS; v++) {
             ModelCase *mc = &model_cases[p * N_VARIANTS + v];
-            *mc = (ModelCase){&VARIANTS[v], p == 0 ? CUDA_GEMM_FP32 : CUDA_GEMM_BF16};
+            mc->variant = &VARIANTS[v];
+            mc->precision = p == 0 ? CUDA_GEMM_FP32 : CUDA_GEMM_BF16;
             snprintf(names[n], sizeof names[n], "model %s: %s", p == 0 ? "fp32" : "bf16", VARIANTS[v].name);
-            tests[n] = (struct CMUnitTest){names[n], test_model_case, NULL, NULL, mc};
+            tests[n] = (struct CMUnitTest){names[n], test_model_case, NULL, model_case_teardown, mc};
             n++;
         }
     for (int i = 0; i < N_STEPS_CASES; i++) {
         snprintf(names[n], sizeof names[n], "trainer steps %s: %s", steps_cases[i].precision == CUDA_GEMM_FP32 ? "fp32" : "bf16",
                  steps_cases[i].name);
-        tests[n] = (struct CMUnitTest){names[n], test_steps_case, NULL, NULL, &steps_cases[i]};
+        tests[n] = (struct CMUnitTest){names[n], test_steps_case, NULL, steps_case_teardown, &steps_cases[i]};
         n++;
     }
     int failed = _cmocka_run_group_tests("gpu_test_model_matches_cpu", tests, (size_t)n, NULL, NULL);

@@ -18,6 +18,10 @@ failures=()
 gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 gpus=${gpus:-0}
 echo "# $gpus GPU(s) visible to nvidia-smi"
+# The driver's version next to the runtime this build links: a driver too old for it fails the
+# GPU programs loudly (they exit 1 naming both versions) instead of skipping them.
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/# GPU, driver: /'
+echo "# CUDA toolkit of this build: $(${NVCC:-/usr/local/cuda/bin/nvcc} --version 2>/dev/null | grep -o 'release [0-9.]*' || echo unknown)"
 
 # run NAME COMMAND...: one program, its TAP output counted.
 run() {
