@@ -5,6 +5,7 @@
 #   make bench   throughput benchmarks (tokens/s, GFLOP/s against measured cblas_sgemm)
 #   make test-gpu      (CUDA builds, on a GPU) every CUDA op and the whole model against the CPU, NCCL
 #   make bench-gpu     (CUDA builds, on a GPU) tokens/s and MFU; results in bench/results/
+#   make gpu-check     (on a lent GPU machine) build, test-gpu and a short bench-gpu in one command, < 8 min
 #   make deps    install the Debian packages (as root) or print exactly what is missing
 
 # Debian's interpreter carries numpy/h5py/matplotlib; a python3 earlier on PATH may not.
@@ -155,6 +156,15 @@ ifeq ($(CUDA),1)
 	@$(GPU_BENCH_BIN) --out bench/results
 else
 	@echo "entrank: make bench-gpu $(NO_CUDA_MSG)"; exit 1
+endif
+
+.PHONY: gpu-check
+# The first run on a lent GPU: tests/gpu_check.sh (machine, build, test-gpu, short bench-gpu; log in bench/results).
+gpu-check: check-deps
+ifeq ($(CUDA),1)
+	@bash tests/gpu_check.sh
+else
+	@echo "entrank: make gpu-check $(NO_CUDA_MSG)"; exit 1
 endif
 
 clean:
