@@ -39,6 +39,18 @@
 //  - In a step no rank needs two of its own p2p ops on one communicator to progress together, so
 //    no ncclGroupStart/End is needed there (a group would tie a send to a receive that the
 //    schedule wants apart); only the start-up exchange (first_transfers) groups them.
+// Concurrent communicators. NCCL's kernels of one operation wait on the device for the peers'
+// matching kernels, so kernels of different communicators in flight at once must all fit on the
+// device together, or one waits for SMs that another holds while that one waits for data: NCCL's
+// documentation warns that concurrent operations on different communicators "might work provided
+// they can fit within the GPU". Here a rank has at most four NCCL kernels in flight, one per
+// stream: a send on `down` (down_stream) or `up` (up_stream) of each direction, a receive or a
+// collective on the compute stream, a dp bucket (dp_stream). The rule: every communicator is
+// created with maxCTAs = SMs / 4 (NCCL_MAX_CONCURRENT_COMMS), so that any four of them fit on the
+// device at once whatever else is resident (compute kernels never wait for NCCL, so they drain).
+// Operations on one communicator are serialised by NCCL itself (fact b); no two of the four
+// streams ever carry the same communicator's work at the same time except `down`/`up` on the
+// compute stream (receives), which (b) orders behind that communicator's sends.
 // The rules above were checked by simulating this transport (facts a and b, one stream per send
 // direction, host synchronisation after every compute-stream op) under train.c's step for
 // pp <= 6, dp <= 3, m <= pp + 5: every step completes; with one communicator most deadlock.
@@ -59,6 +71,9 @@
 #include "../src/common.h"
 #include "backend_cuda.h"
 #include "comm_nccl.h"
+
+// Streams that may each have one NCCL kernel in flight: down sends, up sends, compute, dp.
+#define NCCL_MAX_CONCURRENT_COMMS 4
 
 // A failing NCCL or CUDA call is a broken device or network, never bad input: exit 1.
 #define ncclCheck(call) do { ncclResult_t rc_ = (call); \
@@ -206,8 +221,15 @@ static ncclComm_t nccl_over(MPI_Comm group) {
     memset(&id, 0, sizeof id);
     if (rank == 0) ncclCheck(ncclGetUniqueId(&id));
     mpiCheck(MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, group));
+    // Kernels of up to NCCL_MAX_CONCURRENT_COMMS communicators may be in flight at once on this
+    // rank: each gets at most its share of the SMs ("Concurrent communicators" above).
+    int device, sms;
+    cudaCheck(cudaGetDevice(&device));
+    cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.maxCTAs = sms / NCCL_MAX_CONCURRENT_COMMS > 0 ? sms / NCCL_MAX_CONCURRENT_COMMS : 1;
     ncclComm_t comm;
-    ncclCheck(ncclCommInitRank(&comm, size, id, rank));
+    ncclCheck(ncclCommInitRankConfig(&comm, size, id, rank, &config));
     return comm;
 }
 
@@ -241,6 +263,33 @@ static void first_transfers(Comm *c, NcclComm *m) {
     }
     if (m->dp_nccl) ncclCheck(ncclAllReduce(buf, buf, 1, m->type, ncclSum, m->dp_nccl, m->compute));
     if (m->tie_nccl) ncclCheck(ncclAllReduce(buf, buf, 1, m->type, ncclSum, m->tie_nccl, m->compute));
+    cudaCheck(cudaStreamSynchronize(m->compute));
+    cudaCheck(cudaFree(buf));
+}
+
+// Every communicator once at the largest message the run sends on it: NCCL may open further
+// channels and buffers for larger messages than first_transfers' one element, and that set-up
+// (blocking until the peers join) belongs at start-up, not inside a step whose sends 1F1B needs
+// to progress on their own. Same order on every rank: down, up, dp, tie.
+static void nccl_warm_up(Comm *c, size_t p2p_n, size_t dp_n, size_t tie_n) {
+    NcclComm *m = impl(c);
+    size_t n = p2p_n > dp_n ? p2p_n : dp_n;
+    if (tie_n > n) n = tie_n;
+    if (n == 0) return;
+    char *buf;
+    cudaCheck(cudaMalloc((void **)&buf, 2 * n * c->elem_size));
+    cudaCheck(cudaMemsetAsync(buf, 0, 2 * n * c->elem_size, m->compute));
+    int s = c->stage, pp = c->pp;
+    for (int dir = 0; dir < 2 && pp > 1 && p2p_n > 0; dir++) {
+        ncclComm_t comm = dir == 0 ? m->down : m->up;
+        int to = dir == 0 ? s + 1 : s - 1, from = dir == 0 ? s - 1 : s + 1;
+        ncclCheck(ncclGroupStart());
+        if (to >= 0 && to < pp) ncclCheck(ncclSend(buf, p2p_n, m->type, to, comm, m->compute));
+        if (from >= 0 && from < pp) ncclCheck(ncclRecv(buf + n * c->elem_size, p2p_n, m->type, from, comm, m->compute));
+        ncclCheck(ncclGroupEnd());
+    }
+    if (m->dp_nccl && dp_n > 0) ncclCheck(ncclAllReduce(buf, buf, dp_n, m->type, ncclSum, m->dp_nccl, m->compute));
+    if (m->tie_nccl && tie_n > 0) ncclCheck(ncclAllReduce(buf, buf, tie_n, m->type, ncclSum, m->tie_nccl, m->compute));
     cudaCheck(cudaStreamSynchronize(m->compute));
     cudaCheck(cudaFree(buf));
 }
@@ -302,6 +351,7 @@ Comm *comm_nccl_create(int pp, size_t elem_size) {
     c->dp_allgather = nccl_dp_allgather;
     c->tie_allreduce = nccl_tie_allreduce;
     c->dp_broadcast = nccl_dp_broadcast;
+    c->warm_up = nccl_warm_up;
     c->free = nccl_free;
     return c;
 }

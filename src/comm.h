@@ -43,6 +43,11 @@ struct Comm {
     void (*world_sum)(Comm *c, double *x, int n);   // in place, identical result on every rank
     void (*world_max)(Comm *c, double *x, int n);
     void (*barrier)(Comm *c);
+
+    // Collective, once before the first step: every connection set up at the largest message the
+    // run sends on it (pipeline activations and gradients of p2p_n elements, dp transfers of up
+    // to dp_n, the tied embedding's tie_n), so that no step pays for it or fails on it later.
+    void (*warm_up)(Comm *c, size_t p2p_n, size_t dp_n, size_t tie_n);
     void (*free)(Comm *c);
 };
 

@@ -22,6 +22,9 @@ static void host_world_max(Comm *c, double *x, int n) {
 
 static void host_barrier(Comm *c) { (void)c; mpiCheck(MPI_Barrier(MPI_COMM_WORLD)); }
 
+// MPI connects on first use and keeps no per-size state worth warming.
+static void no_warm_up(Comm *c, size_t p2p_n, size_t dp_n, size_t tie_n) { (void)c; (void)p2p_n; (void)dp_n; (void)tie_n; }
+
 Comm *comm_groups_create(const char *name, int pp, size_t elem_size, void *impl) {
     Comm *c = xcalloc(1, sizeof *c);
     CommGroups *g = impl;
@@ -43,6 +46,7 @@ Comm *comm_groups_create(const char *name, int pp, size_t elem_size, void *impl)
     c->world_sum = host_world_sum;
     c->world_max = host_world_max;
     c->barrier = host_barrier;
+    c->warm_up = no_warm_up;
     return c;
 }
 

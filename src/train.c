@@ -36,6 +36,20 @@ int check_topology(const Config *cfg, int world_size, Error *err) {
     return 0;
 }
 
+static size_t stage_io_numel(const Trainer *t);
+
+// The largest dp transfer of a step: the whole arena under ZeRO-1 (reduce-scatter and
+// all-gather), else the largest bucket (a layer's region, the embeddings or the head).
+static size_t largest_dp_transfer(const Trainer *t) {
+    const Model *m = &t->model;
+    if (t->cfg->zero) return m->num_params;
+    size_t n = m->regions[REGION_EMBEDDING].numel > m->regions[REGION_HEAD].numel ? m->regions[REGION_EMBEDDING].numel
+                                                                                  : m->regions[REGION_HEAD].numel;
+    for (int l = m->layer_begin; l < m->layer_end; l++)
+        if (model_layer_region(m, l).numel > n) n = model_layer_region(m, l).numel;
+    return n;
+}
+
 int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, Error *err) {
     memset(t, 0, sizeof *t);
     t->cfg = cfg;
@@ -78,6 +92,7 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
     }
     // Buckets start during the backward pass unless ZeRO-1 reduce-scatters the whole arena.
     t->reduce_in_backward = !cfg->zero && comm->dp > 1;
+    comm->warm_up(comm, stage_io_numel(t), largest_dp_transfer(t), t->model.params[PARAM_WTE].present ? t->model.params[PARAM_WTE].numel : 0);
 
     size_t n = (size_t)t->sequences_per_rank * cfg->seq_len;
     t->host_tokens = xmalloc(n * sizeof(int32_t));
