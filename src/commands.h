@@ -23,6 +23,10 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
 // prune_fraction > 0, first masks that fraction of heads (lowest entropy variance) and reports both.
 int eval_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *checkpoint, double prune_fraction);
 
+// The `generate` command: samples continuations of args' prompts from `args->checkpoint_path`
+// and prints one line of token ids per prompt (generate_command.c).
+int generate_command(const Config *cfg, const RunDevice *dev, Comm *comm, const CliArgs *args);
+
 // Bad input may be seen by every rank alike (config, topology, data headers) or by one rank only
 // (the run directory, on rank 0): all ranks agree, the ranks that saw it print one line, and all
 // return exit 2 together. `failed` is any non-zero status. Returns 1 if any rank failed.
