@@ -15,9 +15,10 @@ typedef struct {
 } RunDevice;
 
 // The `train` command on every rank: run directory, resume, log, metrics, evaluation,
-// checkpoints, stop signals. Returns the exit code (the same on every rank).
+// checkpoints, stop signals. With init_from (not NULL) and nothing to resume, the parameters start
+// from that checkpoint's. Returns the exit code (the same on every rank).
 int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *run_dir, ResumeMode resume,
-                  const char *resume_path);
+                  const char *resume_path, const char *init_from);
 
 // The `eval` command: loads the parameters of `checkpoint` on this topology and evaluates; with
 // prune_fraction > 0, first masks that fraction of heads (lowest entropy variance) and reports both.

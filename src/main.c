@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
                 else snprintf(run_dir, sizeof run_dir, "runs/%s", config_basename(args.config_path, name, sizeof name));
                 // The backend is chosen first; the Comm follows it (MPI for the CPU, NCCL for CUDA).
                 Comm *comm = comm_for(&dev, cfg.pp);
-                if (args.command == CMD_TRAIN) code = train_command(&cfg, &dev.run, comm, run_dir, args.resume, args.resume_path);
+                if (args.command == CMD_TRAIN) code = train_command(&cfg, &dev.run, comm, run_dir, args.resume, args.resume_path, args.init_from);
                 else if (args.command == CMD_GENERATE) code = generate_command(&cfg, &dev.run, comm, &args);
                 else code = eval_command(&cfg, &dev.run, comm, args.checkpoint_path, args.prune_heads);
                 comm->free(comm);
