@@ -7,7 +7,6 @@ void cli_print_usage(FILE *out) {
     fputs("usage:\n"
           "  entrank train -c FILE [--set key=value]... [--run-dir DIR] [--resume auto|never|PATH]\n"
           "  entrank eval  -c FILE --checkpoint PATH [--prune-heads FRAC] [--set key=value]...\n"
-          "  entrank eval  -c FILE --checkpoint PATH --task hellaswag FILE [--set key=value]...\n"
           "  entrank info  -c FILE [--set key=value]... [--dp N --pp N]\n"
           "  entrank generate --checkpoint PATH [-c FILE] (--prompt \"ID ...\" | --prompt-file FILE) [--max-tokens N]\n"
           "                   [--temperature T] [--top-k K] [--top-p P] [--seed N] [--stop ID] [--logprobs-out FILE.npy]\n"
@@ -19,7 +18,6 @@ void cli_print_usage(FILE *out) {
           "  --resume MODE     auto: newest complete checkpoint if any; never: start fresh; or a checkpoint path\n"
           "  --dp N --pp N     topology for info's per-rank memory and pipeline bubble\n"
           "  --init-from PATH  train: start from the parameters of a checkpoint (fresh optimizer, step 0)\n"
-          "  --task NAME FILE  eval: a downstream task instead of the validation loss (hellaswag: JSON-lines file)\n"
           "  generate          token ids in (one prompt per line of --prompt-file), one line of generated ids per\n"
           "                    prompt out; the config defaults to the checkpoint's own. --temperature 0 is greedy;\n"
           "                    the same --seed gives the same tokens on any topology. --logprobs-out writes the\n"
@@ -78,11 +76,6 @@ int cli_parse(int argc, char **argv, CliArgs *args, Error *err) {
             args->checkpoint_path = v;
         } else if (!strcmp(a, "--init-from") && args->command == CMD_TRAIN) {
             args->init_from = v;
-        } else if (!strcmp(a, "--task") && args->command == CMD_EVAL) {
-            if (strcmp(v, "hellaswag")) return error_set(err, "--task: unknown task '%s' (expected hellaswag)", v);
-            if (i + 1 >= argc) return error_set(err, "--task %s: missing FILE", v);
-            args->task = v;
-            args->task_file = argv[++i];
         } else if (args->command == CMD_GENERATE && !strcmp(a, "--prompt")) {
             args->prompt = v;
         } else if (args->command == CMD_GENERATE && !strcmp(a, "--prompt-file")) {

@@ -17,7 +17,6 @@ typedef struct {
     const char *resume_path;
     const char *checkpoint_path;             // --checkpoint PATH (eval, generate)
     const char *init_from;                   // --init-from PATH (train): parameters only, step 0
-    const char *task, *task_file;            // --task NAME FILE (eval): downstream task, e.g. hellaswag
     // generate
     const char *prompt;                      // --prompt "ID ID ..."
     const char *prompt_file;                 // --prompt-file FILE: one prompt of token ids per line
