@@ -5,7 +5,7 @@
 
 void cli_print_usage(FILE *out) {
     fputs("usage:\n"
-          "  entrank train -c FILE [--set key=value]... [--run-dir DIR] [--resume auto|never|PATH]\n"
+          "  entrank train -c FILE [--set key=value]... [--run-dir DIR] [--resume auto|never|PATH] [--init-from PATH]\n"
           "  entrank eval  -c FILE --checkpoint PATH [--prune-heads FRAC] [--set key=value]...\n"
           "  entrank info  -c FILE [--set key=value]... [--dp N --pp N]\n"
           "  entrank generate --checkpoint PATH [-c FILE] (--prompt \"ID ...\" | --prompt-file FILE) [--max-tokens N]\n"
