@@ -6,7 +6,8 @@
 #   make test-gpu      (CUDA builds, on a GPU) every CUDA op and the whole model against the CPU, NCCL
 #   make bench-gpu     (CUDA builds, on a GPU) tokens/s and MFU; results in bench/results/
 #   make gpu-check     (on a lent GPU machine) build, test-gpu and a short bench-gpu in one command, < 8 min
-#   make deps    install the Debian packages (as root) or print exactly what is missing
+#   make deps    install the Debian packages (as root) or print exactly what is missing, then the
+#                tools' pinned Python packages (tools/requirements.txt) into the project venv .venv
 
 # Debian's interpreter carries numpy/h5py/matplotlib; a python3 earlier on PATH may not.
 PYTHON ?= $(shell for p in /usr/bin/python3 python3; do $$p -c 'import h5py, numpy' 2>/dev/null && { command -v $$p; break; }; done)
@@ -70,7 +71,7 @@ MPI_TEST_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(MPI_TEST_SRC))
 BENCH_SRC = $(filter-out tests/bench_gpu.c,$(wildcard tests/bench_*.c))
 BENCH_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 
-.PHONY: all run test test-c test-py bench test-gpu bench-gpu deps check-deps clean
+.PHONY: all run test test-c test-py bench test-gpu bench-gpu deps deps-debian check-deps clean
 all: bin/entrank
 
 bin/entrank: $(OBJ)
@@ -97,7 +98,7 @@ $(BUILD)/tests/%: tests/%.c $(LIB_OBJ)
 # is present and otherwise installs (root on Debian) or lists what is missing and stops.
 DEB_PACKAGES = build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools \
                libconfig-dev libopenblas-openmp-dev libfftw3-dev libcmocka-dev python3-numpy python3-h5py \
-               python3-matplotlib python3-pytest
+               python3-matplotlib python3-pytest python3-venv
 define missing_deps
 $$( command -v mpicc >/dev/null || echo mpicc; command -v mpirun >/dev/null || echo mpirun; \
     command -v h5dump >/dev/null || echo h5dump; \
@@ -108,9 +109,25 @@ endef
 
 check-deps:
 	@missing="$(call missing_deps)"; \
-	if [ -n "$$missing" ]; then echo "entrank: missing: $$missing"; $(MAKE) --no-print-directory deps; fi
+	if [ -n "$$missing" ]; then echo "entrank: missing: $$missing"; $(MAKE) --no-print-directory deps-debian; fi
+	@$(MAKE) --no-print-directory $(VENV_STAMP)
 
-deps:
+# The tools' Python packages (tokenizers, torch, transformers, ...) have no Debian packages at the
+# pinned versions: they go into .venv, made from Debian's interpreter with its site packages
+# (numpy, h5py, pytest stay Debian's). The stamp makes a present, current venv cost nothing; a
+# changed requirements file reinstalls. Nothing is downloaded when the tools run.
+VENV       = .venv
+VENV_STAMP = $(VENV)/.installed
+$(VENV_STAMP): tools/requirements.txt
+	@echo "entrank: installing tools/requirements.txt into $(VENV)"
+	@test -x $(VENV)/bin/python || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -r tools/requirements.txt
+	@touch $@
+
+deps: deps-debian
+	@$(MAKE) --no-print-directory $(VENV_STAMP)
+
+deps-debian:
 	@missing="$(call missing_deps)"; \
 	if [ -z "$$missing" ]; then echo "entrank: all dependencies present"; exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

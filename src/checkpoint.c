@@ -584,3 +584,33 @@ out:
     H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
     return rc;
 }
+
+char *checkpoint_read_config(const char *path, Error *err) {
+    H5E_auto2_t old_func;
+    void *old_data;
+    H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    char *out = NULL;
+    // Each rank reads the one attribute on its own (no MPI-IO): it is small and read-only.
+    hid_t file = access(path, R_OK) ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) {
+        error_set(err, "%s: cannot read checkpoint: %s", path, access(path, R_OK) ? strerror(errno) : "not a readable HDF5 file");
+    } else if (H5Aexists(file, "config") <= 0) {
+        error_set(err, "%s: missing attribute config (not an entrank checkpoint?); give -c FILE", path);
+    } else {
+        hid_t a = H5Aopen(file, "config", H5P_DEFAULT), type = H5Aget_type(a);
+        char *text = NULL;
+        if (H5Tis_variable_str(type) > 0 && H5Aread(a, type, &text) >= 0 && text) {
+            out = xmalloc(strlen(text) + 1);
+            strcpy(out, text);
+            H5free_memory(text);
+        } else {
+            error_set(err, "%s: unreadable attribute config", path);
+        }
+        H5Tclose(type);
+        H5Aclose(a);
+    }
+    if (file >= 0) H5Fclose(file);
+    H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
+    return out;
+}

@@ -43,3 +43,7 @@ int checkpoint_load(const CheckpointTarget *t, const char *path, int with_optimi
 
 // The checkpoint named by run_dir/checkpoints/latest, if any: returns 1 and fills path.
 int checkpoint_latest(const char *run_dir, char *path, size_t n);
+
+// The resolved config text a checkpoint was written with (its `config` attribute), malloc'd; NULL
+// with err naming the file when it cannot be read. Not collective.
+char *checkpoint_read_config(const char *path, Error *err);

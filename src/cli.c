@@ -5,9 +5,11 @@
 
 void cli_print_usage(FILE *out) {
     fputs("usage:\n"
-          "  entrank train -c FILE [--set key=value]... [--run-dir DIR] [--resume auto|never|PATH]\n"
+          "  entrank train -c FILE [--set key=value]... [--run-dir DIR] [--resume auto|never|PATH] [--init-from PATH]\n"
           "  entrank eval  -c FILE --checkpoint PATH [--prune-heads FRAC] [--set key=value]...\n"
           "  entrank info  -c FILE [--set key=value]... [--dp N --pp N]\n"
+          "  entrank generate --checkpoint PATH [-c FILE] (--prompt \"ID ...\" | --prompt-file FILE) [--max-tokens N]\n"
+          "                   [--temperature T] [--top-k K] [--top-p P] [--seed N] [--stop ID] [--logprobs-out FILE.npy]\n"
           "  entrank --help\n"
           "\n"
           "  -c FILE           libconfig file (see configs/ and README.md for every key)\n"
@@ -15,6 +17,11 @@ void cli_print_usage(FILE *out) {
           "  --run-dir DIR     where config.cfg, log.txt, metrics.h5 and checkpoints/ go (default runs/<config name>)\n"
           "  --resume MODE     auto: newest complete checkpoint if any; never: start fresh; or a checkpoint path\n"
           "  --dp N --pp N     topology for info's per-rank memory and pipeline bubble\n"
+          "  --init-from PATH  train: start from the parameters of a checkpoint (fresh optimizer, step 0)\n"
+          "  generate          token ids in (one prompt per line of --prompt-file), one line of generated ids per\n"
+          "                    prompt out; the config defaults to the checkpoint's own. --temperature 0 is greedy;\n"
+          "                    the same --seed gives the same tokens on any topology. --logprobs-out writes the\n"
+          "                    log-probabilities (prompts, positions, vocab) of the prompts' own pass as float32 .npy\n"
           "\n"
           "exit codes: 0 done, 1 other failure, 2 bad usage/config/input, 3 stopped by a signal after a checkpoint\n",
           out);
@@ -34,13 +41,19 @@ int cli_parse(int argc, char **argv, CliArgs *args, Error *err) {
     memset(args, 0, sizeof *args);
     args->resume = RESUME_AUTO;
     args->prune_heads = 0;
-    if (argc < 2) return error_set(err, "missing command (train, eval or info); see entrank --help");
+    args->max_tokens = 64;
+    args->temperature = 1.0;
+    args->top_p = 1.0;
+    args->seed = 1337;
+    args->stop_token = -1;
+    if (argc < 2) return error_set(err, "missing command (train, eval, generate or info); see entrank --help");
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { args->command = CMD_HELP; return 0; }
     if (!strcmp(cmd, "train")) args->command = CMD_TRAIN;
     else if (!strcmp(cmd, "eval")) args->command = CMD_EVAL;
     else if (!strcmp(cmd, "info")) args->command = CMD_INFO;
-    else return error_set(err, "unknown command '%s' (expected train, eval or info)", cmd);
+    else if (!strcmp(cmd, "generate")) args->command = CMD_GENERATE;
+    else return error_set(err, "unknown command '%s' (expected train, eval, generate or info)", cmd);
 
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -59,8 +72,45 @@ int cli_parse(int argc, char **argv, CliArgs *args, Error *err) {
             if (!strcmp(v, "auto")) args->resume = RESUME_AUTO;
             else if (!strcmp(v, "never")) args->resume = RESUME_NEVER;
             else { args->resume = RESUME_PATH; args->resume_path = v; }
-        } else if (!strcmp(a, "--checkpoint") && args->command == CMD_EVAL) {
+        } else if (!strcmp(a, "--checkpoint") && (args->command == CMD_EVAL || args->command == CMD_GENERATE)) {
             args->checkpoint_path = v;
+        } else if (!strcmp(a, "--init-from") && args->command == CMD_TRAIN) {
+            args->init_from = v;
+        } else if (args->command == CMD_GENERATE && !strcmp(a, "--prompt")) {
+            args->prompt = v;
+        } else if (args->command == CMD_GENERATE && !strcmp(a, "--prompt-file")) {
+            args->prompt_file = v;
+        } else if (args->command == CMD_GENERATE && !strcmp(a, "--logprobs-out")) {
+            args->logprobs_out = v;
+        } else if (args->command == CMD_GENERATE && !strcmp(a, "--max-tokens")) {
+            char *end;
+            errno = 0;
+            long n = strtol(v, &end, 10);
+            if (errno || *end || end == v || n < 0 || n > INT_MAX) return error_set(err, "--max-tokens: expected an integer >= 0, got '%s'", v);
+            args->max_tokens = (int)n;
+        } else if (args->command == CMD_GENERATE && !strcmp(a, "--temperature")) {
+            char *end;
+            args->temperature = strtod(v, &end);
+            if (*end || end == v || !(args->temperature >= 0 && args->temperature < 1e6))
+                return error_set(err, "--temperature: expected a number >= 0, got '%s'", v);
+        } else if (args->command == CMD_GENERATE && !strcmp(a, "--top-k")) {
+            if (parse_positive_int(a, v, &args->top_k, err)) return -1;
+        } else if (args->command == CMD_GENERATE && !strcmp(a, "--top-p")) {
+            char *end;
+            args->top_p = strtod(v, &end);
+            if (*end || end == v || !(args->top_p > 0 && args->top_p <= 1))
+                return error_set(err, "--top-p: expected a probability in (0, 1], got '%s'", v);
+        } else if (args->command == CMD_GENERATE && !strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            args->seed = strtoll(v, &end, 10);
+            if (errno || *end || end == v || args->seed < 0) return error_set(err, "--seed: expected an integer >= 0, got '%s'", v);
+        } else if (args->command == CMD_GENERATE && !strcmp(a, "--stop")) {
+            char *end;
+            errno = 0;
+            long n = strtol(v, &end, 10);
+            if (errno || *end || end == v || n < 0 || n > INT_MAX) return error_set(err, "--stop: expected a token id, got '%s'", v);
+            args->stop_token = (int)n;
         } else if (!strcmp(a, "--prune-heads") && args->command == CMD_EVAL) {
             char *end;
             args->prune_heads = strtod(v, &end);
@@ -73,6 +123,11 @@ int cli_parse(int argc, char **argv, CliArgs *args, Error *err) {
         } else {
             return error_set(err, "%s: unknown option for '%s'; see entrank --help", a, cmd);
         }
+    }
+    if (args->command == CMD_GENERATE) {
+        if (!args->checkpoint_path) return error_set(err, "generate: missing --checkpoint PATH");
+        if (!args->prompt == !args->prompt_file) return error_set(err, "generate: give exactly one of --prompt and --prompt-file");
+        return 0;   // the config defaults to the checkpoint's own
     }
     if (!args->config_path) return error_set(err, "%s: missing -c FILE", cmd);
     if (args->command == CMD_EVAL && !args->checkpoint_path) return error_set(err, "eval: missing --checkpoint PATH");

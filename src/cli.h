@@ -4,7 +4,7 @@
 
 #define CLI_MAX_SETS 256
 
-typedef enum { CMD_NONE, CMD_TRAIN, CMD_EVAL, CMD_INFO, CMD_HELP } Command;
+typedef enum { CMD_NONE, CMD_TRAIN, CMD_EVAL, CMD_INFO, CMD_GENERATE, CMD_HELP } Command;
 typedef enum { RESUME_AUTO, RESUME_NEVER, RESUME_PATH } ResumeMode;
 
 typedef struct {
@@ -15,7 +15,18 @@ typedef struct {
     const char *run_dir;                     // --run-dir DIR (train)
     ResumeMode resume;                       // --resume auto|never|PATH (train)
     const char *resume_path;
-    const char *checkpoint_path;             // --checkpoint PATH (eval)
+    const char *checkpoint_path;             // --checkpoint PATH (eval, generate)
+    const char *init_from;                   // --init-from PATH (train): parameters only, step 0
+    // generate
+    const char *prompt;                      // --prompt "ID ID ..."
+    const char *prompt_file;                 // --prompt-file FILE: one prompt of token ids per line
+    const char *logprobs_out;                // --logprobs-out FILE.npy: log-probabilities of the prompts' positions
+    int max_tokens;                          // --max-tokens N (default 64; 0: only the prompts' pass)
+    double temperature;                      // --temperature T (default 1; 0: greedy)
+    int top_k;                               // --top-k K (0: off)
+    double top_p;                            // --top-p P (1: off)
+    long long seed;                          // --seed N (default 1337)
+    int stop_token;                          // --stop ID: a prompt's generation ends after it (-1: none)
     double prune_heads;                      // --prune-heads FRAC (eval)
     int dp, pp;                              // --dp N --pp N (info); 0 = not given
 } CliArgs;

@@ -15,13 +15,18 @@ typedef struct {
 } RunDevice;
 
 // The `train` command on every rank: run directory, resume, log, metrics, evaluation,
-// checkpoints, stop signals. Returns the exit code (the same on every rank).
+// checkpoints, stop signals. With init_from (not NULL) and nothing to resume, the parameters start
+// from that checkpoint's. Returns the exit code (the same on every rank).
 int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *run_dir, ResumeMode resume,
-                  const char *resume_path);
+                  const char *resume_path, const char *init_from);
 
 // The `eval` command: loads the parameters of `checkpoint` on this topology and evaluates; with
 // prune_fraction > 0, first masks that fraction of heads (lowest entropy variance) and reports both.
 int eval_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *checkpoint, double prune_fraction);
+
+// The `generate` command: samples continuations of args' prompts from `args->checkpoint_path`
+// and prints one line of token ids per prompt (generate_command.c).
+int generate_command(const Config *cfg, const RunDevice *dev, Comm *comm, const CliArgs *args);
 
 // Bad input may be seen by every rank alike (config, topology, data headers) or by one rank only
 // (the run directory, on rank 0): all ranks agree, the ranks that saw it print one line, and all

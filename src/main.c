@@ -1,6 +1,9 @@
 // entrank: train, evaluate and inspect GPT-style decoders (DESIGN section 2).
 #include <mpi.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include "checkpoint.h"
 #include "cli.h"
 #include "comm.h"
 #include "config.h"
@@ -52,8 +55,27 @@ int main(int argc, char **argv) {
     int rank;
     mpiCheck(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
     int code = EXIT_DONE;
+    // generate without -c uses the config the checkpoint was written with: each rank copies the
+    // checkpoint's `config` attribute to a private temporary file that config_load reads.
+    char tmp_config[64] = "";
+    int config_failed = 0;
+    if (args.command == CMD_GENERATE && !args.config_path) {
+        char *text = checkpoint_read_config(args.checkpoint_path, &err);
+        if (!text) {
+            config_failed = 1;
+        } else {
+            snprintf(tmp_config, sizeof tmp_config, "/tmp/entrank-config-XXXXXX");
+            int fd = mkstemp(tmp_config);
+            FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+            if (!f || fputs(text, f) < 0 || fclose(f)) die(EXIT_FAILURE_OTHER, "%s: cannot write a temporary config", tmp_config);
+            free(text);
+            args.config_path = tmp_config;
+        }
+    }
     // Every rank reads the same config and reaches the same verdict: rank 0 reports it once.
-    if (config_load(args.config_path, args.sets, args.n_sets, &cfg, &err)) {
+    int config_rc = config_failed || config_load(args.config_path, args.sets, args.n_sets, &cfg, &err);
+    if (tmp_config[0]) unlink(tmp_config);
+    if (config_rc) {
         if (rank == 0) fprintf(stderr, "entrank: %s\n", err.msg);
         code = EXIT_BAD_INPUT;
     } else {
@@ -67,7 +89,8 @@ int main(int argc, char **argv) {
         // run directory.
         Device dev;
         if ((code = select_device(&cfg, rank, &dev)) == EXIT_DONE) {
-            ValidateScope scope = {.world_size = world, .read_files = 1, .scan_part = rank, .scan_parts = world};
+            // generate reads no data: the checkpoint and the prompts are its input.
+            ValidateScope scope = {.world_size = world, .read_files = args.command != CMD_GENERATE, .scan_part = rank, .scan_parts = world};
             int mine = validate_run(&cfg, &scope, &err) ? rank : world, first;
             mpiCheck(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
             if (first < world) {
@@ -80,7 +103,8 @@ int main(int argc, char **argv) {
                 else snprintf(run_dir, sizeof run_dir, "runs/%s", config_basename(args.config_path, name, sizeof name));
                 // The backend is chosen first; the Comm follows it (MPI for the CPU, NCCL for CUDA).
                 Comm *comm = comm_for(&dev, cfg.pp);
-                if (args.command == CMD_TRAIN) code = train_command(&cfg, &dev.run, comm, run_dir, args.resume, args.resume_path);
+                if (args.command == CMD_TRAIN) code = train_command(&cfg, &dev.run, comm, run_dir, args.resume, args.resume_path, args.init_from);
+                else if (args.command == CMD_GENERATE) code = generate_command(&cfg, &dev.run, comm, &args);
                 else code = eval_command(&cfg, &dev.run, comm, args.checkpoint_path, args.prune_heads);
                 comm->free(comm);
             }

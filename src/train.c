@@ -8,7 +8,6 @@
 #include "flops.h"
 #include "schedule.h"
 
-enum { TAG_ACTIVATION = 1, TAG_GRADIENT = 2 };
 
 long total_steps_of(const Config *cfg) {
     if (cfg->steps > 0) return cfg->steps;

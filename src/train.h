@@ -37,6 +37,9 @@ typedef struct {
     long total[DATA_MAX_BUCKETS];
 } EvalResult;
 
+// Message tags of the pipeline's point-to-point hand-over (training, evaluation, generation).
+enum { TAG_ACTIVATION = 1, TAG_GRADIENT = 2 };
+
 #define MAX_GRAD_BUCKETS 4096
 
 typedef struct {

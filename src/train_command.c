@@ -309,7 +309,7 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
 }
 
 int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *run_dir, ResumeMode resume,
-                  const char *resume_path) {
+                  const char *resume_path, const char *init_from) {
     Error err = {{0}};
     char path[CFG_PATH_LEN + 64], checkpoint[CFG_PATH_LEN + 64] = "";
     int is_root = comm->world_rank == 0;
@@ -337,6 +337,14 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
         CheckpointTarget target = trainer_checkpoint_target(&t);
         failed = checkpoint_load(&target, checkpoint, 1, &progress, &err) != 0;
         load_seconds = now_seconds() - t0;
+        if (commands_any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
+    } else if (init_from) {
+        // Parameters only: the optimizer starts fresh at step 0 and the data from its first batch.
+        // A run that already has a checkpoint resumes from it instead (the branch above): the
+        // initialisation happened when that run started.
+        CheckpointTarget target = trainer_checkpoint_target(&t);
+        CheckpointProgress ignored;
+        failed = checkpoint_load(&target, init_from, 0, &ignored, &err) != 0;
         if (commands_any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
     }
     if (is_root) failed = mkdir_p(run_dir, &err) != 0;
@@ -378,6 +386,7 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     if (r3si) declare_r3si_metrics(mf, r3si);
     if (cfg->trace_every > 0) declare_trace_metrics(mf, &t);
     if (checkpoint[0]) runlog(&log, "loaded %s (step %ld) in %.2f s\n", checkpoint, progress.step, load_seconds);
+    else if (init_from) runlog(&log, "initialised from %s (parameters only; fresh optimizer, step 0)\n", init_from);
 
     int code = train_loop(&t, cfg, &log, mf, &setup);
     runlog(&log, "metrics in %s/metrics.h5\n", run_dir);

@@ -1,5 +1,9 @@
 // validate.c: the input checks of a run that need more than the config's keys (see validate.h).
 #include "validate.h"
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "data/data.h"
 #include "attn_core.h"
@@ -57,6 +61,41 @@ static int validate_topology(const Config *cfg, int world_size, Error *err) {
     return 0;
 }
 
+// tools/prepare-data writes manifest.json next to the token files it makes; its top-level
+// "vocab_size" is the tokenizer's vocabulary. Token ids in the files only show the ids the corpus
+// happened to use, so a model one id too small could pass the token pass and then meet that id at
+// generation: the manifest is the authority when present. Only the one integer key is read, so a
+// full JSON parser is not needed (prepare-data writes it at the top level, once).
+static int validate_manifest(const Config *cfg, const char *key, const char *pattern, Error *err) {
+    if (!pattern[0]) return 0;
+    char path[CFG_PATH_LEN + 32];
+    const char *slash = strrchr(pattern, '/');
+    int dir_len = slash ? (int)(slash - pattern) : 0;
+    // The directory part of a glob must be literal for this to name one directory; prepare-data
+    // writes all shards of a corpus to one directory.
+    if (slash) snprintf(path, sizeof path, "%.*s/manifest.json", dir_len, pattern);
+    else snprintf(path, sizeof path, "manifest.json");
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;   // data made by other tools: the token pass below is the check
+    char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strstr(buf, "\"vocab_size\"");
+    if (!p) return error_set(err, "%s: vocab_size: missing (the manifest of %s's data)", path, key);
+    p += strlen("\"vocab_size\"");
+    while (isspace((unsigned char)*p)) p++;
+    if (*p != ':') return error_set(err, "%s: vocab_size: expected ':' after the key", path);
+    p++;
+    char *end;
+    errno = 0;
+    long long v = strtoll(p, &end, 10);
+    if (end == p || errno || v < 1) return error_set(err, "%s: vocab_size: expected a positive integer", path);
+    if (v > cfg->vocab_size)
+        return error_set(err, "model.vocab_size: %d does not cover the %lld tokens of the tokenizer in %s (%s)", cfg->vocab_size, v, path, key);
+    return 0;
+}
+
 // Opens the train and val sources as trainer_init does, checks the vocabulary they need and the
 // token ids of the files, and closes them again.
 static int validate_data(const Config *cfg, const ValidateScope *scope, Error *err) {
@@ -65,6 +104,8 @@ static int validate_data(const Config *cfg, const ValidateScope *scope, Error *e
     int part = scope->scan_parts > 0 ? scope->scan_part : 0, parts = scope->scan_parts > 0 ? scope->scan_parts : 1;
     DataSource *src[2] = {NULL, NULL};
     int rc = -1;
+    if (files && (validate_manifest(cfg, "data.train", cfg->data_train, err) || validate_manifest(cfg, "data.val", cfg->data_val, err)))
+        return -1;
     if (!(src[SPLIT_TRAIN] = data_open(cfg, SPLIT_TRAIN, err))) goto done;
     if (!(src[SPLIT_VAL] = data_open(cfg, SPLIT_VAL, err))) goto done;
     int need = data_vocab_needed(src[SPLIT_TRAIN]);

@@ -198,3 +198,36 @@ def read_group(path, group):
 
 def read_params(checkpoint):
     return read_group(checkpoint, "params")
+
+
+TOOLS = ROOT / "tools"
+TOOLS_PYTHON = ROOT / ".venv" / "bin" / "python"
+TOOLS_PACKAGES = ("tokenizers", "tiktoken", "tqdm", "pyarrow", "safetensors", "torch", "transformers")
+
+
+@pytest.fixture(scope="session")
+def tools_python():
+    """The interpreter of tools/ (the project venv that `make deps` fills from tools/requirements.txt).
+    A missing venv or package fails the test with what to run: nothing is skipped."""
+    if not TOOLS_PYTHON.exists():
+        pytest.fail(f"{TOOLS_PYTHON} is missing: run `make deps` (installs tools/requirements.txt into .venv)")
+    probe = subprocess.run([str(TOOLS_PYTHON), "-c", "import importlib, sys\n"
+                            "missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]\n"
+                            "print(' '.join(missing))", *TOOLS_PACKAGES], capture_output=True, text=True)
+    if probe.returncode or probe.stdout.strip():
+        pytest.fail(f"{TOOLS_PYTHON} lacks {probe.stdout.strip() or probe.stderr}: run `make deps`")
+    return TOOLS_PYTHON
+
+
+@pytest.fixture(scope="session")
+def tool(tools_python):
+    """Runs tools/NAME with the tools' interpreter; returns the CompletedProcess."""
+    def run(name, *args, check=None, timeout=600, input=None):
+        env = dict(os.environ, **{**MPI_ENV, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+        proc = subprocess.run([str(tools_python), str(TOOLS / name), *map(str, args)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=timeout, env=env, input=input)
+        if check is not None:
+            assert proc.returncode == check, f"exit {proc.returncode}, expected {check}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        return proc
+
+    return run
