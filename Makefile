@@ -6,6 +6,8 @@
 #   make test-gpu      (CUDA builds, on a GPU) every CUDA op and the whole model against the CPU, NCCL
 #   make bench-gpu     (CUDA builds, on a GPU) tokens/s and MFU; results in bench/results/
 #   make deps    install the Debian packages (as root) or print exactly what is missing
+#   make emu     the CUDA backend built for the CPU (emulated CUDA, build-emu/; tests/cuda_emu/emu.mk);
+#                make test runs every GPU test program on it; make test-emu-asan under ASan + UBSan
 
 # Debian's interpreter carries numpy/h5py/matplotlib; a python3 earlier on PATH may not.
 PYTHON ?= $(shell for p in /usr/bin/python3 python3; do $$p -c 'import h5py, numpy' 2>/dev/null && { command -v $$p; break; }; done)
@@ -129,7 +131,8 @@ run: check-deps
 
 test: check-deps
 	@$(MAKE) --no-print-directory all $(TEST_BIN) $(MPI_TEST_BIN) $(GPU_TEST_BIN) $(GPU_BENCH_BIN)
-	@bash tests/run_all.sh $(BUILD)/tests
+	@$(MAKE) --no-print-directory EMU_VARIANT=fast emu-build
+	@EMU_BIN_DIR=build-emu/fast bash tests/run_all.sh $(BUILD)/tests
 
 bench: check-deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
@@ -156,7 +159,9 @@ else
 endif
 
 clean:
-	rm -rf $(BUILD) bin
+	rm -rf $(BUILD) bin build-emu
+
+include tests/cuda_emu/emu.mk
 
 -include $(OBJ:.o=.d)
 -include $(wildcard $(BUILD)/tests/*.d)
