@@ -729,6 +729,7 @@ bool launch_begin(const LaunchSite &site, dim3 g, dim3 b, size_t shared, const v
 void launch_run(const LaunchSite &site, void (*run)(void *), void *ctx) {
     const dim3 g = next_grid, b = next_block;
     int n = (int)(b.x * b.y * b.z);
+    threads.reserve(1024);   // never moved: a ucontext_t points into itself
     while ((int)threads.size() < n) {
         threads.emplace_back();
         make_fiber(threads.back());
