@@ -6,6 +6,8 @@
 #   make test-gpu      (CUDA builds, on a GPU) every CUDA op and the whole model against the CPU, NCCL
 #   make bench-gpu     (CUDA builds, on a GPU) tokens/s and MFU; results in bench/results/
 #   make gpu-check     (on a lent GPU machine) build, test-gpu and a short bench-gpu in one command, < 8 min
+#   make emu     the CUDA backend built for the CPU (emulated CUDA, build-emu/; tests/cuda_emu/emu.mk);
+#                make test runs every GPU test program on it; make test-emu-asan under ASan + UBSan
 #   make deps    install the Debian packages (as root) or print exactly what is missing, then the
 #                tools' pinned Python packages (tools/requirements.txt) into the project venv .venv
 
@@ -149,7 +151,8 @@ run: check-deps
 
 test: check-deps
 	@$(MAKE) --no-print-directory all $(TEST_BIN) $(MPI_TEST_BIN) $(GPU_TEST_BIN) $(GPU_BENCH_BIN)
-	@bash tests/run_all.sh $(BUILD)/tests
+	@$(MAKE) --no-print-directory EMU_VARIANT=fast emu-build
+	@EMU_BIN_DIR=build-emu/fast bash tests/run_all.sh $(BUILD)/tests
 
 bench: check-deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
@@ -185,7 +188,9 @@ else
 endif
 
 clean:
-	rm -rf $(BUILD) bin
+	rm -rf $(BUILD) bin build-emu
+
+include tests/cuda_emu/emu.mk
 
 -include $(OBJ:.o=.d)
 -include $(wildcard $(BUILD)/tests/*.d)

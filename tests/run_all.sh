@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole suite: every C test binary (cmocka, TAP output) and every pytest file,
-# then prints one closing line "N passed, N failed".
+# Runs the whole suite: every C test binary (cmocka, TAP output), the GPU test programs on the
+# emulated CUDA build when EMU_BIN_DIR names it (tests/run_emu.sh), and every pytest file, then
+# prints one closing line "N passed, N failed".
 # Usage: tests/run_all.sh BUILD_TEST_DIR
 set -u
 bin_dir=${1:-build/tests}
@@ -30,6 +31,17 @@ for t in "$bin_dir"/test_*; do
   fi
   printf '%-48s %3d passed, %d failed\n' "$name" "$ok" "$bad"
 done
+
+# The GPU test programs on the emulated CUDA build (make emu), when it is there: see tests/run_emu.sh.
+emu_dir=${EMU_BIN_DIR:-}
+if [ -n "$emu_dir" ] && [ -d "$emu_dir/tests" ]; then
+  bash tests/run_emu.sh "$emu_dir" | tee "$log_dir/emu.txt" | grep -v -E '^[0-9]+ passed, [0-9]+ failed$'
+  summary=$(tail -n 1 "$log_dir/emu.txt")
+  ep=$(echo "$summary" | grep -oE '^[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+  ef=$(echo "$summary" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 1)
+  passed=$((passed + ep)); failed=$((failed + ef))
+  if [ "$ef" -gt 0 ]; then failures+=("emulated CUDA"); fi
+fi
 
 py_tests=$(ls tests/test_*.py 2>/dev/null)
 if [ -n "$py_tests" ]; then
