@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 // Version 2 added a checksum attribute to every dataset; version 1 files (none) still load.
@@ -215,14 +216,12 @@ static hid_t memory_space(size_t n) {
 // ranks agree after closing the file.
 typedef struct {
     int failed;
-    int errno_at_failure;
     char where[160];
 } SaveStatus;
 
 static void save_check(SaveStatus *st, long long rc, const char *what) {
     if (rc >= 0 || st->failed) return;
     st->failed = 1;
-    st->errno_at_failure = errno;
     snprintf(st->where, sizeof st->where, "%s", what);
 }
 
@@ -529,6 +528,35 @@ int checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointPr
     if (c->world_rank == 0 && mkdir(dir, 0775) && errno != EEXIST) die(EXIT_FAILURE_OTHER, "%s: cannot create: %s", dir, strerror(errno));
     c->barrier(c);
 
+    // A disk without room for the file fails here, in one line, before any write: a write that
+    // fails inside MPI-IO also prints the library's own lines.
+    double no_room = 0;
+    if (c->world_rank == 0) {
+        double need = 0;
+        for (int id = 0; id < m->n_params; id++)
+            if (stored(m, id)) {
+                hsize_t dims[3];
+                int rank = logical_shape(m, id, dims);
+                double n = 1;
+                for (int d = 0; d < rank; d++) n *= (double)dims[d];
+                need += 3 * 4 * n;
+            }
+        const R3si *r = r3si_of(m);
+        if (r) need += 4.0 * r->n_ckpt * r->D * r->k;
+        need += strlen(config_text) + (1 << 20);   // attributes and HDF5's own metadata
+        struct statvfs fs;
+        if (statvfs(dir, &fs) == 0 && (double)fs.f_bavail * (double)fs.f_frsize < need) {
+            no_room = 1;
+            error_set(err, "%s: cannot write checkpoint: %s: it needs about %.0f bytes and the file system has %.0f free", tmp,
+                      strerror(ENOSPC), need, (double)fs.f_bavail * (double)fs.f_frsize);
+        }
+    }
+    c->world_max(c, &no_room, 1);
+    if (no_room) {
+        if (c->world_rank != 0) error_set(err, "%s: cannot write checkpoint: no space left on the file system", tmp);
+        return -1;
+    }
+
     // A failing write is reported in one line below, not by HDF5's error stack.
     H5E_auto2_t old_func;
     void *old_data;
@@ -587,7 +615,24 @@ int checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointPr
         }
         if (r3si_of(m)) save_r3si(t, file, dxpl, &st);
         save_check(&st, H5Fflush(file, H5F_SCOPE_GLOBAL), "flush");
-        save_check(&st, H5Fclose(file), "close");
+        // A file that failed to write is emptied before it is closed: closing flushes metadata,
+        // and with the disk still full that flush would fail too, leaving an open file that
+        // HDF5 tries to close again inside MPI_Finalize (a crash). Emptied, the close succeeds.
+        double failed_before_close = st.failed != 0;
+        c->world_max(c, &failed_before_close, 1);
+        if (failed_before_close && c->world_rank == 0 && truncate(tmp, 0) != 0) { /* the close reports it */ }
+        c->barrier(c);
+        double close_failed = H5Fclose(file) < 0;
+        c->world_max(c, &close_failed, 1);   // the same collective sequence on every rank
+        if (close_failed) {
+            // Still open somewhere: the process cannot finalize MPI safely. One line, and out.
+            if (c->world_rank == 0) {
+                unlink(tmp);
+                fprintf(stderr, "entrank: %s: cannot write checkpoint (%s): %s\n", tmp, st.failed ? st.where : "close",
+                        "write failed (disk full or I/O error)");
+            }
+            _exit(EXIT_FAILURE_OTHER);
+        }
     }
     H5Pclose(dxpl);
     H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
@@ -598,8 +643,7 @@ int checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointPr
         // `latest` still names the previous complete checkpoint; the torn .tmp only costs space.
         if (c->world_rank == 0) unlink(tmp);
         if (st.failed)
-            return error_set(err, "%s: cannot write checkpoint (%s): %s", tmp, st.where,
-                             st.errno_at_failure ? strerror(st.errno_at_failure) : "I/O error");
+            return error_set(err, "%s: cannot write checkpoint (at %s): write failed (disk full or I/O error)", tmp, st.where);
         return error_set(err, "%s: cannot write checkpoint: another rank's write failed", tmp);
     }
     const char *slow = getenv("ENTRANK_FAULT_CHECKPOINT_DELAY");
