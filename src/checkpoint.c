@@ -6,12 +6,37 @@
 #include <fcntl.h>
 #include <hdf5.h>
 #include <mpi.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
-#define FORMAT_VERSION 1
+// Version 2 added a checksum attribute to every dataset; version 1 files (none) still load.
+#define FORMAT_VERSION 2
+#define CHECKSUM_ATTR "checksum"
+
+// ---- checksums ------------------------------------------------------------------------------
+// A dataset's checksum is the sum, mod 2^64, over its elements of mix(flat index, value bits):
+// position-sensitive (a value moved to another index changes it) yet order-independent, so each
+// rank hashes the elements it writes or reads and a sum over ranks gives the same number on
+// every topology. mix is splitmix64's finaliser, a bijection: any change of one element's bits
+// changes that element's term, and the sum, except with probability 2^-64.
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27; x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static uint64_t element_term(uint64_t index, uint64_t bits) { return mix64(mix64(index + 0x9e3779b97f4a7c15ULL) ^ bits); }
+
+static uint64_t world_sum_u64(uint64_t v) {
+    uint64_t sum;
+    mpiCheck(MPI_Allreduce(&v, &sum, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
+    return sum;
+}
 
 // ---- which elements a rank owns ---------------------------------------------------------------
 
@@ -38,6 +63,30 @@ static void runs_add(RunList *l, size_t arena, size_t flat, size_t n) {
     }
     l->runs[l->count++] = (Run){arena, flat, n};
     l->total += n;
+}
+
+// This rank's part of the checksum of a float dataset: the elements of `runs`, held in `host` in
+// run order.
+static uint64_t runs_checksum(const RunList *runs, const float *host) {
+    uint64_t sum = 0;
+    size_t pos = 0;
+    for (int r = 0; r < runs->count; r++)
+        for (size_t j = 0; j < runs->runs[r].n; j++, pos++) {
+            uint32_t bits;
+            memcpy(&bits, &host[pos], sizeof bits);
+            sum += element_term(runs->runs[r].flat + j, bits);
+        }
+    return sum;
+}
+
+static uint64_t doubles_checksum(const double *v, int n) {
+    uint64_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t bits;
+        memcpy(&bits, &v[i], sizeof bits);
+        sum += element_term((uint64_t)i, bits);
+    }
+    return sum;
 }
 
 // The runs of parameter `id` held by this stage that fall inside arena range [begin, end).
@@ -161,20 +210,42 @@ static hid_t memory_space(size_t n) {
     X("model.sga_hidden", SHAPE_IS_SGA(s) ? (s)->cfg->sga_gate_hidden : 0)            \
     X("model.sga_embed", SHAPE_IS_SGA(s) ? (s)->cfg->sga_embed_dim : 0)
 
-static void write_attr_double(hid_t obj, const char *name, double v) {
+// The save path does not stop at a failing HDF5 call: under MPI every rank must make the same
+// collective calls, and a rank that left early (or finalized MPI with the file open) would hang
+// or crash the others. A failure is recorded here, the remaining calls fail harmlessly, and the
+// ranks agree after closing the file.
+typedef struct {
+    int failed;
+    char where[160];
+} SaveStatus;
+
+static void save_check(SaveStatus *st, long long rc, const char *what) {
+    if (rc >= 0 || st->failed) return;
+    st->failed = 1;
+    snprintf(st->where, sizeof st->where, "%s", what);
+}
+
+static void write_attr_double(hid_t obj, const char *name, double v, SaveStatus *st) {
     hid_t sp = H5Screate(H5S_SCALAR), a = H5Acreate2(obj, name, H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    hdf5Check(a);
-    hdf5Check(H5Awrite(a, H5T_NATIVE_DOUBLE, &v));
+    save_check(st, a, name);
+    save_check(st, H5Awrite(a, H5T_NATIVE_DOUBLE, &v), name);
     H5Aclose(a); H5Sclose(sp);
 }
 
-static void write_attr_string(hid_t obj, const char *name, const char *text) {
+static void write_checksum(hid_t dset, uint64_t sum, const char *name, SaveStatus *st) {
+    hid_t sp = H5Screate(H5S_SCALAR), a = H5Acreate2(dset, CHECKSUM_ATTR, H5T_STD_U64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    save_check(st, a, name);
+    save_check(st, H5Awrite(a, H5T_NATIVE_UINT64, &sum), name);
+    H5Aclose(a); H5Sclose(sp);
+}
+
+static void write_attr_string(hid_t obj, const char *name, const char *text, SaveStatus *st) {
     hid_t type = H5Tcopy(H5T_C_S1);
     H5Tset_size(type, H5T_VARIABLE);
     H5Tset_cset(type, H5T_CSET_UTF8);
     hid_t sp = H5Screate(H5S_SCALAR), a = H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
-    hdf5Check(a);
-    hdf5Check(H5Awrite(a, type, &text));
+    save_check(st, a, name);
+    save_check(st, H5Awrite(a, type, &text), name);
     H5Aclose(a); H5Sclose(sp); H5Tclose(type);
 }
 
@@ -184,6 +255,14 @@ static int read_attr_double(hid_t obj, const char *file, const char *name, doubl
     herr_t rc = a < 0 ? -1 : H5Aread(a, H5T_NATIVE_DOUBLE, v);
     if (a >= 0) H5Aclose(a);
     return rc < 0 ? error_set(err, "%s: unreadable attribute %s", file, name) : 0;
+}
+
+// A count attribute (step, adam_t, ...): finite, integral, in [0, max].
+static int read_attr_count(hid_t obj, const char *file, const char *name, double max, double *v, Error *err) {
+    if (read_attr_double(obj, file, name, v, err)) return -1;
+    if (!(*v >= 0 && *v <= max && *v == floor(*v)))
+        return error_set(err, "%s: attribute %s: %g is not an integer in [0, %.0f]", file, name, *v, max);
+    return 0;
 }
 
 // ---- save ---------------------------------------------------------------------------------------
@@ -256,14 +335,16 @@ static R3si *r3si_of(const Model *m) { return model_hook_state(m, &BLOCK_HOOK_R3
 // threshold state as attributes: identical on every replica, so replica 0 of each stage writes
 // its layers' V and rank 0 the small vectors.
 
-static void write_vector(hid_t group, const char *name, const double *v, int n, int writer, hid_t dxpl) {
+static void write_vector(hid_t group, const char *name, const double *v, int n, int writer, hid_t dxpl, SaveStatus *st) {
     hsize_t dims = (hsize_t)n;
     hid_t fspace = H5Screate_simple(1, &dims, NULL);
     hid_t dset = H5Dcreate2(group, name, H5T_NATIVE_DOUBLE, fspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    hdf5Check(dset);
+    save_check(st, dset, name);
     hid_t mspace = memory_space(writer ? (size_t)n : 0);
     if (!writer) hdf5Check(H5Sselect_none(fspace));
-    hdf5Check(H5Dwrite(dset, H5T_NATIVE_DOUBLE, mspace, fspace, dxpl, v));
+    save_check(st, H5Dwrite(dset, H5T_NATIVE_DOUBLE, mspace, fspace, dxpl, v), name);
+    // Every rank holds the same vector: each computes the whole checksum itself.
+    write_checksum(dset, doubles_checksum(v, n), name, st);
     H5Sclose(mspace); H5Sclose(fspace); H5Dclose(dset);
 }
 
@@ -276,45 +357,108 @@ static RunList r3si_v_runs(const CheckpointTarget *t) {
     return l;
 }
 
-static void save_r3si(const CheckpointTarget *t, hid_t file, hid_t dxpl) {
+static void save_r3si(const CheckpointTarget *t, hid_t file, hid_t dxpl, SaveStatus *st) {
     const R3si *r = r3si_of(t->model);
     Comm *c = t->comm;
-    write_attr_double(file, "r3si.tau", r->tau);
-    write_attr_double(file, "r3si.rho_ref", r->rho_ref);
-    write_attr_double(file, "r3si.rho", r->rho);
-    write_attr_double(file, "r3si.monitors", r->monitors);
-    write_attr_double(file, "r3si.n_ckpt", r->n_ckpt);
+    write_attr_double(file, "r3si.tau", r->tau, st);
+    write_attr_double(file, "r3si.rho_ref", r->rho_ref, st);
+    write_attr_double(file, "r3si.rho", r->rho, st);
+    write_attr_double(file, "r3si.monitors", r->monitors, st);
+    write_attr_double(file, "r3si.n_ckpt", r->n_ckpt, st);
     hid_t group = H5Gcreate2(file, "r3si", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    hdf5Check(group);
+    save_check(st, group, "/r3si");
     double layers[CFG_MAX_LIST];
     for (int i = 0; i < r->n_ckpt; i++) layers[i] = r->layers[i];
-    write_vector(group, "layers", layers, r->n_ckpt, c->world_rank == 0, dxpl);
-    write_vector(group, "rank", r->rank, r->n_ckpt, c->world_rank == 0, dxpl);
-    write_vector(group, "alpha", r->alpha, r->n_ckpt, c->world_rank == 0, dxpl);
+    write_vector(group, "layers", layers, r->n_ckpt, c->world_rank == 0, dxpl, st);
+    write_vector(group, "rank", r->rank, r->n_ckpt, c->world_rank == 0, dxpl, st);
+    write_vector(group, "alpha", r->alpha, r->n_ckpt, c->world_rank == 0, dxpl, st);
     hsize_t dims[3] = {(hsize_t)r->n_ckpt, (hsize_t)r->D, (hsize_t)r->k};
     hid_t fspace = H5Screate_simple(3, dims, NULL);
     hid_t dset = H5Dcreate2(group, "V", H5T_NATIVE_FLOAT, fspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    hdf5Check(dset);
+    save_check(st, dset, "/r3si/V");
     H5Sclose(fspace);
     RunList runs = {0};
     if (c->dp_index == 0) runs = r3si_v_runs(t);
     float *host = xmalloc((runs.total ? runs.total : 1) * sizeof(float));
     for (int i = 0, pos = 0; i < runs.count; pos += (int)runs.runs[i].n, i++)
         t->model->be->download(host + pos, r->V[runs.runs[i].arena], runs.runs[i].n);
-    hid_t sel = file_selection(dset, &runs), mspace = memory_space(runs.total);
-    hdf5Check(H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host));
-    H5Sclose(sel); H5Sclose(mspace); H5Dclose(dset); H5Gclose(group);
+    hid_t sel = dset < 0 ? -1 : file_selection(dset, &runs), mspace = memory_space(runs.total);
+    save_check(st, H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host), "/r3si/V");
+    write_checksum(dset, world_sum_u64(runs_checksum(&runs, host)), "/r3si/V", st);
+    if (sel >= 0) H5Sclose(sel);
+    H5Sclose(mspace); H5Dclose(dset); H5Gclose(group);
     free(host); free(runs.runs);
 }
 
-static int load_r3si(const CheckpointTarget *t, hid_t file, const char *path, hid_t dxpl, Error *err) {
+// ---- load checks ----------------------------------------------------------------------------
+// Every dataset read is checked before its values are used: element type, shape (by the caller),
+// checksum (version >= 2) and the values' range. The verdicts depend only on the file and on sums
+// over all ranks, so every rank reaches the same one and leaves the collective reads together.
+
+typedef enum { VALUES_ANY_FINITE, VALUES_FINITE_NONNEGATIVE } ValueRule;
+
+static int check_element_type(hid_t dset, const char *path, const char *name, size_t size, Error *err) {
+    hid_t type = H5Dget_type(dset);
+    int ok = type >= 0 && H5Tget_class(type) == H5T_FLOAT && H5Tget_size(type) == size;
+    if (type >= 0) H5Tclose(type);
+    return ok ? 0 : error_set(err, "%s: %s: element type is not float%d", path, name, (int)size * 8);
+}
+
+static int read_checksum(hid_t dset, const char *path, const char *name, uint64_t *sum, Error *err) {
+    if (H5Aexists(dset, CHECKSUM_ATTR) <= 0) return error_set(err, "%s: %s: missing checksum attribute", path, name);
+    hid_t a = H5Aopen(dset, CHECKSUM_ATTR, H5P_DEFAULT);
+    hid_t type = a < 0 ? -1 : H5Aget_type(a);
+    int ok = type >= 0 && H5Tget_class(type) == H5T_INTEGER && H5Tget_size(type) == 8 && H5Aread(a, H5T_NATIVE_UINT64, sum) >= 0;
+    if (type >= 0) H5Tclose(type);
+    if (a >= 0) H5Aclose(a);
+    return ok ? 0 : error_set(err, "%s: %s: unreadable checksum attribute", path, name);
+}
+
+// `local` is this rank's part of the checksum (0 from ranks that do not count their elements) and
+// `bad` its number of values outside the dataset's range: both are summed over the ranks.
+static int verify_dataset(hid_t dset, const char *path, const char *name, int version, uint64_t local, uint64_t bad,
+                          ValueRule rule, Error *err) {
+    uint64_t mine[2] = {local, bad}, all[2];
+    mpiCheck(MPI_Allreduce(mine, all, 2, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
+    if (version >= 2) {
+        uint64_t stored_sum;
+        if (read_checksum(dset, path, name, &stored_sum, err)) return -1;
+        if (stored_sum != all[0])
+            return error_set(err, "%s: %s: checksum mismatch (stored %016llx, contents %016llx): the dataset is corrupt", path, name,
+                             (unsigned long long)stored_sum, (unsigned long long)all[0]);
+    }
+    if (all[1])
+        return error_set(err, "%s: %s: %llu values are %s", path, name, (unsigned long long)all[1],
+                         rule == VALUES_FINITE_NONNEGATIVE ? "negative or not finite (AdamW's second moment is >= 0)" : "not finite");
+    return 0;
+}
+
+static uint64_t count_bad(const float *v, size_t n, ValueRule rule) {
+    uint64_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isfinite(v[i]) || (rule == VALUES_FINITE_NONNEGATIVE && v[i] < 0);
+    return bad;
+}
+
+// The dimensions of a dataset, or -1.
+static int dataset_dims(hid_t dset, hsize_t dims[3]) {
+    hid_t space = H5Dget_space(dset);
+    int rank = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+    if (rank > 3) rank = -1;
+    if (rank >= 0) H5Sget_simple_extent_dims(space, dims, NULL);
+    if (space >= 0) H5Sclose(space);
+    return rank;
+}
+
+static int load_r3si(const CheckpointTarget *t, hid_t file, const char *path, int version, hid_t dxpl, Error *err) {
     R3si *r = r3si_of(t->model);
     double n_ckpt, monitors;
-    if (read_attr_double(file, path, "r3si.n_ckpt", &n_ckpt, err)) return -1;
+    if (read_attr_count(file, path, "r3si.n_ckpt", CFG_MAX_LIST, &n_ckpt, err)) return -1;
     if ((int)n_ckpt != r->n_ckpt) return error_set(err, "%s: r3si.layers has %g checkpoint layers in the checkpoint but %d in the config", path, n_ckpt, r->n_ckpt);
     if (read_attr_double(file, path, "r3si.tau", &r->tau, err) || read_attr_double(file, path, "r3si.rho_ref", &r->rho_ref, err) ||
-        read_attr_double(file, path, "r3si.rho", &r->rho, err) || read_attr_double(file, path, "r3si.monitors", &monitors, err))
+        read_attr_double(file, path, "r3si.rho", &r->rho, err) || read_attr_count(file, path, "r3si.monitors", 1e15, &monitors, err))
         return -1;
+    if (!isfinite(r->tau) || !isfinite(r->rho_ref) || !isfinite(r->rho))
+        return error_set(err, "%s: attribute r3si.tau, r3si.rho_ref or r3si.rho is not finite", path);
     r->monitors = (int)monitors;
     const char *names[3] = {"/r3si/layers", "/r3si/rank", "/r3si/alpha"};
     double vals[3][CFG_MAX_LIST];
@@ -322,9 +466,23 @@ static int load_r3si(const CheckpointTarget *t, hid_t file, const char *path, hi
         if (H5Lexists(file, "r3si", H5P_DEFAULT) <= 0 || H5Lexists(file, names[i], H5P_DEFAULT) <= 0)
             return error_set(err, "%s: missing dataset %s", path, names[i]);
         hid_t d = H5Dopen2(file, names[i], H5P_DEFAULT);
+        hsize_t dims[3];
+        // The extent is checked before the read: vals holds the config's n_ckpt <= CFG_MAX_LIST values.
+        int rank = dataset_dims(d, dims);
+        if (rank != 1 || dims[0] != (hsize_t)r->n_ckpt) {
+            H5Dclose(d);
+            return error_set(err, "%s: %s: shape is not (%d) (the config's r3si.layers)", path, names[i], r->n_ckpt);
+        }
+        if (check_element_type(d, path, names[i], 8, err)) { H5Dclose(d); return -1; }
         herr_t rc = H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, dxpl, vals[i]);
+        if (rc < 0) { H5Dclose(d); return error_set(err, "%s: cannot read dataset %s", path, names[i]); }
+        uint64_t bad = 0;
+        for (int c = 0; c < r->n_ckpt; c++) bad += !isfinite(vals[i][c]);
+        // Every rank read the whole vector: rank 0's checksum stands for all.
+        int vrc = verify_dataset(d, path, names[i], version, t->comm->world_rank == 0 ? doubles_checksum(vals[i], r->n_ckpt) : 0,
+                                 t->comm->world_rank == 0 ? bad : 0, VALUES_ANY_FINITE, err);
         H5Dclose(d);
-        if (rc < 0) return error_set(err, "%s: cannot read dataset %s", path, names[i]);
+        if (vrc) return -1;
     }
     for (int c = 0; c < r->n_ckpt; c++) {
         if ((int)vals[0][c] != r->layers[c])
@@ -334,19 +492,33 @@ static int load_r3si(const CheckpointTarget *t, hid_t file, const char *path, hi
     }
     if (H5Lexists(file, "/r3si/V", H5P_DEFAULT) <= 0) return error_set(err, "%s: missing dataset /r3si/V", path);
     hid_t dset = H5Dopen2(file, "/r3si/V", H5P_DEFAULT);
+    hsize_t dims[3];
+    if (dataset_dims(dset, dims) != 3 || dims[0] != (hsize_t)r->n_ckpt || dims[1] != (hsize_t)r->D || dims[2] != (hsize_t)r->k) {
+        H5Dclose(dset);
+        return error_set(err, "%s: /r3si/V: shape is not (%d, %d, %d)", path, r->n_ckpt, r->D, r->k);
+    }
+    if (check_element_type(dset, path, "/r3si/V", 4, err)) { H5Dclose(dset); return -1; }
     RunList runs = r3si_v_runs(t);
     float *host = xmalloc((runs.total ? runs.total : 1) * sizeof(float));
     hid_t sel = file_selection(dset, &runs), mspace = memory_space(runs.total);
     herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host);
-    H5Sclose(sel); H5Sclose(mspace); H5Dclose(dset);
+    H5Sclose(sel); H5Sclose(mspace);
+    int counts = t->comm->dp_index == 0;   // replica 0 of each stage holds each V exactly once
+    if (rc >= 0)
+        rc = verify_dataset(dset, path, "/r3si/V", version, counts ? runs_checksum(&runs, host) : 0,
+                            counts ? count_bad(host, runs.total, VALUES_ANY_FINITE) : 0, VALUES_ANY_FINITE, err);
+    else
+        error_set(err, "%s: cannot read dataset /r3si/V (truncated or corrupt checkpoint)", path);
+    H5Dclose(dset);
     if (rc >= 0)
         for (int i = 0, pos = 0; i < runs.count; pos += (int)runs.runs[i].n, i++)
             t->model->be->upload(r->V[runs.runs[i].arena], host + pos, runs.runs[i].n);
     free(host); free(runs.runs);
-    return rc < 0 ? error_set(err, "%s: cannot read dataset /r3si/V (truncated or corrupt checkpoint)", path) : 0;
+    return rc < 0 ? -1 : 0;
 }
 
-void checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointProgress progress, const char *config_text) {
+int checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointProgress progress, const char *config_text,
+                    Error *err) {
     const Model *m = t->model;
     Comm *c = t->comm;
     char dir[CFG_PATH_LEN + 32], final[CFG_PATH_LEN + 64], tmp[CFG_PATH_LEN + 96];
@@ -356,56 +528,124 @@ void checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointP
     if (c->world_rank == 0 && mkdir(dir, 0775) && errno != EEXIST) die(EXIT_FAILURE_OTHER, "%s: cannot create: %s", dir, strerror(errno));
     c->barrier(c);
 
+    // A disk without room for the file fails here, in one line, before any write: a write that
+    // fails inside MPI-IO also prints the library's own lines.
+    double no_room = 0;
+    if (c->world_rank == 0) {
+        double need = 0;
+        for (int id = 0; id < m->n_params; id++)
+            if (stored(m, id)) {
+                hsize_t dims[3];
+                int rank = logical_shape(m, id, dims);
+                double n = 1;
+                for (int d = 0; d < rank; d++) n *= (double)dims[d];
+                need += 3 * 4 * n;
+            }
+        const R3si *r = r3si_of(m);
+        if (r) need += 4.0 * r->n_ckpt * r->D * r->k;
+        need += strlen(config_text) + (1 << 20);   // attributes and HDF5's own metadata
+        struct statvfs fs;
+        if (statvfs(dir, &fs) == 0 && (double)fs.f_bavail * (double)fs.f_frsize < need) {
+            no_room = 1;
+            error_set(err, "%s: cannot write checkpoint: %s: it needs about %.0f bytes and the file system has %.0f free", tmp,
+                      strerror(ENOSPC), need, (double)fs.f_bavail * (double)fs.f_frsize);
+        }
+    }
+    c->world_max(c, &no_room, 1);
+    if (no_room) {
+        if (c->world_rank != 0) error_set(err, "%s: cannot write checkpoint: no space left on the file system", tmp);
+        return -1;
+    }
+
+    // A failing write is reported in one line below, not by HDF5's error stack.
+    H5E_auto2_t old_func;
+    void *old_data;
+    H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    SaveStatus st = {0};
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     hdf5Check(H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL));
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    if (file < 0) die(EXIT_FAILURE_OTHER, "%s: cannot create checkpoint", tmp);
+    save_check(&st, file, "create");
     H5Pclose(fapl);
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     hdf5Check(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
 
     // Attributes and datasets are created collectively, with identical arguments on every rank.
-    write_attr_double(file, "format_version", FORMAT_VERSION);
-    write_attr_double(file, "step", (double)progress.step);
-    write_attr_double(file, "tokens", progress.tokens);
-    write_attr_double(file, "data_cursor", (double)progress.step);   // the batch of step s is a function of (seed, s)
-    write_attr_double(file, "seed", (double)t->cfg->seed);
-    write_attr_double(file, "adam_t", (double)t->adam->t);
-    write_attr_double(file, "bad_in_row", (double)*t->bad_in_row);
-    write_attr_double(file, "dp", c->dp);
-    write_attr_double(file, "pp", c->pp);
-    write_attr_double(file, "zero", t->cfg->zero);
-    const ModelShape *s = &m->shape;
-#define WRITE_SHAPE_ATTR(key, value) write_attr_double(file, key, (double)(value));
-    CHECKPOINT_SHAPE_ATTRS(WRITE_SHAPE_ATTR, s)
+    if (file >= 0) {
+        write_attr_double(file, "format_version", FORMAT_VERSION, &st);
+        write_attr_double(file, "step", (double)progress.step, &st);
+        write_attr_double(file, "tokens", progress.tokens, &st);
+        write_attr_double(file, "data_cursor", (double)progress.step, &st);   // the batch of step s is a function of (seed, s)
+        write_attr_double(file, "seed", (double)t->cfg->seed, &st);
+        write_attr_double(file, "adam_t", (double)t->adam->t, &st);
+        write_attr_double(file, "bad_in_row", (double)*t->bad_in_row, &st);
+        write_attr_double(file, "dp", c->dp, &st);
+        write_attr_double(file, "pp", c->pp, &st);
+        write_attr_double(file, "zero", t->cfg->zero, &st);
+        const ModelShape *s = &m->shape;
+#define WRITE_SHAPE_ATTR(key, value) write_attr_double(file, key, (double)(value), &st);
+        CHECKPOINT_SHAPE_ATTRS(WRITE_SHAPE_ATTR, s)
 #undef WRITE_SHAPE_ATTR
-    write_attr_string(file, "model.attention", s->attention->name);
-    write_attr_string(file, "config", config_text);
+        write_attr_string(file, "model.attention", s->attention->name, &st);
+        write_attr_string(file, "config", config_text, &st);
 
-    for (int part = 0; part < 3; part++) {
-        hid_t group = H5Gcreate2(file, PART_GROUP[part], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        hdf5Check(group);
-        for (int id = 0; id < m->n_params; id++) {
-            if (!stored(m, id)) continue;
-            hsize_t dims[3];
-            int rank = logical_shape(m, id, dims);
-            hid_t fspace = H5Screate_simple(rank, dims, NULL);
-            hid_t dset = H5Dcreate2(group, m->params[id].name, H5T_NATIVE_FLOAT, fspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-            hdf5Check(dset);
-            H5Sclose(fspace);
-            RunList runs = write_runs(t, id, (Part)part);
-            float *host = gather_runs(t, &runs, (Part)part);
-            hid_t sel = file_selection(dset, &runs), mspace = memory_space(runs.total);
-            hdf5Check(H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host));
-            H5Sclose(sel); H5Sclose(mspace); H5Dclose(dset);
-            free(host); free(runs.runs);
+        for (int part = 0; part < 3; part++) {
+            hid_t group = H5Gcreate2(file, PART_GROUP[part], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            save_check(&st, group, PART_GROUP[part]);
+            for (int id = 0; id < m->n_params; id++) {
+                if (!stored(m, id)) continue;
+                hsize_t dims[3];
+                int rank = logical_shape(m, id, dims);
+                hid_t fspace = H5Screate_simple(rank, dims, NULL);
+                hid_t dset = H5Dcreate2(group, m->params[id].name, H5T_NATIVE_FLOAT, fspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+                save_check(&st, dset, m->params[id].name);
+                H5Sclose(fspace);
+                RunList runs = write_runs(t, id, (Part)part);
+                float *host = gather_runs(t, &runs, (Part)part);
+                hid_t sel = dset < 0 ? -1 : file_selection(dset, &runs), mspace = memory_space(runs.total);
+                save_check(&st, H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host), m->params[id].name);
+                // write_runs partition the dataset: each element is hashed by the one rank writing it.
+                write_checksum(dset, world_sum_u64(runs_checksum(&runs, host)), m->params[id].name, &st);
+                if (sel >= 0) H5Sclose(sel);
+                H5Sclose(mspace); H5Dclose(dset);
+                free(host); free(runs.runs);
+            }
+            H5Gclose(group);
         }
-        H5Gclose(group);
+        if (r3si_of(m)) save_r3si(t, file, dxpl, &st);
+        save_check(&st, H5Fflush(file, H5F_SCOPE_GLOBAL), "flush");
+        // A file that failed to write is emptied before it is closed: closing flushes metadata,
+        // and with the disk still full that flush would fail too, leaving an open file that
+        // HDF5 tries to close again inside MPI_Finalize (a crash). Emptied, the close succeeds.
+        double failed_before_close = st.failed != 0;
+        c->world_max(c, &failed_before_close, 1);
+        if (failed_before_close && c->world_rank == 0 && truncate(tmp, 0) != 0) { /* the close reports it */ }
+        c->barrier(c);
+        double close_failed = H5Fclose(file) < 0;
+        c->world_max(c, &close_failed, 1);   // the same collective sequence on every rank
+        if (close_failed) {
+            // Still open somewhere: the process cannot finalize MPI safely. One line, and out.
+            if (c->world_rank == 0) {
+                unlink(tmp);
+                fprintf(stderr, "entrank: %s: cannot write checkpoint (%s): %s\n", tmp, st.failed ? st.where : "close",
+                        "write failed (disk full or I/O error)");
+            }
+            _exit(EXIT_FAILURE_OTHER);
+        }
     }
-    if (r3si_of(m)) save_r3si(t, file, dxpl);
     H5Pclose(dxpl);
-    hdf5Check(H5Fflush(file, H5F_SCOPE_GLOBAL));
-    hdf5Check(H5Fclose(file));
+    H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
+    // All ranks agree whether the file is whole (0/1 flags: a maximum of a negative code over 0 would be 0).
+    double failed = st.failed != 0;
+    c->world_max(c, &failed, 1);
+    if (failed) {
+        // `latest` still names the previous complete checkpoint; the torn .tmp only costs space.
+        if (c->world_rank == 0) unlink(tmp);
+        if (st.failed)
+            return error_set(err, "%s: cannot write checkpoint (at %s): write failed (disk full or I/O error)", tmp, st.where);
+        return error_set(err, "%s: cannot write checkpoint: another rank's write failed", tmp);
+    }
     const char *slow = getenv("ENTRANK_FAULT_CHECKPOINT_DELAY");
     // Fault injection for the tests: hold the finished-but-unpublished .tmp file for a while, so a
     // test can kill a rank exactly in the window between writing and publishing.
@@ -429,6 +669,7 @@ void checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointP
         remove_old_checkpoints(dir, t->cfg->checkpoint_keep);
     }
     c->barrier(c);
+    return 0;
 }
 
 // ---- load ---------------------------------------------------------------------------------------
@@ -510,6 +751,13 @@ int checkpoint_load(const CheckpointTarget *t, const char *path, int with_optimi
     int rc = -1;
     hid_t file = -1, dxpl = -1;
     if (access(path, R_OK)) { error_set(err, "%s: cannot read checkpoint: %s", path, strerror(errno)); goto out; }
+    // A directory or a FIFO is not a checkpoint: say so here, before MPI-IO adds its own lines
+    // (or blocks for ever on a FIFO).
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        error_set(err, "%s: not a regular file (%s): a checkpoint is an HDF5 file", path, S_ISDIR(sb.st_mode) ? "a directory" : "a special file");
+        goto out;
+    }
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
     file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
@@ -518,14 +766,17 @@ int checkpoint_load(const CheckpointTarget *t, const char *path, int with_optimi
     const ModelShape *s = &m->shape;
     double fv;
     if (read_attr_double(file, path, "format_version", &fv, err)) goto out;
-    if (fv != FORMAT_VERSION) { error_set(err, "%s: format_version %g, this build reads %d", path, fv, FORMAT_VERSION); goto out; }
+    if (fv != 1 && fv != FORMAT_VERSION) { error_set(err, "%s: format_version %g, this build reads 1 and %d", path, fv, FORMAT_VERSION); goto out; }
+    int version = (int)fv;   // 1: written before checksums existed; its datasets load unverified
 #define CHECK_SHAPE_ATTR(key, value) || check_shape_attr(file, path, key, (double)(value), err)
     if (0 CHECKPOINT_SHAPE_ATTRS(CHECK_SHAPE_ATTR, s) || check_attention_attr(file, path, s, err))
 #undef CHECK_SHAPE_ATTR
         goto out;
     double step = 0, tokens = 0, adam_t = 0, bad = 0;
-    if (read_attr_double(file, path, "step", &step, err) || read_attr_double(file, path, "tokens", &tokens, err) ||
-        read_attr_double(file, path, "adam_t", &adam_t, err) || read_attr_double(file, path, "bad_in_row", &bad, err))
+    // Counts are doubles in the file: integral, non-negative and exact in a double (2^53).
+    if (read_attr_count(file, path, "step", 9007199254740992.0, &step, err) ||
+        read_attr_count(file, path, "tokens", 9007199254740992.0, &tokens, err) ||
+        read_attr_count(file, path, "adam_t", step, &adam_t, err) || read_attr_count(file, path, "bad_in_row", step, &bad, err))
         goto out;
     dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
@@ -543,10 +794,7 @@ int checkpoint_load(const CheckpointTarget *t, const char *path, int with_optimi
             hid_t dset = H5Dopen2(file, name, H5P_DEFAULT);
             hsize_t want[3], have[3];
             int rank = logical_shape(m, id, want);
-            hid_t space = H5Dget_space(dset);
-            int have_rank = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
-            if (have_rank == rank) H5Sget_simple_extent_dims(space, have, NULL);
-            if (space >= 0) H5Sclose(space);
+            int have_rank = dataset_dims(dset, have);
             // Files written before W_s was stored for its layers only stack it over every layer.
             const ParamInfo *p = &m->params[id];
             int by_layer = p->role == ROLE_BLOCK && p->n_listed > 0 && have_rank == rank && have[0] == (hsize_t)s->n_layer &&
@@ -556,21 +804,33 @@ int checkpoint_load(const CheckpointTarget *t, const char *path, int with_optimi
                 error_set(err, "%s: dataset %s has the wrong shape for this model", path, name);
                 goto out;
             }
+            if (check_element_type(dset, path, name, 4, err)) { H5Dclose(dset); goto out; }
             RunList runs = read_runs(t, id, (Part)part, by_layer);
             float *host = xmalloc((runs.total ? runs.total : 1) * sizeof(float));
             hid_t sel = file_selection(dset, &runs), mspace = memory_space(runs.total);
             herr_t r = H5Dread(dset, H5T_NATIVE_FLOAT, mspace, sel, dxpl, host);
-            H5Sclose(sel); H5Sclose(mspace); H5Dclose(dset);
+            H5Sclose(sel); H5Sclose(mspace);
             if (r < 0) {
+                H5Dclose(dset);
                 free(host); free(runs.runs);
                 error_set(err, "%s: cannot read dataset %s (truncated or corrupt checkpoint)", path, name);
                 goto out;
             }
+            // The elements this rank would write on this topology partition the dataset, so they
+            // are the ones it hashes: replica 0's (or under ZeRO-1 each replica's shard of the
+            // AdamW state), never the last stage's copy of a tied wte. The rows of an old
+            // stacked-W_s file that no layer reads are not loaded and carry no checksum (version 1).
+            int counts = !(id == PARAM_WTE && !m->has_embedding) && ((part == PART_PARAMS || !t->cfg->zero) ? t->comm->dp_index == 0 : 1);
+            ValueRule rule = part == PART_ADAM_V ? VALUES_FINITE_NONNEGATIVE : VALUES_ANY_FINITE;
+            int vrc = by_layer ? 0 : verify_dataset(dset, path, name, version, counts ? runs_checksum(&runs, host) : 0,
+                                                    counts ? count_bad(host, runs.total, rule) : 0, rule, err);
+            H5Dclose(dset);
+            if (vrc) { free(host); free(runs.runs); goto out; }
             scatter_runs(t, &runs, (Part)part, host);
             free(host); free(runs.runs);
         }
     }
-    if (r3si_of(m) && load_r3si(t, file, path, dxpl, err)) goto out;
+    if (r3si_of(m) && load_r3si(t, file, path, version, dxpl, err)) goto out;
     if (with_optimizer) {
         t->adam->t = (long)adam_t;
         *t->bad_in_row = (int)bad;

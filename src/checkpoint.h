@@ -32,13 +32,21 @@ typedef struct {
 } CheckpointProgress;
 
 // Collective. Writes the checkpoint of `t` after `progress.step` steps into run_dir/checkpoints and
-// then deletes all but the newest `checkpoint.keep` complete ones. Failures are I/O failures (exit 1).
-void checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointProgress progress, const char *config_text);
+// then deletes all but the newest `checkpoint.keep` complete ones. Every dataset carries a
+// "checksum" attribute (uint64): the sum mod 2^64 over its elements of a mix of (flat index,
+// value bits), the same whatever topology wrote it. A failed write (a full disk) returns -1 on
+// every rank with err naming the file, after removing the .tmp: `latest` still names the previous
+// complete checkpoint. Failures are I/O failures (exit 1).
+int checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointProgress progress, const char *config_text,
+                    Error *err);
 
 // Collective. Loads parameters (and, if with_optimizer, AdamW state, step count and bad-step
 // count) from `path` into `t`, whatever topology wrote it. Returns -1 with err naming the file and
 // the dataset or key on a missing, truncated, corrupt or incompatible checkpoint; nothing is changed
-// on disk.
+// on disk. Checked: the file is a regular file; format_version; the model shape; step, tokens,
+// adam_t and bad_in_row are integers >= 0 (adam_t, bad_in_row <= step); every dataset read has
+// the element type float32 (the R3SI vectors float64), its logical shape, its checksum (version 2),
+// and finite values (adam_v also >= 0).
 int checkpoint_load(const CheckpointTarget *t, const char *path, int with_optimizer, CheckpointProgress *progress, Error *err);
 
 // The checkpoint named by run_dir/checkpoints/latest, if any: returns 1 and fills path.

@@ -10,6 +10,7 @@
 #include "info.h"
 #include "device.h"
 #include "commands.h"
+#include "signals.h"
 #include "validate.h"
 
 static const char *config_basename(const char *path, char *buf, size_t n) {
@@ -22,6 +23,11 @@ static const char *config_basename(const char *path, char *buf, size_t n) {
 }
 
 int main(int argc, char **argv) {
+    // First thing: a SIGTERM or SIGUSR1 that arrives while a training starts (config, validation,
+    // MPI start-up, loading a checkpoint) is kept and honoured at the first step boundary (a
+    // checkpoint, exit 3) instead of killing the process with nothing written. eval and info keep
+    // the default action: nothing of theirs needs saving, and they must stay stoppable.
+    if (argc > 1 && !strcmp(argv[1], "train")) signals_install();
     CliArgs args;
     Error err = {{0}};
     if (cli_parse(argc, argv, &args, &err)) {

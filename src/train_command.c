@@ -1,6 +1,7 @@
 // train_command.c: `entrank train`: the run directory, the human log, metrics.h5 and the loop
 // around trainer_step with logging, evaluation and the bad-step policy.
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
@@ -23,9 +24,13 @@
 
 typedef struct {
     FILE *file;
+    const char *path;
+    int write_failed;   // a failed write of log.txt is reported once, not at every line
 } RunLog;
 
-// One line to stdout and to the run's log.txt.
+// One line to stdout and to the run's log.txt. A write error (a full disk) is reported once on
+// stderr; training goes on, since the checkpoints decide whether the run can continue: a
+// checkpoint that cannot be written stops it with exit 1.
 static void runlog(RunLog *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void runlog(RunLog *log, const char *fmt, ...) {
     if (!log) return;
@@ -36,9 +41,16 @@ static void runlog(RunLog *log, const char *fmt, ...) {
     fflush(stdout);
     if (log->file) {
         va_start(ap, fmt);
-        vfprintf(log->file, fmt, ap);
+        errno = 0;
+        int bad = vfprintf(log->file, fmt, ap) < 0;
         va_end(ap);
-        fflush(log->file);
+        bad = fflush(log->file) != 0 || bad || ferror(log->file);
+        if (bad && !log->write_failed) {
+            log->write_failed = 1;
+            fprintf(stderr, "entrank: %s: write failed: %s (lines from now on may be missing from this file; they still go to stdout)\n",
+                    log->path, errno ? strerror(errno) : "I/O error");
+        }
+        if (bad) clearerr(log->file);
     }
 }
 
@@ -198,12 +210,23 @@ typedef struct {
     const RunDevice *dev;
 } LoopSetup;
 
-static void save_checkpoint(Trainer *t, const LoopSetup *setup, RunLog *log, long steps_done) {
+// Collective. The metric rows up to the checkpoint reach metrics.h5 before `latest` moves, so a
+// run killed after it and resumed from it has every row. Returns -1 (err set) if the checkpoint
+// could not be written.
+static int save_checkpoint(Trainer *t, const LoopSetup *setup, RunLog *log, MetricsFile *mf, long steps_done, Error *err) {
     double t0 = now_seconds();
+    if (mf) metrics_flush(mf);
     CheckpointProgress progress = {steps_done, (double)steps_done * t->cfg->batch_size * t->cfg->seq_len};
     CheckpointTarget target = trainer_checkpoint_target(t);
-    checkpoint_save(&target, setup->run_dir, progress, setup->config_text);
+    if (checkpoint_save(&target, setup->run_dir, progress, setup->config_text, err)) return -1;
     runlog(log, "checkpoint %s/checkpoints/step_%08ld.h5 written in %.2f s\n", setup->run_dir, steps_done, now_seconds() - t0);
+    return 0;
+}
+
+// A checkpoint that cannot be written ends the run: exit 1 on every rank, rank 0 says why.
+static int checkpoint_failed(Trainer *t, const Error *err) {
+    if (t->comm->world_rank == 0) fprintf(stderr, "entrank: %s\n", err->msg);
+    return EXIT_FAILURE_OTHER;
 }
 
 static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *mf, const LoopSetup *setup) {
@@ -245,8 +268,7 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
         t->comm->world_max(t->comm, &stop_signal, 1);
         if (stop_signal) {
             runlog(log, "stop signal received: checkpointing at step %ld and exiting with code %d (requeue me)\n", step, EXIT_REQUEUE);
-            save_checkpoint(t, setup, log, step);
-            if (log) metrics_flush(mf);
+            if (save_checkpoint(t, setup, log, mf, step, &err)) return checkpoint_failed(t, &err);
             return EXIT_REQUEUE;
         }
         double t0 = now_seconds();
@@ -298,7 +320,9 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
             if (trainer_evaluate(t, &ev, NULL, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
             if (log) report_eval(log, mf, t, step, &ev);
         }
-        if ((cfg->checkpoint_every > 0 && (step + 1) % cfg->checkpoint_every == 0) || last) save_checkpoint(t, setup, log, step + 1);
+        if (((cfg->checkpoint_every > 0 && (step + 1) % cfg->checkpoint_every == 0) || last) &&
+            save_checkpoint(t, setup, log, mf, step + 1, &err))
+            return checkpoint_failed(t, &err);
     }
     if (log) {
         char total[32];
@@ -308,28 +332,67 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
     return exit_code;
 }
 
+// The run directory's lock: an exclusive advisory fcntl lock on RUN/lock, taken by rank 0 before
+// it reads anything of the run and held (fd open) until the process ends, so that two trainings
+// never share one directory. fcntl rather than flock: it also works over NFS. The file holds the
+// holder's host and pid for the message of the run that is refused. Returns the fd, or -1 with err.
+static int lock_run_dir(const char *run_dir, Error *err) {
+    char path[CFG_PATH_LEN + 16];
+    snprintf(path, sizeof path, "%s/lock", run_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0664);
+    if (fd < 0) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_SETLK, &fl) != 0) {
+        int e = errno;
+        char holder[256] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = 0;
+        holder[strcspn(holder, "\n")] = 0;
+        close(fd);
+        if (e != EACCES && e != EAGAIN) return error_set(err, "%s: cannot lock: %s", path, strerror(e));
+        return error_set(err, "%s: the run directory is in use by another training (%s); wait for it to end or choose another --run-dir",
+                         path, holder[0] ? holder : "holder unknown");
+    }
+    char host[128] = "?", line[256];
+    gethostname(host, sizeof host - 1);
+    int len = snprintf(line, sizeof line, "host %s, pid %ld\n", host, (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len) {
+        int e = errno;
+        close(fd);
+        return error_set(err, "%s: cannot write: %s", path, strerror(e));
+    }
+    return fd;
+}
+
 int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *run_dir, ResumeMode resume,
                   const char *resume_path, const char *init_from) {
     Error err = {{0}};
     char path[CFG_PATH_LEN + 64], checkpoint[CFG_PATH_LEN + 64] = "";
     int is_root = comm->world_rank == 0;
-    int failed = 0;
+    int failed = 0, lock_fd = -1;
+    // The lock comes before anything of the run is read: an existing directory is locked now, a
+    // new one right after rank 0 creates it (below), before anything is written into it.
+    struct stat dir_st;
+    int dir_exists = stat(run_dir, &dir_st) == 0;
+    if (is_root && dir_exists && !S_ISDIR(dir_st.st_mode)) failed = error_set(&err, "%s: --run-dir is not a directory", run_dir);
+    else if (is_root && dir_exists) failed = (lock_fd = lock_run_dir(run_dir, &err)) < 0;
+    if (commands_any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
     // train.device was settled by main (an unusable "cuda" never gets here).
     if (resume == RESUME_PATH) snprintf(checkpoint, sizeof checkpoint, "%s", resume_path);
     else if (resume == RESUME_AUTO && !checkpoint_latest(run_dir, checkpoint, sizeof checkpoint)) checkpoint[0] = 0;
     // Refuse to overwrite another run's record: a run directory with metrics but nothing to resume from.
     snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
     int have_metrics = access(path, F_OK) == 0;
-    if (!failed && is_root && have_metrics && !checkpoint[0])
+    if (is_root && have_metrics && !checkpoint[0])
         failed = error_set(&err, "%s: already exists and there is no checkpoint to resume from (%s); choose a new --run-dir",
                            path, resume == RESUME_NEVER ? "--resume never" : "no checkpoints/latest");
-    if (commands_any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
+    if (commands_any_failed(comm, failed, &err)) { if (lock_fd >= 0) close(lock_fd); return EXIT_BAD_INPUT; }
     // main's validate_run has checked the config, topology and data. The trainer and the
     // checkpoint to resume from can still refuse their input: the run directory is created only
     // after them, so that a refused run leaves nothing behind.
     Trainer t;
     failed = trainer_init(&t, cfg, dev->be, comm, &err) != 0;
-    if (commands_any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
+    if (commands_any_failed(comm, failed, &err)) { if (lock_fd >= 0) close(lock_fd); return EXIT_BAD_INPUT; }
     CheckpointProgress progress = {0, 0};
     double load_seconds = 0;
     if (checkpoint[0]) {
@@ -337,7 +400,7 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
         CheckpointTarget target = trainer_checkpoint_target(&t);
         failed = checkpoint_load(&target, checkpoint, 1, &progress, &err) != 0;
         load_seconds = now_seconds() - t0;
-        if (commands_any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
+        if (commands_any_failed(comm, failed, &err)) { trainer_free(&t); if (lock_fd >= 0) close(lock_fd); return EXIT_BAD_INPUT; }
     } else if (init_from) {
         // Parameters only: the optimizer starts fresh at step 0 and the data from its first batch.
         // A run that already has a checkpoint resumes from it instead (the branch above): the
@@ -345,11 +408,22 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
         CheckpointTarget target = trainer_checkpoint_target(&t);
         CheckpointProgress ignored;
         failed = checkpoint_load(&target, init_from, 0, &ignored, &err) != 0;
-        if (commands_any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
+        if (commands_any_failed(comm, failed, &err)) { trainer_free(&t); if (lock_fd >= 0) close(lock_fd); return EXIT_BAD_INPUT; }
     }
-    if (is_root) failed = mkdir_p(run_dir, &err) != 0;
-    if (commands_any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
-    signals_install();
+    if (is_root) {
+        failed = mkdir_p(run_dir, &err) != 0;
+        if (!failed && lock_fd < 0) {
+            failed = (lock_fd = lock_run_dir(run_dir, &err)) < 0;
+            // Another training may have created the directory and started writing since we looked.
+            if (!failed && access(path, F_OK) == 0 && !have_metrics)
+                failed = error_set(&err, "%s: appeared while this run was starting (another training?); choose a new --run-dir", path);
+        }
+    }
+    if (commands_any_failed(comm, failed, &err)) {
+        trainer_free(&t);
+        if (lock_fd >= 0) close(lock_fd);
+        return EXIT_BAD_INPUT;
+    }
     char *config_text = config_to_string(cfg);
     LoopSetup setup = {run_dir, config_text, progress.step, dev};
     if (!is_root) {
@@ -367,6 +441,9 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     RunLog log = {0};
     snprintf(path, sizeof path, "%s/log.txt", run_dir);
     log.file = fopen(path, "a");
+    static char log_path[CFG_PATH_LEN + 64];
+    snprintf(log_path, sizeof log_path, "%s", path);
+    log.path = log_path;
     if (!log.file) die(EXIT_FAILURE_OTHER, "%s: cannot write: %s", path, strerror(errno));
     if (dev->notice[0]) runlog(&log, "%s\n", dev->notice);
     MetricsRunInfo info = {.config_text = config_text, .revision = ENTRANK_REVISION, .dp = comm->dp, .pp = comm->pp, .device = dev->kind};
@@ -392,6 +469,7 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     runlog(&log, "metrics in %s/metrics.h5\n", run_dir);
     metrics_close(mf);
     fclose(log.file);
+    close(lock_fd);   // the lock ends with the run
     free(config_text);
     trainer_free(&t);
     return code;

@@ -21,6 +21,7 @@ def to_legacy_layout(src, dst, layers, n_layer):
     shutil.copy(src, dst)
     with h5py.File(dst, "r+") as f:
         del f.attrs["model.attention"]
+        f.attrs["format_version"] = 1.0   # the earlier layout's files predate the checksums (version 2)
         for group in ("params", "adam_m", "adam_v"):
             ws = f[f"{group}/blocks.r3si_ws"][...]
             full = np.zeros((n_layer,) + ws.shape[1:], dtype=ws.dtype)
