@@ -1,4 +1,5 @@
 #include "cli.h"
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
@@ -7,7 +8,7 @@ void cli_print_usage(FILE *out) {
     fputs("usage:\n"
           "  entrank train -c FILE [--set key=value]... [--run-dir DIR] [--resume auto|never|PATH]\n"
           "  entrank eval  -c FILE --checkpoint PATH [--prune-heads FRAC] [--set key=value]...\n"
-          "  entrank info  -c FILE [--set key=value]... [--dp N --pp N]\n"
+          "  entrank info  -c FILE [--set key=value]... [--dp N --pp N] [--data] [--dump-order FIRST[:LAST]]\n"
           "  entrank --help\n"
           "\n"
           "  -c FILE           libconfig file (see configs/ and README.md for every key)\n"
@@ -15,6 +16,10 @@ void cli_print_usage(FILE *out) {
           "  --run-dir DIR     where config.cfg, log.txt, metrics.h5 and checkpoints/ go (default runs/<config name>)\n"
           "  --resume MODE     auto: newest complete checkpoint if any; never: start fresh; or a checkpoint path\n"
           "  --dp N --pp N     topology for info's per-rank memory and pipeline bubble\n"
+          "  --data            info: reads the data files' headers; windows per epoch, epochs in the run, tokens per\n"
+          "                    source and the expected repetition\n"
+          "  --dump-order S    info: one line per sequence of steps FIRST..LAST (S = FIRST or FIRST:LAST): the\n"
+          "                    source, epoch, position, window, file and token offset it reads\n"
           "\n"
           "exit codes: 0 done, 1 other failure, 2 bad usage/config/input, 3 stopped by a signal after a checkpoint\n",
           out);
@@ -45,6 +50,7 @@ int cli_parse(int argc, char **argv, CliArgs *args, Error *err) {
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { args->command = CMD_HELP; return 0; }
+        if (!strcmp(a, "--data") && args->command == CMD_INFO) { args->data = 1; continue; }   // the one flag without a value
         // Every other option takes one value.
         if (i + 1 >= argc) return error_set(err, "%s: missing value", a);
         const char *v = argv[++i];
@@ -68,6 +74,16 @@ int cli_parse(int argc, char **argv, CliArgs *args, Error *err) {
                 return error_set(err, "--prune-heads: expected a fraction in [0, 1), got '%s'", v);
         } else if (!strcmp(a, "--dp") && args->command == CMD_INFO) {
             if (parse_positive_int(a, v, &args->dp, err)) return -1;
+        } else if (!strcmp(a, "--dump-order") && args->command == CMD_INFO) {
+            char *end;
+            errno = 0;
+            long first = strtol(v, &end, 10), last = first;
+            if (*end == ':') last = strtol(end + 1, &end, 10);
+            if (errno || *end || end == v || !isdigit((unsigned char)v[0]) || first < 0 || last < first)
+                return error_set(err, "--dump-order: expected FIRST or FIRST:LAST steps (0 <= FIRST <= LAST), got '%s'", v);
+            args->dump_order = 1;
+            args->dump_first = first;
+            args->dump_last = last;
         } else if (!strcmp(a, "--pp") && args->command == CMD_INFO) {
             if (parse_positive_int(a, v, &args->pp, err)) return -1;
         } else {
