@@ -236,6 +236,37 @@ static void test_random_sampling_keeps_the_hashed_starts(void **state) {
     data_close(src);
 }
 
+// One nominal epoch (as many samples as non-overlapping windows) under each sampler: the old one
+// draws starts with replacement, so a token is an input of none of them with probability
+// (1 - T/N)^(N/T) ~ 1/e: 63% of the corpus is trained on, the rest 0, 2, 3... times.
+static void test_one_nominal_epoch_covers_63_percent_random_and_all_epoch(void **state) {
+    Fixture *f = *state;
+    char a[256];
+    enum { W = 20000, N = W * T + 1 };
+    make_shard(f, "cov.bin", 8, N, a);
+    static unsigned char read_[N];
+    double covered[2];
+    for (int k = 0; k < 2; k++) {
+        Config c = epoch_config(a, 4);
+        if (k == 0) snprintf(c.data_sampling, sizeof c.data_sampling, "random");
+        DataSource *src = open_ok(&c, SPLIT_TRAIN);
+        memset(read_, 0, sizeof read_);
+        for (uint64_t g = 0; g < W; g++) {
+            DataSampleInfo at;
+            data_locate(src, g / 4, (int)(g % 4), &at);
+            for (int t = 0; t < T; t++) read_[at.token + t] = 1;   // the inputs (the targets are shifted by one)
+        }
+        long n = 0;
+        for (int i = 0; i < N - 1; i++) n += read_[i];   // the last token is only ever a target
+        covered[k] = (double)n / (N - 1);
+        data_close(src);
+    }
+    print_message("one nominal epoch: random sampler took %.1f%% of the tokens as inputs, epoch sampler %.1f%%\n", 100 * covered[0],
+                  100 * covered[1]);
+    assert_true(fabs(covered[0] - (1 - exp(-1))) < 0.02);
+    assert_true(covered[1] == 1.0);
+}
+
 static void test_blend_weight_too_small_is_refused(void **state) {
     (void)state;
     const double w[2] = {1e12, 1e-8};
@@ -253,6 +284,7 @@ int main(void) {
         cmocka_unit_test(test_blend_of_three_awkward_weights_stays_within_one_sample),
         cmocka_unit_test_setup_teardown(test_blend_sources_each_walk_their_own_epochs, setup, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_random_sampling_keeps_the_hashed_starts, setup, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_one_nominal_epoch_covers_63_percent_random_and_all_epoch, setup, scratch_teardown),
         cmocka_unit_test(test_blend_weight_too_small_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
