@@ -577,6 +577,8 @@ int checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointPr
         write_attr_double(file, "step", (double)progress.step, &st);
         write_attr_double(file, "tokens", progress.tokens, &st);
         write_attr_double(file, "data_cursor", (double)progress.step, &st);   // the batch of step s is a function of (seed, s)
+        // ... and of the sampler: a resume must use the same one (check_sampling_attr).
+        write_attr_string(file, "data.sampling", t->cfg->data_sampling, &st);
         write_attr_double(file, "seed", (double)t->cfg->seed, &st);
         write_attr_double(file, "adam_t", (double)t->adam->t, &st);
         write_attr_double(file, "bad_in_row", (double)*t->bad_in_row, &st);
@@ -732,6 +734,31 @@ static int check_attention_attr(hid_t file, const char *path, const ModelShape *
     return 0;
 }
 
+// The training sampler (issue 20). A checkpoint from before the attribute existed was written by
+// the random sampler. Resuming under another sampler would silently change which data the rest of
+// the run sees, so it is refused; synthetic tasks ignore data.sampling and are not checked.
+static int check_sampling_attr(hid_t file, const char *path, const Config *cfg, Error *err) {
+    if (strcmp(cfg->data_kind, "llmc") && strcmp(cfg->data_kind, "megatron") && strcmp(cfg->data_kind, "text")) return 0;
+    char name[CFG_NAME_LEN] = "random";
+    if (H5Aexists(file, "data.sampling") > 0) {
+        hid_t a = H5Aopen(file, "data.sampling", H5P_DEFAULT), type = H5Aget_type(a);
+        char *text = NULL;
+        herr_t rc = H5Tis_variable_str(type) > 0 ? H5Aread(a, type, &text) : -1;
+        if (rc >= 0 && text) {
+            snprintf(name, sizeof name, "%s", text);
+            H5free_memory(text);
+        }
+        H5Tclose(type);
+        H5Aclose(a);
+        if (rc < 0) return error_set(err, "%s: unreadable attribute data.sampling", path);
+    }
+    if (strcmp(name, cfg->data_sampling))
+        return error_set(err, "%s: the run was trained with data.sampling = \"%s\" but the config has \"%s\": set data.sampling = \"%s\" "
+                         "to continue it with the same data order, or start a new run (--resume never)",
+                         path, name, cfg->data_sampling, name);
+    return 0;
+}
+
 static int check_shape_attr(hid_t file, const char *path, const char *key, double expected, Error *err) {
     double v;
     if (read_attr_double(file, path, key, &v, err)) return -1;
@@ -772,6 +799,8 @@ int checkpoint_load(const CheckpointTarget *t, const char *path, int with_optimi
     if (0 CHECKPOINT_SHAPE_ATTRS(CHECK_SHAPE_ATTR, s) || check_attention_attr(file, path, s, err))
 #undef CHECK_SHAPE_ATTR
         goto out;
+    // Resuming training continues the data order; evaluating a checkpoint reads validation only.
+    if (with_optimizer && check_sampling_attr(file, path, t->cfg, err)) goto out;
     double step = 0, tokens = 0, adam_t = 0, bad = 0;
     // Counts are doubles in the file: integral, non-negative and exact in a double (2^53).
     if (read_attr_count(file, path, "step", 9007199254740992.0, &step, err) ||

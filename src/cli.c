@@ -1,4 +1,5 @@
 #include "cli.h"
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
@@ -7,7 +8,7 @@ void cli_print_usage(FILE *out) {
     fputs("usage:\n"
           "  entrank train -c FILE [--set key=value]... [--run-dir DIR] [--resume auto|never|PATH] [--init-from PATH]\n"
           "  entrank eval  -c FILE --checkpoint PATH [--prune-heads FRAC] [--set key=value]...\n"
-          "  entrank info  -c FILE [--set key=value]... [--dp N --pp N]\n"
+          "  entrank info  -c FILE [--set key=value]... [--dp N --pp N] [--data] [--dump-order FIRST[:LAST]]\n"
           "  entrank generate --checkpoint PATH [-c FILE] (--prompt \"ID ...\" | --prompt-file FILE) [--max-tokens N]\n"
           "                   [--temperature T] [--top-k K] [--top-p P] [--seed N] [--stop ID] [--logprobs-out FILE.npy]\n"
           "  entrank --help\n"
@@ -22,6 +23,10 @@ void cli_print_usage(FILE *out) {
           "                    prompt out; the config defaults to the checkpoint's own. --temperature 0 is greedy;\n"
           "                    the same --seed gives the same tokens on any topology. --logprobs-out writes the\n"
           "                    log-probabilities (prompts, positions, vocab) of the prompts' own pass as float32 .npy\n"
+          "  --data            info: reads the data files' headers; windows per epoch, epochs in the run, tokens per\n"
+          "                    source and the expected repetition\n"
+          "  --dump-order S    info: one line per sequence of steps FIRST..LAST (S = FIRST or FIRST:LAST): the\n"
+          "                    source, epoch, position, window, file and token offset it reads\n"
           "\n"
           "exit codes: 0 done, 1 other failure, 2 bad usage/config/input, 3 stopped by a signal after a checkpoint\n",
           out);
@@ -58,6 +63,7 @@ int cli_parse(int argc, char **argv, CliArgs *args, Error *err) {
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { args->command = CMD_HELP; return 0; }
+        if (!strcmp(a, "--data") && args->command == CMD_INFO) { args->data = 1; continue; }   // the one flag without a value
         // Every other option takes one value.
         if (i + 1 >= argc) return error_set(err, "%s: missing value", a);
         const char *v = argv[++i];
@@ -118,6 +124,16 @@ int cli_parse(int argc, char **argv, CliArgs *args, Error *err) {
                 return error_set(err, "--prune-heads: expected a fraction in [0, 1), got '%s'", v);
         } else if (!strcmp(a, "--dp") && args->command == CMD_INFO) {
             if (parse_positive_int(a, v, &args->dp, err)) return -1;
+        } else if (!strcmp(a, "--dump-order") && args->command == CMD_INFO) {
+            char *end;
+            errno = 0;
+            long first = strtol(v, &end, 10), last = first;
+            if (*end == ':') last = strtol(end + 1, &end, 10);
+            if (errno || *end || end == v || !isdigit((unsigned char)v[0]) || first < 0 || last < first)
+                return error_set(err, "--dump-order: expected FIRST or FIRST:LAST steps (0 <= FIRST <= LAST), got '%s'", v);
+            args->dump_order = 1;
+            args->dump_first = first;
+            args->dump_last = last;
         } else if (!strcmp(a, "--pp") && args->command == CMD_INFO) {
             if (parse_positive_int(a, v, &args->pp, err)) return -1;
         } else {

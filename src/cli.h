@@ -29,6 +29,9 @@ typedef struct {
     int stop_token;                          // --stop ID: a prompt's generation ends after it (-1: none)
     double prune_heads;                      // --prune-heads FRAC (eval)
     int dp, pp;                              // --dp N --pp N (info); 0 = not given
+    int data;                                // --data (info): windows, epochs and repetition per source
+    int dump_order;                          // --dump-order FIRST[:LAST] (info): the windows of those steps
+    long dump_first, dump_last;              // inclusive step range
 } CliArgs;
 
 // Parses argv. On a usage error returns -1 with err naming the argument.

@@ -104,6 +104,7 @@ static const char *expected_name(KeyType t) {
     case KEY_CHOICE_INDEX:
     case KEY_PATH: return "a string";
     case KEY_INT_LIST: return "a list of integers";
+    case KEY_BLEND: return "a list of (weight, \"path\", \"kind\") lists";
     }
     return "?";
 }
@@ -234,6 +235,47 @@ static int range_error(Error *err, const char *where, const char *key, const cha
     return error_set(err, "%s%s: %s is out of range %s", where, key, value, range);
 }
 
+// data.blend: a list of (weight, "path", "kind") entries (Megatron's data blend, with the format
+// of each source named because a blend may mix llm.c shards and Megatron datasets). An empty list
+// is the default. Weights must be positive and finite; they are normalised where they are used.
+static int apply_blend(const ConfigKey *k, const config_setting_t *s, Config *cfg, const char *where, Error *err) {
+    int cap = (int)(k->size / sizeof(DataBlendSource)), n = config_setting_length(s);
+    if (n > cap) return error_set(err, "%s%s: at most %d sources, got %d", where, k->key, cap, n);
+    DataBlendSource *dst = field_of(cfg, k);
+    DataBlendSource v[CFG_MAX_BLEND];
+    memset(v, 0, sizeof v);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        int et = config_setting_type(e);
+        const config_setting_t *w = NULL, *path = NULL, *kind = NULL;
+        if ((et == CONFIG_TYPE_LIST || et == CONFIG_TYPE_ARRAY) && config_setting_length(e) == 3) {
+            w = config_setting_get_elem(e, 0);
+            path = config_setting_get_elem(e, 1);
+            kind = config_setting_get_elem(e, 2);
+        }
+        if (!w || !config_setting_is_number(w) || config_setting_type(path) != CONFIG_TYPE_STRING ||
+            config_setting_type(kind) != CONFIG_TYPE_STRING)
+            return error_set(err, "%s%s[%d]: expected (weight, \"path\", \"kind\")", where, k->key, i);
+        double x = config_setting_type(w) == CONFIG_TYPE_FLOAT ? config_setting_get_float(w) : (double)config_setting_get_int64(w);
+        if (!(x > 0 && x <= 1e15)) {
+            char num[NUM_LEN];
+            format_double(num, sizeof num, x);
+            return error_set(err, "%s%s[%d]: weight %s must be > 0", where, k->key, i, num);
+        }
+        const char *p = config_setting_get_string(path), *kd = config_setting_get_string(kind);
+        if (!p[0]) return error_set(err, "%s%s[%d]: empty path", where, k->key, i);
+        if (strlen(p) >= sizeof v[i].path) return error_set(err, "%s%s[%d]: path longer than %zu characters", where, k->key, i, sizeof v[i].path - 1);
+        if (choice_index(k, kd) < 0)
+            return error_set(err, "%s%s[%d]: \"%s\" is not one of \"llmc\", \"megatron\", \"text\"", where, k->key, i, kd);
+        v[i].weight = x;
+        memcpy(v[i].path, p, strlen(p));
+        memcpy(v[i].kind, kd, strlen(kd));
+    }
+    memcpy(dst, v, (size_t)cap * sizeof *dst);   // zero-filled tail: equal configs compare equal with memcmp
+    *(int *)((char *)cfg + k->count_offset) = n;
+    return 0;
+}
+
 // Checks one libconfig setting against its schema row and stores it into cfg. `where` prefixes
 // the message: "FILE:LINE: " for a file, "--set " for an override.
 static int apply_setting(const ConfigKey *k, const config_setting_t *s, Config *cfg, const char *where, Error *err) {
@@ -319,6 +361,9 @@ static int apply_setting(const ConfigKey *k, const config_setting_t *s, Config *
         store_list(cfg, k, v, n);
         return 0;
     }
+    case KEY_BLEND:
+        if (t != CONFIG_TYPE_LIST && t != CONFIG_TYPE_ARRAY) break;
+        return apply_blend(k, s, cfg, where, err);
     }
     return error_set(err, "%s%s: expected %s, got %s", where, k->key, expected_name(k->type), type_name(t));
 }
@@ -517,6 +562,14 @@ static int cross_check(const Loader *L) {
         return cross_error(L, "train.batch_size", "%d is not a multiple of train.micro_batch_size (%d)",
                            c->batch_size, c->micro_batch_size);
     }
+    if (c->data_blend_n > 0) {
+        if (c->data_train[0])
+            return cross_error(L, "data.blend", "is set together with data.train (\"%s\"): give the training data one way", c->data_train);
+        if (strcmp(c->data_kind, "llmc") && strcmp(c->data_kind, "megatron") && strcmp(c->data_kind, "text"))
+            return cross_error(L, "data.blend", "needs data.kind llmc, megatron or text (the format of data.val), not \"%s\"", c->data_kind);
+        if (strcmp(c->data_sampling, "epoch"))
+            return cross_error(L, "data.blend", "needs data.sampling = \"epoch\" (\"%s\" draws from one source)", c->data_sampling);
+    }
     if (c->steps > 0 && c->warmup_steps >= c->steps) {
         return cross_error(L, "train.warmup_steps", "%d must be less than train.steps (%ld)", c->warmup_steps, c->steps);
     }
@@ -532,6 +585,7 @@ void config_defaults(Config *cfg) {
         case KEY_CHOICE:
         case KEY_PATH: store_string(cfg, k, k->sdef); break;
         case KEY_INT_LIST: store_list(cfg, k, k->ldef, k->ldef_n); break;
+        case KEY_BLEND: break;   // empty: zeroed above
         default: store_integer(cfg, k, k->idef); break;
         }
     }
@@ -612,6 +666,21 @@ static void write_value(const ConfigKey *k, const Config *cfg, FILE *f) {
         fputc('[', f);
         for (int i = 0; i < n && i < (int)(k->size / sizeof(int)); i++) fprintf(f, "%s%d", i ? ", " : "", v[i]);
         fputc(']', f);
+        break;
+    }
+    case KEY_BLEND: {
+        const DataBlendSource *v = cfield_of(cfg, k);
+        int n = *(const int *)((const char *)cfg + k->count_offset);
+        fputc('(', f);
+        for (int i = 0; i < n && i < (int)(k->size / sizeof *v); i++) {
+            format_float_literal(num, sizeof num, v[i].weight);
+            fprintf(f, "%s(%s, ", i ? ", " : "", num);
+            write_quoted(f, v[i].path);
+            fputs(", ", f);
+            write_quoted(f, v[i].kind);
+            fputc(')', f);
+        }
+        fputc(')', f);
         break;
     }
     }

@@ -12,6 +12,15 @@
 #define CFG_PATH_LEN 4096
 #define CFG_NAME_LEN 32
 #define CFG_MAX_LIST 16
+#define CFG_MAX_BLEND 8     // sources of data.blend
+
+// One source of data.blend: (weight, path or prefix, format), like one pair of Megatron's
+// --data-path. Weights are relative: they are normalised over the list.
+typedef struct {
+    double weight;
+    char path[CFG_PATH_LEN];
+    char kind[CFG_NAME_LEN];   // "llmc" | "megatron" | "text"
+} DataBlendSource;
 
 typedef enum { NORM_PRE = 0, NORM_POST = 1 } NormPlacement;
 
@@ -86,6 +95,9 @@ typedef struct {
     char data_train[CFG_PATH_LEN];       // file or prefix; empty for synthetic tasks
     char data_val[CFG_PATH_LEN];         // empty: hold out data.val_fraction of the train file
     double data_val_fraction;
+    char data_sampling[CFG_NAME_LEN];    // "epoch" (without replacement) | "random" (the old hashed starts)
+    DataBlendSource data_blend[CFG_MAX_BLEND];   // data.blend; empty: data.train alone
+    int data_blend_n;
     int logic_depth_min, logic_depth_max;  // data.logic.depth_min / depth_max (2..6)
     int logic_n_vars;                      // data.logic.n_vars
     int retrieval_distances[CFG_MAX_LIST]; // data.retrieval.distances

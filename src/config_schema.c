@@ -44,6 +44,9 @@
     { .key = k, .type = KEY_INT_LIST, .offset = FIELD(f, int *), .size = FIELD_SIZE(f), \
       .count_offset = FIELD(count, int), .ldef = def, .ldef_n = (int)(sizeof(def) / sizeof(def[0])), \
       .ilo = lo, .ihi = hi, .doc = doc_ }
+#define BLEND_KEY(k, f, count, doc_) \
+    { .key = k, .type = KEY_BLEND, .offset = FIELD(f, DataBlendSource *), .size = FIELD_SIZE(f), \
+      .count_offset = FIELD(count, int), .choices = BLEND_KIND_CHOICES, .doc = doc_ }
 
 // KEY_CHOICE_INDEX stores the index of the value in `choices` into the enum field.
 _Static_assert(sizeof(NormPlacement) == sizeof(int), "choice-index fields are stored as int");
@@ -56,6 +59,8 @@ static const char *const TEMPERATURE_CHOICES[] = {"none", "loss", "attention", N
 static const int R3SI_LAYERS[] = {14, 18, 22, 26};
 static const char *const DEVICE_CHOICES[] = {"auto", "cpu", "cuda", NULL};
 static const char *const DATA_CHOICES[] = {"llmc", "megatron", "text", "logic", "retrieval", NULL};
+static const char *const SAMPLING_CHOICES[] = {"epoch", "random", NULL};
+static const char *const BLEND_KIND_CHOICES[] = {"llmc", "megatron", "text", NULL};
 static const int RETRIEVAL_DISTANCES[] = {128, 256, 512, 1024};   // the SGA post's distances
 
 #define M1 (1 << 20)
@@ -131,6 +136,8 @@ const ConfigKey config_schema[] = {
     PATH_KEY("data.train",          data_train,                                          "training file or prefix; empty for synthetic tasks"),
     PATH_KEY("data.val",            data_val,                                            "validation file; empty = hold out data.val_fraction"),
     FLOAT_KEY("data.val_fraction",  data_val_fraction, 0.05,        RANGE_OPEN_LO, 0, 0.5, "held-out fraction when data.val is empty; (0, 0.5]"),
+    CHOICE_KEY("data.sampling",     data_sampling,     "epoch",     SAMPLING_CHOICES,    "file data: epoch (each window once per epoch, seeded permutation) | random (hashed starts with replacement, before issue 20)"),
+    BLEND_KEY("data.blend",         data_blend, data_blend_n,                            "blended training sources, a list of (weight, \"path or prefix\", \"llmc|megatron|text\"); empty = data.train"),
     INT_KEY("data.logic.depth_min", logic_depth_min,   2,           1, 6,                "shallowest expression nesting"),
     INT_KEY("data.logic.depth_max", logic_depth_max,   6,           1, 6,                "deepest expression nesting; >= depth_min"),
     INT_KEY("data.logic.n_vars",    logic_n_vars,      4,           1, 16,               "variables per expression"),

@@ -17,6 +17,7 @@ typedef enum {
     KEY_CHOICE_INDEX, // string out of `choices`, stored as its index in an int-sized enum
     KEY_PATH,         // string (may be empty), stored in a char array
     KEY_INT_LIST,     // 1..capacity ints, each in [ilo, ihi]; the count is stored at count_offset
+    KEY_BLEND,        // 0..CFG_MAX_BLEND (weight, "path", "kind") lists; the count is stored at count_offset
 } KeyType;
 
 // Which ends of a float range are excluded: "[lo, hi]", "(lo, hi]", "[lo, hi)", "(lo, hi)".

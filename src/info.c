@@ -1,6 +1,8 @@
 #include "info.h"
 #include <ctype.h>
 #include <string.h>
+#include <math.h>
+#include "data/data.h"
 #include "flops.h"
 #include "model.h"
 #include "train.h"
@@ -80,4 +82,75 @@ void print_info(const Config *cfg, int dp, int pp, FILE *out) {
     }
     fprintf(out, "pipeline bubble (p-1)/(m+p-1) = (%d-1)/(%d+%d-1) = %.4f\n", pp, micro_per_rank, pp,
             (double)(pp - 1) / (micro_per_rank + pp - 1));
+}
+
+int print_data_info(const Config *cfg, FILE *out, Error *err) {
+    if (!data_kind_reads_files(cfg->data_kind)) {
+        fprintf(out, "data: %s, a synthetic task: examples are generated from (seed, step, index); no windows, no epochs\n", cfg->data_kind);
+        return 0;
+    }
+    DataSource *train = data_open(cfg, SPLIT_TRAIN, err);
+    if (!train) return -1;
+    DataSource *val = data_open(cfg, SPLIT_VAL, err);
+    if (!val) { data_close(train); return -1; }
+    int epoch = strcmp(cfg->data_sampling, "random") != 0;
+    long steps = total_steps_of(cfg);
+    uint64_t samples = (uint64_t)steps * (uint64_t)cfg->batch_size;
+    fprintf(out, "data: %s%s, data.sampling \"%s\": %s\n", cfg->data_blend_n ? "blend of " : "", cfg->data_blend_n ? "files" : cfg->data_kind,
+            cfg->data_sampling,
+            epoch ? "non-overlapping windows of seq_len + 1 tokens (stride seq_len), each once per epoch in a seeded permutation"
+                  : "a window at a hashed token offset per sample, with replacement (overlapping windows)");
+    fprintf(out, "run: %ld steps x %d sequences = %llu samples of %d tokens\n", steps, cfg->batch_size, (unsigned long long)samples,
+            cfg->seq_len);
+    double worst = 0;
+    for (int i = 0; i < data_n_sources(train); i++) {
+        DataSourceStats st;
+        data_source_stats(train, i, &st);
+        uint64_t got = data_samples_of_source(train, i, samples);
+        double epochs = (double)got / (double)st.n_windows;
+        if (epochs > worst) worst = epochs;
+        fprintf(out, "  train source %d \"%s\": %d file(s), %lld tokens, %lld %s, weight %.6f\n", i, st.name, st.n_shards,
+                (long long)st.n_tokens, (long long)st.n_windows, epoch ? "windows per epoch" : "window starts", st.weight);
+        if (epoch) {
+            uint64_t full = got / (uint64_t)st.n_windows;
+            fprintf(out, "    %llu samples = %.4f epochs: every window read %llu%s time(s)%s\n", (unsigned long long)got, epochs,
+                    (unsigned long long)full, got % (uint64_t)st.n_windows ? " or one more" : "",
+                    epochs <= 1 ? ", no token seen twice" : "");
+        } else {
+            // With replacement, a start is missed by all `got` draws with probability (1 - 1/n)^got ~ e^-epochs.
+            fprintf(out, "    %llu samples = %.4f nominal epochs: expected %.1f%% of window starts never drawn, repetition Poisson(%.4f)\n",
+                    (unsigned long long)got, epochs, 100 * exp(-epochs), epochs);
+        }
+    }
+    if (epoch) fprintf(out, "expected repetition: at most %.0f reading(s) of any token (max epochs over sources %.4f)\n", ceil(worst), worst);
+    for (int i = 0; i < data_n_sources(val); i++) {
+        DataSourceStats st;
+        data_source_stats(val, i, &st);
+        fprintf(out, "  validation source %d \"%s\"%s: %lld tokens, %lld fixed windows\n", i, st.name,
+                cfg->data_val[0] ? "" : " (held-out tail)", (long long)st.n_tokens, (long long)st.n_windows);
+    }
+    fprintf(out, "validation: %d batch(es) x %d = %ld sequences per evaluation, windows 0.. of the %ld in order, the same at every evaluation\n",
+            cfg->eval_batches, cfg->batch_size, (long)cfg->eval_batches * cfg->batch_size, data_n_sequences(val));
+    data_close(train);
+    data_close(val);
+    return 0;
+}
+
+int print_data_order(const Config *cfg, long first, long last, FILE *out, Error *err) {
+    if (!data_kind_reads_files(cfg->data_kind))
+        return error_set(err, "--dump-order: data.kind \"%s\" generates its examples: there are no windows to list", cfg->data_kind);
+    DataSource *train = data_open(cfg, SPLIT_TRAIN, err);
+    if (!train) return -1;
+    fprintf(out, "# step index sample source epoch position window token file (data.sampling \"%s\", seed %llu)\n", cfg->data_sampling,
+            (unsigned long long)cfg->seed);
+    for (long step = first; step <= last; step++)
+        for (int i = 0; i < cfg->batch_size; i++) {
+            DataSampleInfo at;
+            data_locate(train, (uint64_t)step, i, &at);
+            fprintf(out, "%ld %d %llu %d %llu %llu %llu %lld %s\n", step, i, (unsigned long long)at.sample, at.source,
+                    (unsigned long long)at.epoch, (unsigned long long)at.position, (unsigned long long)at.window, (long long)at.token,
+                    at.path);
+        }
+    data_close(train);
+    return 0;
 }

@@ -52,7 +52,31 @@ int main(int argc, char **argv) {
             fprintf(stderr, "entrank: %s\n", err.msg);
             return EXIT_BAD_INPUT;
         }
+        // --data and --dump-order read the files' headers (not every token), after the checks above.
+        if (args.dump_order) {
+            if (print_data_order(&cfg, args.dump_first, args.dump_last, stdout, &err)) {
+                fprintf(stderr, "entrank: %s\n", err.msg);
+                return EXIT_BAD_INPUT;
+            }
+            return EXIT_DONE;
+        }
+        // The data section is composed first: bad data prints its one line and nothing else.
+        char *data_text = NULL;
+        size_t data_len = 0;
+        if (args.data) {
+            FILE *f = open_memstream(&data_text, &data_len);
+            CHECK_ALLOC(f);
+            int failed = print_data_info(&cfg, f, &err);
+            fclose(f);
+            if (failed) {
+                free(data_text);
+                fprintf(stderr, "entrank: %s\n", err.msg);
+                return EXIT_BAD_INPUT;
+            }
+        }
         print_info(&cfg, args.dp, args.pp, stdout);
+        if (data_text) fputs(data_text, stdout);
+        free(data_text);
         return EXIT_DONE;
     }
 

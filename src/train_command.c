@@ -158,7 +158,9 @@ static void record_trace(MetricsFile *mf, const Trainer *t, long step) {
     X(GRAD_NORM, "/steps/grad_norm", "global gradient L2 norm before clipping", "1")                               \
     X(STEP_MS, "/steps/step_ms", "wall time of the step", "ms")                                                    \
     X(TOKENS_PER_S, "/steps/tokens_per_s", "training throughput", "tokens/s")                                      \
-    X(MFU, "/steps/mfu", "achieved FLOP/s over the device peak (CPU: measured cblas_sgemm; GPU: dense bf16 datasheet peak)", "fraction")
+    X(MFU, "/steps/mfu", "achieved FLOP/s over the device peak (CPU: measured cblas_sgemm; GPU: dense bf16 datasheet peak)", "fraction") \
+    X(EPOCH, "/steps/epoch", "data epoch of the step's first sample (of its blend source; random sampling: nominal, samples / windows); NaN for synthetic tasks", "epoch") \
+    X(POSITION, "/steps/position", "position of the step's first sample in that epoch's window permutation; NaN for synthetic tasks", "window")
 #define EVAL_METRICS(X)                                                                                            \
     X(EVAL_STEP, "/eval/step", "step after which the evaluation ran", "step")                                      \
     X(VAL_LOSS, "/eval/val_loss", "validation cross-entropy over scored positions", "nats/token")                  \
@@ -284,7 +286,10 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
             if (r.skipped)
                 runlog(log, "step %ld: non-finite loss or gradient (loss %g, grad norm %g): update skipped (%d in a row)\n",
                        step, r.loss, r.grad_norm, r.bad_in_row);
+            DataSampleInfo at;
+            int files = data_locate(t->train_data, (uint64_t)step, 0, &at) == 0;
             double row[NUM_STEP_METRICS] = {
+                [METRIC_EPOCH] = files ? (double)at.epoch : NAN, [METRIC_POSITION] = files ? (double)at.position : NAN,
                 [METRIC_STEP] = (double)step, [METRIC_TOKENS] = (step + 1) * tokens_per_step, [METRIC_LOSS] = r.loss,
                 [METRIC_LM_LOSS] = r.lm_loss, [METRIC_AUX_LOSS] = r.aux_loss, [METRIC_LR] = r.lr,
                 [METRIC_GRAD_NORM] = r.grad_norm, [METRIC_STEP_MS] = dt * 1e3, [METRIC_TOKENS_PER_S] = tok_s, [METRIC_MFU] = mfu};
@@ -305,8 +310,10 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
                 char eta[32];
                 double mean = timed_steps > 0 ? steps_time / timed_steps : dt;
                 format_duration(mean * (double)(t->total_steps - step - 1), eta, sizeof eta);
-                runlog(log, "step %6ld/%ld | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | MFU %.1f%% | ETA %s\n",
-                       step, t->total_steps, r.loss, r.lr, r.grad_norm, dt * 1e3, tok_s, 100 * mfu, eta);
+                char where[64] = "";
+                if (files) snprintf(where, sizeof where, " | epoch %llu pos %llu", (unsigned long long)at.epoch, (unsigned long long)at.position);
+                runlog(log, "step %6ld/%ld | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | MFU %.1f%% | ETA %s%s\n",
+                       step, t->total_steps, r.loss, r.lr, r.grad_norm, dt * 1e3, tok_s, 100 * mfu, eta, where);
                 metrics_flush(mf);
             }
         }

@@ -34,7 +34,7 @@ static void make_shard(Fixture *f, const char *name, int salt, int n, char *path
     free(tok);
 }
 
-static Config base_config(const char *train) { return data_config("llmc", train, T, 65536, 4, 1234); }
+static Config base_config(const char *train) { return with_random_sampling(data_config("llmc", train, T, 65536, 4, 1234)); }
 
 // Checks that the sequence is window `start` of shard `salt` (inputs and shifted targets).
 static void assert_window(Fixture *f, int salt, int64_t start) {

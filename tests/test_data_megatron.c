@@ -30,7 +30,7 @@ static int setup(void **state) {
     return 0;
 }
 
-static Config base_config(const char *prefix, int vocab) { return data_config("megatron", prefix, T, vocab, 2, 7); }
+static Config base_config(const char *prefix, int vocab) { return with_random_sampling(data_config("megatron", prefix, T, vocab, 2, 7)); }
 
 // Reads many train windows and checks each against the stream at the hashed start.
 static void check_train_windows(Fixture *f, const Config *c, const int64_t *tok, int n_tok) {

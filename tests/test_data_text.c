@@ -31,7 +31,7 @@ static int setup(void **state) {
     return 0;
 }
 
-static Config base_config(const char *path) { return data_config("text", path, T, 256, 3, 42); }
+static Config base_config(const char *path) { return with_random_sampling(data_config("text", path, T, 256, 3, 42)); }
 
 static void test_bytes_are_tokens(void **state) {
     Fixture *f = *state;

@@ -150,7 +150,7 @@ static void encoder_gradient(const Backend *be, double **in, double **g, void *c
     int32_t *tok = be->alloc_i32((size_t)c->B * c->T);
     be->upload_i32(tok, c->tokens, (size_t)c->B * c->T);
     void *dout = gc_upload(be, c->w, n), *dwte = be->alloc((size_t)c->V * c->C), *dwpe = be->alloc((size_t)c->T * c->C);
-    be->encoder_backward(dwte, dwpe, dout, tok, c->B, c->T, c->C);
+    be->encoder_backward(dwte, dwpe, dout, tok, c->B, c->T, c->C, c->V);
     grads_download(be, g, 0, dwte, (size_t)c->V * c->C);
     grads_download(be, g, 1, dwpe, (size_t)c->T * c->C);
     be->free(tok); be->free(dout); be->free(dwte); be->free(dwpe);

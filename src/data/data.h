@@ -61,6 +61,40 @@ int data_get_sequence(DataSource *src, uint64_t step, int index, SequenceBuffers
 // data_get_sequence(src, k, i, ...) on a SPLIT_VAL source.
 long data_n_sequences(const DataSource *src);
 
+// Where sequence (step, index) of a file source comes from (data_locate). Train windows under
+// data.sampling = "epoch": the global sample g = step * batch_size + index goes to blend source
+// `source` (0 without data.blend) as its j-th sample; epoch = j / n_windows and position =
+// j mod n_windows of that source, and `window` is the epoch's permutation at that position.
+// Under "random": window is the hashed start, epoch / position the nominal g / n, g mod n.
+// VAL: the fixed window g mod (all windows), position = that number over all sources.
+typedef struct {
+    uint64_t sample;       // g
+    int source;            // data.blend index (0 without a blend)
+    uint64_t epoch;
+    uint64_t position;
+    uint64_t window;       // window number within the source
+    int shard;             // shard of the source's files and first token of the window in it
+    int64_t token;
+    const char *path;      // the shard's file (valid while the source is open)
+} DataSampleInfo;
+
+// Fills `out` for a file source (0); for the synthetic tasks only out->sample is set (-1).
+// Pure function of (seed, step, index) and the files' sizes, like data_get_sequence.
+int data_locate(const DataSource *src, uint64_t step, int index, DataSampleInfo *out);
+
+// What `entrank info --data` prints per source of a file split.
+typedef struct {
+    const char *name;      // data.train's pattern or prefix, or the blend source's
+    int n_shards;
+    int64_t n_tokens;      // tokens of the split (after the data.val_fraction cut)
+    int64_t n_windows;     // windows per epoch (random sampling: distinct starts)
+    double weight;         // normalised blend weight as used (multiple of 2^-62); 1 without a blend
+} DataSourceStats;
+int data_n_sources(const DataSource *src);   // 0 for synthetic tasks
+int data_source_stats(const DataSource *src, int i, DataSourceStats *out);
+// How many of the first `samples` training samples source i receives (closed form).
+uint64_t data_samples_of_source(const DataSource *src, int i, uint64_t samples);
+
 // Accuracy buckets: count and human labels ("depth 3", "distance 256").
 int data_n_buckets(const DataSource *src);
 const char *data_bucket_label(const DataSource *src, int bucket);

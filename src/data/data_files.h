@@ -65,7 +65,9 @@ typedef struct {
     TokenFiles files;
     TokenSegment *segs;
     int n_segs;
-    int64_t n_windows;     // TRAIN: distinct window starts; VAL: contiguous windows
+    int64_t n_windows;     // contiguous windows (stride T), or distinct starts under hashed_starts
+    int64_t n_tokens;      // tokens of the segments
+    int hashed_starts;     // TRAIN under data.sampling = "random": every token offset is a start
     DataSplit split;
     int T;
     int vocab_size;
@@ -73,12 +75,27 @@ typedef struct {
     uint64_t seed;
 } FileSource;
 
+// Which part of a token stream a split reads: all of it, the part before the data.val_fraction
+// cut (train), or the part after it (held-out validation).
+typedef enum { FILE_PART_ALL, FILE_PART_HEAD, FILE_PART_TAIL } FilePart;
+
+// The split of data.train / data.val that `split` names (data.kind format).
 FileSource *file_source_open(const Config *cfg, DataSplit split, Error *err);
+// One token stream `path` of format `kind` (`key` names it in messages), cut as `part` says.
+FileSource *file_source_open_part(const Config *cfg, const char *kind, const char *path, const char *key, DataSplit split,
+                                  FilePart part, Error *err);
+// Window number w in [0, n_windows) -> shard and first token.
+void file_source_window(const FileSource *fs, uint64_t w, int *shard, int64_t *token);
+// The random sampler's start number of sequence (step, index) (hashed_starts only).
+uint64_t file_source_hashed_start(const FileSource *fs, uint64_t step, int index);
+// Reads the T + 1 tokens at (shard, token) into one sequence (a bad id: -1, message as below).
+int file_source_read(const FileSource *fs, int shard, int64_t token, SequenceBuffers out, Error *err);
 void file_source_close(FileSource *fs);
 int file_source_get(const FileSource *fs, uint64_t step, int index, SequenceBuffers out, Error *err);
 // Every token the split can read, against model.vocab_size: slice `part` of `n_parts` (data.h's
 // data_check_tokens). One sequential pass over the mappings; 0, or -1 with err naming the first
 // bad token's file and byte offset in the message file_source_get would give.
 int file_source_check_tokens(const FileSource *fs, int part, int n_parts, Error *err);
-// Where sequence (step, index) starts: segment and token within its shard (also used by tests).
+// Where sequence (step, index) starts when windows are taken in order (VAL: window
+// step * batch_size + index) or by hashed start (data.sampling = "random"): shard and token.
 void file_source_locate(const FileSource *fs, uint64_t step, int index, int *shard, int64_t *token);

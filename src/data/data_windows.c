@@ -3,15 +3,21 @@
 // Splits. With data.val set, TRAIN reads data.train and VAL reads data.val, whole. Otherwise the
 // token stream of data.train (shards in order) is cut at total - floor(total * data.val_fraction):
 // TRAIN draws windows from the first part only, VAL from the last part only, so no token is seen
-// by both (a window never straddles the cut, which acts as a segment boundary).
+// by both (a window never straddles the cut, which acts as a segment boundary). A blend source
+// (data.blend) is one FileSource of its own, cut the same way.
 //
 // Windows, for a split made of segments of n_i tokens each:
-//   TRAIN  any start in [0, n_i - T) of any segment: sum_i (n_i - T) starts; sequence (step, index)
-//          takes start number data_hash4(seed, TRAIN, step, index) mod that count (stateless, so any
-//          step can be read in any order and a restart sees the same data).
+//   TRAIN, data.sampling = "epoch" (default): contiguous windows with stride T, as VAL below: the
+//          inputs tile each segment and consecutive windows share their boundary token (llm.c's and
+//          Megatron's sample layout). Which window a sample reads is chosen by data.c (an epoch
+//          permutation of data_order.h); this file maps a window number to its tokens.
+//   TRAIN, data.sampling = "random" (the sampler before issue 20, kept bit for bit): any start in
+//          [0, n_i - T) of any segment: sum_i (n_i - T) starts; sequence (step, index) takes start
+//          number data_hash4(seed, TRAIN, step, index) mod that count, with replacement.
 //   VAL    contiguous windows with stride T (inputs tile the segment, the last target of one window
 //          is the first input of the next): floor((n_i - 1) / T) per segment; sequence (step, index)
-//          is window number (step * batch_size + index) mod the count.
+//          is window number (step * batch_size + index) mod the count: the same windows in the same
+//          order at every evaluation of every run.
 #define _FILE_OFFSET_BITS 64
 #include "data_files.h"
 #include "data_hash.h"
@@ -27,9 +33,9 @@ static int open_token_files(const char *kind, const char *path, const char *key,
     return error_set(err, "data.kind: \"%s\" is not a file kind", kind);
 }
 
-static int64_t windows_in(DataSplit split, int64_t n_tokens, int T) {
+static int64_t windows_in(int hashed_starts, int64_t n_tokens, int T) {
     if (n_tokens < (int64_t)T + 1) return 0;
-    return split == SPLIT_TRAIN ? n_tokens - T : (n_tokens - 1) / T;
+    return hashed_starts ? n_tokens - T : (n_tokens - 1) / T;
 }
 
 // Maps the whole file read-only. The size is checked again: a file that shrank since its header
@@ -47,7 +53,7 @@ static int map_shard(TokenShard *sh, int itemsize, const char *key, DataSplit sp
     int e = errno;
     close(fd);   // the mapping stays valid without the descriptor
     if (m == MAP_FAILED) return error_set(err, "%s: cannot map (%s): %s", sh->path, key, strerror(e));
-    // Train windows start anywhere: no point in reading far ahead around each one.
+    // Train windows are visited in a shuffled order: no point in reading far ahead around each one.
     if (split == SPLIT_TRAIN) madvise(m, (size_t)size, MADV_RANDOM);
     sh->map = m;
     sh->map_bytes = size;
@@ -55,26 +61,27 @@ static int map_shard(TokenShard *sh, int itemsize, const char *key, DataSplit sp
 }
 
 FileSource *file_source_open(const Config *cfg, DataSplit split, Error *err) {
-    int T = cfg->seq_len;
-    if (T < 1) { error_set(err, "model.seq_len: %d must be >= 1", T); return NULL; }
-    double frac = cfg->data_val_fraction;
     int has_val_file = cfg->data_val[0] != '\0';
-    // Which part of the token stream this split reads: all, the part before the cut, or after it.
-    enum { PART_ALL, PART_HEAD, PART_TAIL } part = PART_ALL;
-    const char *path = cfg->data_train, *key = "data.train";
+    double frac = cfg->data_val_fraction;
     if (!has_val_file && (frac < 0 || frac >= 1)) {
         error_set(err, "data.val_fraction: %g must be in [0, 1)", frac);
         return NULL;
     }
-    if (split == SPLIT_TRAIN) {
-        if (!has_val_file && frac > 0) part = PART_HEAD;
-    } else if (has_val_file) {
-        path = cfg->data_val;
-        key = "data.val";
-    } else if (frac > 0) {
-        part = PART_TAIL;
-    } else {
-        error_set(err, "data.val: is empty and data.val_fraction is 0: there is no validation data");
+    if (split == SPLIT_TRAIN)
+        return file_source_open_part(cfg, cfg->data_kind, cfg->data_train, "data.train", split, !has_val_file && frac > 0 ? FILE_PART_HEAD : FILE_PART_ALL, err);
+    if (has_val_file) return file_source_open_part(cfg, cfg->data_kind, cfg->data_val, "data.val", split, FILE_PART_ALL, err);
+    if (frac > 0) return file_source_open_part(cfg, cfg->data_kind, cfg->data_train, "data.train", split, FILE_PART_TAIL, err);
+    error_set(err, "data.val: is empty and data.val_fraction is 0: there is no validation data");
+    return NULL;
+}
+
+FileSource *file_source_open_part(const Config *cfg, const char *kind, const char *path, const char *key, DataSplit split,
+                                  FilePart part, Error *err) {
+    int T = cfg->seq_len;
+    if (T < 1) { error_set(err, "model.seq_len: %d must be >= 1", T); return NULL; }
+    double frac = cfg->data_val_fraction;
+    if (part != FILE_PART_ALL && (frac <= 0 || frac >= 1)) {
+        error_set(err, "data.val_fraction: %g must be in (0, 1)", frac);
         return NULL;
     }
 
@@ -84,15 +91,17 @@ FileSource *file_source_open(const Config *cfg, DataSplit split, Error *err) {
     fs->vocab_size = cfg->vocab_size;
     fs->batch_size = cfg->batch_size;
     fs->seed = cfg->seed;
-    if (open_token_files(cfg->data_kind, path, key, &fs->files, err)) { free(fs); return NULL; }
+    // An unset data.sampling (a Config built field by field) is the default, "epoch".
+    fs->hashed_starts = split == SPLIT_TRAIN && strcmp(cfg->data_sampling, "random") == 0;
+    if (open_token_files(kind, path, key, &fs->files, err)) { free(fs); return NULL; }
 
     int64_t total = 0, largest = 0;
     for (int i = 0; i < fs->files.n_shards; i++) {
         total += fs->files.shards[i].n_tokens;
         if (fs->files.shards[i].n_tokens > largest) largest = fs->files.shards[i].n_tokens;
     }
-    int64_t cut = part == PART_ALL ? total : total - (int64_t)((double)total * frac);
-    int64_t lo = part == PART_TAIL ? cut : 0, hi = part == PART_HEAD ? cut : total;
+    int64_t cut = part == FILE_PART_ALL ? total : total - (int64_t)((double)total * frac);
+    int64_t lo = part == FILE_PART_TAIL ? cut : 0, hi = part == FILE_PART_HEAD ? cut : total;
 
     // Segments: each shard clipped to [lo, hi) of the global stream; empty ones are dropped.
     fs->segs = xcalloc((size_t)fs->files.n_shards, sizeof *fs->segs);
@@ -102,7 +111,7 @@ FileSource *file_source_open(const Config *cfg, DataSplit split, Error *err) {
         int64_t a = g0 > lo ? g0 : lo, b = g0 + n < hi ? g0 + n : hi;
         g0 += n;
         if (b <= a) continue;
-        int64_t w = windows_in(split, b - a, T);
+        int64_t w = windows_in(fs->hashed_starts, b - a, T);
         if (w == 0) continue;
         TokenSegment *s = &fs->segs[fs->n_segs++];
         s->shard = i;
@@ -110,18 +119,19 @@ FileSource *file_source_open(const Config *cfg, DataSplit split, Error *err) {
         s->n_tokens = b - a;
         s->windows_before = fs->n_windows;
         fs->n_windows += w;
+        fs->n_tokens += b - a;
     }
     for (int k = 0; k < fs->n_segs; k++) {
         TokenShard *sh = &fs->files.shards[fs->segs[k].shard];
         if (!sh->map && map_shard(sh, fs->files.itemsize, key, split, err)) { file_source_close(fs); return NULL; }
     }
     if (fs->n_windows == 0) {
-        if (part == PART_TAIL)
+        if (part == FILE_PART_TAIL)
             error_set(err, "data.val_fraction: the held-out last %g of \"%s\" is %lld tokens, fewer than model.seq_len + 1 = %d",
                       frac, path, (long long)(total - cut), T + 1);
         else
             error_set(err, "%s: no window of model.seq_len + 1 = %d tokens fits in \"%s\" (%d file(s), largest %lld tokens%s)",
-                      key, T + 1, path, fs->files.n_shards, (long long)largest, part == PART_HEAD ? ", before the data.val_fraction cut" : "");
+                      key, T + 1, path, fs->files.n_shards, (long long)largest, part == FILE_PART_HEAD ? ", before the data.val_fraction cut" : "");
         file_source_close(fs);
         return NULL;
     }
@@ -135,14 +145,7 @@ void file_source_close(FileSource *fs) {
     free(fs);
 }
 
-void file_source_locate(const FileSource *fs, uint64_t step, int index, int *shard, int64_t *token) {
-    uint64_t w;
-    if (fs->split == SPLIT_TRAIN) {
-        w = data_hash4(fs->seed, SPLIT_TRAIN, step, (uint64_t)(int64_t)index) % (uint64_t)fs->n_windows;
-    } else {
-        uint64_t b = fs->batch_size > 0 ? (uint64_t)fs->batch_size : 1;
-        w = (step * b + (uint64_t)(int64_t)index) % (uint64_t)fs->n_windows;
-    }
+void file_source_window(const FileSource *fs, uint64_t w, int *shard, int64_t *token) {
     // Last segment whose windows_before <= w (binary search over the prefix sums).
     int lo = 0, hi = fs->n_segs - 1;
     while (lo < hi) {
@@ -152,7 +155,22 @@ void file_source_locate(const FileSource *fs, uint64_t step, int index, int *sha
     const TokenSegment *s = &fs->segs[lo];
     int64_t local = (int64_t)w - s->windows_before;
     *shard = s->shard;
-    *token = s->first + (fs->split == SPLIT_TRAIN ? local : local * fs->T);
+    *token = s->first + (fs->hashed_starts ? local : local * fs->T);
+}
+
+uint64_t file_source_hashed_start(const FileSource *fs, uint64_t step, int index) {
+    return data_hash4(fs->seed, SPLIT_TRAIN, step, (uint64_t)(int64_t)index) % (uint64_t)fs->n_windows;
+}
+
+void file_source_locate(const FileSource *fs, uint64_t step, int index, int *shard, int64_t *token) {
+    uint64_t w;
+    if (fs->hashed_starts) {
+        w = file_source_hashed_start(fs, step, index);
+    } else {
+        uint64_t b = fs->batch_size > 0 ? (uint64_t)fs->batch_size : 1;
+        w = (step * b + (uint64_t)(int64_t)index) % (uint64_t)fs->n_windows;
+    }
+    file_source_window(fs, w, shard, token);
 }
 
 // Token id at byte `at` of a shard, sign-extended for the signed Megatron dtypes.
@@ -174,6 +192,10 @@ int file_source_get(const FileSource *fs, uint64_t step, int index, SequenceBuff
     int shard_i;
     int64_t token;
     file_source_locate(fs, step, index, &shard_i, &token);
+    return file_source_read(fs, shard_i, token, out, err);
+}
+
+int file_source_read(const FileSource *fs, int shard_i, int64_t token, SequenceBuffers out, Error *err) {
     const TokenShard *sh = &fs->files.shards[shard_i];
     int T = fs->T, isz = fs->files.itemsize;
     int64_t offset = sh->data_offset + token * isz;   // byte offset of the window in the file (in the mapping: checked at open)
