@@ -2,6 +2,7 @@
 model files (gpt2_124M.bin layout). All three store the same GPT-2 tensors; they differ in names,
 in the orientation of the linear layers (Hugging Face's Conv1D keeps (in, out)) and in llm.c's
 padded vocabulary."""
+import ast
 import json
 import os
 import re
@@ -20,10 +21,11 @@ LLMC_MAGIC, LLMC_VERSION_FP32 = 20240326, 3
 # ---- the resolved config text (libconfig) --------------------------------------------------------
 def parse_config_text(text):
     """The resolved config a checkpoint stores, as {"group.key": value}. Enough of libconfig for what
-    entrank writes: nested groups, scalars, strings, booleans and flat lists."""
+    entrank writes: nested groups, scalars, strings, booleans, flat arrays and lists of tuples
+    (data.blend's ((weight, "path", "format"), ...))."""
     text = re.sub(r"//[^\n]*", "", text)
     out, stack = {}, []
-    for tok in re.finditer(r'(\w+)\s*=\s*\{|\}\s*;?|(\w+)\s*=\s*("(?:[^"\\]|\\.)*"|\[[^\]]*\]|[^;]+);', text):
+    for tok in re.finditer(r'(\w+)\s*=\s*\{|\}\s*;?|(\w+)\s*=\s*("(?:[^"\\]|\\.)*"|\[[^\]]*\]|\((?:[^;"]|"(?:[^"\\]|\\.)*")*\)|[^;]+);', text):
         if tok.group(1):
             stack.append(tok.group(1))
         elif tok.group(0).startswith("}"):
@@ -32,6 +34,9 @@ def parse_config_text(text):
             key, raw = ".".join(stack + [tok.group(2)]), tok.group(3).strip()
             if raw.startswith('"'):
                 val = json.loads(raw)
+            elif raw.startswith("("):
+                # A libconfig list of groups of numbers and strings is a Python literal as written.
+                val = ast.literal_eval(raw)
             elif raw.startswith("["):
                 val = [float(x) if "." in x or "e" in x.lower() else int(x) for x in raw[1:-1].split(",") if x.strip()]
             elif raw in ("true", "false"):
