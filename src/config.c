@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -235,6 +236,40 @@ static int range_error(Error *err, const char *where, const char *key, const cha
     return error_set(err, "%s%s: %s is out of range %s", where, key, value, range);
 }
 
+// libconfig 1.5 reads an integer written without an L suffix as 32 bits and wraps a larger one
+// silently (`steps = 4294967298;` became 2). The literal as written in the file is read again
+// here, so that every integer key is checked in 64 bits. Settings from --set or without a source
+// line keep libconfig's value (their text was built in 64 bits already).
+static void integer_as_written(const config_setting_t *s, long long *v) {
+    const char *file = config_setting_source_file(s), *name = config_setting_name(s);
+    unsigned int line = config_setting_source_line(s);
+    if (!file || !name || line == 0) return;
+    FILE *f = fopen(file, "r");
+    if (!f) return;
+    char buf[4096];
+    for (unsigned int n = 1; fgets(buf, sizeof buf, f); n++) {
+        if (n != line) continue;
+        // `name` as a whole word, then `=` or `:`, then the literal.
+        size_t len = strlen(name);
+        for (char *p = strstr(buf, name); p; p = strstr(p + 1, name)) {
+            int word = (p == buf || !(isalnum((unsigned char)p[-1]) || p[-1] == '_')) &&
+                       !(isalnum((unsigned char)p[len]) || p[len] == '_');
+            if (!word) continue;
+            char *q = p + len;
+            while (*q == ' ' || *q == '\t') q++;
+            if (*q != '=' && *q != ':') continue;
+            q++;
+            errno = 0;
+            char *end;
+            long long x = strtoll(q, &end, 0);
+            if (end != q && errno == 0) *v = x;
+            break;
+        }
+        break;
+    }
+    fclose(f);
+}
+
 // data.blend: a list of (weight, "path", "kind") entries (Megatron's data blend, with the format
 // of each source named because a blend may mix llm.c shards and Megatron datasets). An empty list
 // is the default. Weights must be positive and finite; they are normalised where they are used.
@@ -287,6 +322,7 @@ static int apply_setting(const ConfigKey *k, const config_setting_t *s, Config *
     case KEY_U64: {
         if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) break;
         long long v = config_setting_get_int64(s);
+        if (t == CONFIG_TYPE_INT) integer_as_written(s, &v);
         if (v < k->ilo || v > k->ihi) {
             snprintf(num, sizeof num, "%lld", v);
             return range_error(err, where, k->key, num, k);

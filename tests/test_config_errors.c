@@ -107,6 +107,9 @@ static void test_out_of_range(void **state) {
     expect_file_error(*state, "depth.cfg", "data = { logic = { depth_max = 7; }; };\n", 1,
                       "data.logic.depth_max: 7 is out of range [1, 6]");
     expect_file_error(*state, "zero.cfg", "parallel = { zero = 2; };\n", 1, "parallel.zero: 2 is out of range [0, 1]");
+    // Beyond 32 bits without an L suffix libconfig would wrap 4294967298 to 2: checked in 64 bits.
+    expect_file_error(*state, "wrap.cfg", "model = { n_layer = 4294967298; };\n", 1,
+                      "model.n_layer: 4294967298 is out of range [1, 1024]");
     expect_file_error(*state, "elem.cfg", "data = { retrieval = { distances = [128, 0]; }; };\n", 1,
                       "data.retrieval.distances[1]: 0 is out of range [1, 1048576]");
     expect_file_error(*state, "empty-list.cfg", "data = { retrieval = { distances = []; }; };\n", 1,
