@@ -709,6 +709,23 @@ static void scatter_runs(const CheckpointTarget *t, const RunList *runs, Part pa
     }
 }
 
+// The variable-length string attribute `name` of obj into buf (truncated to n - 1 bytes); -1 when
+// it is not one or cannot be read.
+static int read_attr_text(hid_t obj, const char *name, char *buf, size_t n) {
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return -1;
+    hid_t type = H5Aget_type(a);
+    char *text = NULL;
+    herr_t rc = type >= 0 && H5Tis_variable_str(type) > 0 ? H5Aread(a, type, &text) : -1;
+    if (rc >= 0 && text) {
+        snprintf(buf, n, "%s", text);
+        H5free_memory(text);
+    }
+    if (type >= 0) H5Tclose(type);
+    H5Aclose(a);
+    return rc < 0 ? -1 : 0;
+}
+
 // The attention variant: files from before the attribute existed knew sdpa and sga only, and
 // model.sga tells those apart.
 static int check_attention_attr(hid_t file, const char *path, const ModelShape *s, Error *err) {
@@ -718,16 +735,7 @@ static int check_attention_attr(hid_t file, const char *path, const ModelShape *
                          s->attention->name);
     }
     char name[CFG_NAME_LEN] = "";
-    hid_t a = H5Aopen(file, "model.attention", H5P_DEFAULT), type = H5Aget_type(a);
-    char *text = NULL;
-    herr_t rc = H5Tis_variable_str(type) > 0 ? H5Aread(a, type, &text) : -1;
-    if (rc >= 0 && text) {
-        snprintf(name, sizeof name, "%s", text);
-        H5free_memory(text);
-    }
-    H5Tclose(type);
-    H5Aclose(a);
-    if (rc < 0) return error_set(err, "%s: unreadable attribute model.attention", path);
+    if (read_attr_text(file, "model.attention", name, sizeof name)) return error_set(err, "%s: unreadable attribute model.attention", path);
     if (strcmp(name, s->attention->name))
         return error_set(err, "%s: model.attention is \"%s\" in the checkpoint but \"%s\" in the config: the checkpoint belongs to another model",
                          path, name, s->attention->name);
@@ -740,18 +748,8 @@ static int check_attention_attr(hid_t file, const char *path, const ModelShape *
 static int check_sampling_attr(hid_t file, const char *path, const Config *cfg, Error *err) {
     if (strcmp(cfg->data_kind, "llmc") && strcmp(cfg->data_kind, "megatron") && strcmp(cfg->data_kind, "text")) return 0;
     char name[CFG_NAME_LEN] = "random";
-    if (H5Aexists(file, "data.sampling") > 0) {
-        hid_t a = H5Aopen(file, "data.sampling", H5P_DEFAULT), type = H5Aget_type(a);
-        char *text = NULL;
-        herr_t rc = H5Tis_variable_str(type) > 0 ? H5Aread(a, type, &text) : -1;
-        if (rc >= 0 && text) {
-            snprintf(name, sizeof name, "%s", text);
-            H5free_memory(text);
-        }
-        H5Tclose(type);
-        H5Aclose(a);
-        if (rc < 0) return error_set(err, "%s: unreadable attribute data.sampling", path);
-    }
+    if (H5Aexists(file, "data.sampling") > 0 && read_attr_text(file, "data.sampling", name, sizeof name))
+        return error_set(err, "%s: unreadable attribute data.sampling", path);
     if (strcmp(name, cfg->data_sampling))
         return error_set(err, "%s: the run was trained with data.sampling = \"%s\" but the config has \"%s\": set data.sampling = \"%s\" "
                          "to continue it with the same data order, or start a new run (--resume never)",
