@@ -47,6 +47,18 @@ static inline void write_llmc_shard(const char *path, const uint16_t *tok, int n
 // document, doc_idx = [0, 1, ..., n_seq] (so the document count is n_seq + 1); tokens of
 // `itemsize` bytes with dtype code `dtype`. `bin_cut` bytes are removed from the end of the .bin,
 // `idx_extra` (zero) bytes appended to the .idx.
+// Token i of a test shard: distinct within a shard, and shards differ by `salt`.
+static inline uint16_t salted_token(int salt, int i) { return (uint16_t)((salt * 20000 + i * 7 + 3) % 65000); }
+
+// An llm.c shard `name` in scratch directory `dir` of n salted tokens; its path into path_out (256 bytes).
+static inline void write_salted_shard(const char *dir, const char *name, int salt, int n, char *path_out) {
+    uint16_t *tok = malloc((size_t)n * sizeof *tok);
+    for (int i = 0; i < n; i++) tok[i] = salted_token(salt, i);
+    scratch_path(dir, name, path_out, 256);
+    write_llmc_shard(path_out, tok, n, LLMC_MAGIC, 1, n, 0);
+    free(tok);
+}
+
 static inline void write_megatron(const char *prefix, int dtype, int itemsize, const int64_t *tok, const int *seq_len,
                                   int n_seq, int bin_cut, int idx_extra) {
     int n_tok = 0;

@@ -23,15 +23,8 @@ typedef struct {
 
 static int setup(void **state) { return scratch_setup(state, Fixture, "/tmp/entrank-test-llmc.XXXXXX"); }
 
-// Token i of a test shard: distinct within a shard, and shards differ by `salt`.
-static uint16_t tok_at(int salt, int i) { return (uint16_t)((salt * 20000 + i * 7 + 3) % 65000); }
-
 static void make_shard(Fixture *f, const char *name, int salt, int n, char *path_out) {
-    uint16_t *tok = malloc((size_t)n * sizeof *tok);
-    for (int i = 0; i < n; i++) tok[i] = tok_at(salt, i);
-    scratch_path(f->dir, name, path_out, 256);
-    write_llmc_shard(path_out, tok, n, LLMC_MAGIC, 1, n, 0);
-    free(tok);
+    write_salted_shard(f->dir, name, salt, n, path_out);
 }
 
 static Config base_config(const char *train) { return with_random_sampling(data_config("llmc", train, T, 65536, 4, 1234)); }
@@ -39,8 +32,8 @@ static Config base_config(const char *train) { return with_random_sampling(data_
 // Checks that the sequence is window `start` of shard `salt` (inputs and shifted targets).
 static void assert_window(Fixture *f, int salt, int64_t start) {
     for (int t = 0; t < T; t++) {
-        assert_int_equal(f->tokens[t], tok_at(salt, (int)start + t));
-        assert_int_equal(f->targets[t], tok_at(salt, (int)start + t + 1));
+        assert_int_equal(f->tokens[t], salted_token(salt, (int)start + t));
+        assert_int_equal(f->targets[t], salted_token(salt, (int)start + t + 1));
         assert_int_equal(f->buckets[t], -1);
     }
 }

@@ -24,14 +24,8 @@ typedef struct {
 
 static int setup(void **state) { return scratch_setup(state, Fixture, "/tmp/entrank-test-order.XXXXXX"); }
 
-static uint16_t tok_at(int salt, int i) { return (uint16_t)((salt * 20000 + i * 7 + 3) % 65000); }
-
 static void make_shard(Fixture *f, const char *name, int salt, int n, char *path_out) {
-    uint16_t *tok = malloc((size_t)n * sizeof *tok);
-    for (int i = 0; i < n; i++) tok[i] = tok_at(salt, i);
-    scratch_path(f->dir, name, path_out, 256);
-    write_llmc_shard(path_out, tok, n, LLMC_MAGIC, 1, n, 0);
-    free(tok);
+    write_salted_shard(f->dir, name, salt, n, path_out);
 }
 
 static Config epoch_config(const char *train, int batch) {
@@ -70,8 +64,8 @@ static void test_every_window_is_read_once_per_epoch_and_epochs_differ(void **st
             int start = (int)(at.window < 37 ? at.window : at.window - 37) * T;
             assert_int_equal(at.token, start);
             for (int t = 0; t < T; t++) {
-                assert_int_equal(f->tokens[t], tok_at(salt, start + t));
-                assert_int_equal(f->targets[t], tok_at(salt, start + t + 1));
+                assert_int_equal(f->tokens[t], salted_token(salt, start + t));
+                assert_int_equal(f->targets[t], salted_token(salt, start + t + 1));
             }
         }
         for (int w = 0; w < n; w++) assert_int_equal(seen[w], 1);
@@ -225,7 +219,7 @@ static void test_random_sampling_keeps_the_hashed_starts(void **state) {
         for (int i = 0; i < 4; i++) {
             assert_int_equal(data_get_sequence(src, step, i, SEQ_BUFS(f), &err), 0);
             int start = (int)(data_hash4(c.seed, SPLIT_TRAIN, step, (uint64_t)i) % (500 - T));
-            for (int t = 0; t < T; t++) assert_int_equal(f->tokens[t], tok_at(7, start + t));
+            for (int t = 0; t < T; t++) assert_int_equal(f->tokens[t], salted_token(7, start + t));
         }
     // The first batch of seed 99 as the old sampler drew it (starts recorded before the change).
     DataSampleInfo at;
