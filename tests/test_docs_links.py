@@ -1,8 +1,9 @@
 """The repository's documents stand on their own (issue 17).
 
-- README.md and every docs/*.md link only to files that exist in the repository: Markdown links
-  and images (relative to the document), anchors of the same document (GitHub's heading slugs),
-  and bare repository paths such as `docs/design.md` or `src/sga.c` (relative to the root).
+- README.md, every docs/*.md and the directories' READMEs (slurm/, jobs/) link only to files that
+  exist in the repository: Markdown links and images (relative to the document), anchors of the
+  document linked (GitHub's heading slugs), and bare repository paths such as `docs/design.md` or
+  `src/sga.c` (relative to the root).
 - No file of the repository refers to the specification outside it (`../shared`, `DESIGN.md`,
   "DESIGN section N"): a user who clones the repository does not have it. The posts may still be
   cited as seeds/000..002; docs/design.md says what those are.
@@ -33,8 +34,10 @@ SPEC_EXEMPT = {"tests/test_docs_links.py"}
 
 
 def documents():
+    """README.md, docs/**/*.md, and the READMEs of the top-level directories (slurm/, jobs/)."""
     docs = sorted(glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True))
-    return [os.path.join(ROOT, "README.md")] + docs
+    readmes = sorted(glob.glob(os.path.join(ROOT, "*", "README.md")))
+    return [os.path.join(ROOT, "README.md")] + docs + readmes
 
 
 def rel(path):
