@@ -1,7 +1,7 @@
 """entrank_metrics: reading an entrank run's metrics.h5 and the quantities of the two source posts.
 
 Shared by the commands `analysis/summarize`, `analysis/compare` and `analysis/plot`
-(DESIGN.md section 7 gives the file's schema). Everything here works on a run that is still being
+(docs/metrics-schema.md gives the file's schema). Everything here works on a run that is still being
 written and on files from any dp x pp topology: the file is opened, read into numpy and closed at
 once (retrying while the trainer holds it), every dataset is paired with its group's step axis up
 to the shorter of the two (a flush may be half-way), and a dataset that is not there yet makes the

@@ -1,4 +1,4 @@
-// comm_nccl.c: the Comm interface over NCCL, for ranks running the CUDA backend (DESIGN section 10).
+// comm_nccl.c: the Comm interface over NCCL, for ranks running the CUDA backend (docs/design.md section 7).
 // The semantics are those of comm_mpi.c; what differs is how completion is expressed.
 //
 // Communicators. The MPI sub-communicators of comm_mpi.c (a pipeline: the ranks of one dp replica,

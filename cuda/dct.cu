@@ -1,6 +1,6 @@
 // dct.cu: the orthonormal DCT-II of R rows of length T and its inverse (DCT-III), for Spectral
-// Gated Attention (DESIGN section 4; the CPU twin is cpu_dct_rows in src/cpu/sga.inc, FFTW's
-// REDFT10/REDFT01 with the orthonormal scaling). fp32 throughout (DESIGN section 10). Two methods,
+// Gated Attention (docs/design.md section 3; the CPU twin is cpu_dct_rows in src/cpu/sga.inc, FFTW's
+// REDFT10/REDFT01 with the orthonormal scaling). fp32 throughout (docs/design.md section 7). Two methods,
 // chosen with cuda_set_dct_method (sga_dct.h):
 //
 // FFT (Makhoul 1980): one real-input FFT of length T per row, valid for every T >= 1, odd

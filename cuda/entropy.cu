@@ -1,4 +1,4 @@
-// entropy.cu: attention row entropies and the entropy regulariser on the GPU (DESIGN sections 6, 7;
+// entropy.cu: attention row entropies and the entropy regulariser on the GPU (docs/design.md section 5, docs/metrics-schema.md;
 // CPU twin: src/cpu/entropy.inc).
 //
 // Every op works on the causal rows of probs (BH,T,T): row r is query position i = r % T and holds

@@ -1,5 +1,5 @@
-// linalg.cu: general dense products and small reductions used by R3SI and the traces (DESIGN
-// section 5; CPU twin: src/cpu/linalg.inc).
+// linalg.cu: general dense products and small reductions used by R3SI and the traces (docs/design.md
+// section 4; CPU twin: src/cpu/linalg.inc).
 //
 // gemm always runs in plain fp32 (CUBLAS_COMPUTE_32F), whatever GEMM precision the backend was
 // created with: it builds the Gram and covariance matrices whose eigenvectors R3SI solves for, and

@@ -1,7 +1,7 @@
-// sga.cu: the kernels of Spectral Gated Attention (DESIGN section 4) on the GPU. Rows are the
+// sga.cu: the kernels of Spectral Gated Attention (docs/design.md section 3) on the GPU. Rows are the
 // causal logit rows of one layer, R = B x NH x T of them, each of design length T; row r is query
 // i = r % T. The CPU twins in src/cpu/sga.inc are the specification: same math, same epsilons and
-// clamps, same accumulate (+=) or overwrite (=) behaviour. Everything is fp32 (DESIGN section 10:
+// clamps, same accumulate (+=) or overwrite (=) behaviour. Everything is fp32 (docs/design.md section 7:
 // spectral statistics and the DCT stay out of bf16); the DCT itself lives in cuda/dct.cu.
 //
 // Layout of the work: a row-structured op (causal triangle, statistics, gate input) runs one

@@ -114,7 +114,7 @@ typedef struct Backend Backend;
     /* predictions (N) = argmax over V of logits/probs (N,V) */ \
     OP(void, argmax_rows, (int32_t *predictions, const void *probs, int N, int V)) \
     \
-    /* ---- Spectral Gated Attention (DESIGN section 4); R rows of length T --------------------- */ \
+    /* ---- Spectral Gated Attention (docs/design.md section 3); R rows of length T ---------- */ \
     /* out (R,T) = orthonormal DCT-II of each row (inverse = 0) or its inverse (inverse = 1) */ \
     OP(void, dct_rows, (void *out, const void *in, int R, int T, int inverse)) \
     /* out (BH,T,T) = in for j <= i, 0 above; and its gradient, out (+=) on the triangle only */ \

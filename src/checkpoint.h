@@ -1,4 +1,4 @@
-// checkpoint.h: parallel-HDF5 checkpoints (DESIGN section 8).
+// checkpoint.h: parallel-HDF5 checkpoints (docs/checkpoint-format.md).
 //
 // checkpoints/step_NNNNNNNN.h5 (NNNNNNNN = optimizer steps completed) is written collectively by
 // all ranks through MPI-IO. Every tensor is stored with its full logical shape, per-layer tensors

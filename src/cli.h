@@ -1,4 +1,4 @@
-// cli.h: the command line (DESIGN section 2).
+// cli.h: the command line (docs/design.md section 8).
 #pragma once
 #include "common.h"
 

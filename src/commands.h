@@ -1,4 +1,4 @@
-// commands.h: the commands main dispatches to (DESIGN section 2), and what they share.
+// commands.h: the commands main dispatches to (docs/design.md section 8), and what they share.
 #pragma once
 #include "cli.h"
 #include "comm.h"

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <stdarg.h>
 
-// Exit codes of the command-line contract (DESIGN section 2).
+// Exit codes of the command-line contract (docs/faults.md).
 enum {
     EXIT_DONE = 0,
     EXIT_FAILURE_OTHER = 1,

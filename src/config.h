@@ -25,7 +25,7 @@ typedef struct {
 typedef enum { NORM_PRE = 0, NORM_POST = 1 } NormPlacement;
 
 typedef struct {
-    // model.*: the shape of the decoder (DESIGN section 3)
+    // model.*: the shape of the decoder (docs/design.md section 2)
     int n_layer;
     int n_head;
     int d_model;
@@ -40,7 +40,7 @@ typedef struct {
     // attention.*
     char attention_kind[CFG_NAME_LEN];   // "sdpa" | "sga"
 
-    // sga.*: Spectral Gated Attention (DESIGN section 4)
+    // sga.*: Spectral Gated Attention (docs/design.md section 3)
     int sga_spectral;         // false: the gate acts on the logit row itself (no DCT)
     int sga_fixed_filter;     // true: fixed gain curve instead of the gate MLP
     int sga_blend;            // false: alpha fixed at 1
@@ -48,7 +48,7 @@ typedef struct {
     int sga_embed_dim;
     double sga_alpha_init;
 
-    // r3si.*: Residual Rank Restoration via Spectral Injection (DESIGN section 5)
+    // r3si.*: Residual Rank Restoration via Spectral Injection (docs/design.md section 4)
     int r3si_enabled;
     int r3si_layers[CFG_MAX_LIST];   // checkpoint blocks, 0-based
     int r3si_n_layers;
@@ -62,10 +62,10 @@ typedef struct {
     int r3si_center;
 
     // reg.*: auxiliary losses
-    double reg_entropy_coef;  // entropy regularisation (DESIGN section 6)
-    double reg_adr_coef;      // attention diversity regularisation (DESIGN section 6)
+    double reg_entropy_coef;  // entropy regularisation (docs/design.md section 5)
+    double reg_adr_coef;      // attention diversity regularisation (docs/design.md section 5)
 
-    // temperature.*: temp(t) = base (1 + beta tanh(gamma (t - t_switch))) (DESIGN section 6)
+    // temperature.*: temp(t) = base (1 + beta tanh(gamma (t - t_switch))) (docs/design.md section 5)
     char temperature_mode[CFG_NAME_LEN];  // "none" | "loss" | "attention"
     double temperature_base, temperature_beta, temperature_gamma, temperature_t_switch;
 

@@ -90,7 +90,7 @@ const ConfigKey config_schema[] = {
     INT_KEY("sga.embed_dim",        sga_embed_dim,     32,          1, 4096,             "learned per-layer embedding e_l fed to the gate"),
     FLOAT_KEY("sga.alpha_init",     sga_alpha_init,    0.1,         RANGE_CLOSED, 0, 1,   "initial alpha_l; [0, 1]"),
 
-    BOOL_KEY("r3si.enabled",        r3si_enabled,      0,                                "Residual Rank Restoration via Spectral Injection (DESIGN section 5)"),
+    BOOL_KEY("r3si.enabled",        r3si_enabled,      0,                                "Residual Rank Restoration via Spectral Injection (docs/design.md section 4)"),
     INT_LIST_KEY("r3si.layers",     r3si_layers, r3si_n_layers, R3SI_LAYERS,           0, 1024,             "checkpoint blocks c (0-based) whose input is monitored and injected"),
     INT_KEY("r3si.k",               r3si_k,            64,          1, 4096,             "dominant subspace dimension of the monitor"),
     INT_KEY("r3si.d_s",             r3si_ds,           32,          1, 4096,             "rows of the learned injection basis W_s"),

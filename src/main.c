@@ -1,4 +1,4 @@
-// entrank: train, evaluate and inspect GPT-style decoders (DESIGN section 2).
+// entrank: train, evaluate and inspect GPT-style decoders (docs/design.md section 8).
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>

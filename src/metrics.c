@@ -1,4 +1,4 @@
-// metrics.c: the run's metrics.h5 (DESIGN section 7; the contract is in metrics.h).
+// metrics.c: the run's metrics.h5 (docs/metrics-schema.md; the contract is in metrics.h).
 //
 // The file is open only inside metrics_create, metrics_open_append and metrics_flush. Everything
 // else works on an in-memory table of declared datasets, each with a queue of rows, so that the

@@ -1,4 +1,4 @@
-// metrics.h: the run's metrics.h5 (DESIGN section 7).
+// metrics.h: the run's metrics.h5 (docs/metrics-schema.md).
 //
 // Datasets grow along their first axis (chunked, H5S_UNLIMITED), each carries the attributes
 // `description` and `units`. Rows are buffered in memory and written by metrics_flush(), which

@@ -1,4 +1,4 @@
-// model.h: the GPT decoder (DESIGN section 3) as a sequence of backend ops.
+// model.h: the GPT decoder (docs/design.md section 2) as a sequence of backend ops.
 //
 // A Model holds the parameters of one pipeline stage: blocks [layer_begin, layer_end), plus the
 // embeddings on the first stage and the final LayerNorm and LM head on the last. With one stage

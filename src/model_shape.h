@@ -1,4 +1,4 @@
-// model_shape.h: the shape of the decoder (DESIGN section 3), shared by the model, its attention
+// model_shape.h: the shape of the decoder (docs/design.md section 2), shared by the model, its attention
 // variants and its block hooks. Modules read their own options from `cfg` (the resolved config);
 // this header knows no module.
 #pragma once

@@ -1,4 +1,4 @@
-// r3si.h: Residual Rank Restoration via Spectral Injection (DESIGN section 5), the block hook
+// r3si.h: Residual Rank Restoration via Spectral Injection (docs/design.md section 4), the block hook
 // BLOCK_HOOK_R3SI.
 //
 // At each checkpoint block c: a monitor (every r3si.monitor_every steps, no gradient) measures the

@@ -1,4 +1,4 @@
-// r3si_math.h: the host-side linear algebra of R3SI's monitor (DESIGN section 5), in double
+// r3si_math.h: the host-side linear algebra of R3SI's monitor (docs/design.md section 4), in double
 // precision: participation ratio, top-k eigenvectors by randomized subspace iteration, gradient
 // diversity and the adaptive threshold. Matrices are row-major.
 #pragma once

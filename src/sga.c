@@ -103,7 +103,7 @@ static SgaLayer sga_layer(const SgaSlot *slot, const Backend *be, int li, size_t
     return l;
 }
 
-// Rows never interact in SGA (DESIGN section 4: no statistic is pooled over rows), so the chain of
+// Rows never interact in SGA (docs/design.md section 3: no statistic is pooled over rows), so the chain of
 // ops may run over slices of whole heads. On the CPU every (R,T) tensor of a 6-layer T=512 model is
 // tens of MB and each op streamed it from DRAM; slices of backend->working_set_bytes per tensor stay
 // in cache from one op to the next. Backends that want whole layers (GPUs) set it to 0.
@@ -240,7 +240,7 @@ static void sga_extra_memory(const ModelShape *s, int B, double *saved_per_layer
 
 const AttentionVariant ATTENTION_SGA = {
     .name = "sga",
-    .description = "spectral gated attention (DESIGN section 4)",
+    .description = "spectral gated attention (docs/design.md section 3)",
     .declare_params = sga_declare_params,
     .slot_create = sga_slot_create,
     .slot_free = sga_slot_free,

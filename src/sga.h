@@ -1,4 +1,4 @@
-// sga.h: Spectral Gated Attention (DESIGN section 4), the attention variant "sga".
+// sga.h: Spectral Gated Attention (docs/design.md section 3), the attention variant "sga".
 //
 // For every query row i of every head: the causal logits a (zero-padded to the design length T)
 // go through an orthonormal DCT-II, four statistics of the power spectrum and a learned

@@ -1,5 +1,5 @@
 // stream_stats.h: statistics of a residual stream H (N,D): the moments of its covariance and the
-// participation ratio PR = tr(C)^2 / ||C||_F^2 (DESIGN section 5), written once for R3SI's L_SD,
+// participation ratio PR = tr(C)^2 / ||C||_F^2 (docs/design.md section 4), written once for R3SI's L_SD,
 // its monitor and the traces.
 #pragma once
 #include "backend.h"

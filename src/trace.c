@@ -1,4 +1,4 @@
-// trace.c: the per-layer traces (DESIGN section 7) from a model's activations and gradients.
+// trace.c: the per-layer traces (docs/metrics-schema.md) from a model's activations and gradients.
 #include "trace.h"
 #include <math.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-// trace.h: the per-layer traces of metrics.h5 (DESIGN section 7), measured on the first
+// trace.h: the per-layer traces of metrics.h5 (docs/metrics-schema.md), measured on the first
 // micro-batch of a trace step. Each rank fills the layers it owns (replica 0 only, so that a layer
 // counts once) into arrays over all layers, and a world sum completes the record on every rank:
 // the record is the same whatever the topology.

@@ -1,5 +1,5 @@
 // train.h: the training step of one rank: its pipeline stage, its dp slice of the global batch,
-// the 1F1B schedule, data-parallel reduction and the optimizer (DESIGN sections 2, 10, 11).
+// the 1F1B schedule, data-parallel reduction and the optimizer (docs/design.md sections 6-7, docs/faults.md).
 #pragma once
 #include <stdint.h>
 #include <stdio.h>

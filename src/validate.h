@@ -1,5 +1,5 @@
-// validate.h: every check of a run's input in one place, before anything is written (DESIGN
-// section 2: bad input exits 2 with one `entrank:` line). `train`, `eval` and `info` call
+// validate.h: every check of a run's input in one place, before anything is written (docs/faults.md:
+// bad input exits 2 with one `entrank:` line). `train`, `eval` and `info` call
 // validate_run right after config_load: config_load checks each key and the relations between
 // keys; validate_run checks what needs the model shape, the topology or the data, which used to
 // be found deep inside trainer_init, r3si_init, trainer_step or the model's forward pass, after

@@ -1,5 +1,5 @@
 """Parallel-HDF5 checkpoints: logical shapes, exact resume, any topology, atomic under kills,
-signals, and refusal of bad files (DESIGN sections 8 and 11)."""
+signals, and refusal of bad files (docs/checkpoint-format.md, docs/faults.md)."""
 import os
 import shutil
 import signal

@@ -1,5 +1,5 @@
 """Bad input gets one line naming the file and the key / byte offset, exit 2, and leaves what is
-on disk alone (DESIGN section 11)."""
+on disk alone (docs/faults.md)."""
 import numpy as np
 from conftest import one_line_error, set_args, write_llmc_shard, write_megatron
 

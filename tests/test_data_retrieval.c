@@ -90,7 +90,7 @@ static void test_answer_and_distance(void **state) {
 
 static void test_long_distances(void **state) {
     (void)state;
-    int d[4] = { 128, 256, 512, 1024 };   // DESIGN's distances; 1024 does not fit in T = 1024
+    int d[4] = { 128, 256, 512, 1024 };   // the default distances; 1024 does not fit in T = 1024
     Config c = retrieval_config(1024, d, 4);
     Error err = { "" };
     DataSource *tr = open_ok(&c, SPLIT_TRAIN), *va = open_ok(&c, SPLIT_VAL);

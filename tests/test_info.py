@@ -20,7 +20,7 @@ def test_parameter_counts_match_independent_formula(entrank, preset, L, C, V, T,
     out = entrank("info", "-c", f"configs/{preset}.cfg", check=0).stdout
     total = int(re.search(r"parameters: (\d+)", out).group(1))
     assert total == gpt_params(L, C, V, T)
-    assert abs(total - approx) / approx < 0.03       # DESIGN section 3's figures
+    assert abs(total - approx) / approx < 0.03       # docs/design.md section 2's figures
     H = 4 * C
     matmul = L * (4 * C * C + 2 * H * C) + V * C
     flops = float(re.search(r"FLOPs per token \(forward\+backward\): ([0-9.e+]+)", out).group(1))

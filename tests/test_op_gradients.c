@@ -1,5 +1,5 @@
 // Every backward op of the CPU backend against central differences of its forward op, computed
-// in double precision (DESIGN section 1: the CPU backend is the reference).
+// in double precision (docs/design.md section 7: the CPU backend is the reference).
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-"""Data- and pipeline-parallel ranks give the same training on every topology (DESIGN section 10)."""
+"""Data- and pipeline-parallel ranks give the same training on every topology (docs/design.md section 7)."""
 import os
 import signal
 import time

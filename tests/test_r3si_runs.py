@@ -1,5 +1,5 @@
 """R3SI, its ablations, the R3SI post's baselines and the temperature schedule on
-configs/tiny-r3si.cfg: each trains a few steps and does what it should (DESIGN sections 5, 6)."""
+configs/tiny-r3si.cfg: each trains a few steps and does what it should (docs/design.md sections 4, 5)."""
 import os
 import re
 import subprocess

@@ -1,5 +1,5 @@
 """The SGA post's runs on configs/tiny-sga.cfg: SGA, its four ablations and five baselines each
-train a few steps and change what they should (DESIGN sections 4 and 6)."""
+train a few steps and change what they should (docs/design.md sections 3 and 5)."""
 import re
 
 import h5py

@@ -1,4 +1,4 @@
-// The trace metrics on inputs with known answers (DESIGN section 7).
+// The trace metrics on inputs with known answers (docs/metrics-schema.md).
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -1,5 +1,5 @@
 """Per-layer traces in metrics.h5: the same on every topology, readable while the run goes on,
-attributes visible to h5dump (DESIGN section 7)."""
+attributes visible to h5dump (docs/metrics-schema.md)."""
 import subprocess
 import time
 

@@ -1,6 +1,6 @@
 """Input that the run cannot use is refused by validate_run before anything is written: exit 2, one
 `entrank:` line naming the key (or the file and byte offset), and no run directory. The corrected
-command then runs in that same directory (DESIGN section 2)."""
+command then runs in that same directory (docs/faults.md)."""
 import numpy as np
 import pytest
 from conftest import write_llmc_shard

@@ -1,4 +1,4 @@
-// data.h: token sources for training and evaluation (DESIGN section 9).
+// data.h: token sources for training and evaluation (docs/data-formats.md).
 //
 // Every source answers one question: "what is sequence `index` of the global batch of step `step`?"
 // The answer depends only on (seed, split, step, index), never on dp, pp or on what was read
