@@ -12,9 +12,6 @@
 #include "task_logic.h"
 #include <string.h>
 #include <stdlib.h>
-static int fmt_shared(void){const char*e=getenv("LOGIC_SHARED");return e&&*e=='1';}
-static int fmt_fixed(void){const char*e=getenv("LOGIC_FIXED");return e&&*e=='1';}
-static int fmt_postfix(void){const char*e=getenv("LOGIC_POSTFIX");return e&&*e=='1';}
 
 // After this many rejected drafts the configuration has (almost) no example of the wanted kind.
 #define LOGIC_MAX_TRIES (1 << 16)
@@ -59,20 +56,12 @@ static int gen_expr(DataRng *rng, int h, const int *vals, int n_vars, int32_t *t
         return vals[v];
     }
     int op = (int)data_rng_below(rng, 4);
-    int pf = fmt_postfix();
     if (op == 0) {
-        if (pf) { int r = !gen_expr(rng, h - 1, vals, n_vars, tok, n); tok[(*n)++] = LOGIC_NOT; return r; }
         tok[(*n)++] = LOGIC_NOT;
         return !gen_expr(rng, h - 1, vals, n_vars, tok, n);
     }
     int spine_left = (int)data_rng_below(rng, 2);
     int side = (int)data_rng_below(rng, (uint64_t)((h - 1) / 2 + 1));
-    if (pf) {
-        int a = gen_expr(rng, spine_left ? h - 1 : side, vals, n_vars, tok, n);
-        int b = gen_expr(rng, spine_left ? side : h - 1, vals, n_vars, tok, n);
-        tok[(*n)++] = op == 1 ? LOGIC_AND : op == 2 ? LOGIC_OR : LOGIC_XOR;
-        return op == 1 ? (a & b) : op == 2 ? (a | b) : (a ^ b);
-    }
     tok[(*n)++] = LOGIC_LPAREN;
     int a = gen_expr(rng, spine_left ? h - 1 : side, vals, n_vars, tok, n);
     tok[(*n)++] = op == 1 ? LOGIC_AND : op == 2 ? LOGIC_OR : LOGIC_XOR;
@@ -82,13 +71,11 @@ static int gen_expr(DataRng *rng, int h, const int *vals, int n_vars, int32_t *t
 }
 
 // One example of the requested split into tok (capacity task->max_example_len); returns its length.
-static int gen_example(const LogicTask *task, DataRng *rng, DataSplit split, int32_t *tok, int *depth, int *vals, int keep_vals, Error *err) {
+static int gen_example(const LogicTask *task, DataRng *rng, DataSplit split, int32_t *tok, int *depth, int *vals, Error *err) {
     *depth = task->depth_min + (int)data_rng_below(rng, (uint64_t)(task->depth_max - task->depth_min + 1));
     int want = (int)(data_rng_next(rng) & 1);
-    uint64_t bits = 0;
-    if (keep_vals) for (int i = 0; i < task->n_vars; i++) bits |= (uint64_t)vals[i] << i;
-    for (int tries = 0; tries < (keep_vals ? 4096 : LOGIC_MAX_TRIES); tries++) {
-        if (!keep_vals) bits = data_rng_next(rng);
+    for (int tries = 0; tries < LOGIC_MAX_TRIES; tries++) {
+        uint64_t bits = data_rng_next(rng);
         int n = 0;
         for (int i = 0; i < task->n_vars; i++) {
             vals[i] = (int)((bits >> i) & 1);
@@ -104,7 +91,6 @@ static int gen_example(const LogicTask *task, DataRng *rng, DataSplit split, int
         if (data_content_is_val(data_hash_tokens(tok, n)) != (split == SPLIT_VAL)) continue;
         return n;
     }
-    if (keep_vals) return 0;
     return error_set(err, "data.logic: no %s example with answer %d at depth %d after %d tries: too few distinct examples (raise data.logic.n_vars)",
                      split == SPLIT_VAL ? "validation" : "training", want, *depth, LOGIC_MAX_TRIES);
 }
@@ -119,29 +105,15 @@ int logic_fill(const LogicTask *task, uint64_t seed, DataSplit split, uint64_t s
     }
     DataRng rng = data_rng(data_hash4(seed, (uint64_t)split, step, (uint64_t)(int64_t)index));
     int32_t *ex = xmalloc((size_t)task->max_example_len * sizeof *ex);
-    int p = 0, shared = fmt_shared(), prefix = 3 * task->n_vars + 1;
+    int p = 0;
     int vals[LOGIC_MAX_VARS];
-    if (fmt_fixed()) {
+    for (;;) {
         int depth;
-        int n = gen_example(task, &rng, split, ex, &depth, vals, 0, err);
+        int n = gen_example(task, &rng, split, ex, &depth, vals, err);
         if (n < 0) { free(ex); return -1; }
-        memcpy(out.tokens, ex, (size_t)prefix * sizeof *ex);
-        memcpy(out.tokens + T - (n - prefix), ex + prefix, (size_t)(n - prefix) * sizeof *ex);
-        out.targets[T - 2] = ex[n - 1];
-        out.buckets[T - 2] = depth - task->depth_min;
-        free(ex);
-        return 0;
-    }
-    for (int k = 0;; k++) {
-        int depth;
-        int n = gen_example(task, &rng, split, ex, &depth, vals, shared && k > 0, err);
-        if (n < 0) { free(ex); return -1; }
-        if (n == 0) break;
-        int skip = shared && k > 0 ? prefix : 0;
-        if (p + n - skip > T) break;   // max_example_len <= T, so the first example always fits
-        memcpy(out.tokens + p, ex + skip, (size_t)(n - skip) * sizeof *ex);
-        n -= skip;
-        out.targets[p + n - 2] = ex[n + skip - 1];          // the "?" predicts the answer
+        if (p + n > T) break;   // max_example_len <= T, so the first example always fits
+        memcpy(out.tokens + p, ex, (size_t)n * sizeof *ex);
+        out.targets[p + n - 2] = ex[n - 1];          // the "?" predicts the answer
         out.buckets[p + n - 2] = depth - task->depth_min;
         p += n;
     }
