@@ -29,8 +29,11 @@ static int parse_ids(const char *s, const char *end, IdList *l, int vocab, const
         char *stop;
         errno = 0;
         long v = strtol(s, &stop, 10);
-        if (stop == s || stop > end || errno || (stop < end && *stop != ' ' && *stop != '\t'))
-            return error_set(err, "%s: line %d: %s: '%.20s' is not a token id", path, line_no, field, s);
+        if (stop == s || stop > end || errno || (stop < end && *stop != ' ' && *stop != '\t')) {
+            int word = 0;   // the offending word, up to the next blank
+            while (s + word < end && s[word] != ' ' && s[word] != '\t' && word < 20) word++;
+            return error_set(err, "%s: line %d: %s: '%.*s' is not a token id", path, line_no, field, word, s);
+        }
         if (v < 0 || v >= vocab)
             return error_set(err, "%s: line %d: %s: token id %ld is outside the vocabulary (model.vocab_size %d)", path, line_no,
                              field, v, vocab);
@@ -49,7 +52,7 @@ static int32_t *copy_ids(const IdList *l) {
 
 // Appends one item of `fields` (LABEL, context, endings) to out.
 static int add_item(McItems *out, char *text, const char *path, int line_no, int vocab, int seq_len, Error *err) {
-    const char *fields[EVAL_MAX_ENDINGS + 3];
+    char *fields[EVAL_MAX_ENDINGS + 3];
     int nf = 0;
     fields[nf++] = text;
     for (char *p = text; *p; p++)
@@ -65,12 +68,13 @@ static int add_item(McItems *out, char *text, const char *path, int line_no, int
     if (out->n_items > 0 && n_end != out->n_endings)
         return error_set(err, "%s: line %d: %d endings, but line %d has %d (every item needs the same number)", path, line_no,
                          n_end, out->line[0], out->n_endings);
-    char *stop;
+    char *stop, *label_text = fields[0];
+    while (*label_text == ' ' || *label_text == '\t') label_text++;
+    for (size_t k = strlen(label_text); k > 0 && (label_text[k - 1] == ' ' || label_text[k - 1] == '\t'); k--) label_text[k - 1] = 0;
     errno = 0;
-    long label = strtol(fields[0], &stop, 10);
-    while (*stop == ' ' || *stop == '\t') stop++;
-    if (stop == fields[0] || *stop || errno)
-        return error_set(err, "%s: line %d: label '%.20s' is not an integer", path, line_no, fields[0]);
+    long label = strtol(label_text, &stop, 10);
+    if (stop == label_text || *stop || errno)
+        return error_set(err, "%s: line %d: label '%.20s' is not an integer", path, line_no, label_text);
     if (label < 0 || label >= n_end)
         return error_set(err, "%s: line %d: label %ld is not the index of one of the %d endings", path, line_no, label, n_end);
     IdList ctx = {0}, end[EVAL_MAX_ENDINGS] = {{0}};

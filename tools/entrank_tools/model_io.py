@@ -48,11 +48,34 @@ def parse_config_text(text):
 
 
 # ---- entrank checkpoints -------------------------------------------------------------------------
+def resolve_checkpoint(path):
+    """A checkpoint file, RUN/checkpoints/latest or a run directory -> the checkpoint file, as
+    `entrank eval` and `generate` accept them (src/eval_checkpoint.c)."""
+    path = str(path)
+    if os.path.isdir(path):
+        for pointer in (os.path.join(path, "checkpoints", "latest"), os.path.join(path, "latest")):
+            if os.path.exists(pointer):
+                return resolve_checkpoint(pointer)
+        raise BadInput(f"{path}: a directory without checkpoints/latest; give a checkpoint file, RUN/checkpoints/latest or a run directory")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError as e:
+        raise BadInput(f"{path}: cannot read checkpoint: {e.strerror}")
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return path
+    name = head.split()[0].decode(errors="replace") if head.split() else ""
+    if name.endswith(".h5") and "/" not in name:
+        return os.path.join(os.path.dirname(path), name)
+    raise BadInput(f"{path}: neither an HDF5 checkpoint nor a `latest` pointer; give a checkpoint file, RUN/checkpoints/latest or a run directory")
+
+
 class Checkpoint:
     """The parameters (and R3SI buffers) of an entrank checkpoint, with its shape and config."""
 
     def __init__(self, path):
         import h5py
+        path = resolve_checkpoint(path)
         try:
             f = h5py.File(path, "r")
         except OSError as e:
