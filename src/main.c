@@ -114,8 +114,14 @@ int main(int argc, char **argv) {
             args.config_path = tmp_config;
         }
     }
+    // The checkpoint's config names the topology it was written on; this run's is the world it
+    // runs in: parallel.pp starts at 1 (any topology loads any checkpoint), and --set may change it.
+    const char *sets[CLI_MAX_SETS + 1];
+    int n_sets = 0;
+    if (tmp_config[0]) sets[n_sets++] = "parallel.pp=1";
+    for (int i = 0; i < args.n_sets; i++) sets[n_sets++] = args.sets[i];
     // Every rank reads the same config and reaches the same verdict: rank 0 reports it once.
-    int config_rc = config_failed || config_load(args.config_path, args.sets, args.n_sets, &cfg, &err);
+    int config_rc = config_failed || config_load(args.config_path, sets, n_sets, &cfg, &err);
     if (tmp_config[0]) unlink(tmp_config);
     if (config_rc) {
         if (rank == 0) fprintf(stderr, "entrank: %s\n", err.msg);

@@ -219,3 +219,23 @@ def test_eval_takes_a_checkpoint_file_the_latest_pointer_or_a_run_directory_and_
         assert proc.returncode == 2 and proc.stdout == ""
         line = one_line_error(proc)
         assert line.startswith(f"entrank: {path}: {message}"), line
+
+
+def test_a_checkpoint_written_by_a_pipeline_evaluates_on_one_rank_with_its_own_config(run, entrank, mpirun, tmp_path):
+    # The stored config says parallel.pp = 2; eval and generate without -c run on the world they get.
+    data = run.parent / "data"
+    pp_run = tmp_path / "pp2"
+    mpirun(2, "train", "-c", CONFIG, *set_args(f"model.vocab_size={VOCAB}", f'data.train="{data}/train_*.bin"',
+                                               f'data.val="{data}/val_*.bin"', "train.steps=2", "train.warmup_steps=1",
+                                               "parallel.pp=2"),
+           "--run-dir", pp_run, "--resume", "never", check=0)
+    assert "pp = 2;" in (pp_run / "config.cfg").read_text().replace("  ", " ")
+    one = entrank("eval", "--checkpoint", pp_run, check=0).stdout
+    assert "1 ranks: dp 1 x pp 1" in one
+    two = mpirun(2, "eval", "--checkpoint", pp_run, *set_args("parallel.pp=2"), check=0).stdout
+    assert "2 ranks: dp 1 x pp 2" in two
+    val = [next(l for l in o.splitlines() if l.startswith("val loss")) for o in (one, two)]
+    assert val[0].split("|")[0] == val[1].split("|")[0]   # the same loss to the printed digits
+    assert entrank("generate", "--checkpoint", pp_run, "--prompt", "1 2", "--max-tokens", 3, "--temperature", 0,
+                   check=0).stdout.split() == mpirun(2, "generate", "--checkpoint", pp_run, "--prompt", "1 2", "--max-tokens", 3,
+                                                     "--temperature", 0, check=0).stdout.split()
