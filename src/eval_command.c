@@ -25,12 +25,20 @@ enum { TASK_METRICS(TASK_ID) NUM_TASK_METRICS };
 static const struct { const char *name, *description, *units; } TASK_METRIC_ROWS[] = {TASK_METRICS(TASK_ROW)};
 #undef TASK_ROW
 
-// Rank 0: the task's row in the metrics.h5 of the checkpoint's run directory, if it has one.
-static void record_task(const char *task, const char *checkpoint, const McScore *sc) {
+// Rank 0: the result line in the log.txt and the task's row in the metrics.h5 of the checkpoint's
+// run directory, if it has one.
+static void record_task(const char *task, const char *checkpoint, const McScore *sc, const char *line) {
     char run[4096], path[4200];
     if (!eval_run_dir_of(checkpoint, run, sizeof run)) {
         printf("%s: not in a run directory (RUN/checkpoints/) with a metrics.h5: the accuracy is not recorded\n", checkpoint);
         return;
+    }
+    // One short append (O_APPEND): a training that writes the same log meanwhile keeps its lines whole.
+    snprintf(path, sizeof path, "%s/log.txt", run);
+    FILE *log = fopen(path, "a");
+    if (log) {
+        fprintf(log, "eval step %ld | %s", sc->step, line);
+        fclose(log);
     }
     snprintf(path, sizeof path, "%s/metrics.h5", run);
     Error err = {{0}};
@@ -69,10 +77,13 @@ static int eval_task(const Config *cfg, const RunDevice *dev, Comm *comm, const 
     if (comm->world_rank == 0) {
         printf("checkpoint %s (step %ld) | %d ranks: dp %d x pp %d\n", args->checkpoint_path, sc.step, comm->world_size, comm->dp,
                comm->pp);
-        printf("%s %s | %ld items, %d endings | acc_norm %.4f (%ld) | acc %.4f (%ld)\n", args->task, args->task_file, sc.items,
-               items.n_endings, (double)sc.correct_norm / sc.items, sc.correct_norm, (double)sc.correct_sum / sc.items, sc.correct_sum);
+        char line[8192];
+        snprintf(line, sizeof line, "%s %s | %ld items, %d endings | acc_norm %.4f (%ld) | acc %.4f (%ld)\n", args->task,
+                 args->task_file, sc.items, items.n_endings, (double)sc.correct_norm / sc.items, sc.correct_norm,
+                 (double)sc.correct_sum / sc.items, sc.correct_sum);
+        fputs(line, stdout);
         fflush(stdout);
-        record_task(args->task, args->checkpoint_path, &sc);
+        record_task(args->task, args->checkpoint_path, &sc, line);
     }
     mc_items_free(&items);
     return EXIT_DONE;

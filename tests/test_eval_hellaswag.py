@@ -92,6 +92,10 @@ def test_a_model_trained_on_the_pattern_picks_its_endings_and_the_rows_reach_met
         assert g["acc_norm"].attrs["units"] in (b"fraction", "fraction")
         assert "step" in f["eval"] and f["eval/step"].shape[0] >= 1   # validation rows untouched
     assert rows["step"] == [STEPS, STEPS // 2] and rows["items"] == [6, 6]
+    # ... and the result lines to the run's log
+    log = (run / "log.txt").read_text()
+    assert f"eval step {STEPS} | hellaswag {tok} | 6 items, 4 endings | acc_norm 1.0000 (6) | acc 1.0000 (6)\n" in log
+    assert f"eval step {STEPS // 2} | hellaswag {tmp_path / 'wrong.tok'} | 6 items" in log
     assert rows["acc_norm"] == [1.0, norm / 6] and rows["acc"][0] == 1.0
 
 
@@ -165,11 +169,11 @@ def test_bad_token_files_exit_2_naming_the_file_and_line(run, entrank, tmp_path)
     for i, (text, message) in enumerate(cases):
         path = tmp_path / f"bad{i}.tok"
         path.write_text(text)
-        before = (run / "metrics.h5").read_bytes()
+        before = [(run / name).read_bytes() for name in ("metrics.h5", "log.txt")]
         proc = entrank("eval", "--checkpoint", run, "--task", "hellaswag", path)
         line = entrank_error(proc)
         assert line == f"entrank: {path}: {message}" or (message == "no items" and line.startswith(f"entrank: {path}: no items")), line
-        assert (run / "metrics.h5").read_bytes() == before
+        assert [(run / name).read_bytes() for name in ("metrics.h5", "log.txt")] == before
     proc = entrank("eval", "--checkpoint", run, "--task", "hellaswag", tmp_path / "missing.tok")
     assert entrank_error(proc).startswith(f"entrank: {tmp_path / 'missing.tok'}: cannot read")
     assert "missing FILE" in one_line_error(entrank("eval", "--checkpoint", run, "--task", "hellaswag"))
