@@ -7,7 +7,7 @@
 void cli_print_usage(FILE *out) {
     fputs("usage:\n"
           "  entrank train -c FILE [--set key=value]... [--run-dir DIR] [--resume auto|never|PATH] [--init-from PATH]\n"
-          "  entrank eval  -c FILE --checkpoint PATH [--prune-heads FRAC] [--set key=value]...\n"
+          "  entrank eval  --checkpoint PATH [-c FILE] [--prune-heads FRAC] [--set key=value]... [--task hellaswag FILE]\n"
           "  entrank info  -c FILE [--set key=value]... [--dp N --pp N] [--data] [--dump-order FIRST[:LAST]]\n"
           "  entrank generate --checkpoint PATH [-c FILE] (--prompt \"ID ...\" | --prompt-file FILE) [--max-tokens N]\n"
           "                   [--temperature T] [--top-k K] [--top-p P] [--seed N] [--stop ID] [--logprobs-out FILE.npy]\n"
@@ -17,6 +17,11 @@ void cli_print_usage(FILE *out) {
           "  --set key=value   override one key, value in libconfig syntax (3, 3.0, \"text\", true, [1, 2])\n"
           "  --run-dir DIR     where config.cfg, log.txt, metrics.h5 and checkpoints/ go (default runs/<config name>)\n"
           "  --resume MODE     auto: newest complete checkpoint if any; never: start fresh; or a checkpoint path\n"
+          "  eval              --checkpoint is a checkpoint file, RUN/checkpoints/latest or a run directory (its\n"
+          "                    latest checkpoint); the config defaults to the checkpoint's own. Without --task:\n"
+          "                    validation loss; --task hellaswag FILE: multiple-choice accuracy on the token file\n"
+          "                    tools/prepare-hellaswag writes (lowest mean loss per ending token wins), logged and\n"
+          "                    appended to RUN/metrics.h5 /eval/hellaswag when the checkpoint is in a run directory\n"
           "  --dp N --pp N     topology for info's per-rank memory and pipeline bubble\n"
           "  --init-from PATH  train: start from the parameters of a checkpoint (fresh optimizer, step 0)\n"
           "  generate          token ids in (one prompt per line of --prompt-file), one line of generated ids per\n"
@@ -64,6 +69,8 @@ int cli_parse(int argc, char **argv, CliArgs *args, Error *err) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { args->command = CMD_HELP; return 0; }
         if (!strcmp(a, "--data") && args->command == CMD_INFO) { args->data = 1; continue; }   // the one flag without a value
+        // eval's task file is the one positional argument, right after --task NAME.
+        if (args->command == CMD_EVAL && a[0] != '-' && args->task && !args->task_file) { args->task_file = a; continue; }
         // Every other option takes one value.
         if (i + 1 >= argc) return error_set(err, "%s: missing value", a);
         const char *v = argv[++i];
@@ -117,6 +124,9 @@ int cli_parse(int argc, char **argv, CliArgs *args, Error *err) {
             long n = strtol(v, &end, 10);
             if (errno || *end || end == v || n < 0 || n > INT_MAX) return error_set(err, "--stop: expected a token id, got '%s'", v);
             args->stop_token = (int)n;
+        } else if (!strcmp(a, "--task") && args->command == CMD_EVAL) {
+            if (strcmp(v, "hellaswag")) return error_set(err, "--task: unknown task '%s' (known: hellaswag)", v);
+            args->task = v;
         } else if (!strcmp(a, "--prune-heads") && args->command == CMD_EVAL) {
             char *end;
             args->prune_heads = strtod(v, &end);
@@ -145,7 +155,12 @@ int cli_parse(int argc, char **argv, CliArgs *args, Error *err) {
         if (!args->prompt == !args->prompt_file) return error_set(err, "generate: give exactly one of --prompt and --prompt-file");
         return 0;   // the config defaults to the checkpoint's own
     }
+    if (args->command == CMD_EVAL) {
+        if (!args->checkpoint_path) return error_set(err, "eval: missing --checkpoint PATH");
+        if (args->task && !args->task_file) return error_set(err, "--task %s: missing FILE (the token file of tools/prepare-hellaswag)", args->task);
+        if (args->task && args->prune_heads > 0) return error_set(err, "eval: --prune-heads applies to the validation loss, not to --task");
+        return 0;   // the config defaults to the checkpoint's own
+    }
     if (!args->config_path) return error_set(err, "%s: missing -c FILE", cmd);
-    if (args->command == CMD_EVAL && !args->checkpoint_path) return error_set(err, "eval: missing --checkpoint PATH");
     return 0;
 }

@@ -28,6 +28,8 @@ typedef struct {
     long long seed;                          // --seed N (default 1337)
     int stop_token;                          // --stop ID: a prompt's generation ends after it (-1: none)
     double prune_heads;                      // --prune-heads FRAC (eval)
+    const char *task;                        // --task NAME (eval): a downstream task instead of validation loss
+    const char *task_file;                   // eval's FILE after --task NAME: the task's token file
     int dp, pp;                              // --dp N --pp N (info); 0 = not given
     int data;                                // --data (info): windows, epochs and repetition per source
     int dump_order;                          // --dump-order FIRST[:LAST] (info): the windows of those steps

@@ -20,9 +20,11 @@ typedef struct {
 int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *run_dir, ResumeMode resume,
                   const char *resume_path, const char *init_from);
 
-// The `eval` command: loads the parameters of `checkpoint` on this topology and evaluates; with
-// prune_fraction > 0, first masks that fraction of heads (lowest entropy variance) and reports both.
-int eval_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *checkpoint, double prune_fraction);
+// The `eval` command: loads the parameters of `args->checkpoint_path` (a file, resolved by main)
+// on this topology and evaluates the validation loss; with --prune-heads FRAC, first masks that
+// fraction of heads (lowest entropy variance) and reports both; with --task hellaswag FILE, scores
+// the file's multiple-choice items instead and appends the accuracy to the run's metrics.h5.
+int eval_command(const Config *cfg, const RunDevice *dev, Comm *comm, const CliArgs *args);
 
 // The `generate` command: samples continuations of args' prompts from `args->checkpoint_path`
 // and prints one line of token ids per prompt (generate_command.c).

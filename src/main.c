@@ -9,6 +9,7 @@
 #include "config.h"
 #include "info.h"
 #include "device.h"
+#include "eval_checkpoint.h"
 #include "commands.h"
 #include "signals.h"
 #include "validate.h"
@@ -80,16 +81,27 @@ int main(int argc, char **argv) {
         return EXIT_DONE;
     }
 
+    // eval and generate accept a checkpoint file, the `latest` pointer or a run directory: resolved
+    // here, before MPI starts, so a wrong path is one line and not the MPI-IO library's errors.
+    static char checkpoint[4096];
+    if (args.checkpoint_path) {
+        if (eval_resolve_checkpoint(args.checkpoint_path, checkpoint, sizeof checkpoint, &err)) {
+            fprintf(stderr, "entrank: %s\n", err.msg);
+            return EXIT_BAD_INPUT;
+        }
+        args.checkpoint_path = checkpoint;
+    }
+
     // train and eval run as MPI ranks (a single process is a world of one).
     mpiCheck(MPI_Init(&argc, &argv));
     int rank;
     mpiCheck(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
     int code = EXIT_DONE;
-    // generate without -c uses the config the checkpoint was written with: each rank copies the
+    // generate and eval without -c use the config the checkpoint was written with: each rank copies the
     // checkpoint's `config` attribute to a private temporary file that config_load reads.
     char tmp_config[64] = "";
     int config_failed = 0;
-    if (args.command == CMD_GENERATE && !args.config_path) {
+    if ((args.command == CMD_GENERATE || args.command == CMD_EVAL) && !args.config_path) {
         char *text = checkpoint_read_config(args.checkpoint_path, &err);
         if (!text) {
             config_failed = 1;
@@ -102,8 +114,14 @@ int main(int argc, char **argv) {
             args.config_path = tmp_config;
         }
     }
+    // The checkpoint's config names the topology it was written on; this run's is the world it
+    // runs in: parallel.pp starts at 1 (any topology loads any checkpoint), and --set may change it.
+    const char *sets[CLI_MAX_SETS + 1];
+    int n_sets = 0;
+    if (tmp_config[0]) sets[n_sets++] = "parallel.pp=1";
+    for (int i = 0; i < args.n_sets; i++) sets[n_sets++] = args.sets[i];
     // Every rank reads the same config and reaches the same verdict: rank 0 reports it once.
-    int config_rc = config_failed || config_load(args.config_path, args.sets, args.n_sets, &cfg, &err);
+    int config_rc = config_failed || config_load(args.config_path, sets, n_sets, &cfg, &err);
     if (tmp_config[0]) unlink(tmp_config);
     if (config_rc) {
         if (rank == 0) fprintf(stderr, "entrank: %s\n", err.msg);
@@ -119,8 +137,9 @@ int main(int argc, char **argv) {
         // run directory.
         Device dev;
         if ((code = select_device(&cfg, rank, &dev)) == EXIT_DONE) {
-            // generate reads no data: the checkpoint and the prompts are its input.
-            ValidateScope scope = {.world_size = world, .read_files = args.command != CMD_GENERATE, .scan_part = rank, .scan_parts = world};
+            // generate and eval --task read no training data: the checkpoint and their file are the input.
+            int reads_data = args.command == CMD_TRAIN || (args.command == CMD_EVAL && !args.task);
+            ValidateScope scope = {.world_size = world, .read_files = reads_data, .scan_part = rank, .scan_parts = world};
             int mine = validate_run(&cfg, &scope, &err) ? rank : world, first;
             mpiCheck(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
             if (first < world) {
@@ -135,7 +154,7 @@ int main(int argc, char **argv) {
                 Comm *comm = comm_for(&dev, cfg.pp);
                 if (args.command == CMD_TRAIN) code = train_command(&cfg, &dev.run, comm, run_dir, args.resume, args.resume_path, args.init_from);
                 else if (args.command == CMD_GENERATE) code = generate_command(&cfg, &dev.run, comm, &args);
-                else code = eval_command(&cfg, &dev.run, comm, args.checkpoint_path, args.prune_heads);
+                else code = eval_command(&cfg, &dev.run, comm, &args);
                 comm->free(comm);
             }
             release_device(&dev);

@@ -48,11 +48,34 @@ def parse_config_text(text):
 
 
 # ---- entrank checkpoints -------------------------------------------------------------------------
+def resolve_checkpoint(path):
+    """A checkpoint file, RUN/checkpoints/latest or a run directory -> the checkpoint file, as
+    `entrank eval` and `generate` accept them (src/eval_checkpoint.c)."""
+    path = str(path)
+    if os.path.isdir(path):
+        for pointer in (os.path.join(path, "checkpoints", "latest"), os.path.join(path, "latest")):
+            if os.path.exists(pointer):
+                return resolve_checkpoint(pointer)
+        raise BadInput(f"{path}: a directory without checkpoints/latest; give a checkpoint file, RUN/checkpoints/latest or a run directory")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError as e:
+        raise BadInput(f"{path}: cannot read checkpoint: {e.strerror}")
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return path
+    name = head.split()[0].decode(errors="replace") if head.split() else ""
+    if name.endswith(".h5") and "/" not in name:
+        return os.path.join(os.path.dirname(path), name)
+    raise BadInput(f"{path}: neither an HDF5 checkpoint nor a `latest` pointer; give a checkpoint file, RUN/checkpoints/latest or a run directory")
+
+
 class Checkpoint:
     """The parameters (and R3SI buffers) of an entrank checkpoint, with its shape and config."""
 
     def __init__(self, path):
         import h5py
+        path = resolve_checkpoint(path)
         try:
             f = h5py.File(path, "r")
         except OSError as e:
@@ -179,6 +202,57 @@ def hf_config(ck):
         "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
         "tie_word_embeddings": True, "initializer_range": 0.02, "torch_dtype": "float32",
     }
+
+
+# Attention variants tools/entrank_tools/modeling_entrank.py implements.
+MODULE_ATTENTION = ("sdpa", "sga", "head_scale")
+
+
+def module_problem(ck):
+    """Why modeling_entrank.py cannot run the model (None when it can)."""
+    if ck.attention not in MODULE_ATTENTION:
+        return f'model.attention: "{ck.attention}" (the PyTorch module implements {", ".join(MODULE_ATTENTION)})'
+    return None
+
+
+def attention_temperature(ck):
+    """The logit temperature entrank evaluates the checkpoint with: temp(step - 1) of the
+    temperature schedule (src/train.c temperature_at), 1 unless temperature.mode is "attention"."""
+    c = ck.config
+    if c.get("temperature.mode", "none") != "attention":
+        return 1.0
+    import math
+    step = max(int(ck.attrs.get("step", 0)) - 1, 0)
+    return c.get("temperature.base", 1.0) * (1 + c.get("temperature.beta", 0.2) * math.tanh(
+        c.get("temperature.gamma", 0.001) * (step - c.get("temperature.t_switch", 0.0))))
+
+
+def entrank_config(ck):
+    """config.json of a directory that modeling_entrank.py loads."""
+    a = ck.attrs
+    cfg = {"architectures": ["EntrankForCausalLM"], "model_type": "entrank",
+           "n_layer": ck.n_layer, "n_head": ck.n_head, "d_model": ck.d_model, "seq_len": ck.seq_len,
+           "vocab_size": ck.vocab_size, "mlp_hidden": ck.mlp_hidden, "norm": "post" if ck.norm_post else "pre",
+           "tie_embeddings": ck.tied, "attention": ck.attention, "attn_temperature": attention_temperature(ck),
+           "torch_dtype": "float32"}
+    if ck.attention == "sga":
+        cfg["sga"] = {"spectral": bool(a["model.sga_spectral"]), "fixed_filter": bool(a["model.sga_fixed_filter"]),
+                      "blend": bool(a["model.sga_blend"]), "gate_hidden": int(a["model.sga_hidden"]),
+                      "embed_dim": int(a["model.sga_embed"])}
+    if ck.r3si:
+        cfg["r3si"] = {"inject": bool(a.get("model.r3si_inject", 0)),
+                       "layers": [int(x) for x in ck.buffers["layers"]], "k": int(ck.buffers["V"].shape[2]),
+                       "d_s": int(ck.params["blocks.r3si_ws"].shape[1]) if "blocks.r3si_ws" in ck.params else 0}
+    return cfg
+
+
+def entrank_tensors(ck):
+    """model.safetensors of such a directory: the checkpoint's tensors under their own names, and
+    R3SI's buffers as r3si.V, r3si.alpha and r3si.layers."""
+    out = {k: np.ascontiguousarray(v) for k, v in ck.params.items()}
+    for k, v in ck.buffers.items():
+        out[f"r3si.{k}"] = np.ascontiguousarray(v)
+    return out
 
 
 def shape_from_hf_config(cfg, where):
