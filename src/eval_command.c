@@ -101,6 +101,8 @@ int eval_command(const Config *cfg, const RunDevice *dev, Comm *comm, const CliA
     CheckpointTarget target = trainer_checkpoint_target(&t);
     failed = checkpoint_load(&target, checkpoint, 0, &progress, &err) != 0;
     if (commands_any_failed(comm, failed, &err)) { trainer_free(&t); return EXIT_BAD_INPUT; }
+    // Evaluate under the attention temperature the weights were trained at, as training's own evaluations do.
+    t.attn_temperature = attention_temperature_after(cfg, progress.step);
     if (comm->world_rank == 0)
         printf("checkpoint %s (step %ld) | %d ranks: dp %d x pp %d\n", checkpoint, progress.step, comm->world_size, comm->dp, comm->pp);
     if (args->prune_heads > 0 && prune_heads(&t, cfg, args->prune_heads, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);

@@ -59,8 +59,8 @@ int eval_multiple_choice(const Config *cfg, const RunDevice *dev, Comm *comm, co
     }
     // An evaluation pass (no monitor, no auxiliary loss, R3SI injects its stored buffers) with the
     // attention temperature of the checkpoint's last training step, as generate and eval use.
-    double temp = temperature_at(cfg, progress.step > 0 ? progress.step - 1 : 0);
-    StepContext ctx = {.training = 0, .step = 0, .loss_scale = 1, .attn_temperature = temp, .micro_batches = 1};
+    StepContext ctx = {.training = 0, .step = 0, .loss_scale = 1, .attn_temperature = attention_temperature_after(cfg, progress.step),
+                       .micro_batches = 1};
     int32_t *tokens = xmalloc((size_t)B * T * sizeof *tokens), *targets = xmalloc((size_t)B * T * sizeof *targets);
     float *losses = xmalloc((size_t)B * T * sizeof *losses);
     size_t io_numel = (size_t)B * T * cfg->d_model;

@@ -208,8 +208,8 @@ int generate_command(const Config *cfg, const RunDevice *dev, Comm *comm, const 
     }
     // An evaluation pass (no monitor, no auxiliary loss, R3SI injects its stored buffers) with the
     // attention temperature of the checkpoint's last training step.
-    double temp = temperature_at(cfg, progress.step > 0 ? progress.step - 1 : 0);
-    StepContext ctx = {.training = 0, .step = 0, .loss_scale = 1, .attn_temperature = temp, .micro_batches = 1};
+    StepContext ctx = {.training = 0, .step = 0, .loss_scale = 1, .attn_temperature = attention_temperature_after(cfg, progress.step),
+                       .micro_batches = 1};
 
     // The sampler: the last stage of replica 0. It broadcasts each round's new tokens.
     int is_sampler = s == pp - 1 && comm->dp_index == 0, root;

@@ -138,6 +138,14 @@ double temperature_at(const Config *cfg, long step) {
     return cfg->temperature_base * (1 + cfg->temperature_beta * tanh(cfg->temperature_gamma * ((double)step - cfg->temperature_t_switch)));
 }
 
+double attention_temperature_at(const Config *cfg, long step) {
+    return strcmp(cfg->temperature_mode, "attention") ? 1.0 : temperature_at(cfg, step);
+}
+
+double attention_temperature_after(const Config *cfg, long steps_done) {
+    return attention_temperature_at(cfg, steps_done > 0 ? steps_done - 1 : 0);
+}
+
 // Uploads the tokens of micro-batch mb of the host staging (at `staged`) into slot a, for a pass
 // of micro-batch mb of the step `ctx`.
 static void upload_micro_batch(Trainer *t, Activations *a, int mb, int staged, const StepContext *ctx) {
@@ -233,9 +241,8 @@ int trainer_step(Trainer *t, long step, StepResult *out, Error *err) {
     double temp = temperature_at(cfg, step), loss_scale = 1.0;
     if (!strcmp(cfg->temperature_mode, "loss")) loss_scale = 1.0 / temp;
     dloss *= loss_scale;
-    StepContext ctx = {.training = 1, .step = step, .loss_scale = loss_scale, .attn_temperature = 1.0,
+    StepContext ctx = {.training = 1, .step = step, .loss_scale = loss_scale, .attn_temperature = attention_temperature_at(cfg, step),
                        .micro_batches = t->micro_batches * c->dp};
-    if (!strcmp(cfg->temperature_mode, "attention")) ctx.attn_temperature = temp;
     t->attn_temperature = ctx.attn_temperature;
     t->trace_step = cfg->trace_every > 0 && step % cfg->trace_every == 0;
     if (t->trace_step) trace_clear(&t->trace);

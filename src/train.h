@@ -100,6 +100,14 @@ int trainer_evaluate(Trainer *t, EvalResult *out, HeadEntropyStats *stats, Error
 // temp(t) = base (1 + beta tanh(gamma (t - t_switch))) of the temperature schedule; 1 when off.
 double temperature_at(const Config *cfg, long step);
 
+// The temperature that divides attention logits at a step: temp(step) when temperature.mode is
+// "attention", else 1 ("loss" scales the objective, not the logits).
+double attention_temperature_at(const Config *cfg, long step);
+
+// What evaluation, generation and task scoring use after steps_done training steps: the last
+// trained step's attention temperature, the one the weights were fitted under.
+double attention_temperature_after(const Config *cfg, long steps_done);
+
 // Number of optimizer steps of the run: train.steps, or train.tokens / tokens per step rounded up.
 long total_steps_of(const Config *cfg);
 

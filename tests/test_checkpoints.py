@@ -174,3 +174,16 @@ def test_bad_checkpoints_are_refused_and_nothing_is_touched(mpirun, tmp_path):
     for p, data in before.items():
         assert p.read_bytes() == data
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step_00000004.h5"
+
+
+@pytest.mark.parametrize("mode", ["attention", "loss"])
+def test_eval_uses_the_attention_temperature_the_weights_were_trained_at(entrank, tmp_path, mode):
+    # A steep schedule: at the last step the logits are divided by about 1.8 ("attention"), or the
+    # loss is ("loss": then evaluation divides nothing). eval must reproduce training's last evaluation.
+    temp = ["--set", f'temperature.mode="{mode}"', "--set", "temperature.beta=0.8", "--set", "temperature.gamma=1"]
+    entrank("train", *run_args(steps=6, extra=temp), "--run-dir", tmp_path / "run", check=0)
+    proc = entrank("eval", "--checkpoint", tmp_path / "run", check=0)
+    line = [l for l in proc.stdout.splitlines() if l.startswith("val loss")]
+    log_val = [l for l in (tmp_path / "run" / "log.txt").read_text().splitlines() if l.startswith("eval step 5")]
+    assert len(line) == 1 and len(log_val) == 1
+    assert abs(float(line[0].split()[2]) - float(log_val[0].split("val loss")[1].split()[0])) < 1e-6
