@@ -4,6 +4,7 @@ tokenized by tools/prepare-hellaswag, and accuracies checked against the pattern
 and against a scoring of the same items from `generate --logprobs-out` in NumPy."""
 import json
 import random
+import subprocess
 
 import h5py
 import numpy as np
@@ -63,18 +64,22 @@ def acc_line(stdout):
     return items, norm, plain
 
 
-def test_a_model_trained_on_the_pattern_picks_its_endings_and_the_rows_reach_metrics_h5(run, tool, entrank, tmp_path):
+def test_a_model_trained_on_the_pattern_picks_its_endings_and_the_rows_reach_metrics_h5(run, tool, tools_python, entrank, tmp_path):
     src = write_jsonl(tmp_path / "items.jsonl", PATTERN_ITEMS)
     tok = tmp_path / "items.tok"
     tool("prepare-hellaswag", src, "-o", tok, "--checkpoint", run / "checkpoints" / "latest", check=0)
     lines = tok.read_text().splitlines()
     assert lines[0].startswith("# entrank hellaswag tokens: 6 items") and len(lines) == 8
     # The context is tokenized alone, each ending with a space in front (llm.c's rendering).
-    from tokenizers import Tokenizer
-    t = Tokenizer.from_file(str(run.parent / "data" / "tokenizer.json"))
+    # tokenizers lives in the tools' venv, not in the interpreter running the tests.
+    enc = subprocess.run([str(tools_python), "-c", "import json, sys\nfrom tokenizers import Tokenizer\n"
+                          "t = Tokenizer.from_file(sys.argv[1])\nprint(json.dumps([t.encode(s).ids for s in sys.argv[2:]]))",
+                          str(run.parent / "data" / "tokenizer.json"), "the cat sat on the", " red and big."],
+                         capture_output=True, text=True, check=True)
+    ctx_ids, end_ids = json.loads(enc.stdout)
     label, ctx, *ends = lines[2].split(" | ")
-    assert label == "0" and ctx.split() == [str(i) for i in t.encode("the cat sat on the").ids]
-    assert ends[3].split() == [str(i) for i in t.encode(" red and big.").ids]
+    assert label == "0" and ctx.split() == [str(i) for i in ctx_ids]
+    assert ends[3].split() == [str(i) for i in end_ids]
 
     out = entrank("eval", "--checkpoint", run, "--task", "hellaswag", tok, check=0).stdout
     assert acc_line(out) == (6, 6, 6)

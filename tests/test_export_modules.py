@@ -93,8 +93,12 @@ def test_the_r3si_module_injects_the_stored_buffers_as_entrank_does(entrank, too
     assert err <= 1e-4, err
     assert change > max(1e-4, 100 * err), change
     assert cfg["r3si"] == {"inject": True, "layers": [7, 9, 11, 13], "k": 16, "d_s": 8}
-    from safetensors.numpy import load_file
-    t = load_file(str(tmp_path / "hf-r3si" / "model.safetensors"))
+    # safetensors lives in the tools' venv, not in the interpreter running the tests.
+    tensors = tmp_path / "r3si-buffers.npz"
+    subprocess.run([str(tools_python), "-c", "import sys, numpy as np\nfrom safetensors.numpy import load_file\n"
+                    "t = load_file(sys.argv[1]); np.savez(sys.argv[2], **{k: t[k] for k in ('r3si.alpha', 'r3si.V')})",
+                    str(tmp_path / "hf-r3si" / "model.safetensors"), str(tensors)], check=True)
+    t = np.load(tensors)
     assert np.array_equal(t["r3si.alpha"], alpha) and np.array_equal(t["r3si.V"], V)
 
 
