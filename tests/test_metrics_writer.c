@@ -292,6 +292,27 @@ static void test_root_attributes(void **state) {
                 created[16] == ':' && created[19] == 'Z');
     assert_true(strncmp(created, "20", 2) == 0);
     free(created);
+    assert_str_attr(t->path, "/", "config_json", "{\"model\": {\"n_layer\": 2, \"n_head\": 3}, \"train\": {\"steps\": 5}}");
+}
+
+// The resolved config as JSON: every libconfig value kind, floats in their shortest exact form and
+// still floats, strings escaped, lists of lists (data.blend) as arrays.
+static void test_config_json(void **state) {
+    Tmp *t = *state;
+    MetricsRunInfo info = RUN_INFO;
+    info.config_text = "train = { lr = 0.003; tokens = 0.0; big = 100000000000L; on = true; };\n"
+                       "data = { train = \"a \\\"b\\\"\\\\c\"; blend = ( (1.0, \"x\", \"llmc\") ); logic = { depth = [1, 2]; }; };\n";
+    Error err = {{0}};
+    MetricsFile *mf = metrics_create(t->path, &info, &err);
+    if (mf == NULL) fail_msg("metrics_create: %s", err.msg);
+    metrics_close(mf);
+    assert_str_attr(t->path, "/", "config_json",
+                    "{\"train\": {\"lr\": 0.003, \"tokens\": 0.0, \"big\": 100000000000, \"on\": true}, "
+                    "\"data\": {\"train\": \"a \\\"b\\\"\\\\c\", \"blend\": [[1.0, \"x\", \"llmc\"]], \"logic\": {\"depth\": [1, 2]}}}");
+    // Text libconfig rejects is an error of metrics_create, not a file without the attribute.
+    info.config_text = "model = { n_layer = ; };";
+    assert_null(metrics_create(t->path, &info, &err));
+    assert_non_null(strstr(err.msg, "does not parse"));
 }
 
 static void test_reopen_append_continues(void **state) {
@@ -614,6 +635,10 @@ static void test_sample_file(void **state) {
         metrics_set_axis(mf, "/trace/attn_entropy", 0, "step", NULL, 0);
         metrics_set_axis(mf, "/trace/attn_entropy", 1, "layer", layers, L);
         metrics_set_axis(mf, "/trace/attn_entropy", 2, "head", heads, H);
+        metrics_declare(mf, "/trace/step", 0, NULL, "step of the trace", "step");
+        metrics_declare(mf, "/trace/map", 1, (const size_t[]){H}, "a half-precision row per step", "1");
+        metrics_set_storage(mf, "/trace/map", METRICS_F16);
+        metrics_set_axis(mf, "/trace/map", 1, "head", heads, H);
         int first = run == 0 ? 0 : 3, last = run == 0 ? 3 : 5;
         for (int i = first; i < last; i++) {
             double step = i + 1, loss = 4.0 - 0.25 * i, row[L * H];
@@ -622,6 +647,9 @@ static void test_sample_file(void **state) {
             metrics_append(mf, "/steps/step", &step);
             metrics_append(mf, "/steps/loss", &loss);
             metrics_append(mf, "/trace/attn_entropy", row);
+            double map[H] = {i + 0.5, 1.0 / 3.0, 65504.0};   // half: exact, rounded, the largest finite
+            metrics_append(mf, "/trace/step", &step);
+            metrics_append(mf, "/trace/map", map);
             if (i == first) metrics_flush(mf);
         }
         metrics_close(mf);
@@ -642,6 +670,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_2d_rows_exact, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_dataset_attributes, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_root_attributes, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_config_json, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_reopen_append_continues, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_reopen_shape_mismatch, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_empty_flush_is_noop, setup_tmp, scratch_teardown),

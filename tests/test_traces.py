@@ -1,5 +1,6 @@
 """Per-layer traces in metrics.h5: the same on every topology, readable while the run goes on,
 attributes visible to h5dump (DESIGN section 7)."""
+import os
 import subprocess
 import time
 
@@ -22,11 +23,16 @@ def read_traces(run):
         for k in ("alpha", "stats", "gate_band"):
             if "sga" in f:
                 out["sga/" + k] = f["sga"][k][...]
+        if "snapshot" in f:
+            out["snapshot/attn"] = f["snapshot/attn"][...].astype(np.float64)
+            out["snapshot/step"] = f["snapshot/step"][...]
+            out["snapshot/layer"] = f["snapshot/layer"][...]
         return out
 
 
 def test_traces_are_the_same_on_1x1_and_2x2(mpirun, tmp_path):
-    sga = ["--set", "attention.kind=sga"]
+    # Snapshots of layers 1 and 4: under pp = 2 each is taken by another stage.
+    sga = ["--set", "attention.kind=sga", "--set", "trace.snapshot_layers=[1, 4]"]
     mpirun(1, "train", *traced(extra=sga), "--run-dir", tmp_path / "a", check=0)
     mpirun(4, "train", *traced(extra=sga + ["--set", "parallel.pp=2"]), "--run-dir", tmp_path / "b", check=0)
     a, b = read_traces(tmp_path / "a"), read_traces(tmp_path / "b")
@@ -40,6 +46,18 @@ def test_traces_are_the_same_on_1x1_and_2x2(mpirun, tmp_path):
     assert np.all(np.abs(a["head_redundancy"]) <= 1 + 1e-9)
     assert np.all(a["resid_rank"] > 0) and np.all(a["resid_rank"] <= 32)
     assert np.all((a["sga/alpha"] >= 0) & (a["sga/alpha"] <= 1))
+    # Attention snapshots: (rows, layers, heads, T, T) causal maps whose rows sum to 1 (float16).
+    snap = a["snapshot/attn"]
+    assert snap.shape == (2, 2, H, 32, 32) and list(a["snapshot/step"]) == [0, 2] and list(a["snapshot/layer"]) == [1, 4]
+    assert np.all(np.triu(snap, 1) == 0)
+    np.testing.assert_allclose(snap.sum(axis=-1), 1.0, atol=1e-2)
+
+
+def test_snapshot_layers_are_validated(entrank):
+    for value, why in [("[5]", "block 5 does not exist in a 5-layer model"), ("[3, 1]", "distinct and ascending")]:
+        p = entrank("train", *traced(extra=["--set", f"trace.snapshot_layers={value}"]), "--run-dir", "/tmp/never-created")
+        assert p.returncode == 2 and "trace.snapshot_layers" in p.stderr and why in p.stderr, p.stderr
+    assert not os.path.exists("/tmp/never-created")
 
 
 def test_metrics_can_be_read_while_the_run_goes_on(tmp_path):
