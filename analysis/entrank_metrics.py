@@ -299,7 +299,12 @@ class RunData:
         if v is None or v.shape[0] == 0:
             return None
         group = name.strip("/").split("/")[0]
-        step_name = f"/{group}/step" if f"/{group}/step" in self.data else STEP_AXIS.get(group)
+        step_name = STEP_AXIS.get(group)
+        own = self.data.get(f"/{group}/step")
+        # The group's own step axis, unless it is shorter than the rows (a file from before /sga had
+        # one, resumed by a trainer that writes it: the older rows pair with /trace/step).
+        if own is not None and (step_name is None or step_name == f"/{group}/step" or len(own) >= v.shape[0]):
+            step_name = f"/{group}/step"
         steps = self.data.get(step_name) if step_name else None
         if name.startswith("/snapshot/") and v.ndim >= 3:
             s = self.data.get("/snapshot/step")
