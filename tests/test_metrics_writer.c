@@ -618,6 +618,41 @@ static void test_open_errors(void **state) {
     assert_no_open_hdf5_objects();
 }
 
+// A resumed run's rewind drops rows, not axis values: the dimension scales (fixed size) stay whole.
+static void test_rewind_keeps_axis_scales(void **state) {
+    Tmp *t = *state;
+    enum { L = 3 };
+    const size_t dims[1] = {L};
+    const int layers[L] = {4, 7, 9};
+    MetricsFile *mf = create_or_fail(t->path);
+    metrics_declare(mf, "/trace/step", 0, NULL, "trace step", "step");
+    metrics_declare(mf, "/trace/x", 1, dims, "a per-layer value", "1");
+    metrics_set_axis(mf, "/trace/x", 1, "layer", layers, L);
+    for (int i = 0; i < 4; i++) {
+        double step = 10 * i, row[L] = {i, i, i};
+        metrics_append(mf, "/trace/step", &step);
+        metrics_append(mf, "/trace/x", row);
+    }
+    metrics_close(mf);
+    Error err = {{0}};
+    assert_int_equal(metrics_rewind(t->path, "/trace", 20, &err), 0);   // keeps steps 0 and 10
+    Read r = read_dataset(t->path, "/trace/x");
+    assert_int_equal(r.dims[0], 2);
+    free(r.data);
+    hid_t file = H5Fopen(t->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(file >= 0);
+    hid_t scale = H5Dopen2(file, "/trace/layer", H5P_DEFAULT);
+    assert_true(scale >= 0);
+    int got[L + 1] = {0};
+    hid_t space = H5Dget_space(scale);
+    assert_int_equal(H5Sget_simple_extent_npoints(space), L);
+    assert_true(H5Dread(scale, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, got) >= 0);
+    for (int l = 0; l < L; l++) assert_int_equal(got[l], layers[l]);
+    H5Sclose(space);
+    H5Dclose(scale);
+    assert_true(H5Fclose(file) >= 0);
+}
+
 // The file the h5py test reads: created, closed, reopened and appended to, as a resumed run does.
 static void test_sample_file(void **state) {
     Tmp *t = *state;
@@ -679,6 +714,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_100k_rows, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_programming_errors_die, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_open_errors, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_rewind_keeps_axis_scales, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_sample_file, setup_tmp, scratch_teardown),
     };
     // The h5py test wants only the sample file, left at the path it chose.
