@@ -54,8 +54,10 @@ def test_traces_are_the_same_on_1x1_and_2x2(mpirun, tmp_path):
 
 
 def test_snapshot_layers_are_validated(entrank):
-    for value, why in [("[5]", "block 5 does not exist in a 5-layer model"), ("[3, 1]", "distinct and ascending")]:
-        p = entrank("train", *traced(extra=["--set", f"trace.snapshot_layers={value}"]), "--run-dir", "/tmp/never-created")
+    for value, why, every in [("[5]", "block 5 does not exist in a 5-layer model", 2),
+                              ("[3, 1]", "distinct and ascending", 2), ("[1]", "set trace.every > 0", 0)]:
+        p = entrank("train", *traced(extra=["--set", f"trace.snapshot_layers={value}", "--set", f"trace.every={every}"]),
+                    "--run-dir", "/tmp/never-created")
         assert p.returncode == 2 and "trace.snapshot_layers" in p.stderr and why in p.stderr, p.stderr
     assert not os.path.exists("/tmp/never-created")
 
