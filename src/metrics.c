@@ -8,8 +8,8 @@
 // (n, row_dims...), maxshape (unlimited, row_dims...), chunked along the first axis, with string
 // attributes `description` and `units`, and optionally `axes` and int attributes `axis<k>_<name>`.
 // Named axes with values are also HDF5 dimension scales (H5DS: `<group>/<axis name>`, int32,
-// fixed size), and axis 0 is attached to `<group>/step` where the group has one, so that xarray
-// (h5netcdf) and HDFView show named, labelled axes. The root group carries `config`, `config_json`,
+// fixed size), and axis 0 is attached to `<group>/step` where the group has one, so that readers
+// of dimension scales (HDFView, netCDF-4 readers such as h5netcdf) show named, labelled axes. The root group carries `config`, `config_json`,
 // `revision`, `device`, `created` (strings) and `dp`, `pp` (int32). Strings are variable-length
 // UTF-8 so that h5py reads them as str and the config text has no size limit (global heap).
 //
@@ -710,6 +710,22 @@ static void step_scales(hid_t file, MetricsFile *mf, MetricsDataset *ds, hid_t d
     if (!is) hdf5Check(H5DSset_scale(sid, "step"));
     attach(dset, sid, 0);
     hdf5Check(H5Dclose(sid));
+    // netCDF-4 readers (h5netcdf, so xarray) refuse a dataset whose axes are partly scales: an axis
+    // the caller left without values gets the indices 0..n-1 as its scale, named after the axis or,
+    // unnamed, "<dataset>_dim<k>" (unique in its group).
+    for (int k = 1; k <= ds->rank; k++) {
+        if (ds->axes[k].values != NULL) continue;
+        MetricsAxis ax = {NULL, NULL, (int)ds->dims[k - 1]};
+        char fallback[300];
+        snprintf(fallback, sizeof fallback, "%s_dim%d", strrchr(ds->name, '/') + 1, k);
+        ax.name = ds->axes[k].name ? ds->axes[k].name : fallback;
+        ax.values = xmalloc((size_t)ax.n * sizeof(int));
+        for (int i = 0; i < ax.n; i++) ax.values[i] = i;
+        hid_t scale = axis_scale(file, ds, &ax);
+        attach(dset, scale, (unsigned)k);
+        hdf5Check(H5Dclose(scale));
+        free(ax.values);
+    }
 }
 
 static void write_axes(hid_t file, hid_t dset, const MetricsDataset *ds) {

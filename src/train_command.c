@@ -141,6 +141,9 @@ static void declare_metrics(MetricsFile *mf, int n_buckets) {
     if (n_buckets > 0) {
         size_t dims[1] = {(size_t)n_buckets};
         metrics_declare(mf, "/eval/task_acc", 1, dims, "answer accuracy per task bucket (depth or distance); NaN if empty", "fraction");
+        int buckets[DATA_MAX_BUCKETS];
+        for (int b = 0; b < n_buckets; b++) buckets[b] = b;
+        metrics_set_axis(mf, "/eval/task_acc", 1, "bucket", buckets, n_buckets);
     }
 }
 

@@ -48,7 +48,7 @@ def test_root_attributes(f):
 
 def test_groups_and_datasets(f):
     assert set(f.keys()) == {"steps", "trace"}
-    assert set(f["steps"].keys()) == {"step", "loss"}
+    assert set(f["steps"].keys()) == {"step", "loss", "pair", "pair_dim1"}
     # layer and head: the dimension scales of the named axes
     assert set(f["trace"].keys()) == {"attn_entropy", "step", "map", "layer", "head"}
 
@@ -75,11 +75,16 @@ def test_dimension_scales(f):
     assert f["/trace/layer"].attrs["CLASS"] == b"DIMENSION_SCALE" and f["/trace/layer"].maxshape == (L,)
     assert [[s.name for s in dim.values()] for dim in f["/trace/map"].dims] == [["/trace/step"], ["/trace/head"]]
     assert [[s.name for s in dim.values()] for dim in f["/steps/loss"].dims] == [["/steps/step"]]
+    # An axis the writer was given no name or values for still gets a scale (0..n-1): netCDF-4
+    # readers (h5netcdf, so xarray) refuse a dataset whose axes are only partly scales.
+    assert [[s.name for s in dim.values()] for dim in f["/steps/pair"].dims] == [["/steps/step"], ["/steps/pair_dim1"]]
+    np.testing.assert_array_equal(f["/steps/pair_dim1"][:], [0, 1])
     assert f["/steps/loss"].dims[0].label == "step"
     # Each scale lists each attachment once although the run declared its axes twice (reopen).
     refs = f["/trace/head"].attrs["REFERENCE_LIST"]
     assert len(refs) == 2   # attn_entropy axis 2 and map axis 1
     assert len(f["/trace/step"].attrs["REFERENCE_LIST"]) == 2
+    assert len(f["/steps/step"].attrs["REFERENCE_LIST"]) == 2   # loss and pair
 
 
 def test_half_precision_rows(f):

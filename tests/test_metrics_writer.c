@@ -674,6 +674,7 @@ static void test_sample_file(void **state) {
         metrics_declare(mf, "/trace/map", 1, (const size_t[]){H}, "a half-precision row per step", "1");
         metrics_set_storage(mf, "/trace/map", METRICS_F16);
         metrics_set_axis(mf, "/trace/map", 1, "head", heads, H);
+        metrics_declare(mf, "/steps/pair", 1, (const size_t[]){2}, "a row whose axis is not named", "1");
         int first = run == 0 ? 0 : 3, last = run == 0 ? 3 : 5;
         for (int i = first; i < last; i++) {
             double step = i + 1, loss = 4.0 - 0.25 * i, row[L * H];
@@ -685,6 +686,7 @@ static void test_sample_file(void **state) {
             double map[H] = {i + 0.5, 1.0 / 3.0, 65504.0};   // half: exact, rounded, the largest finite
             metrics_append(mf, "/trace/step", &step);
             metrics_append(mf, "/trace/map", map);
+            metrics_append(mf, "/steps/pair", (const double[]){i, -i});
             if (i == first) metrics_flush(mf);
         }
         metrics_close(mf);

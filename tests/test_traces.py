@@ -91,3 +91,26 @@ def test_h5dump_shows_the_attributes(entrank, tmp_path):
     for needle in ('ATTRIBUTE "description"', 'ATTRIBUTE "units"', 'ATTRIBUTE "config"', 'ATTRIBUTE "revision"',
                    'DATASET "attn_entropy_bh"', 'ATTRIBUTE "axis1_layer"'):
         assert needle in out, needle
+
+
+def test_every_axis_is_a_dimension_scale(entrank, tmp_path):
+    """netCDF-4 readers (h5netcdf, hence xarray) accept a dataset only if all or none of its axes
+    are dimension scales: in the trainer's file every axis of every dataset has one, labelled."""
+    run = tmp_path / "run"
+    entrank("train", *traced(extra=["--set", "attention.kind=sga", "--set", "trace.snapshot_layers=[2]"]),
+            "--run-dir", run, check=0)
+    with h5py.File(run / "metrics.h5", "r") as f:
+        seen = []
+
+        def check(name, obj):
+            if not isinstance(obj, h5py.Dataset) or h5py.h5ds.is_scale(obj.id):
+                return
+            seen.append("/" + name)
+            for k, dim in enumerate(obj.dims):
+                assert len(dim) == 1, f"/{name} axis {k}: {len(dim)} scales"
+                assert dim.label, f"/{name} axis {k} has no label"
+                assert dim[0].shape == (obj.shape[k],) or k == 0, f"/{name} axis {k}"
+        f.visititems(check)
+        assert {"/eval/task_acc", "/trace/attn_entropy_bh", "/sga/stats", "/snapshot/attn", "/steps/loss"} <= set(seen)
+        assert [d.label for d in f["/eval/task_acc"].dims] == ["step", "bucket"]
+        assert list(f["/sga/step"][:]) == list(f["/trace/step"][:]) == [0, 2]
