@@ -898,3 +898,29 @@ int metrics_rewind(const char *path, const char *group, double first_dropped_ste
     close_file(file, path);
     return 0;
 }
+
+typedef struct {
+    char names[64][256];
+    int n;
+} GroupList;
+
+static herr_t group_cb(hid_t loc, const char *name, const H5L_info_t *info, void *data) {
+    (void)loc;
+    GroupList *g = data;
+    if (info->type == H5L_TYPE_HARD && g->n < 64) snprintf(g->names[g->n++], sizeof g->names[0], "/%s", name);
+    return 0;
+}
+
+int metrics_rewind_all(const char *path, double first_dropped_step, Error *err) {
+    bool locked;
+    char msg[512];
+    hid_t file = open_for_write(path, CLOSE_ATTEMPTS, &locked, msg, sizeof msg);
+    if (file < 0) return error_set(err, "cannot reopen metrics file %s: %s", path, msg);
+    GroupList *groups = xcalloc(1, sizeof *groups);   // the root's links; metrics_rewind skips those without a step
+    hdf5Check(H5Literate(file, H5_INDEX_NAME, H5_ITER_INC, NULL, group_cb, groups));
+    close_file(file, path);
+    int rc = 0;
+    for (int i = 0; i < groups->n && rc == 0; i++) rc = metrics_rewind(path, groups->names[i], first_dropped_step, err);
+    free(groups);
+    return rc;
+}

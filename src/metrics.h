@@ -89,3 +89,8 @@ void metrics_close(MetricsFile *mf);
 // `group`/step value is >= first_dropped_step, so the series continues without duplicates after
 // the checkpoint. Call on the closed file, before metrics_open_append.
 int metrics_rewind(const char *path, const char *group, double first_dropped_step, Error *err);
+
+// metrics_rewind of every top-level group that has a `step` dataset (/steps, /eval, /trace, /sga,
+// /r3si, /snapshot, and any group added later): a resumed run recomputes all of their rows from
+// the checkpoint's step on, so none may stay twice.
+int metrics_rewind_all(const char *path, double first_dropped_step, Error *err);

@@ -618,7 +618,8 @@ static void test_open_errors(void **state) {
     assert_no_open_hdf5_objects();
 }
 
-// A resumed run's rewind drops rows, not axis values: the dimension scales (fixed size) stay whole.
+// A resumed run's rewind drops the rows of every group from the checkpoint's step on, not axis
+// values: the dimension scales (fixed size) stay whole.
 static void test_rewind_keeps_axis_scales(void **state) {
     Tmp *t = *state;
     enum { L = 3 };
@@ -634,8 +635,14 @@ static void test_rewind_keeps_axis_scales(void **state) {
         metrics_append(mf, "/trace/x", row);
     }
     metrics_close(mf);
+    metrics_declare(mf = reopen_or_fail(t->path), "/eval/step", 0, NULL, "eval step", "step");
+    for (int i = 0; i < 3; i++) metrics_append(mf, "/eval/step", &(double){15 * i});   // 0, 15, 30
+    metrics_close(mf);
     Error err = {{0}};
-    assert_int_equal(metrics_rewind(t->path, "/trace", 20, &err), 0);   // keeps steps 0 and 10
+    assert_int_equal(metrics_rewind_all(t->path, 20, &err), 0);   // every group: keeps steps below 20
+    Read e = read_dataset(t->path, "/eval/step");
+    assert_int_equal(e.dims[0], 2);
+    free(e.data);
     Read r = read_dataset(t->path, "/trace/x");
     assert_int_equal(r.dims[0], 2);
     free(r.data);

@@ -114,3 +114,17 @@ def test_every_axis_is_a_dimension_scale(entrank, tmp_path):
         assert {"/eval/task_acc", "/trace/attn_entropy_bh", "/sga/stats", "/snapshot/attn", "/steps/loss"} <= set(seen)
         assert [d.label for d in f["/eval/task_acc"].dims] == ["step", "bucket"]
         assert list(f["/sga/step"][:]) == list(f["/trace/step"][:]) == [0, 2]
+
+
+def test_resume_drops_trace_rows_after_the_checkpoint(entrank, tmp_path):
+    """A run resumed from step 3 recomputes steps 3-5: their trace, SGA and snapshot rows are
+    written once, not twice."""
+    run = tmp_path / "run"
+    args = traced(steps=6, extra=["--set", "attention.kind=sga", "--set", "trace.every=1", "--set", "trace.snapshot_layers=[1]",
+                                  "--set", "checkpoint.every=3"])
+    entrank("train", *args, "--run-dir", run, check=0)
+    entrank("train", *args, "--run-dir", run, "--resume", run / "checkpoints" / "step_00000003.h5", check=0)
+    with h5py.File(run / "metrics.h5", "r") as f:
+        for group in ("steps", "trace", "sga", "snapshot"):
+            assert list(f[group + "/step"][:]) == [0, 1, 2, 3, 4, 5], group
+        assert f["trace/attn_entropy"].shape[0] == f["snapshot/attn"].shape[0] == 6
