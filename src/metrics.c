@@ -375,6 +375,33 @@ static void free_file(MetricsFile *mf) {
 // ----------------------------------------------------------------------------
 // Create / reopen
 
+// The root attributes that describe the run (all but `created`), on an open file.
+static void write_run_info(hid_t file, const MetricsRunInfo *info, const char *json) {
+    // Attributes on the file id land on the root group.
+    write_str_attr(file, "config", info->config_text);
+    write_str_attr(file, "config_json", json);
+    write_str_attr(file, "revision", info->revision);
+    write_str_attr(file, "device", info->device);
+    write_int_attr(file, "dp", &info->dp, 0);
+    write_int_attr(file, "pp", &info->pp, 0);
+}
+
+int metrics_set_run_info(const char *path, const MetricsRunInfo *info, Error *err) {
+    char *json = config_json(info->config_text, err);
+    if (json == NULL) return -1;
+    bool locked;
+    char msg[512];
+    hid_t file = open_for_write(path, CLOSE_ATTEMPTS, &locked, msg, sizeof msg);
+    if (file < 0) {
+        free(json);
+        return error_set(err, "cannot reopen metrics file %s: %s", path, msg);
+    }
+    write_run_info(file, info, json);
+    close_file(file, path);
+    free(json);
+    return 0;
+}
+
 MetricsFile *metrics_create(const char *path, const MetricsRunInfo *info, Error *err) {
     char *json = config_json(info->config_text, err);
     if (json == NULL) return NULL;
@@ -398,15 +425,9 @@ MetricsFile *metrics_create(const char *path, const MetricsRunInfo *info, Error 
     if (gmtime_r(&now, &tm) == NULL || strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
         snprintf(created, sizeof created, "unknown");
 
-    // Attributes on the file id land on the root group.
-    write_str_attr(file, "config", info->config_text);
-    write_str_attr(file, "config_json", json);
+    write_run_info(file, info, json);
     free(json);
-    write_str_attr(file, "revision", info->revision);
-    write_str_attr(file, "device", info->device);
     write_str_attr(file, "created", created);
-    write_int_attr(file, "dp", &info->dp, 0);
-    write_int_attr(file, "pp", &info->pp, 0);
     close_file(file, path);
     return new_file(path);
 }

@@ -33,6 +33,12 @@ typedef struct {
 // Creates (truncates) `path` with the root attributes of `info`. Returns NULL with err set on failure.
 MetricsFile *metrics_create(const char *path, const MetricsRunInfo *info, Error *err);
 
+// Rewrites the root attributes of an existing metrics file (config, config_json, revision,
+// device, dp, pp; `created` stays) with those of the run that resumes it: the file then describes
+// the run as it continues (a resume may change train.steps or the topology). Call on the closed
+// file, before metrics_open_append. Returns -1 with err set on failure.
+int metrics_set_run_info(const char *path, const MetricsRunInfo *info, Error *err);
+
 // Reopens an existing metrics file (a resumed run) to append to it. Its datasets continue after
 // their current length once declared again. Returns NULL with err set on failure.
 MetricsFile *metrics_open_append(const char *path, Error *err);

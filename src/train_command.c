@@ -423,7 +423,7 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     MetricsFile *mf;
     if (have_metrics && checkpoint[0]) {
         // Rows written after the checkpoint belong to steps that run again now.
-        if (metrics_rewind_all(path, (double)progress.step, &err))
+        if (metrics_rewind_all(path, (double)progress.step, &err) || metrics_set_run_info(path, &info, &err))
             die(EXIT_FAILURE_OTHER, "%s", err.msg);
         mf = metrics_open_append(path, &err);
     } else {

@@ -857,6 +857,19 @@ def test_real_run_with_traces_and_snapshots(entrank, tmp_path):
     assert float(main["H_deep"]) == pytest.approx(float(np.mean(r.get("/trace/attn_entropy")[-1][7])))
 
 
+def test_resumed_run_is_described_by_its_current_config(entrank, tmp_path):
+    """A finished 2-step run extended to 4 steps by a resume: the file's config (root attributes)
+    is the resumed run's, so summarize does not report "4 of 2 steps"."""
+    run = tmp_path / "ext"
+    base = ["train", "-c", "configs/tiny.cfg", "--set", "train.warmup_steps=1", "--set", "trace.every=0", "--run-dir", run]
+    entrank(*base, "--set", "train.steps=2", check=0)
+    entrank(*base, "--set", "train.steps=4", check=0)
+    r = em.RunData(run)
+    assert r.cfg("train.steps") == 4 and list(r.get("/steps/step")) == [0, 1, 2, 3]
+    rc, md = call(SUMMARIZE, run)
+    assert "- progress: 4 of 4 steps done (finished)" in md
+
+
 def test_real_run_pipeline_parallel(mpirun, tmp_path):
     """A file written by a dp 1 x pp 2 run reads like any other."""
     run = tmp_path / "pp2"

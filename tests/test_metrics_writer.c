@@ -295,6 +295,32 @@ static void test_root_attributes(void **state) {
     assert_str_attr(t->path, "/", "config_json", "{\"model\": {\"n_layer\": 2, \"n_head\": 3}, \"train\": {\"steps\": 5}}");
 }
 
+// A resumed run describes itself: config, config_json, revision, device, dp, pp are its own, while
+// `created` and the rows stay.
+static void test_set_run_info_on_resume(void **state) {
+    Tmp *t = *state;
+    MetricsFile *mf = create_or_fail(t->path);
+    metrics_declare(mf, "/steps/step", 0, NULL, "step", "step");
+    metrics_append(mf, "/steps/step", &(double){0});
+    metrics_close(mf);
+    char *created = read_str_attr(t->path, "/", "created");
+    MetricsRunInfo info = {.config_text = "train = { steps = 9; };\n", .revision = "def5678", .dp = 1, .pp = 4, .device = "cuda"};
+    Error err = {{0}};
+    assert_int_equal(metrics_set_run_info(t->path, &info, &err), 0);
+    assert_str_attr(t->path, "/", "config", info.config_text);
+    assert_str_attr(t->path, "/", "config_json", "{\"train\": {\"steps\": 9}}");
+    assert_str_attr(t->path, "/", "revision", "def5678");
+    assert_str_attr(t->path, "/", "device", "cuda");
+    assert_str_attr(t->path, "/", "created", created);
+    int v = -1;
+    read_int_attr(t->path, "/", "pp", &v, 1);
+    assert_int_equal(v, 4);
+    Read r = read_dataset(t->path, "/steps/step");
+    assert_int_equal(r.dims[0], 1);
+    free(r.data);
+    free(created);
+}
+
 // The resolved config as JSON: every libconfig value kind, floats in their shortest exact form and
 // still floats, strings escaped, lists of lists (data.blend) as arrays.
 static void test_config_json(void **state) {
@@ -715,6 +741,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_dataset_attributes, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_root_attributes, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_config_json, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_set_run_info_on_resume, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_reopen_append_continues, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_reopen_shape_mismatch, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_empty_flush_is_noop, setup_tmp, scratch_teardown),
