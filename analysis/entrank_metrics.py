@@ -1,11 +1,28 @@
 """entrank_metrics: reading an entrank run's metrics.h5 and the quantities of the two source posts.
 
 Shared by the commands `analysis/summarize`, `analysis/compare` and `analysis/plot`
-(docs/metrics-schema.md gives the file's schema). Everything here works on a run that is still being
-written and on files from any dp x pp topology: the file is opened, read into numpy and closed at
-once (retrying while the trainer holds it), every dataset is paired with its group's step axis up
-to the shorter of the two (a flush may be half-way), and a dataset that is not there yet makes the
-quantity that needs it None ("n/a"), never an error.
+(docs/metrics-schema.md gives the file's schema). Everything here works on a run that is still
+being written and on files from any dp x pp topology: the file is opened, read into numpy and
+closed at once (retrying while the trainer holds it), every dataset is paired with its group's step
+axis up to the shorter of the two (a flush may be half-way), and a dataset that is not there yet
+makes the quantity that needs it None, never an error; the commands leave such quantities out.
+
+File locking: one mode, h5py's default (HDF5's: locking on; HDF5_USE_FILE_LOCKING, when set,
+applies to every open of the process alike). A RunData therefore opens a file the way a plain
+h5py.File does, and both can be used on one file in one process (HDF5 refuses a second open of a
+file with other locking flags than the first: "file locking flag values don't match"). While the
+trainer flushes, a read fails and is retried; while we read, the trainer's flush waits or keeps its
+rows queued for the next one (src/metrics.h).
+
+What the run has: per-layer traces only when trace.every > 0; R3SI's checkpoint layers only when
+r3si.enabled, read from the file (/r3si/rank's layer axis), never from the config default of a run
+without R3SI. The resolved config comes from the root attribute `config_json` (plain JSON), or
+for files from before it, from the libconfig text in `config`.
+
+Uniform causal attention (the reference line of the entropy plots): query i of T sees i+1 keys,
+so a uniform row has entropy ln(i+1) and the mean over rows is
+      H_uniform(T) = (1/T) sum_{i=0}^{T-1} ln(i+1) = ln(T!) / T      (T = 64: 3.2058 nats)
+An attention entropy equal to it in every layer means the maps are exactly uniform.
 
 Definitions (H_l = mean over heads of /trace/attn_entropy at layer l, at the last trace row, or
 averaged over the last k trace rows; layers are the 0-based block indices stored in the dataset's
@@ -41,6 +58,7 @@ SGA post's layers 4 and 40, 25% and 80% of 32 give the R3SI post's layers 8 and 
 """
 import csv
 import io
+import json
 import math
 import os
 import re
@@ -57,9 +75,12 @@ except ImportError as exc:  # pragma: no cover - depends on the interpreter
     raise SystemExit(f"entrank analysis: h5py is missing from {sys.executable} ({exc}); "
                      "run the scripts with /usr/bin/python3 (Debian's python3-h5py)") from exc
 
-# Where a dataset's rows come from: each group's step axis.
+# Where a dataset's rows come from: each group's step axis (/sga has its own since the snapshot
+# change; files from before pair /sga with /trace/step).
 STEP_AXIS = {"steps": "/steps/step", "eval": "/eval/step", "trace": "/trace/step", "sga": "/trace/step",
              "r3si": "/r3si/step", "snapshot": "/snapshot/step"}
+# Datasets that are axis values (HDF5 dimension scales), not per-step rows.
+AXIS_NAMES = ("layer", "stream", "head", "batch", "stat", "band", "query", "key")
 
 R3SI_DEFAULT_FRACS = (14 / 32, 18 / 32, 22 / 32, 26 / 32)   # the post's checkpoint layers 14,18,22,26 of 32
 SGA_EARLY_FRAC, SGA_DEEP_FRAC = 4 / 48, 40 / 48              # the SGA post's layers 4 and 40 of 48
@@ -210,7 +231,15 @@ class RunData:
         if not text and (self.run_dir / "config.cfg").is_file():
             text = (self.run_dir / "config.cfg").read_text(errors="replace")
         self.config_text = text
-        self.config = parse_config(text)
+        self.config = None
+        js = self.root.get("config_json")
+        if js:
+            try:
+                self.config = flatten_config(json.loads(js))
+            except ValueError:
+                self.config = None
+        if self.config is None:
+            self.config = parse_config(text)
 
     def _read(self, snapshot_row, attempts, delay):
         if not self.h5path.exists():
@@ -222,7 +251,7 @@ class RunData:
             data, attrs, root = {}, {}, {}
             try:
                 before = _stamp(self.h5path)
-                with open_unlocked(self.h5path) as f:
+                with open_h5(self.h5path) as f:
                     root = {k: _attr(v) for k, v in f.attrs.items()}
                     names = []
                     f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
@@ -231,7 +260,7 @@ class RunData:
                         ds = f[n]
                         key = "/" + n
                         attrs[key] = {k: _attr(v) for k, v in ds.attrs.items()}
-                        if key.startswith("/snapshot/") and key != "/snapshot/step" and ds.ndim >= 1:
+                        if key.startswith("/snapshot/") and ds.ndim >= 3:
                             # Snapshots are big (fp16 T x T maps): read one row only.
                             if ds.shape[0] == 0:
                                 data[key] = np.zeros((0,) + ds.shape[1:], dtype=np.float32)
@@ -271,8 +300,13 @@ class RunData:
             return None
         group = name.strip("/").split("/")[0]
         step_name = STEP_AXIS.get(group)
+        own = self.data.get(f"/{group}/step")
+        # The group's own step axis, unless it is shorter than the rows (a file from before /sga had
+        # one, resumed by a trainer that writes it: the older rows pair with /trace/step).
+        if own is not None and (step_name is None or step_name == f"/{group}/step" or len(own) >= v.shape[0]):
+            step_name = f"/{group}/step"
         steps = self.data.get(step_name) if step_name else None
-        if name.startswith("/snapshot/") and name != "/snapshot/step":
+        if name.startswith("/snapshot/") and v.ndim >= 3:
             s = self.data.get("/snapshot/step")
             st = np.array([s[self.snapshot_row]]) if s is not None and self.snapshot_row is not None \
                 and self.snapshot_row < len(s) else np.array([np.nan])
@@ -298,15 +332,18 @@ class RunData:
         return float(steps[-1]), mean
 
     def layer_index(self, name, axis=1):
-        """Layer indices of a dataset's axis (attribute axis<k>_layer), else 0..n-1."""
+        """Layer indices of a dataset's axis (attribute axis<k>_layer, or axis<k>_stream for the
+        L+1 stream positions; files from before: `layers`), else 0..n-1."""
         v = self.data.get(name)
         if v is None or v.ndim <= axis:
             return None
-        a = self.attrs.get(name, {}).get(f"axis{axis}_layer")
-        if a is not None:
-            a = np.atleast_1d(np.asarray(a)).astype(int)
-            if len(a) == v.shape[axis]:
-                return a
+        at = self.attrs.get(name, {})
+        for key in (f"axis{axis}_layer", f"axis{axis}_stream", "layers" if axis == 1 else None):
+            a = at.get(key) if key else None
+            if a is not None:
+                a = np.atleast_1d(np.asarray(a)).astype(int)
+                if len(a) == v.shape[axis]:
+                    return a
         return np.arange(v.shape[axis])
 
     def cfg(self, key, default=None):
@@ -324,27 +361,59 @@ class RunData:
                 return int(li.max()) + 1
         return None
 
+    @property
+    def r3si_enabled(self):
+        """R3SI was on: the config says so, or the file has the monitor's datasets."""
+        return self.cfg("r3si.enabled") is True or "/r3si/rank" in self.data
+
     def r3si_layers(self):
-        """Checkpoint layers of /r3si/rank (attribute axis1_layer, else config r3si.layers)."""
-        a = self.attrs.get("/r3si/rank", {}).get("axis1_layer")
-        if a is not None:
-            return [int(x) for x in np.atleast_1d(a)]
+        """The run's R3SI checkpoint layers, from the file (/r3si/rank's layer axis: attribute
+        axis1_layer or the /r3si/layer scale), else the config's r3si.layers; None when R3SI was
+        off (its r3si.layers is only the schema default then, not layers the run has)."""
+        if not self.r3si_enabled:
+            return None
+        n = self.data["/r3si/rank"].shape[1] if "/r3si/rank" in self.data and self.data["/r3si/rank"].ndim == 2 else None
+        for a in (self.attrs.get("/r3si/rank", {}).get("axis1_layer"), self.data.get("/r3si/layer")):
+            if a is not None:
+                a = [int(x) for x in np.atleast_1d(a)]
+                if n is None or len(a) == n:
+                    return a
         v = self.cfg("r3si.layers")
-        if isinstance(v, list) and v:
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = [v]
+        if isinstance(v, list) and v and (n is None or len(v) == n):
             return [int(x) for x in v]
-        if isinstance(v, int):
-            return [v]
-        return None
+        return list(range(n)) if n else None
 
     def checkpoint_layers(self):
-        """Layers where the posts measure residual rank: R3SI's, else the post's placement scaled."""
-        layers = self.r3si_layers()
-        if layers:
-            return layers
-        L = self.n_layer
-        if not L:
-            return []
-        return sorted({layer_at(f, L) for f in R3SI_DEFAULT_FRACS})
+        """The layers where R3SI measures residual rank: the run's checkpoint layers, or [] without R3SI."""
+        return self.r3si_layers() or []
+
+    @property
+    def seq_len(self):
+        """T of the traces: model.seq_len, else the snapshot maps' size."""
+        T = self.cfg("model.seq_len")
+        if isinstance(T, int) and not isinstance(T, bool) and T > 0:
+            return T
+        a = self.data.get("/snapshot/attn")
+        return int(a.shape[-1]) if a is not None and a.ndim >= 2 else None
+
+    @property
+    def trace_every(self):
+        v = self.cfg("trace.every")
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    def trace_note(self):
+        """Why a file has no per-layer traces, naming the key that turns them on; None if it has them."""
+        if self.has("/trace/attn_entropy"):
+            return None
+        every = self.trace_every
+        if every is not None and every > 0:
+            return (f"No per-layer trace row yet (trace.every = {every}: rows come at steps 0, {every}, "
+                    f"{2 * every}, ... and reach the file at the next flush).")
+        return ("No per-layer traces in this run: trace.every = 0 turns them off. Set trace.every = N (config file, "
+                "or --set trace.every=N) to record attention entropy, head redundancy, residual rank and gradient "
+                "diversity every N steps.")
 
     def bucket_labels(self, n=None):
         """Labels of /eval/task_acc's columns: attribute bucket_labels, else from the config."""
@@ -384,16 +453,43 @@ class RunData:
         return last, planned, tokens, finished
 
 
-def open_unlocked(path):
-    """Opens for reading without HDF5's file lock. A reader of a file the trainer is still writing
-    must not take the lock: the writer's flush would fail while we read (it retries, but a long
-    read would cost it rows). We read everything at once and close; a read caught mid-flush is
-    retried. The commands also set HDF5_USE_FILE_LOCKING=FALSE before importing h5py (HDF5 reads it
-    once, at start-up); locking=False (h5py >= 3.5, HDF5 >= 1.10.7) works whenever h5py was loaded."""
+LOCKING_MISMATCH = "file locking flag values don't match"
+
+
+def open_h5(path):
+    """Opens for reading in the project's one locking mode: h5py's default (see the module text),
+    the mode of a plain h5py.File(path, "r"). If this process already holds the file open with
+    an explicit other mode (h5py.File(..., locking=False) in a notebook), HDF5 shares that open
+    file only under the same flags: then we open it the way it is already open."""
     try:
-        return h5py.File(path, "r", locking=False)
-    except TypeError:  # older h5py: the environment variable alone
         return h5py.File(path, "r")
+    except OSError as exc:
+        if LOCKING_MISMATCH not in str(exc):
+            raise
+        last = exc
+    for locking in (False, True):
+        try:
+            return h5py.File(path, "r", locking=locking)
+        except TypeError:       # h5py < 3.5 has no locking argument
+            break
+        except OSError as exc:
+            if LOCKING_MISMATCH not in str(exc):
+                raise
+            last = exc
+    raise last
+
+
+def flatten_config(tree, prefix=""):
+    """{"model": {"n_layer": 8}} -> {"model.n_layer": 8}: the config_json attribute in the keys of
+    parse_config."""
+    flat = {}
+    for k, v in tree.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            flat.update(flatten_config(v, key))
+        else:
+            flat[key] = v
+    return flat
 
 
 def _stamp(path):
@@ -441,6 +537,20 @@ def load_runs(paths, names=None):
 
 # ---------------------------------------------------------------------------------------------
 # Formulas (pure functions: tested on the posts' numbers)
+
+def uniform_causal_entropy(T):
+    """Mean over the T query rows of the entropy of uniform causal attention: (1/T) sum ln(i+1) =
+    ln(T!)/T nats. T = 64: 3.2058; T = 1024: 5.94."""
+    if not T or T < 1:
+        return None
+    return math.lgamma(T + 1) / T
+
+
+def r3si_post_layers(n_layer):
+    """The R3SI post's checkpoint placement (14, 18, 22, 26 of 32) scaled to n_layer layers, for
+    comparing runs none of which has R3SI."""
+    return sorted({layer_at(f, n_layer) for f in R3SI_DEFAULT_FRACS})
+
 
 def layer_at(frac, n_layer):
     """The layer at a fraction of depth: min(L-1, floor(frac L + 1/2)). 4/48 -> 4, 0.8 of 32 -> 26."""
@@ -634,6 +744,8 @@ def task_accuracy(run):
 
 def r3si_summary(run):
     out = {}
+    if not run.r3si_enabled:
+        return out
     for name in ("tau", "rho"):
         s = run.series(f"/r3si/{name}")
         if s is not None:
@@ -670,23 +782,26 @@ def fmt(x, spec=".4g"):
         xf = 0.0  # no "-0"
     if spec == "int":
         return str(int(round(xf)))
-    if spec == "+":
-        return f"{xf:+.1f}"
-    return format(xf, spec)
+    out = f"{xf:+.1f}" if spec == "+" else format(xf, spec)
+    if re.fullmatch(r"[-+]0(\.0*)?", out):   # a tiny value rounded to zero prints as zero, unsigned
+        out = out[1:]
+    return out
 
 
 class Table:
     """Rows of values under named columns: markdown for people, CSV (full precision) for tools."""
 
-    def __init__(self, title, columns, rows, note=None):
+    def __init__(self, title, columns, rows, note=None, empty="n/a"):
         self.title = title
         self.columns = columns          # [(key, header, fmt spec)]
         self.rows = rows                # [dict]
         self.note = note
+        self.empty = empty              # a cell without a value (e.g. "" where a column does not apply)
 
     def markdown(self):
         heads = [h for _, h, _ in self.columns]
-        body = [[fmt(r.get(k), f) for k, _, f in self.columns] for r in self.rows]
+        body = [[(self.empty if (r.get(k) is None or (isinstance(r.get(k), float) and math.isnan(r.get(k))))
+                  else fmt(r.get(k), f)) for k, _, f in self.columns] for r in self.rows]
         w = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(heads)]
         lines = [f"### {self.title}", ""]
         lines.append("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(heads)) + " |")

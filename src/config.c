@@ -211,7 +211,7 @@ static void store_string(Config *cfg, const ConfigKey *k, const char *s) {
 static void store_list(Config *cfg, const ConfigKey *k, const int *v, int n) {
     int *dst = field_of(cfg, k);
     memset(dst, 0, k->size);
-    memcpy(dst, v, (size_t)n * sizeof(int));
+    if (n > 0) memcpy(dst, v, (size_t)n * sizeof(int));
     *(int *)((char *)cfg + k->count_offset) = n;
 }
 
@@ -375,8 +375,9 @@ static int apply_setting(const ConfigKey *k, const config_setting_t *s, Config *
         if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) break;
         int cap = (int)(k->size / sizeof(int));
         int n = config_setting_length(s);
-        if (n < 1 || n > cap) {
-            return error_set(err, "%s%s: expected 1 to %d values, got %d", where, k->key, cap, n);
+        int min_n = k->ldef_n == 0 ? 0 : 1;   // a list whose default is empty may be empty ("off")
+        if (n < min_n || n > cap) {
+            return error_set(err, "%s%s: expected %d to %d values, got %d", where, k->key, min_n, cap, n);
         }
         int v[CFG_MAX_LIST];
         for (int i = 0; i < n; i++) {

@@ -111,6 +111,8 @@ typedef struct {
     int eval_every;           // 0 = only at the end
     int eval_batches;         // validation batches (of batch_size sequences) per evaluation
     int trace_every;
+    int trace_snapshot_layers[CFG_MAX_LIST];   // blocks whose attention maps trace steps store; none = off
+    int trace_snapshot_n;
     int checkpoint_every;
     int checkpoint_keep;
 } Config;

@@ -44,6 +44,10 @@
     { .key = k, .type = KEY_INT_LIST, .offset = FIELD(f, int *), .size = FIELD_SIZE(f), \
       .count_offset = FIELD(count, int), .ldef = def, .ldef_n = (int)(sizeof(def) / sizeof(def[0])), \
       .ilo = lo, .ihi = hi, .doc = doc_ }
+// A list key whose default is the empty list (which then also is a valid value: "off").
+#define INT_LIST_KEY_EMPTY(k, f, count, lo, hi, doc_) \
+    { .key = k, .type = KEY_INT_LIST, .offset = FIELD(f, int *), .size = FIELD_SIZE(f), \
+      .count_offset = FIELD(count, int), .ldef = NULL, .ldef_n = 0, .ilo = lo, .ihi = hi, .doc = doc_ }
 #define BLEND_KEY(k, f, count, doc_) \
     { .key = k, .type = KEY_BLEND, .offset = FIELD(f, DataBlendSource *), .size = FIELD_SIZE(f), \
       .count_offset = FIELD(count, int), .choices = BLEND_KIND_CHOICES, .doc = doc_ }
@@ -150,6 +154,8 @@ const ConfigKey config_schema[] = {
     INT_KEY("eval.every",           eval_every,        0,           0, INT_MAX,          "steps between evaluations; 0 = only at the end"),
     INT_KEY("eval.batches",         eval_batches,      4,           1, M1,               "validation batches per evaluation"),
     INT_KEY("trace.every",          trace_every,       0,           0, INT_MAX,          "steps between layer traces; 0 = off"),
+    INT_LIST_KEY_EMPTY("trace.snapshot_layers", trace_snapshot_layers, trace_snapshot_n, 0, 1024,
+                                    "blocks (0-based, ascending) whose attention maps (sequence 0, the first 4 heads, T x T, float16) each trace step stores in /snapshot/attn; [] = none"),
     INT_KEY("checkpoint.every",     checkpoint_every,  0,           0, INT_MAX,          "steps between periodic checkpoints; 0 = only the final one"),
     INT_KEY("checkpoint.keep",      checkpoint_keep,   2,           1, 1000000,          "newest checkpoints kept"),
 };

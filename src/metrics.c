@@ -4,14 +4,26 @@
 // else works on an in-memory table of declared datasets, each with a queue of rows, so that the
 // per-step cost is a memcpy and the file on disk is closed (and readable) between flushes.
 //
-// Layout: each dataset is float64, shape (n, row_dims...), maxshape (unlimited, row_dims...),
-// chunked along the first axis, with string attributes `description` and `units`, and optionally
-// `axes` and int attributes `axis<k>_<name>`. The root group carries `config`, `revision`,
-// `device`, `created` (strings) and `dp`, `pp` (int32). Strings are variable-length UTF-8 so that
-// h5py reads them as str and the config text has no size limit (it lives in the global heap).
+// Layout: each dataset is float64 (int64 for a group's step axis, float16 where asked), shape
+// (n, row_dims...), maxshape (unlimited, row_dims...), chunked along the first axis, with string
+// attributes `description` and `units`, and optionally `axes` and int attributes `axis<k>_<name>`.
+// Named axes with values are also HDF5 dimension scales (H5DS: `<group>/<axis name>`, int32,
+// fixed size), and axis 0 is attached to `<group>/step` where the group has one, so that readers
+// of dimension scales (HDFView, netCDF-4 readers such as h5netcdf) show named, labelled axes. The root group carries `config`, `config_json`,
+// `revision`, `device`, `created` (strings) and `dp`, `pp` (int32). Strings are variable-length
+// UTF-8 so that h5py reads them as str and the config text has no size limit (global heap).
+//
+// Only rank 0 writes this file, through HDF5's serial (sec2) driver: the dimension-scale
+// attachments (metadata writes) need no collective call, unlike the checkpoints' MPI-IO files.
 #include "metrics.h"
 
 #include <hdf5.h>
+#include <hdf5_hl.h>
+#include <libconfig.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -31,6 +43,8 @@
 
 // hdf5Check covers herr_t/htri_t; calls that return an id are checked here so the id is kept.
 #define hidCheck(call) hid_check_((call), __FILE__, __LINE__, #call)
+static void *xrealloc_array(void *p, size_t n, size_t size);
+
 static hid_t hid_check_(hid_t id, const char *file, int line, const char *what) {
     if (id < 0) die(EXIT_FAILURE_OTHER, "HDF5 call failed at %s:%d: %s", file, line, what);
     return id;
@@ -83,9 +97,17 @@ static StackInfo stack_info(void) {
 
 // SEMI close degree: H5Fclose fails if an object is still open, so a leaked id is an error here
 // and not a file that silently stays open (and locked) until the process ends.
+//
+// File locking: the project's one mode is HDF5's default, locking on (metrics.h, README). The
+// writer asks for it explicitly, best effort: on a file system without flock (some Lustre and NFS
+// mounts) the open goes on unlocked instead of failing. HDF5_USE_FILE_LOCKING in the environment
+// still overrides this for the writer as for every reader, so one process-wide setting decides.
 static hid_t make_fapl(void) {
     hid_t fapl = hidCheck(H5Pcreate(H5P_FILE_ACCESS));
     hdf5Check(H5Pset_fclose_degree(fapl, H5F_CLOSE_SEMI));
+#if H5_VERSION_GE(1, 10, 7)
+    hdf5Check(H5Pset_file_locking(fapl, 1, 1));
+#endif
     return fapl;
 }
 
@@ -155,6 +177,102 @@ static void write_int_attr(hid_t obj, const char *name, const int *v, hsize_t n)
 }
 
 // ----------------------------------------------------------------------------
+// The resolved config as JSON (root attribute `config_json`): readers need no libconfig parser.
+// libconfig's own parse of the text is walked: groups become objects, arrays and lists arrays,
+// in the text's order; floats are written in the shortest form that reads back to the same double.
+
+typedef struct {
+    char *s;
+    size_t n, cap;
+} JsonBuf;
+
+static void json_put(JsonBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void json_put(JsonBuf *b, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int len = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+        va_end(ap);
+        if (len < 0) die(EXIT_FAILURE_OTHER, "metrics: cannot format the config as JSON");
+        if ((size_t)len < b->cap - b->n) {
+            b->n += (size_t)len;
+            return;
+        }
+        b->cap = 2 * b->cap + (size_t)len + 64;
+        b->s = xrealloc_array(b->s, b->cap, 1);
+    }
+}
+
+static void json_string(JsonBuf *b, const char *s) {
+    json_put(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') json_put(b, "\\%c", *p);
+        else if (*p < 0x20) json_put(b, "\\u%04x", *p);
+        else json_put(b, "%c", *p);
+    }
+    json_put(b, "\"");
+}
+
+static void json_setting(JsonBuf *b, const config_setting_t *s) {
+    int type = config_setting_type(s);
+    switch (type) {
+    case CONFIG_TYPE_GROUP:
+    case CONFIG_TYPE_ARRAY:
+    case CONFIG_TYPE_LIST: {
+        int group = type == CONFIG_TYPE_GROUP, n = config_setting_length(s);
+        json_put(b, group ? "{" : "[");
+        for (int i = 0; i < n; i++) {
+            const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+            if (i) json_put(b, ", ");
+            if (group) {
+                json_string(b, config_setting_name(e));
+                json_put(b, ": ");
+            }
+            json_setting(b, e);
+        }
+        json_put(b, group ? "}" : "]");
+        break;
+    }
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64: json_put(b, "%lld", config_setting_get_int64(s)); break;
+    case CONFIG_TYPE_BOOL: json_put(b, "%s", config_setting_get_bool(s) ? "true" : "false"); break;
+    case CONFIG_TYPE_STRING: json_string(b, config_setting_get_string(s)); break;
+    case CONFIG_TYPE_FLOAT: {
+        double v = config_setting_get_float(s);
+        if (!isfinite(v)) {   // JSON has no inf/nan (the schema's ranges exclude them anyway)
+            json_put(b, "null");
+            break;
+        }
+        char num[40];
+        for (int digits = 15; digits <= 17; digits++) {
+            snprintf(num, sizeof num, "%.*g", digits, v);
+            if (strtod(num, NULL) == v) break;
+        }
+        // A float stays a float for the reader: 1 -> 1.0
+        json_put(b, "%s%s", num, strpbrk(num, ".eE") ? "" : ".0");
+        break;
+    }
+    default: json_put(b, "null"); break;
+    }
+}
+
+// The JSON text of libconfig `text` (malloc'd), or NULL with err set when libconfig rejects it.
+static char *config_json(const char *text, Error *err) {
+    config_t c;
+    config_init(&c);
+    if (!config_read_string(&c, text ? text : "")) {
+        error_set(err, "the resolved config does not parse (line %d: %s)", config_error_line(&c), config_error_text(&c));
+        config_destroy(&c);
+        return NULL;
+    }
+    JsonBuf b = {xmalloc(256), 0, 256};
+    b.s[0] = '\0';
+    json_setting(&b, config_root_setting(&c));
+    config_destroy(&c);
+    return b.s;
+}
+
+// ----------------------------------------------------------------------------
 // In-memory table
 
 typedef struct {
@@ -169,6 +287,8 @@ typedef struct {
     hsize_t dims[H5S_MAX_RANK];   // row dims, first `rank` entries
     size_t row_len;               // doubles per row
     char *description, *units;
+    MetricsStorage storage;       // the file type when this run creates the dataset
+    bool scales_done;             // step scale set / axis 0 attached in this process
     MetricsAxis *axes;            // rank + 1 entries
     bool on_disk;                 // the dataset exists in the file
     bool attrs_dirty;             // description/units still to write
@@ -182,7 +302,7 @@ typedef struct {
     char *name;
     int rank;                     // dataset rank (row rank + 1)
     hsize_t dims[H5S_MAX_RANK], maxdims[H5S_MAX_RANK];
-    bool float64;
+    bool numeric;                 // float or integer: rows (doubles) convert to it
 } ExistingDataset;
 
 struct MetricsFile {
@@ -255,7 +375,36 @@ static void free_file(MetricsFile *mf) {
 // ----------------------------------------------------------------------------
 // Create / reopen
 
+// The root attributes that describe the run (all but `created`), on an open file.
+static void write_run_info(hid_t file, const MetricsRunInfo *info, const char *json) {
+    // Attributes on the file id land on the root group.
+    write_str_attr(file, "config", info->config_text);
+    write_str_attr(file, "config_json", json);
+    write_str_attr(file, "revision", info->revision);
+    write_str_attr(file, "device", info->device);
+    write_int_attr(file, "dp", &info->dp, 0);
+    write_int_attr(file, "pp", &info->pp, 0);
+}
+
+int metrics_set_run_info(const char *path, const MetricsRunInfo *info, Error *err) {
+    char *json = config_json(info->config_text, err);
+    if (json == NULL) return -1;
+    bool locked;
+    char msg[512];
+    hid_t file = open_for_write(path, CLOSE_ATTEMPTS, &locked, msg, sizeof msg);
+    if (file < 0) {
+        free(json);
+        return error_set(err, "cannot reopen metrics file %s: %s", path, msg);
+    }
+    write_run_info(file, info, json);
+    close_file(file, path);
+    free(json);
+    return 0;
+}
+
 MetricsFile *metrics_create(const char *path, const MetricsRunInfo *info, Error *err) {
+    char *json = config_json(info->config_text, err);
+    if (json == NULL) return NULL;
     hid_t fapl = make_fapl();
     ErrorPrinting saved = errors_quiet();
     hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
@@ -266,6 +415,7 @@ MetricsFile *metrics_create(const char *path, const MetricsRunInfo *info, Error 
     if (file < 0) {
         error_set(err, "cannot create metrics file %s: %s%s", path, si.msg,
                   si.locked ? " (another process has it open)" : "");
+        free(json);
         return NULL;
     }
 
@@ -275,13 +425,9 @@ MetricsFile *metrics_create(const char *path, const MetricsRunInfo *info, Error 
     if (gmtime_r(&now, &tm) == NULL || strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
         snprintf(created, sizeof created, "unknown");
 
-    // Attributes on the file id land on the root group.
-    write_str_attr(file, "config", info->config_text);
-    write_str_attr(file, "revision", info->revision);
-    write_str_attr(file, "device", info->device);
+    write_run_info(file, info, json);
+    free(json);
     write_str_attr(file, "created", created);
-    write_int_attr(file, "dp", &info->dp, 0);
-    write_int_attr(file, "pp", &info->pp, 0);
     close_file(file, path);
     return new_file(path);
 }
@@ -311,7 +457,7 @@ static herr_t visit_cb(hid_t group, const char *name, const H5L_info_t *info, vo
         hid_t type = hidCheck(H5Dget_type(obj));
         H5T_class_t cls = H5Tget_class(type);
         hdf5Check(cls);
-        e->float64 = cls == H5T_FLOAT && H5Tget_size(type) == 8;
+        e->numeric = cls == H5T_FLOAT || cls == H5T_INTEGER;
         hdf5Check(H5Tclose(type));
     }
     hdf5Check(H5Oclose(obj));
@@ -344,6 +490,20 @@ MetricsFile *metrics_open_append(const char *path, Error *err) {
 // ----------------------------------------------------------------------------
 // Declare / axes / append
 
+// A group's step axis: the dataset named `step` (/steps/step, /trace/step, /r3si/step, ...).
+static bool is_step_axis(const char *name) {
+    const char *base = strrchr(name, '/');
+    return base != NULL && strcmp(base + 1, "step") == 0;
+}
+
+// "/trace" of "/trace/attn_entropy" into buf ("" for a dataset in the root group).
+static void group_of(const char *name, char *buf, size_t size) {
+    size_t n = (size_t)(strrchr(name, '/') - name);
+    if (n >= size) die(EXIT_FAILURE_OTHER, "metrics: dataset name %s too long", name);
+    memcpy(buf, name, n);
+    buf[n] = '\0';
+}
+
 static void check_name(const char *name, const char *caller) {
     if (name == NULL || name[0] != '/' || name[1] == '\0' || name[strlen(name) - 1] == '/' || strstr(name, "//"))
         die(EXIT_FAILURE_OTHER, "%s: bad metrics dataset name '%s' (want an absolute path like /steps/loss)",
@@ -372,7 +532,7 @@ int metrics_try_declare(MetricsFile *mf, const char *name, int row_rank, const s
 
     const ExistingDataset *e = find_existing(mf, name);
     if (e != NULL) {
-        bool same = e->float64 && e->rank == row_rank + 1 && e->maxdims[0] == H5S_UNLIMITED;
+        bool same = e->numeric && e->rank == row_rank + 1 && e->maxdims[0] == H5S_UNLIMITED;
         for (int k = 0; same && k < row_rank; k++) same = e->dims[k + 1] == dims[k];
         if (!same) {
             char have[256], want[256];
@@ -380,7 +540,7 @@ int metrics_try_declare(MetricsFile *mf, const char *name, int row_rank, const s
             format_dims(want, sizeof want, row_rank, dims);
             return error_set(err, "metrics file %s: dataset %s has rows of shape %s%s, the run declares %s",
                              mf->path, name, have,
-                             e->float64 && e->maxdims[0] == H5S_UNLIMITED ? "" : " (or is not extendable float64)",
+                             e->numeric && e->maxdims[0] == H5S_UNLIMITED ? "" : " (or is not an extendable numeric dataset)",
                              want);
         }
     }
@@ -397,6 +557,7 @@ int metrics_try_declare(MetricsFile *mf, const char *name, int row_rank, const s
     ds->row_len = row_len;
     ds->description = xstrdup(description ? description : "");
     ds->units = xstrdup(units ? units : "");
+    ds->storage = is_step_axis(name) ? METRICS_I64 : METRICS_F64;
     ds->axes = xcalloc((size_t)row_rank + 1, sizeof *ds->axes);
     ds->on_disk = e != NULL;
     ds->attrs_dirty = true;  // also for an existing dataset: the run's text is the current one
@@ -435,6 +596,11 @@ void metrics_set_axis(MetricsFile *mf, const char *name, int axis, const char *a
     ds->axes_dirty = true;
 }
 
+void metrics_set_storage(MetricsFile *mf, const char *name, MetricsStorage storage) {
+    MetricsDataset *ds = must_find_ds(mf, name, "metrics_set_storage");
+    ds->storage = storage;
+}
+
 void metrics_append(MetricsFile *mf, const char *name, const double *row) {
     MetricsDataset *ds = must_find_ds(mf, name, "metrics_append");
     if (ds->queued == ds->cap) {
@@ -454,10 +620,23 @@ size_t metrics_queued_rows(const MetricsFile *mf) {
 // ----------------------------------------------------------------------------
 // Flush
 
+// The file type of a storage class (a copy to close). IEEE half: 1 sign, 5 exponent (bias 15) and
+// 10 mantissa bits, little-endian, built from float32 as HDF5 1.10 has no predefined half type.
+static hid_t storage_type(MetricsStorage storage) {
+    if (storage == METRICS_I64) return hidCheck(H5Tcopy(H5T_STD_I64LE));
+    if (storage == METRICS_F64) return hidCheck(H5Tcopy(H5T_IEEE_F64LE));
+    hid_t t = hidCheck(H5Tcopy(H5T_IEEE_F32LE));
+    hdf5Check(H5Tset_fields(t, 15, 10, 5, 0, 10));
+    hdf5Check(H5Tset_size(t, 2));
+    hdf5Check(H5Tset_ebias(t, 15));
+    return t;
+}
+
 static void create_dataset(hid_t file, MetricsDataset *ds) {
     int rank = ds->rank + 1;
     hsize_t dims[H5S_MAX_RANK], maxdims[H5S_MAX_RANK], chunk[H5S_MAX_RANK];
-    size_t row_bytes = ds->row_len * sizeof(double);
+    hid_t ftype = storage_type(ds->storage);
+    size_t row_bytes = ds->row_len * H5Tget_size(ftype);
     dims[0] = 0;
     maxdims[0] = H5S_UNLIMITED;
     chunk[0] = row_bytes >= CHUNK_BYTES ? 1 : CHUNK_BYTES / row_bytes;
@@ -468,15 +647,109 @@ static void create_dataset(hid_t file, MetricsDataset *ds) {
     hdf5Check(H5Pset_chunk(dcpl, rank, chunk));
     hid_t lcpl = hidCheck(H5Pcreate(H5P_LINK_CREATE));
     hdf5Check(H5Pset_create_intermediate_group(lcpl, 1));  // "/trace/x" creates "/trace" as needed
-    hid_t dset = hidCheck(H5Dcreate2(file, ds->name, H5T_IEEE_F64LE, space, lcpl, dcpl, H5P_DEFAULT));
+    hid_t dset = hidCheck(H5Dcreate2(file, ds->name, ftype, space, lcpl, dcpl, H5P_DEFAULT));
     hdf5Check(H5Dclose(dset));
+    hdf5Check(H5Tclose(ftype));
     hdf5Check(H5Pclose(lcpl));
     hdf5Check(H5Pclose(dcpl));
     hdf5Check(H5Sclose(space));
     ds->on_disk = true;
 }
 
-static void write_axes(hid_t dset, const MetricsDataset *ds) {
+// The dimension scale <group>/<axis name> holding `values`, created on first use (int32, fixed
+// size: a resumed run's rewind leaves it alone), its id open for the caller to attach and close.
+static hid_t axis_scale(hid_t file, const MetricsDataset *ds, const MetricsAxis *ax) {
+    char path[512], group[256];
+    group_of(ds->name, group, sizeof group);
+    if (snprintf(path, sizeof path, "%s/%s", group, ax->name) >= (int)sizeof path)
+        die(EXIT_FAILURE_OTHER, "metrics: scale name of %s too long", ds->name);
+    ErrorPrinting quiet = errors_quiet();
+    htri_t exists = H5Lexists(file, path, H5P_DEFAULT);
+    errors_restore(quiet);
+    hsize_t n = (hsize_t)ax->n;
+    if (exists > 0) {
+        hid_t sid = hidCheck(H5Dopen2(file, path, H5P_DEFAULT));
+        hid_t space = hidCheck(H5Dget_space(sid));
+        hssize_t have = H5Sget_simple_extent_npoints(space);
+        hdf5Check(H5Sclose(space));
+        if (have != (hssize_t)n || H5DSis_scale(sid) <= 0)
+            die(EXIT_BAD_INPUT, "metrics file: %s has %lld values (or is no dimension scale); %s names its axis '%s' with %d "
+                "(a resumed run with another shape?)", path, (long long)have, ds->name, ax->name, ax->n);
+        int *old = xmalloc((size_t)n * sizeof(int));
+        hdf5Check(H5Dread(sid, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, old));
+        if (memcmp(old, ax->values, (size_t)n * sizeof(int)) != 0) {
+            // Same size, other values (e.g. trace.snapshot_layers changed at a resume): the scale
+            // describes the rows this run writes from now on; earlier rows keep their own meaning.
+            fprintf(stderr, "entrank: warning: %s: the axis values changed since the file was written; the scale now "
+                            "holds this run's values\n", path);
+            hdf5Check(H5Dwrite(sid, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, ax->values));
+        }
+        free(old);
+        return sid;
+    }
+    hid_t space = hidCheck(H5Screate_simple(1, &n, NULL));
+    hid_t lcpl = hidCheck(H5Pcreate(H5P_LINK_CREATE));
+    hdf5Check(H5Pset_create_intermediate_group(lcpl, 1));
+    hid_t sid = hidCheck(H5Dcreate2(file, path, H5T_STD_I32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT));
+    hdf5Check(H5Pclose(lcpl));
+    hdf5Check(H5Sclose(space));
+    hdf5Check(H5Dwrite(sid, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, ax->values));
+    hdf5Check(H5DSset_scale(sid, ax->name));
+    char description[300];
+    snprintf(description, sizeof description, "values of the '%s' axis (dimension scale)", ax->name);
+    write_str_attr(sid, "description", description);
+    write_str_attr(sid, "units", "index");
+    return sid;
+}
+
+static void attach(hid_t dset, hid_t scale, unsigned k) {
+    htri_t attached = H5DSis_attached(dset, scale, k);
+    hdf5Check(attached);
+    if (!attached) hdf5Check(H5DSattach_scale(dset, scale, k));
+}
+
+// A group's step dataset becomes a dimension scale, and axis 0 of the group's other datasets is
+// attached to it: once per dataset and process (files from before this convention get it too).
+static void step_scales(hid_t file, MetricsFile *mf, MetricsDataset *ds, hid_t dset) {
+    if (ds->scales_done) return;
+    ds->scales_done = true;
+    if (is_step_axis(ds->name)) {
+        htri_t is = H5DSis_scale(dset);
+        hdf5Check(is);
+        if (!is) hdf5Check(H5DSset_scale(dset, "step"));
+        return;
+    }
+    char group[256], step[300];
+    group_of(ds->name, group, sizeof group);
+    snprintf(step, sizeof step, "%s/step", group);
+    MetricsDataset *s = find_ds(mf, step);
+    if (s == NULL || !s->on_disk) return;
+    if (ds->axes[0].name == NULL) hdf5Check(H5DSset_label(dset, 0, "step"));
+    hid_t sid = hidCheck(H5Dopen2(file, step, H5P_DEFAULT));
+    htri_t is = H5DSis_scale(sid);
+    hdf5Check(is);
+    if (!is) hdf5Check(H5DSset_scale(sid, "step"));
+    attach(dset, sid, 0);
+    hdf5Check(H5Dclose(sid));
+    // netCDF-4 readers (h5netcdf, so xarray) refuse a dataset whose axes are partly scales: an axis
+    // the caller left without values gets the indices 0..n-1 as its scale, named after the axis or,
+    // unnamed, "<dataset>_dim<k>" (unique in its group).
+    for (int k = 1; k <= ds->rank; k++) {
+        if (ds->axes[k].values != NULL) continue;
+        MetricsAxis ax = {NULL, NULL, (int)ds->dims[k - 1]};
+        char fallback[300];
+        snprintf(fallback, sizeof fallback, "%s_dim%d", strrchr(ds->name, '/') + 1, k);
+        ax.name = ds->axes[k].name ? ds->axes[k].name : fallback;
+        ax.values = xmalloc((size_t)ax.n * sizeof(int));
+        for (int i = 0; i < ax.n; i++) ax.values[i] = i;
+        hid_t scale = axis_scale(file, ds, &ax);
+        attach(dset, scale, (unsigned)k);
+        hdf5Check(H5Dclose(scale));
+        free(ax.values);
+    }
+}
+
+static void write_axes(hid_t file, hid_t dset, const MetricsDataset *ds) {
     char axes[1024] = "";
     size_t off = 0;
     for (int k = 0; k <= ds->rank; k++) {
@@ -485,10 +758,14 @@ static void write_axes(hid_t dset, const MetricsDataset *ds) {
         snprintf(fallback, sizeof fallback, k == 0 ? "step" : "dim%d", k);
         const char *axis_name = ax->name ? ax->name : fallback;
         if (off < sizeof axes) off += (size_t)snprintf(axes + off, sizeof axes - off, "%s%s", k ? "," : "", axis_name);
+        if (ax->name != NULL) hdf5Check(H5DSset_label(dset, (unsigned)k, ax->name));
         if (ax->values != NULL) {
             char attr_name[256];
             snprintf(attr_name, sizeof attr_name, "axis%d_%s", k, ax->name);
             write_int_attr(dset, attr_name, ax->values, (hsize_t)ax->n);
+            hid_t sid = axis_scale(file, ds, ax);
+            attach(dset, sid, (unsigned)k);
+            hdf5Check(H5Dclose(sid));
         }
     }
     if (off >= sizeof axes) die(EXIT_FAILURE_OTHER, "metrics: axis names of %s too long", ds->name);
@@ -525,7 +802,7 @@ static void append_rows(hid_t dset, MetricsDataset *ds) {
 static bool has_pending(const MetricsFile *mf) {
     for (int i = 0; i < mf->n_ds; i++) {
         const MetricsDataset *ds = &mf->ds[i];
-        if (!ds->on_disk || ds->attrs_dirty || ds->axes_dirty || ds->queued > 0) return true;
+        if (!ds->on_disk || !ds->scales_done || ds->attrs_dirty || ds->axes_dirty || ds->queued > 0) return true;
     }
     return false;
 }
@@ -541,18 +818,21 @@ static bool flush_try(MetricsFile *mf, int attempts) {
         if (locked) return false;
         die(EXIT_FAILURE_OTHER, "cannot open metrics file %s for writing: %s", mf->path, msg);
     }
+    // Every dataset exists before any axis is attached (a group's step scale included).
+    for (int i = 0; i < mf->n_ds; i++)
+        if (!mf->ds[i].on_disk) create_dataset(file, &mf->ds[i]);
     for (int i = 0; i < mf->n_ds; i++) {
         MetricsDataset *ds = &mf->ds[i];
-        if (ds->on_disk && !ds->attrs_dirty && !ds->axes_dirty && ds->queued == 0) continue;
-        if (!ds->on_disk) create_dataset(file, ds);
+        if (ds->scales_done && !ds->attrs_dirty && !ds->axes_dirty && ds->queued == 0) continue;
         hid_t dset = hidCheck(H5Dopen2(file, ds->name, H5P_DEFAULT));
+        step_scales(file, mf, ds, dset);
         if (ds->attrs_dirty) {
             write_str_attr(dset, "description", ds->description);
             write_str_attr(dset, "units", ds->units);
             ds->attrs_dirty = false;
         }
         if (ds->axes_dirty) {
-            write_axes(dset, ds);
+            write_axes(file, dset, ds);
             ds->axes_dirty = false;
         }
         if (ds->queued > 0) append_rows(dset, ds);
@@ -593,12 +873,13 @@ static herr_t shrink_cb(hid_t group, const char *name, const H5L_info_t *info, v
     hid_t dset = H5Dopen2(group, name, H5P_DEFAULT);
     if (dset < 0) return 0;   // a subgroup, not a dataset
     hid_t space = hidCheck(H5Dget_space(dset));
-    hsize_t dims[H5S_MAX_RANK];
+    hsize_t dims[H5S_MAX_RANK], maxdims[H5S_MAX_RANK];
     int rank = H5Sget_simple_extent_ndims(space);
     hdf5Check(rank);
-    hdf5Check(H5Sget_simple_extent_dims(space, dims, NULL));
+    hdf5Check(H5Sget_simple_extent_dims(space, dims, maxdims));
     hdf5Check(H5Sclose(space));
-    if (rank > 0 && dims[0] > c->keep) {
+    // Fixed-size datasets are axis values (dimension scales), not rows.
+    if (rank > 0 && maxdims[0] == H5S_UNLIMITED && dims[0] > c->keep) {
         dims[0] = c->keep;
         hdf5Check(H5Dset_extent(dset, dims));
     }
@@ -637,4 +918,30 @@ int metrics_rewind(const char *path, const char *group, double first_dropped_ste
     }
     close_file(file, path);
     return 0;
+}
+
+typedef struct {
+    char names[64][256];
+    int n;
+} GroupList;
+
+static herr_t group_cb(hid_t loc, const char *name, const H5L_info_t *info, void *data) {
+    (void)loc;
+    GroupList *g = data;
+    if (info->type == H5L_TYPE_HARD && g->n < 64) snprintf(g->names[g->n++], sizeof g->names[0], "/%s", name);
+    return 0;
+}
+
+int metrics_rewind_all(const char *path, double first_dropped_step, Error *err) {
+    bool locked;
+    char msg[512];
+    hid_t file = open_for_write(path, CLOSE_ATTEMPTS, &locked, msg, sizeof msg);
+    if (file < 0) return error_set(err, "cannot reopen metrics file %s: %s", path, msg);
+    GroupList *groups = xcalloc(1, sizeof *groups);   // the root's links; metrics_rewind skips those without a step
+    hdf5Check(H5Literate(file, H5_INDEX_NAME, H5_ITER_INC, NULL, group_cb, groups));
+    close_file(file, path);
+    int rc = 0;
+    for (int i = 0; i < groups->n && rc == 0; i++) rc = metrics_rewind(path, groups->names[i], first_dropped_step, err);
+    free(groups);
+    return rc;
 }

@@ -100,7 +100,7 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
     t->host_predictions = xmalloc(n * sizeof(int32_t));
     t->device_predictions = be->alloc_i32((size_t)t->micro_batch_size * cfg->seq_len);
     t->flops_per_token = flops_per_token(&shape);
-    if (cfg->trace_every > 0) trace_init(&t->trace, &shape, t->micro_batch_size);
+    if (cfg->trace_every > 0) trace_init(&t->trace, &shape, t->micro_batch_size, cfg->trace_snapshot_layers, cfg->trace_snapshot_n);
     return 0;
 }
 

@@ -100,53 +100,9 @@ static void record_r3si(MetricsFile *mf, const R3si *r, long step, double lsd, i
     metrics_append(mf, "/r3si/inject_ratio", r->inject_ratio);
 }
 
-static void declare_trace_metrics(MetricsFile *mf, const Trainer *t) {
-    const TraceRecord *r = &t->trace;
-    size_t L = (size_t)r->L, H = (size_t)r->H, B = (size_t)r->B;
-    int *layers = xmalloc(sizeof(int) * (L + 1));
-    for (size_t l = 0; l <= L; l++) layers[l] = (int)l;   // the last index of an L+1 axis is the final stream
-    metrics_declare(mf, "/trace/step", 0, NULL, "step of the trace (first micro-batch of replica 0)", "step");
-    size_t d_lbh[3] = {L, B, H}, d_lh[2] = {L, H}, d_l[1] = {L}, d_l1[1] = {L + 1}, d_l4[2] = {L, 4};
-    metrics_declare(mf, "/trace/attn_entropy_bh", 3, d_lbh, "mean attention row entropy per layer, sequence and head", "nats");
-    metrics_declare(mf, "/trace/attn_entropy", 2, d_lh, "mean attention row entropy per layer and head (mean over sequences)", "nats");
-    metrics_declare(mf, "/trace/head_redundancy", 1, d_l, "mean pairwise cosine of the heads' attention maps", "1");
-    metrics_declare(mf, "/trace/attn_eff_rank", 2, d_lh, "||A||_F^4 / ||A A^T||_F^2 of each head's map, mean over sequences", "dimensions");
-    metrics_declare(mf, "/trace/resid_rank", 1, d_l1, "participation ratio of the residual stream entering each block; last: the final stream", "dimensions");
-    metrics_declare(mf, "/trace/token_cos", 1, d_l1, "mean cosine of adjacent tokens' residual vectors entering each block; last: final", "1");
-    metrics_declare(mf, "/trace/grad_diversity", 1, d_l, "variance over head pairs of the cosine of their W_q/W_k/W_v/W_o gradients", "1");
-    const char *per_layer[] = {"/trace/attn_entropy_bh", "/trace/attn_entropy", "/trace/head_redundancy", "/trace/attn_eff_rank",
-                               "/trace/grad_diversity"};
-    for (size_t i = 0; i < sizeof per_layer / sizeof per_layer[0]; i++) metrics_set_axis(mf, per_layer[i], 1, "layer", layers, (int)L);
-    metrics_set_axis(mf, "/trace/resid_rank", 1, "layer", layers, (int)L + 1);
-    metrics_set_axis(mf, "/trace/token_cos", 1, "layer", layers, (int)L + 1);
-    if (t->model.shape.attention == &ATTENTION_SGA) {
-        metrics_declare(mf, "/sga/alpha", 1, d_l, "blend weight alpha_l, clamped to [0, 1]", "1");
-        metrics_declare(mf, "/sga/stats", 2, d_l4, "mean over rows of DC fraction, centroid, flatness, normalised entropy", "1");
-        metrics_declare(mf, "/sga/gate_band", 2, d_l4, "mean gate over DC and the low, mid and high thirds of the frequencies", "1");
-        metrics_set_axis(mf, "/sga/alpha", 1, "layer", layers, (int)L);
-        metrics_set_axis(mf, "/sga/stats", 1, "layer", layers, (int)L);
-        metrics_set_axis(mf, "/sga/gate_band", 1, "layer", layers, (int)L);
-    }
-    free(layers);
-}
+static void declare_trace_metrics(MetricsFile *mf, Trainer *t) { trace_declare_metrics(mf, &t->trace); }
 
-static void record_trace(MetricsFile *mf, const Trainer *t, long step) {
-    const TraceRecord *r = &t->trace;
-    double s = (double)step;
-    metrics_append(mf, "/trace/step", &s);
-    metrics_append(mf, "/trace/attn_entropy_bh", r->entropy_bh);
-    metrics_append(mf, "/trace/attn_entropy", r->entropy);
-    metrics_append(mf, "/trace/head_redundancy", r->redundancy);
-    metrics_append(mf, "/trace/attn_eff_rank", r->eff_rank);
-    metrics_append(mf, "/trace/resid_rank", r->resid_rank);
-    metrics_append(mf, "/trace/token_cos", r->token_cos);
-    metrics_append(mf, "/trace/grad_diversity", r->grad_div);
-    if (t->model.shape.attention == &ATTENTION_SGA) {
-        metrics_append(mf, "/sga/alpha", r->sga_alpha);
-        metrics_append(mf, "/sga/stats", r->sga_stats);
-        metrics_append(mf, "/sga/gate_band", r->sga_band);
-    }
-}
+static void record_trace(MetricsFile *mf, Trainer *t, long step) { trace_append_metrics(mf, &t->trace, step); }
 
 // The per-step scalars of /steps and the evaluation scalars of /eval: X(id, name, description, units).
 #define STEP_METRICS(X)                                                                                            \
@@ -185,6 +141,9 @@ static void declare_metrics(MetricsFile *mf, int n_buckets) {
     if (n_buckets > 0) {
         size_t dims[1] = {(size_t)n_buckets};
         metrics_declare(mf, "/eval/task_acc", 1, dims, "answer accuracy per task bucket (depth or distance); NaN if empty", "fraction");
+        int buckets[DATA_MAX_BUCKETS];
+        for (int b = 0; b < n_buckets; b++) buckets[b] = b;
+        metrics_set_axis(mf, "/eval/task_acc", 1, "bucket", buckets, n_buckets);
     }
 }
 
@@ -464,7 +423,7 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     MetricsFile *mf;
     if (have_metrics && checkpoint[0]) {
         // Rows written after the checkpoint belong to steps that run again now.
-        if (metrics_rewind(path, "/steps", (double)progress.step, &err) || metrics_rewind(path, "/eval", (double)progress.step, &err))
+        if (metrics_rewind_all(path, (double)progress.step, &err) || metrics_set_run_info(path, &info, &err))
             die(EXIT_FAILURE_OTHER, "%s", err.msg);
         mf = metrics_open_append(path, &err);
     } else {

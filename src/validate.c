@@ -32,6 +32,18 @@ static int validate_model(const Config *cfg, Error *err) {
         if (cfg->r3si_ds > cfg->d_model)
             return error_set(err, "r3si.d_s: %d is larger than model.d_model %d", cfg->r3si_ds, cfg->d_model);
     }
+    // Snapshots are taken at trace steps: listed layers without traces would silently write nothing.
+    if (cfg->trace_snapshot_n > 0 && cfg->trace_every == 0)
+        return error_set(err, "trace.snapshot_layers: attention snapshots are taken at trace steps; set trace.every > 0 "
+                              "(or trace.snapshot_layers = [])");
+    for (int i = 0; i < cfg->trace_snapshot_n; i++) {
+        int layer = cfg->trace_snapshot_layers[i];
+        if (layer >= cfg->n_layer)
+            return error_set(err, "trace.snapshot_layers: block %d does not exist in a %d-layer model (model.n_layer)", layer, cfg->n_layer);
+        if (i > 0 && cfg->trace_snapshot_layers[i - 1] >= layer)
+            return error_set(err, "trace.snapshot_layers: blocks must be distinct and ascending (%d after %d)", layer,
+                             cfg->trace_snapshot_layers[i - 1]);
+    }
     if (cfg->reg_adr_coef > 0 && cfg->n_head > ATTN_ADR_MAX_HEADS)
         return error_set(err, "reg.adr_coef: attention diversity regularisation supports up to %d heads, model.n_head is %d",
                          ATTN_ADR_MAX_HEADS, cfg->n_head);

@@ -58,28 +58,49 @@ CHUNK_BYTES = 64 * 1024
 
 
 def config_text(n_layer=8, n_head=4, kind="sdpa", data="logic", depth_min=2, depth_max=6,
-                r3si_layers=None, distances=None, steps=100):
-    """Resolved-config text in the trainer's style (groups, aligned values, // comments)."""
-    r3 = ""
+                r3si_layers=None, distances=None, steps=100, trace_every=4, seq_len=32):
+    """Resolved-config text in the trainer's style (groups, aligned values, // comments). Like the
+    trainer's, it has every key: a run without R3SI has r3si.enabled = false and the schema's
+    default r3si.layers = [14, 18, 22, 26], layers the run does not have."""
     if r3si_layers is not None:
         r3 = ("r3si = {\n  enabled = true;                            // R3SI on\n"
               f"  layers = [{', '.join(map(str, r3si_layers))}];   // checkpoint blocks\n  k = 64;\n}};\n\n")
+    else:
+        r3 = ("r3si = {\n  enabled = false;                           // R3SI off\n"
+              "  layers = [14, 18, 22, 26];                 // checkpoint blocks (the default)\n  k = 64;\n};\n\n")
     dist = ", ".join(map(str, distances or [128, 256, 512, 1024]))
     return (
         "// entrank configuration, fully resolved: every key, defaults included.\n\n"
         f"model = {{\n  n_layer = {n_layer};                               // transformer blocks\n"
-        f"  n_head = {n_head};\n  d_model = 64;\n  seq_len = 32;\n  norm = \"pre\";\n  mlp_ratio = 4.0;\n}};\n\n"
+        f"  n_head = {n_head};\n  d_model = 64;\n  seq_len = {seq_len};\n  norm = \"pre\";\n  mlp_ratio = 4.0;\n}};\n\n"
         f"attention = {{\n  kind = \"{kind}\";                             // attention: sdpa | sga\n}};\n\n"
         f"{r3}"
         f"train = {{\n  steps = {steps};\n  tokens = 0.0;\n  batch_size = 8;\n  lr = 0.003;\n}};\n\n"
         f"data = {{\n  kind = \"{data}\";\n  train = \"\";\n  logic = {{\n    depth_min = {depth_min};\n"
-        f"    depth_max = {depth_max};\n  }};\n  retrieval = {{\n    distances = [{dist}];\n  }};\n}};\n")
+        f"    depth_max = {depth_max};\n  }};\n  retrieval = {{\n    distances = [{dist}];\n  }};\n}};\n\n"
+        f"trace = {{\n  every = {trace_every};\n  snapshot_layers = [];\n}};\n")
 
 
-def write_metrics(path, datasets, config, dp=1, pp=1, device="cpu"):
-    """datasets: {name: (rows, description, units, axes or None, {axis: layer indices})}."""
+def nest(flat):
+    """{"model.n_layer": 8} -> {"model": {"n_layer": 8}}: the trainer's config_json from flat keys."""
+    tree = {}
+    for key, v in flat.items():
+        *groups, name = key.split(".")
+        t = tree
+        for g in groups:
+            t = t.setdefault(g, {})
+        t[name] = v
+    return tree
+
+
+def write_metrics(path, datasets, config, dp=1, pp=1, device="cpu", config_json=True):
+    """datasets: {name: (rows, description, units, axes or None, {axis: index values})}. As the
+    trainer writes them: a group's `step` is int64 and the dimension scale of axis 0 of the group's
+    datasets; named axes with index values are scales <group>/<axis name> (axis<k>_<name> too)."""
     with h5py.File(path, "w") as f:
         f.attrs["config"] = config
+        if config_json:
+            f.attrs["config_json"] = json.dumps(nest(em.parse_config(config)))
         f.attrs["revision"] = "test"
         f.attrs["device"] = device
         f.attrs["created"] = "2026-01-01T00:00:00Z"
@@ -90,7 +111,7 @@ def write_metrics(path, datasets, config, dp=1, pp=1, device="cpu"):
             axes = spec[3] if len(spec) > 3 else None
             layer_axes = spec[4] if len(spec) > 4 else {}
             rows = np.asarray(rows)
-            dtype = rows.dtype if rows.dtype == np.float16 else np.float64
+            dtype = rows.dtype if rows.dtype == np.float16 else np.int64 if name.endswith("/step") else np.float64
             row_shape = rows.shape[1:]
             chunk = max(1, CHUNK_BYTES // (np.dtype(dtype).itemsize * int(np.prod(row_shape, dtype=int))))
             d = f.create_dataset(name, shape=(0,) + row_shape, maxshape=(None,) + row_shape,
@@ -102,8 +123,34 @@ def write_metrics(path, datasets, config, dp=1, pp=1, device="cpu"):
             d.attrs["units"] = units
             if axes:
                 d.attrs["axes"] = axes
+            names = axes.split(",") if axes else []
             for axis, idx in layer_axes.items():
-                d.attrs.create(f"axis{axis}_layer", np.asarray(idx, dtype=np.int32))
+                axis_name = names[axis] if axis < len(names) else "layer"
+                d.attrs.create(f"axis{axis}_{axis_name}", np.asarray(idx, dtype=np.int32))
+        for name in list(datasets):
+            group = name.rsplit("/", 1)[0]
+            d = f[name]
+            step = f.get(group + "/step")
+            if name.endswith("/step"):
+                if not h5py.h5ds.is_scale(d.id):
+                    d.make_scale("step")
+                continue
+            if step is not None:
+                if not h5py.h5ds.is_scale(step.id):
+                    step.make_scale("step")
+                d.dims[0].attach_scale(step)
+                d.dims[0].label = "step"
+            axes = datasets[name][3] if len(datasets[name]) > 3 else None
+            for axis, idx in (datasets[name][4] if len(datasets[name]) > 4 else {}).items():
+                axis_name = axes.split(",")[axis]
+                sname = f"{group}/{axis_name}"
+                if sname not in f:
+                    sc = f.create_dataset(sname, data=np.asarray(idx, dtype=np.int32))
+                    sc.make_scale(axis_name)
+                    sc.attrs["description"] = f"values of the '{axis_name}' axis (dimension scale)"
+                    sc.attrs["units"] = "index"
+                d.dims[axis].attach_scale(f[sname])
+                d.dims[axis].label = axis_name
     return path
 
 
@@ -121,7 +168,8 @@ def head_values(mean, spread, H):
 
 def make_run(run_dir, L=8, H=4, n_trace=5, n_steps=20, entropy=None, spread=None, val_ppl=None,
              task_acc=None, resid=None, kind="sdpa", r3si_layers=None, traces=True, sga=None, r3si=None,
-             snapshots=False, data="logic", depth_min=2, depth_max=6, extra_attrs=None, drop=()):
+             snapshots=False, data="logic", depth_min=2, depth_max=6, extra_attrs=None, drop=(), seq_len=32,
+             config_json=True):
     """A run directory with metrics.h5. The last trace row holds exactly `entropy` (per-layer mean
     over heads) with head spread `spread`; earlier rows move linearly from 3.5 nats towards it."""
     run_dir = Path(run_dir)
@@ -169,10 +217,10 @@ def make_run(run_dir, L=8, H=4, n_trace=5, n_steps=20, entropy=None, spread=None
                                       "||A||_F^4 / ||A A^T||_F^2", "1", "step,layer,head", {1: layers})
         rr = np.linspace(40, 10, L + 1) if resid is None else np.asarray(resid, dtype=float)
         ds["/trace/resid_rank"] = (np.broadcast_to(rr, (n_trace, L + 1)).copy(), "participation ratio of the "
-                                   "residual stream entering each block, and the final one", "1", "step,layer",
+                                   "residual stream entering each block, and the final one", "1", "step,stream",
                                    {1: np.arange(L + 1)})
         ds["/trace/token_cos"] = (np.broadcast_to(np.linspace(0.4, 0.92, L + 1), (n_trace, L + 1)).copy(),
-                                  "mean cosine of adjacent tokens", "1", "step,layer", {1: np.arange(L + 1)})
+                                  "mean cosine of adjacent tokens", "1", "step,stream", {1: np.arange(L + 1)})
         ds["/trace/grad_diversity"] = (np.broadcast_to(np.linspace(0.05, 0.01, L), (n_trace, L)).copy(),
                                        "variance of pairwise cosines of per-head gradients", "1", "step,layer",
                                        {1: layers})
@@ -211,12 +259,12 @@ def make_run(run_dir, L=8, H=4, n_trace=5, n_steps=20, entropy=None, spread=None
         p /= p.sum(axis=-1, keepdims=True)
         ds["/snapshot/step"] = (np.array([0.0, n_steps - 1.0]), "step of the snapshot", "step")
         ds["/snapshot/attn"] = (p.astype(np.float16), "attention maps of sequence 0", "1",
-                                "step,layer,head,query,key", {})
+                                "step,layer,head,query,key", {1: [1, L - 1]})
     for name in drop:
         ds.pop(name, None)
     cfg = config_text(L, H, kind=kind, data=data, depth_min=depth_min, depth_max=depth_max, r3si_layers=r3si_layers,
-                      steps=n_steps)
-    write_metrics(run_dir / "metrics.h5", ds, cfg)
+                      steps=n_steps, trace_every=4 if traces else 0, seq_len=seq_len)
+    write_metrics(run_dir / "metrics.h5", ds, cfg, config_json=config_json)
     if extra_attrs:
         with h5py.File(run_dir / "metrics.h5", "a") as f:
             for name, attrs in extra_attrs.items():
@@ -413,15 +461,126 @@ def test_summarize_r3si_diagnostic(r3si_runs):
     assert "WARNING" not in md and "R3SI on" in md
 
 
-def test_summarize_missing_traces_are_na(tmp_path):
+def test_summarize_without_traces_names_the_key(tmp_path):
+    """A run with trace.every = 0: no rows of n/a, one line naming the key that turns traces on."""
     run = make_run(tmp_path / "bare", traces=False, task_acc=None)
     rc, md = call(SUMMARIZE, run)
     assert rc == 0
-    assert md_value(md, "entropy collapse layer 1 -> 7") == "n/a"
-    assert md_value(md, "R3SI diagnostic ratio") == "n/a"
-    assert "Not in this file (yet): /trace/attn_entropy" in md and "/eval/task_acc" in md
+    assert "n/a" not in md
+    assert "trace.every = 0" in md and "--set trace.every=N" in md
+    assert "Attention entropy" not in md and "Per layer" not in md and "R3SI" not in md.replace("R3SI off", "")
+    assert "traces off (trace.every = 0)" in md
     rc, out = call(SUMMARIZE, run, "--json")
-    assert json.loads(out)["entropy"]["collapse_pct"] is None
+    j = json.loads(out)
+    assert j["entropy"]["collapse_pct"] is None and "/trace/attn_entropy" in j["missing"]
+    assert any("trace.every" in n for n in j["notes"])
+    # With traces on but no row yet, it says they are coming, not how to turn them on.
+    run = make_run(tmp_path / "coming", traces=False)
+    with h5py.File(run / "metrics.h5", "a") as f:
+        f.attrs["config_json"] = json.dumps(nest({**em.parse_config(f.attrs["config"]), "trace.every": 50}))
+    rc, md = call(SUMMARIZE, run)
+    assert "No per-layer trace row yet (trace.every = 50" in md and "turns them off" not in md
+    assert "Not in this file yet (the run's config says they will come): /trace/attn_entropy" in md
+
+
+def test_summarize_shows_only_what_the_run_has(sga_runs, r3si_runs):
+    """An SDPA run without R3SI: no R3SI table, no SGA rows, no n/a; an R3SI run: its own layers."""
+    rc, md = call(SUMMARIZE, sga_runs["sdpa"])
+    assert rc == 0 and "n/a" not in md
+    assert "checkpoint layers" not in md and "R3SI monitor" not in md and "SGA alpha" not in md
+    rc, md = call(SUMMARIZE, r3si_runs["r3si"])
+    assert "Residual rank at the R3SI checkpoint layers" in md and "n/a" not in md
+    rc, md = call(SUMMARIZE, sga_runs["sga"])
+    assert md_value(md, "SGA alpha, mean over first third of layers") != ""
+
+
+def test_r3si_layers_only_when_r3si_is_on(tmp_path):
+    """The resolved config of a run without R3SI holds the default r3si.layers = [14, 18, 22, 26]:
+    an 8-layer model has none of them. summarize, plot and compare use the layers the run has."""
+    run = make_run(tmp_path / "tiny", L=8, H=4)
+    r = em.RunData(run)
+    assert r.cfg("r3si.layers") == [14, 18, 22, 26] and r.cfg("r3si.enabled") is False
+    assert r.r3si_layers() is None and r.checkpoint_layers() == [] and em.r3si_summary(r) == {}
+    rc, out = call(SUMMARIZE, run, "--json")
+    j = json.loads(out)
+    assert j["checkpoint_layers"] == [] and j["r3si"] is None
+    assert [row["layer"] for row in j["layers"]] == [str(l) for l in range(8)] + ["8 (final)"]
+    # plot: the residual-rank figure spans the model's 9 stream positions and marks no layer.
+    rc, out = call(PLOT, run, "-o", tmp_path / "fig")
+    drawn = PLOT.LAST_PLOTTER.drawn["resid_rank_vs_layer.png"]["/trace/resid_rank"]
+    assert drawn["marks"] == [] and drawn["xlim"][1] < 9
+    # compare: an R3SI run whose checkpoint blocks are 7, 9, 11, 13 (16 layers) and that baseline.
+    r3 = make_run(tmp_path / "r3", L=16, H=4, r3si_layers=[7, 9, 11, 13], r3si={"rank": [20, 30, 40, 50]})
+    assert em.RunData(r3).r3si_layers() == [7, 9, 11, 13]
+    rc, md = call(COMPARE, r3, run, "--tables", "rank", "--csv", tmp_path / "csv")
+    assert "resid rank L7" in md and "resid rank L13" in md and "L14" not in md and "L26" not in md
+    rank = {row["run"]: row for row in read_csv(tmp_path / "csv" / "rank.csv")}
+    assert float(rank["r3"]["rank_L7"]) == pytest.approx(em.RunData(r3).get("/trace/resid_rank")[-1][7])
+    # No run with R3SI: the post's placement at each run's own depth, and the note says so.
+    big = make_run(tmp_path / "big", L=32, H=4)
+    rc, md = call(COMPARE, big, run, "--tables", "rank", "--csv", tmp_path / "csv2")
+    assert "big: 14,18,22,26 of 32; tiny: 4,5,6,7 of 8" in md
+    rank = {row["run"]: row for row in read_csv(tmp_path / "csv2" / "rank.csv")}
+    assert float(rank["tiny"]["rank_at26of32"]) == pytest.approx(em.RunData(run).get("/trace/resid_rank")[-1][7])
+    assert "R3SI tau" not in md
+
+
+def test_uniform_causal_entropy_reference(tmp_path):
+    """Uniform causal attention over T = 64 positions has mean row entropy ln(64!)/64 = 3.2058 nats
+    (the tiny logic runs' 3.205 in every layer); the entropy plot draws it and can normalise by it."""
+    assert em.uniform_causal_entropy(64) == pytest.approx(np.mean(np.log(np.arange(1, 65))), rel=1e-12)
+    assert round(em.uniform_causal_entropy(64), 3) == 3.206 and round(em.uniform_causal_entropy(1), 12) == 0
+    h = em.uniform_causal_entropy(64)
+    run = make_run(tmp_path / "flat", L=4, H=2, seq_len=64, entropy=np.full(4, h), spread=np.zeros(4))
+    rc, out = call(PLOT, run, "-o", tmp_path / "a")
+    drawn = PLOT.LAST_PLOTTER.drawn["entropy_vs_layer.png"]
+    assert drawn["reference"] == {64: pytest.approx(h)}
+    assert drawn["lines"]["flat"][1] == pytest.approx([h] * 4)
+    rc, out = call(PLOT, run, "-o", tmp_path / "b", "--normalize-entropy")
+    drawn = PLOT.LAST_PLOTTER.drawn["entropy_vs_layer.png"]
+    assert drawn["normalized"] and drawn["reference"] == {64: 1.0}
+    assert drawn["lines"]["flat"][1] == pytest.approx([1.0] * 4)
+    rc, md = call(SUMMARIZE, run)
+    assert md_value(md, "uniform causal attention at T = 64") == "3.206"
+    rc, out = call(SUMMARIZE, run, "--json")
+    assert json.loads(out)["layers"][2]["entropy_rel"] == pytest.approx(1.0)
+
+
+def test_grad_diversity_is_plotted(sga_runs, tmp_path):
+    rc, out = call(PLOT, sga_runs["sdpa"], sga_runs["sga"], "-o", tmp_path)
+    assert (tmp_path / "grad_diversity.png").stat().st_size > 10_000
+    drawn = PLOT.LAST_PLOTTER.drawn["grad_diversity.png"]
+    want = em.RunData(sga_runs["sdpa"]).get("/trace/grad_diversity")[-1]
+    assert drawn["lines"]["sdpa"][0] == list(range(48)) and drawn["lines"]["sdpa"][1] == pytest.approx(want)
+
+
+def test_locking_plain_h5py_and_rundata_in_one_process(tmp_path):
+    """One locking mode: a file open in plain h5py (its defaults) reads through RunData in the same
+    process, and so does one opened with an explicit locking=False."""
+    run = make_run(tmp_path / "lock", L=2, H=2)
+    with h5py.File(run / "metrics.h5", "r") as f:
+        r = em.RunData(run, attempts=1)
+        assert r.get("/steps/loss")[-1] == f["/steps/loss"][-1]
+    with h5py.File(run / "metrics.h5", "r", locking=False) as f:
+        r = em.RunData(run, attempts=1)
+        assert r.get("/steps/loss")[-1] == f["/steps/loss"][-1]
+    # and the other way round: RunData first (it closes the file), then plain h5py
+    em.RunData(run)
+    with h5py.File(run / "metrics.h5", "r") as f:
+        assert f["/steps/step"].dtype == np.int64
+
+
+def test_config_from_json_or_text(tmp_path):
+    """config_json is what RunData reads; files from before it fall back to the libconfig text."""
+    a = em.RunData(make_run(tmp_path / "a", L=6, H=2))
+    b = em.RunData(make_run(tmp_path / "b", L=6, H=2, config_json=False))
+    assert "config_json" in a.root and "config_json" not in b.root
+    assert a.config == b.config and a.cfg("model.n_layer") == 6 and a.cfg("r3si.layers") == [14, 18, 22, 26]
+    # The JSON alone is enough (no libconfig text to parse).
+    with h5py.File(tmp_path / "a" / "metrics.h5", "a") as f:
+        f.attrs["config"] = ""
+    c = em.RunData(tmp_path / "a")
+    assert c.config == a.config and c.n_layer == 6 and c.cfg("data.logic.depth_max") == 6
 
 
 def test_bucket_labels(tmp_path):
@@ -602,7 +761,7 @@ def test_plot_all_figures(sga_runs, r3si_runs, tmp_path):
 # A real short training run, read while it is written and after
 
 TRAIN = ["train", "-c", "configs/tiny.cfg", "--set", "train.steps=4", "--set", "train.warmup_steps=1",
-         "--set", "train.log_every=1"]
+         "--set", "train.log_every=1", "--set", "trace.every=0"]   # a run without traces, whatever the default
 
 
 LIVE_READS = []   # summarize's answers while the trainer was writing
@@ -652,7 +811,9 @@ def test_real_run_summarize(real_run):
     assert j["run"]["finished"] is True and j["run"]["n_layer"] == 8 and j["run"]["dp"] == 1
     assert j["entropy"]["collapse_pct"] is None and "/trace/attn_entropy" in j["missing"]
     r = run_script("summarize", real_run)
-    assert r.returncode == 0 and f"| {loss:.6g}" in r.stdout and "n/a" in r.stdout
+    assert r.returncode == 0 and f"| {loss:.6g}" in r.stdout
+    # Only what the run has: no n/a rows, no R3SI table (R3SI off), the key that turns traces on.
+    assert "n/a" not in r.stdout and "checkpoint layers" not in r.stdout and "trace.every = 0" in r.stdout
 
 
 def test_real_run_compare_and_plot(real_run, sga_runs, tmp_path):
@@ -669,6 +830,44 @@ def test_real_run_compare_and_plot(real_run, sga_runs, tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "fig").glob("*.png")) == ["loss.png", "task_accuracy.png"]
     assert "skipped entropy heat map of run: no /trace/attn_entropy" in r.stdout
+
+
+def test_real_run_with_traces_and_snapshots(entrank, tmp_path):
+    """A traced run with attention snapshots of blocks 1 and 6, end to end: summarize has no n/a,
+    plot draws the snapshots of those blocks and the uniform reference for the run's T, compare
+    writes markdown and CSV in one command."""
+    run = tmp_path / "traced"
+    entrank("train", "-c", "configs/tiny.cfg", "--set", "train.steps=3", "--set", "train.warmup_steps=1",
+            "--set", "trace.every=2", "--set", "trace.snapshot_layers=[1, 6]", "--run-dir", run, check=0)
+    r = em.RunData(run)
+    T = r.cfg("model.seq_len")
+    assert r.get("/snapshot/attn").shape == (1, 2, 4, T, T) and list(r.get("/snapshot/step")) == [0, 2]
+    rc, md = call(SUMMARIZE, run)
+    assert rc == 0 and "n/a" not in md and "Per layer" in md and "checkpoint layers" not in md
+    rc, out = call(PLOT, run, "-o", tmp_path / "fig")
+    drawn = PLOT.LAST_PLOTTER.drawn
+    assert drawn["attention_traced.png"] == {"layers": [1, 6], "heads": 4, "step": 2.0}
+    assert drawn["entropy_vs_layer.png"]["reference"] == {T: pytest.approx(em.uniform_causal_entropy(T))}
+    assert (tmp_path / "fig" / "grad_diversity.png").exists()
+    rc, out = call(COMPARE, run, "--md", tmp_path / "cmp" / "tables.md", "--csv", tmp_path / "cmp")
+    text = (tmp_path / "cmp" / "tables.md").read_text()
+    assert "### Language modelling and attention entropy" in text and "1->7 of 8" in text
+    main = read_csv(tmp_path / "cmp" / "main.csv")[0]
+    assert (main["early_layer"], main["deep_layer"]) == ("1", "7")
+    assert float(main["H_deep"]) == pytest.approx(float(np.mean(r.get("/trace/attn_entropy")[-1][7])))
+
+
+def test_resumed_run_is_described_by_its_current_config(entrank, tmp_path):
+    """A finished 2-step run extended to 4 steps by a resume: the file's config (root attributes)
+    is the resumed run's, so summarize does not report "4 of 2 steps"."""
+    run = tmp_path / "ext"
+    base = ["train", "-c", "configs/tiny.cfg", "--set", "train.warmup_steps=1", "--set", "trace.every=0", "--run-dir", run]
+    entrank(*base, "--set", "train.steps=2", check=0)
+    entrank(*base, "--set", "train.steps=4", check=0)
+    r = em.RunData(run)
+    assert r.cfg("train.steps") == 4 and list(r.get("/steps/step")) == [0, 1, 2, 3]
+    rc, md = call(SUMMARIZE, run)
+    assert "- progress: 4 of 4 steps done (finished)" in md
 
 
 def test_real_run_pipeline_parallel(mpirun, tmp_path):

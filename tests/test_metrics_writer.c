@@ -292,6 +292,53 @@ static void test_root_attributes(void **state) {
                 created[16] == ':' && created[19] == 'Z');
     assert_true(strncmp(created, "20", 2) == 0);
     free(created);
+    assert_str_attr(t->path, "/", "config_json", "{\"model\": {\"n_layer\": 2, \"n_head\": 3}, \"train\": {\"steps\": 5}}");
+}
+
+// A resumed run describes itself: config, config_json, revision, device, dp, pp are its own, while
+// `created` and the rows stay.
+static void test_set_run_info_on_resume(void **state) {
+    Tmp *t = *state;
+    MetricsFile *mf = create_or_fail(t->path);
+    metrics_declare(mf, "/steps/step", 0, NULL, "step", "step");
+    metrics_append(mf, "/steps/step", &(double){0});
+    metrics_close(mf);
+    char *created = read_str_attr(t->path, "/", "created");
+    MetricsRunInfo info = {.config_text = "train = { steps = 9; };\n", .revision = "def5678", .dp = 1, .pp = 4, .device = "cuda"};
+    Error err = {{0}};
+    assert_int_equal(metrics_set_run_info(t->path, &info, &err), 0);
+    assert_str_attr(t->path, "/", "config", info.config_text);
+    assert_str_attr(t->path, "/", "config_json", "{\"train\": {\"steps\": 9}}");
+    assert_str_attr(t->path, "/", "revision", "def5678");
+    assert_str_attr(t->path, "/", "device", "cuda");
+    assert_str_attr(t->path, "/", "created", created);
+    int v = -1;
+    read_int_attr(t->path, "/", "pp", &v, 1);
+    assert_int_equal(v, 4);
+    Read r = read_dataset(t->path, "/steps/step");
+    assert_int_equal(r.dims[0], 1);
+    free(r.data);
+    free(created);
+}
+
+// The resolved config as JSON: every libconfig value kind, floats in their shortest exact form and
+// still floats, strings escaped, lists of lists (data.blend) as arrays.
+static void test_config_json(void **state) {
+    Tmp *t = *state;
+    MetricsRunInfo info = RUN_INFO;
+    info.config_text = "train = { lr = 0.003; tokens = 0.0; big = 100000000000L; on = true; };\n"
+                       "data = { train = \"a \\\"b\\\"\\\\c\"; blend = ( (1.0, \"x\", \"llmc\") ); logic = { depth = [1, 2]; }; };\n";
+    Error err = {{0}};
+    MetricsFile *mf = metrics_create(t->path, &info, &err);
+    if (mf == NULL) fail_msg("metrics_create: %s", err.msg);
+    metrics_close(mf);
+    assert_str_attr(t->path, "/", "config_json",
+                    "{\"train\": {\"lr\": 0.003, \"tokens\": 0.0, \"big\": 100000000000, \"on\": true}, "
+                    "\"data\": {\"train\": \"a \\\"b\\\"\\\\c\", \"blend\": [[1.0, \"x\", \"llmc\"]], \"logic\": {\"depth\": [1, 2]}}}");
+    // Text libconfig rejects is an error of metrics_create, not a file without the attribute.
+    info.config_text = "model = { n_layer = ; };";
+    assert_null(metrics_create(t->path, &info, &err));
+    assert_non_null(strstr(err.msg, "does not parse"));
 }
 
 static void test_reopen_append_continues(void **state) {
@@ -597,6 +644,48 @@ static void test_open_errors(void **state) {
     assert_no_open_hdf5_objects();
 }
 
+// A resumed run's rewind drops the rows of every group from the checkpoint's step on, not axis
+// values: the dimension scales (fixed size) stay whole.
+static void test_rewind_keeps_axis_scales(void **state) {
+    Tmp *t = *state;
+    enum { L = 3 };
+    const size_t dims[1] = {L};
+    const int layers[L] = {4, 7, 9};
+    MetricsFile *mf = create_or_fail(t->path);
+    metrics_declare(mf, "/trace/step", 0, NULL, "trace step", "step");
+    metrics_declare(mf, "/trace/x", 1, dims, "a per-layer value", "1");
+    metrics_set_axis(mf, "/trace/x", 1, "layer", layers, L);
+    for (int i = 0; i < 4; i++) {
+        double step = 10 * i, row[L] = {i, i, i};
+        metrics_append(mf, "/trace/step", &step);
+        metrics_append(mf, "/trace/x", row);
+    }
+    metrics_close(mf);
+    metrics_declare(mf = reopen_or_fail(t->path), "/eval/step", 0, NULL, "eval step", "step");
+    for (int i = 0; i < 3; i++) metrics_append(mf, "/eval/step", &(double){15 * i});   // 0, 15, 30
+    metrics_close(mf);
+    Error err = {{0}};
+    assert_int_equal(metrics_rewind_all(t->path, 20, &err), 0);   // every group: keeps steps below 20
+    Read e = read_dataset(t->path, "/eval/step");
+    assert_int_equal(e.dims[0], 2);
+    free(e.data);
+    Read r = read_dataset(t->path, "/trace/x");
+    assert_int_equal(r.dims[0], 2);
+    free(r.data);
+    hid_t file = H5Fopen(t->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(file >= 0);
+    hid_t scale = H5Dopen2(file, "/trace/layer", H5P_DEFAULT);
+    assert_true(scale >= 0);
+    int got[L + 1] = {0};
+    hid_t space = H5Dget_space(scale);
+    assert_int_equal(H5Sget_simple_extent_npoints(space), L);
+    assert_true(H5Dread(scale, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, got) >= 0);
+    for (int l = 0; l < L; l++) assert_int_equal(got[l], layers[l]);
+    H5Sclose(space);
+    H5Dclose(scale);
+    assert_true(H5Fclose(file) >= 0);
+}
+
 // The file the h5py test reads: created, closed, reopened and appended to, as a resumed run does.
 static void test_sample_file(void **state) {
     Tmp *t = *state;
@@ -614,6 +703,11 @@ static void test_sample_file(void **state) {
         metrics_set_axis(mf, "/trace/attn_entropy", 0, "step", NULL, 0);
         metrics_set_axis(mf, "/trace/attn_entropy", 1, "layer", layers, L);
         metrics_set_axis(mf, "/trace/attn_entropy", 2, "head", heads, H);
+        metrics_declare(mf, "/trace/step", 0, NULL, "step of the trace", "step");
+        metrics_declare(mf, "/trace/map", 1, (const size_t[]){H}, "a half-precision row per step", "1");
+        metrics_set_storage(mf, "/trace/map", METRICS_F16);
+        metrics_set_axis(mf, "/trace/map", 1, "head", heads, H);
+        metrics_declare(mf, "/steps/pair", 1, (const size_t[]){2}, "a row whose axis is not named", "1");
         int first = run == 0 ? 0 : 3, last = run == 0 ? 3 : 5;
         for (int i = first; i < last; i++) {
             double step = i + 1, loss = 4.0 - 0.25 * i, row[L * H];
@@ -622,6 +716,10 @@ static void test_sample_file(void **state) {
             metrics_append(mf, "/steps/step", &step);
             metrics_append(mf, "/steps/loss", &loss);
             metrics_append(mf, "/trace/attn_entropy", row);
+            double map[H] = {i + 0.5, 1.0 / 3.0, 65504.0};   // half: exact, rounded, the largest finite
+            metrics_append(mf, "/trace/step", &step);
+            metrics_append(mf, "/trace/map", map);
+            metrics_append(mf, "/steps/pair", (const double[]){i, -i});
             if (i == first) metrics_flush(mf);
         }
         metrics_close(mf);
@@ -642,6 +740,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_2d_rows_exact, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_dataset_attributes, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_root_attributes, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_config_json, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_set_run_info_on_resume, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_reopen_append_continues, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_reopen_shape_mismatch, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_empty_flush_is_noop, setup_tmp, scratch_teardown),
@@ -650,6 +750,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_100k_rows, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_programming_errors_die, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_open_errors, setup_tmp, scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_rewind_keeps_axis_scales, setup_tmp, scratch_teardown),
         cmocka_unit_test_setup_teardown(test_sample_file, setup_tmp, scratch_teardown),
     };
     // The h5py test wants only the sample file, left at the path it chose.

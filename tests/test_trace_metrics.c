@@ -78,7 +78,8 @@ static void test_identical_heads_have_redundancy_one(void **state) {
     be->upload_i32(a.targets, tg, 12);
     model_forward(&m, &a);
     TraceRecord r;
-    trace_init(&r, &s, 2);
+    const int snap[1] = {1};
+    trace_init(&r, &s, 2, snap, 1);
     trace_forward(&r, &m, &a);
     for (int l = 0; l < 2; l++) {
         assert_true(fabs(r.redundancy[l] - 1) < 1e-12);
@@ -90,6 +91,24 @@ static void test_identical_heads_have_redundancy_one(void **state) {
         assert_true(r.eff_rank[l * 3] >= 1 && r.eff_rank[l * 3] <= 6);
     }
     assert_true(r.resid_rank[2] > 0 && r.resid_rank[2] <= 12);
+    // The snapshot of layer 1: sequence 0's maps of its heads (3 < TRACE_SNAPSHOT_HEADS), exactly
+    // the model's attention weights; causal rows summing to 1.
+    assert_int_equal(r.n_snap, 1);
+    assert_int_equal(r.snap_heads, 3);
+    double probs[2 * 3 * 36];
+    be->download_f64(probs, model_layer_probs(&m, &a, 1), 2 * 3 * 36);
+    for (int h = 0; h < 3; h++)
+        for (int i = 0; i < 6; i++) {
+            double sum = 0;
+            for (int j = 0; j < 6; j++) {
+                double v = r.snapshot[(h * 6 + i) * 6 + j];
+                assert_true(v == probs[(h * 6 + i) * 6 + j]);
+                if (j > i) assert_true(v == 0.0);
+                sum += v;
+            }
+            assert_true(fabs(sum - 1) < 1e-12);
+        }
+    assert_null(r.sga_alpha);   // not an SGA model: its arrays do not exist
     trace_free(&r);
     activations_free(&a, &m);
     model_free(&m);

@@ -1,5 +1,6 @@
 """Per-layer traces in metrics.h5: the same on every topology, readable while the run goes on,
 attributes visible to h5dump (docs/metrics-schema.md)."""
+import os
 import subprocess
 import time
 
@@ -22,11 +23,16 @@ def read_traces(run):
         for k in ("alpha", "stats", "gate_band"):
             if "sga" in f:
                 out["sga/" + k] = f["sga"][k][...]
+        if "snapshot" in f:
+            out["snapshot/attn"] = f["snapshot/attn"][...].astype(np.float64)
+            out["snapshot/step"] = f["snapshot/step"][...]
+            out["snapshot/layer"] = f["snapshot/layer"][...]
         return out
 
 
 def test_traces_are_the_same_on_1x1_and_2x2(mpirun, tmp_path):
-    sga = ["--set", "attention.kind=sga"]
+    # Snapshots of layers 1 and 4: under pp = 2 each is taken by another stage.
+    sga = ["--set", "attention.kind=sga", "--set", "trace.snapshot_layers=[1, 4]"]
     mpirun(1, "train", *traced(extra=sga), "--run-dir", tmp_path / "a", check=0)
     mpirun(4, "train", *traced(extra=sga + ["--set", "parallel.pp=2"]), "--run-dir", tmp_path / "b", check=0)
     a, b = read_traces(tmp_path / "a"), read_traces(tmp_path / "b")
@@ -40,6 +46,20 @@ def test_traces_are_the_same_on_1x1_and_2x2(mpirun, tmp_path):
     assert np.all(np.abs(a["head_redundancy"]) <= 1 + 1e-9)
     assert np.all(a["resid_rank"] > 0) and np.all(a["resid_rank"] <= 32)
     assert np.all((a["sga/alpha"] >= 0) & (a["sga/alpha"] <= 1))
+    # Attention snapshots: (rows, layers, heads, T, T) causal maps whose rows sum to 1 (float16).
+    snap = a["snapshot/attn"]
+    assert snap.shape == (2, 2, H, 32, 32) and list(a["snapshot/step"]) == [0, 2] and list(a["snapshot/layer"]) == [1, 4]
+    assert np.all(np.triu(snap, 1) == 0)
+    np.testing.assert_allclose(snap.sum(axis=-1), 1.0, atol=1e-2)
+
+
+def test_snapshot_layers_are_validated(entrank):
+    for value, why, every in [("[5]", "block 5 does not exist in a 5-layer model", 2),
+                              ("[3, 1]", "distinct and ascending", 2), ("[1]", "set trace.every > 0", 0)]:
+        p = entrank("train", *traced(extra=["--set", f"trace.snapshot_layers={value}", "--set", f"trace.every={every}"]),
+                    "--run-dir", "/tmp/never-created")
+        assert p.returncode == 2 and "trace.snapshot_layers" in p.stderr and why in p.stderr, p.stderr
+    assert not os.path.exists("/tmp/never-created")
 
 
 def test_metrics_can_be_read_while_the_run_goes_on(tmp_path):
@@ -71,3 +91,40 @@ def test_h5dump_shows_the_attributes(entrank, tmp_path):
     for needle in ('ATTRIBUTE "description"', 'ATTRIBUTE "units"', 'ATTRIBUTE "config"', 'ATTRIBUTE "revision"',
                    'DATASET "attn_entropy_bh"', 'ATTRIBUTE "axis1_layer"'):
         assert needle in out, needle
+
+
+def test_every_axis_is_a_dimension_scale(entrank, tmp_path):
+    """netCDF-4 readers (h5netcdf, hence xarray) accept a dataset only if all or none of its axes
+    are dimension scales: in the trainer's file every axis of every dataset has one, labelled."""
+    run = tmp_path / "run"
+    entrank("train", *traced(extra=["--set", "attention.kind=sga", "--set", "trace.snapshot_layers=[2]"]),
+            "--run-dir", run, check=0)
+    with h5py.File(run / "metrics.h5", "r") as f:
+        seen = []
+
+        def check(name, obj):
+            if not isinstance(obj, h5py.Dataset) or h5py.h5ds.is_scale(obj.id):
+                return
+            seen.append("/" + name)
+            for k, dim in enumerate(obj.dims):
+                assert len(dim) == 1, f"/{name} axis {k}: {len(dim)} scales"
+                assert dim.label, f"/{name} axis {k} has no label"
+                assert dim[0].shape == (obj.shape[k],) or k == 0, f"/{name} axis {k}"
+        f.visititems(check)
+        assert {"/eval/task_acc", "/trace/attn_entropy_bh", "/sga/stats", "/snapshot/attn", "/steps/loss"} <= set(seen)
+        assert [d.label for d in f["/eval/task_acc"].dims] == ["step", "bucket"]
+        assert list(f["/sga/step"][:]) == list(f["/trace/step"][:]) == [0, 2]
+
+
+def test_resume_drops_trace_rows_after_the_checkpoint(entrank, tmp_path):
+    """A run resumed from step 3 recomputes steps 3-5: their trace, SGA and snapshot rows are
+    written once, not twice."""
+    run = tmp_path / "run"
+    args = traced(steps=6, extra=["--set", "attention.kind=sga", "--set", "trace.every=1", "--set", "trace.snapshot_layers=[1]",
+                                  "--set", "checkpoint.every=3"])
+    entrank("train", *args, "--run-dir", run, check=0)
+    entrank("train", *args, "--run-dir", run, "--resume", run / "checkpoints" / "step_00000003.h5", check=0)
+    with h5py.File(run / "metrics.h5", "r") as f:
+        for group in ("steps", "trace", "sga", "snapshot"):
+            assert list(f[group + "/step"][:]) == [0, 1, 2, 3, 4, 5], group
+        assert f["trace/attn_entropy"].shape[0] == f["snapshot/attn"].shape[0] == 6
