@@ -8,7 +8,7 @@
 #include "stream_stats.h"
 
 // Every array of the record and its dataset in metrics.h5: one list for allocation, clearing, the
-// world sum, the metric declarations and the rows (DESIGN section 7 describes the same datasets).
+// world sum, the metric declarations and the rows (docs/metrics-schema.md describes the same datasets).
 // X(field, when, dataset, axes, description, units): `axes` names the row's axes; their names give
 // the sizes (axis_size below), so an array's length is the product over its axes. `when` says
 // which runs have the array: ALL, SGA (attention.kind = "sga"), SNAPSHOT (trace.snapshot_layers).
