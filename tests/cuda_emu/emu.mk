@@ -6,8 +6,9 @@
 #                         mpirun), the emulated-NCCL fault programs (tests/emu_nccl_faults.c), the
 #                         emulator's self-test and an entrank binary whose train.device = "cuda"
 #                         runs on the emulator
-#   make test-emu         the above, then the self-test, every GPU test program and the determinism
-#                         check (tests/run_emu.sh); `make test` runs the same section
+#   make test-emu         the above, then the self-test, every GPU test program, the determinism
+#                         check and the NCCL cases under mpirun (tests/run_emu.sh); `make test`
+#                         runs the same section
 #   make test-emu-asan    the same in build-emu/asan, under AddressSanitizer + UBSan
 # build/ (the nvcc build) is never touched; one variant per make invocation (EMU_VARIANT).
 EMU_VARIANT ?= fast
@@ -43,9 +44,10 @@ EMU_ALL      = $(EMU_TEST_BIN) $(EMU_MPI_BIN) $(EMU_DIR)/tests/emu_selftest $(EM
 emu:
 	@$(MAKE) --no-print-directory EMU_VARIANT=fast emu-build
 emu-build: $(EMU_ALL) $(EMU_DIR)/shared-memory.ok
-test-emu: emu
+# The NCCL cases compare a training run with the CPU binary's.
+test-emu: emu bin/entrank
 	@bash tests/run_emu.sh build-emu/fast
-test-emu-asan:
+test-emu-asan: bin/entrank
 	@$(MAKE) --no-print-directory EMU_VARIANT=asan emu-build
 	@EMU_ASAN=1 bash tests/run_emu.sh build-emu/asan
 

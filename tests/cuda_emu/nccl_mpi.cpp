@@ -24,10 +24,15 @@
 //    than the emulated device has SMs (EMU_SM_COUNT), the run is stopped with the operations
 //    named: on a GPU the last one could not become resident until another finished, and that one
 //    may be waiting for a peer that waits for the last.
-// Watchdog: when operations are pending and none has started or completed for EMU_NCCL_TIMEOUT
-// seconds (default 30), each rank prints its communicators (label = creation order on the rank,
-// rank, size, world ranks) and their pending operations (op, peer, count, stream, state), then
-// the job is aborted (MPI_Abort, exit status 3) instead of hanging.
+// Watchdog: when no rank has done anything for EMU_NCCL_TIMEOUT seconds (default 30) — started or
+// completed an NCCL operation, issued CUDA work on the host, finished a queued item — each rank
+// with NCCL operations pending prints its communicators (label = creation order on the rank, rank,
+// size, world ranks) and their pending operations (op, peer, count, stream, state), and the job is
+// aborted (MPI_Abort, exit status 3) instead of hanging. The idle time is the world's least: a rank
+// waiting for a peer that is still computing (emulated kernels are slow) is not deadlocked. Every
+// rank's watchdog thread takes part in an MPI_Iallreduce every half second on its own communicator
+// from MPI_Init to MPI_Finalize, which ends the rounds once every rank is finalising.
+// EMU_STATS=1 prints, at MPI_Finalize, the most NCCL kernels (operations or groups) and CTAs this rank had in flight at once.
 // MPI_Init and MPI_Init_thread are wrapped (MPI's profiling interface) to ask for
 // MPI_THREAD_MULTIPLE: the stream workers and the bootstrap root call MPI next to the host thread.
 #define OMPI_SKIP_MPICXX 1
@@ -90,16 +95,20 @@ static std::condition_variable turn;  // a ticket completed
 static std::vector<ncclComm *> comms;
 static std::vector<Op *> group_ops;
 static int group_depth = 0, comms_made = 0, serials = 0, ctas_in_flight = 0, sm_count = 0;
+static int kernels_in_flight = 0, most_kernels_in_flight = 0, most_ctas_in_flight = 0;   // EMU_STATS
 static size_t pending_ops = 0;
 static Clock::time_point last_progress;
 static MPI_Comm boot = MPI_COMM_NULL, boot_create = MPI_COMM_NULL;
 static std::atomic<int> roots_running{0};   // bootstrap roots (detached threads) still serving
-static std::atomic<bool> stopping{false};
+static std::atomic<bool> stopping{false}, finalizing{false}, watchdog_done{false};
+static MPI_Comm dog = MPI_COMM_NULL;
 static bool watchdog_started = false;
 
 static size_t elem(ncclDataType_t t) { return t == ncclFloat64 ? 8 : 4; }
 static const char *type_name(ncclDataType_t t) { return t == ncclFloat64 ? "float64" : t == ncclInt32 ? "int32" : "float32"; }
 static int world_rank() { int r = -1; PMPI_Comm_rank(MPI_COMM_WORLD, &r); return r; }
+
+static void start_watchdog();
 
 // ---- MPI with threads ----------------------------------------------------------------------------------------
 extern "C" int MPI_Init_thread(int *argc, char ***argv, int, int *provided) {
@@ -109,6 +118,8 @@ extern "C" int MPI_Init_thread(int *argc, char ***argv, int, int *provided) {
     // Collective over the world here, where every rank is: the bootstrap's own communicators.
     PMPI_Comm_dup(MPI_COMM_WORLD, &boot);
     PMPI_Comm_dup(MPI_COMM_WORLD, &boot_create);
+    PMPI_Comm_dup(MPI_COMM_WORLD, &dog);
+    start_watchdog();
     return rc;
 }
 extern "C" int MPI_Init(int *argc, char ***argv) {
@@ -117,22 +128,30 @@ extern "C" int MPI_Init(int *argc, char ***argv) {
 }
 extern "C" int MPI_Finalize(void) {
     emu_streams_drain_all();
+    const char *stats = getenv("EMU_STATS");
+    if (stats && atoi(stats) && comms_made)
+        fprintf(stderr, "cuda-emu: NCCL on world rank %d: at most %d kernels (an operation or a group) in flight at once, holding at most %d CTAs of %d SMs\n", world_rank(),
+                most_kernels_in_flight, most_ctas_in_flight, sm_count);
+    finalizing = true;
+    while (watchdog_started && !watchdog_done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     stopping = true;
     while (roots_running > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     if (boot != MPI_COMM_NULL) PMPI_Comm_free(&boot);
     if (boot_create != MPI_COMM_NULL) PMPI_Comm_free(&boot_create);
+    if (dog != MPI_COMM_NULL) PMPI_Comm_free(&dog);
     return PMPI_Finalize();
 }
 
 // Waits for `n` requests, polling: a blocking wait would keep a core busy in Open MPI's progress
-// loop while the other ranks' kernels need it. False when the run is being torn down.
-static bool wait_all(int n, MPI_Request *req, MPI_Status *st) {
+// loop while the other ranks' kernels need it. False when the run is being torn down (and
+// `stoppable`).
+static bool wait_all(int n, MPI_Request *req, MPI_Status *st, bool stoppable = true) {
     long pause_ns = 10000;
     for (;;) {
         int done = 0;
         MPI_Testall(n, req, &done, st);
         if (done) return true;
-        if (stopping) return false;
+        if (stoppable && stopping) return false;
         struct timespec ts = {0, pause_ns};
         nanosleep(&ts, nullptr);
         pause_ns = std::min(pause_ns * 2, 1000000L);
@@ -162,13 +181,25 @@ static std::string comm_name(const ncclComm *c) {
 }
 
 static void watchdog(double timeout_s) {
-    while (!stopping) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (;;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        double mine[2], world[2];   // seconds idle, finalising (1) or not (0): the least over the world
+        {
+            std::lock_guard<std::mutex> l(mu);
+            int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+            int64_t last = std::max<int64_t>(emu_last_activity_ns(),
+                                             std::chrono::duration_cast<std::chrono::nanoseconds>(last_progress.time_since_epoch()).count());
+            mine[0] = (double)(now - last) * 1e-9;
+            mine[1] = finalizing ? 1 : 0;
+        }
+        MPI_Request req;
+        MPI_Iallreduce(mine, world, 2, MPI_DOUBLE, MPI_MIN, dog, &req);
+        wait_all(1, &req, MPI_STATUS_IGNORE, false);
+        if (world[1] == 1) break;
         std::unique_lock<std::mutex> l(mu);
-        double idle = std::chrono::duration<double>(Clock::now() - last_progress).count();
-        if (pending_ops == 0 || idle < timeout_s) continue;
-        std::string r = "cuda-emu: ERROR: NCCL deadlock on world rank " + std::to_string(world_rank()) + ": no NCCL operation started or completed for " +
-                        std::to_string((int)idle) + " s (EMU_NCCL_TIMEOUT). Communicators of this rank, by creation order:\n";
+        if (pending_ops == 0 || world[0] < timeout_s) continue;
+        std::string r = "cuda-emu: ERROR: NCCL deadlock on world rank " + std::to_string(world_rank()) + ": no rank made progress for " +
+                        std::to_string((int)world[0]) + " s (EMU_NCCL_TIMEOUT). Communicators of this rank, by creation order:\n";
         for (const ncclComm *c : comms) {
             r += "  " + comm_name(c) + ": " + (c->pending.empty() ? "nothing pending\n" : std::to_string(c->pending.size()) + " pending\n");
             for (const Op *o : c->pending) r += "    " + describe(o) + "\n";
@@ -180,6 +211,7 @@ static void watchdog(double timeout_s) {
         std::this_thread::sleep_for(std::chrono::seconds(2));
         PMPI_Abort(MPI_COMM_WORLD, ABORT_STATUS);
     }
+    watchdog_done = true;
 }
 
 static void start_watchdog() {
@@ -188,6 +220,7 @@ static void start_watchdog() {
     const char *v = getenv("EMU_NCCL_TIMEOUT");
     double timeout = v && *v ? atof(v) : 30.0;
     if (!(timeout > 0)) emu_fatal("EMU_NCCL_TIMEOUT=%s: expected a positive number of seconds", v);
+    last_progress = Clock::now();
     std::thread(watchdog, timeout).detach();
 }
 
@@ -254,7 +287,6 @@ static ncclResult_t init_rank(ncclComm_t *out, int nranks, ncclUniqueId uid, int
     std::lock_guard<std::mutex> l(mu);
     c->label = ++comms_made;
     comms.push_back(c);
-    start_watchdog();
     *out = c;
     return ncclSuccess;
 }
@@ -370,6 +402,9 @@ static void run_launch(const std::vector<Op *> &ops) {
         }
         for (Op *o : ops) o->state = POSTED;
         ctas_in_flight += need;
+        kernels_in_flight++;
+        most_kernels_in_flight = std::max(most_kernels_in_flight, kernels_in_flight);
+        most_ctas_in_flight = std::max(most_ctas_in_flight, ctas_in_flight);
         last_progress = Clock::now();
         if (ctas_in_flight > sm_count) {
             std::string r;
@@ -394,6 +429,7 @@ static void run_launch(const std::vector<Op *> &ops) {
         delete o;
     }
     ctas_in_flight -= need;
+    kernels_in_flight--;
     pending_ops -= ops.size();
     last_progress = Clock::now();
     turn.notify_all();

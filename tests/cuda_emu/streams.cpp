@@ -20,6 +20,8 @@
 // trainer runs it over MPI. Sends and dp buckets run on their own streams' workers, so the host
 // goes on as on a GPU. A program whose progress needs its host to run ahead of the compute
 // stream's communication would be reported here although a GPU runs it: entrank has none.
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -42,6 +44,12 @@ static std::condition_variable progressed;  // some item completed
 static std::map<cudaStream_t, EmuQueue *> queues;   // live streams; retired queues are kept for their marks
 static EmuQueue legacy_queue{0, 0, {}, 0, 0, false, false, {}};
 static int streams_made = 0;
+static std::atomic<int64_t> activity_ns{0};   // steady clock: when host work or a queued item last ran
+
+static void note_activity() {
+    activity_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+int64_t emu_last_activity_ns() { return activity_ns; }
 
 static EmuQueue *queue_of(cudaStream_t s) {
     if (!s) return &legacy_queue;
@@ -71,6 +79,7 @@ static void work(EmuQueue *q) {
         l.lock();
         q->items.pop_front();
         q->done++;
+        note_activity();
         progressed.notify_all();
     }
 }
@@ -85,6 +94,7 @@ void emu_stream_drain(cudaStream_t s) {
         for (auto &e : queues)
             if (!(e.second->flags & cudaStreamNonBlocking)) drain_locked(l, e.second);
     drain_locked(l, queue_of(s));
+    note_activity();   // eager work on `s` runs next
 }
 
 void emu_streams_drain_all() {

@@ -22,3 +22,6 @@ EmuMark emu_stream_mark(cudaStream_t s);          // after everything queued on 
 bool emu_mark_reached(EmuMark m);
 void emu_mark_wait(EmuMark m);                    // the calling thread waits
 void emu_stream_wait_mark(cudaStream_t s, EmuMark m);   // `s` waits (cudaStreamWaitEvent)
+// steady_clock nanoseconds of the last eager work issued or queued item completed (the NCCL
+// watchdog's measure of a busy rank).
+int64_t emu_last_activity_ns();
