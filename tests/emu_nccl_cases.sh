@@ -5,6 +5,8 @@
 #   - 1F1B on a single communicator (comm_nccl.c's design note) is reported by the watchdog at its
 #     default timeout, within 60 s, naming the communicator and its pending send and receive;
 #   - four NCCL kernels with maxCTAs = SMs / 4 fit; with SMs / 2 the overflow is reported;
+#   - a ring exchange completes in a group and is reported as a deadlock without one (rendezvous);
+#   - the collectives have NCCL's layouts and reduce in rank order, bit for bit on every rank;
 #   - a 2x2 (dp 2 x pp 2) training run of the emulated entrank (train.device = "cuda") gives the
 #     CPU backend's losses within the bf16 trainer tolerance, its ranks never hold more CTAs in
 #     flight than the device has SMs, and more than one NCCL kernel is in flight at times.
@@ -64,6 +66,23 @@ ok=0
 if [ $rc -ne 0 ] && grep -qE 'in flight on world rank 0 need [0-9]+ CTAs together, the device has [0-9]+ SMs' "$log" &&
    [ "$(grep -cE 'comm #[0-9] \(rank 0 of 2, world ranks 0 1, maxCTAs [0-9]+\): ncclSend' "$log")" -ge 3 ]; then ok=1; fi
 tap $ok "NCCL kernels in flight with maxCTAs = SMs / 2: the overflow is reported with the kernels named (exit $rc)" "$log"
+
+log=$logs/nccl_ring_grouped.log
+mpi 3 "$log" "$faults" ring-grouped
+ok=0; [ $rc -eq 0 ] && grep -q '^ok 1 ' "$log" && ok=1
+tap $ok "ring send/receive over 3 ranks in one group completes (${secs}s)" "$log"
+
+log=$logs/nccl_ring_ungrouped.log
+EMU_NCCL_TIMEOUT=3 mpi 3 "$log" "$faults" ring-ungrouped
+ok=0
+if [ $rc -ne 0 ] && [ "$(grep -c 'NCCL deadlock on world rank' "$log")" -ge 1 ] &&
+   grep -qE 'ncclRecv 4099 x float32 from peer [0-2] on stream #0: queued behind earlier work of its stream' "$log"; then ok=1; fi
+tap $ok "the same ring without a group (rendezvous sends) is reported as a deadlock (exit $rc after ${secs}s, timeout 3 s)" "$log"
+
+log=$logs/nccl_collectives.log
+mpi 3 "$log" "$faults" collectives
+ok=0; [ $rc -eq 0 ] && grep -q '^ok 1 ' "$log" && ok=1
+tap $ok "collectives over 3 ranks: NCCL's layouts, reductions in rank order bit for bit (${secs}s)" "$log"
 
 # dp 2 x pp 2 on the tiny config shrunk to a few seconds a step under emulation.
 args=(train -c configs/tiny.cfg --set model.n_layer=4 --set model.d_model=32 --set model.n_head=2 --set model.seq_len=32

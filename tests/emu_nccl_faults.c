@@ -8,6 +8,12 @@
 //   cta-fit             four communicators with maxCTAs = SMs / 4, a send in flight on each at
 //                       once: fits (TAP ok)
 //   cta-overflow        the same with maxCTAs = SMs / 2: must be reported
+//   ring-grouped        every rank sends to the next and receives from the previous in one group:
+//                       completes (a group's send does not wait for its receive)
+//   ring-ungrouped      the same without the group: every send waits for a receive queued behind
+//                       its rank's own send (rendezvous and order), a deadlock to be reported
+//   collectives         AllReduce, ReduceScatter, AllGather (in place) and Broadcast against the
+//                       values summed on the host in rank order, bit for bit on every rank (TAP)
 // Every rank is one pipeline stage (pp = world) for the pipeline modes; the CTA modes need 2 ranks.
 //   mpirun -np 2 build-emu/fast/tests/emu_nccl_faults MODE
 #include <cuda_runtime.h>
@@ -155,6 +161,83 @@ static int concurrent(int divisor) {
     return bad != 0;
 }
 
+// Rank r sends to r + 1 and receives from r - 1 (mod world).
+static int ring(int grouped) {
+    ncclComm_t comm = world_comm(1);
+    float *send, *recv, host[N];
+    CK(cudaMalloc((void **)&send, sizeof host));
+    CK(cudaMalloc((void **)&recv, sizeof host));
+    for (int i = 0; i < N; i++) host[i] = (float)(rank * 100000 + i);
+    CK(cudaMemcpy(send, host, sizeof host, cudaMemcpyHostToDevice));
+    if (grouped) CK(ncclGroupStart());
+    CK(ncclSend(send, N, ncclFloat, (rank + 1) % world, comm, 0));
+    CK(ncclRecv(recv, N, ncclFloat, (rank + world - 1) % world, comm, 0));
+    if (grouped) CK(ncclGroupEnd());
+    CK(cudaMemcpy(host, recv, sizeof host, cudaMemcpyDeviceToHost));
+    int bad = 0, from = (rank + world - 1) % world;
+    for (int i = 0; i < N; i++) bad += host[i] != (float)(from * 100000 + i);
+    MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (rank == 0) printf("%s 1 - ring exchange over %d ranks in one group (%d wrong values)\n", bad ? "not ok" : "ok", world, bad);
+    CK(cudaFree(send));
+    CK(cudaFree(recv));
+    CK(ncclCommDestroy(comm));
+    return bad != 0;
+}
+
+// Rank r's i-th value: magnitudes that make float sums depend on their order.
+static float contribution(int r, int i) { return (float)((r + 1) * 1e-3 * ((i % 13) - 6) + (r == 1 ? 1e4 : 0.3) * ((i % 3) - 1)); }
+
+static int collectives(void) {
+    ncclComm_t comm = world_comm(1);
+    float host[N], *full = malloc((size_t)world * N * sizeof(float)), *d, *dfull;
+    CK(cudaMalloc((void **)&d, sizeof host));
+    CK(cudaMalloc((void **)&dfull, (size_t)world * N * sizeof(float)));
+    int bad = 0;
+    // AllReduce: ((x0 + x1) + x2) + ... in float, as the host adds them.
+    for (int i = 0; i < N; i++) host[i] = contribution(rank, i);
+    CK(cudaMemcpy(d, host, sizeof host, cudaMemcpyHostToDevice));
+    CK(ncclAllReduce(d, d, N, ncclFloat, ncclSum, comm, 0));
+    CK(cudaMemcpy(host, d, sizeof host, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < N; i++) {
+        float sum = contribution(0, i);
+        for (int r = 1; r < world; r++) sum += contribution(r, i);
+        bad += memcmp(&sum, &host[i], sizeof sum) != 0;
+    }
+    // ReduceScatter: rank r gets block r of the reduced world * N values.
+    for (int i = 0; i < world * N; i++) full[i] = contribution(rank, i);
+    CK(cudaMemcpy(dfull, full, (size_t)world * N * sizeof(float), cudaMemcpyHostToDevice));
+    CK(ncclReduceScatter(dfull, d, N, ncclFloat, ncclSum, comm, 0));
+    CK(cudaMemcpy(host, d, sizeof host, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < N; i++) {
+        int k = rank * N + i;
+        float sum = contribution(0, k);
+        for (int r = 1; r < world; r++) sum += contribution(r, k);
+        bad += memcmp(&sum, &host[i], sizeof sum) != 0;
+    }
+    // AllGather in place: block r from rank r.
+    for (int i = 0; i < N; i++) host[i] = (float)(rank * 7 + i);
+    CK(cudaMemcpy(dfull + (size_t)rank * N, host, sizeof host, cudaMemcpyHostToDevice));
+    CK(ncclAllGather(dfull + (size_t)rank * N, dfull, N, ncclFloat, comm, 0));
+    CK(cudaMemcpy(full, dfull, (size_t)world * N * sizeof(float), cudaMemcpyDeviceToHost));
+    for (int r = 0; r < world; r++)
+        for (int i = 0; i < N; i++) bad += full[(size_t)r * N + i] != (float)(r * 7 + i);
+    // Broadcast from the last rank.
+    for (int i = 0; i < N; i++) host[i] = (float)(rank * 1000 + i);
+    CK(cudaMemcpy(d, host, sizeof host, cudaMemcpyHostToDevice));
+    CK(ncclBroadcast(d, d, N, ncclFloat, world - 1, comm, 0));
+    CK(cudaMemcpy(host, d, sizeof host, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < N; i++) bad += host[i] != (float)((world - 1) * 1000 + i);
+    MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (rank == 0)
+        printf("%s 1 - AllReduce and ReduceScatter bit for bit as summed in rank order, AllGather in place, Broadcast, %d ranks (%d wrong)\n",
+               bad ? "not ok" : "ok", world, bad);
+    free(full);
+    CK(cudaFree(d));
+    CK(cudaFree(dfull));
+    CK(ncclCommDestroy(comm));
+    return bad != 0;
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -165,8 +248,11 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "pipeline-one-comm")) rc = pipeline(1);
     else if (!strcmp(mode, "cta-fit")) rc = concurrent(4);
     else if (!strcmp(mode, "cta-overflow")) rc = concurrent(2);
+    else if (!strcmp(mode, "ring-grouped")) rc = ring(1);
+    else if (!strcmp(mode, "ring-ungrouped")) rc = ring(0);
+    else if (!strcmp(mode, "collectives")) rc = collectives();
     else {
-        if (rank == 0) fprintf(stderr, "usage: %s pipeline-two-comms|pipeline-one-comm|cta-fit|cta-overflow\n", argv[0]);
+        if (rank == 0) fprintf(stderr, "usage: %s pipeline-two-comms|pipeline-one-comm|cta-fit|cta-overflow|ring-grouped|ring-ungrouped|collectives\n", argv[0]);
         rc = 2;
     }
     MPI_Finalize();

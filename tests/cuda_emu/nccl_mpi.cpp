@@ -90,8 +90,9 @@ struct ncclComm {
     std::vector<Op *> pending;            // issued, not completed
 };
 
-static std::mutex mu;                 // everything below
-static std::condition_variable turn;  // a ticket completed
+// Never destroyed: a stream worker may still wait on them while the process exits.
+static std::mutex &mu = *new std::mutex;                              // everything below
+static std::condition_variable &turn = *new std::condition_variable;  // a ticket completed
 static std::vector<ncclComm *> comms;
 static std::vector<Op *> group_ops;
 static int group_depth = 0, comms_made = 0, serials = 0, ctas_in_flight = 0, sm_count = 0;
@@ -241,7 +242,11 @@ static void serve_root(int serial) {
         MPI_Request req;
         MPI_Status st;
         MPI_Irecv(msg, 3, MPI_INT, MPI_ANY_SOURCE, join_tag(serial), boot, &req);
-        if (!wait_all(1, &req, &st)) return;
+        if (!wait_all(1, &req, &st)) {   // an id nobody used, at MPI_Finalize
+            MPI_Cancel(&req);
+            MPI_Request_free(&req);
+            return;
+        }
         if (n < 0) table.assign(n = msg[0], -1);
         if (msg[0] != n || msg[1] < 0 || msg[1] >= n || table[msg[1]] >= 0)
             emu_fatal("ncclCommInitRank: world rank %d joins id %d as rank %d of %d, but the id has %d ranks (rank taken: %s)", msg[2], serial,
@@ -280,11 +285,12 @@ static ncclResult_t init_rank(ncclComm_t *out, int nranks, ncclUniqueId uid, int
     MPI_Comm_create_group(boot_create, members, id.serial * world_size + id.root, &c->mpi);
     MPI_Group_free(&members);
     MPI_Group_free(&all);
-    int device = 0;
+    int device = 0, sms = 0;
     cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
-    c->ctas = std::min(max_ctas > 0 ? max_ctas : NCCL_DEFAULT_MAX_CTAS, sm_count);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    c->ctas = std::min(max_ctas > 0 ? max_ctas : NCCL_DEFAULT_MAX_CTAS, sms);
     std::lock_guard<std::mutex> l(mu);
+    sm_count = sms;
     c->label = ++comms_made;
     comms.push_back(c);
     *out = c;
@@ -311,9 +317,11 @@ extern "C" ncclResult_t ncclCommFinalize(ncclComm_t c) {
 
 extern "C" ncclResult_t ncclCommDestroy(ncclComm_t c) {
     ncclCommFinalize(c);
-    std::lock_guard<std::mutex> l(mu);
-    c->magic = 0;   // kept: a later use is reported
-    comms.erase(std::find(comms.begin(), comms.end(), c));
+    {
+        std::lock_guard<std::mutex> l(mu);
+        c->magic = 0;   // kept: a later use is reported
+        comms.erase(std::find(comms.begin(), comms.end(), c));
+    }
     MPI_Comm_free(&c->mpi);
     return ncclSuccess;
 }

@@ -39,10 +39,12 @@ struct EmuQueue {
     std::condition_variable wake;
 };
 
-static std::mutex mu;                       // every queue's state
-static std::condition_variable progressed;  // some item completed
+// Never destroyed: detached workers may still wait on them while the process exits (destroying a
+// condition variable that a thread waits on blocks the exit).
+static std::mutex &mu = *new std::mutex;                                    // every queue's state
+static std::condition_variable &progressed = *new std::condition_variable;  // some item completed
 static std::map<cudaStream_t, EmuQueue *> queues;   // live streams; retired queues are kept for their marks
-static EmuQueue legacy_queue{0, 0, {}, 0, 0, false, false, {}};
+static EmuQueue &legacy_queue = *new EmuQueue{0, 0, {}, 0, 0, false, false, {}};
 static int streams_made = 0;
 static std::atomic<int64_t> activity_ns{0};   // steady clock: when host work or a queued item last ran
 
