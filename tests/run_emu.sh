@@ -5,7 +5,10 @@
 #   2. every tests/gpu_test_* program, unchanged, TAP output counted case by case;
 #   3. determinism (fast build only): the op programs under EMU_SCHED=forward, reverse and
 #      random:SEED with EMU_TRACE; every launch must hash identically (one case per program), and
-#      together they must launch every __global__ kernel of cuda/ (one case).
+#      together they must launch every __global__ kernel of cuda/ (one case);
+#   4. NCCL over MPI under mpirun: tests/gpu_mpi_nccl on 2 and 4 ranks (TAP), then
+#      tests/emu_nccl_cases.sh (1F1B per direction and on one communicator, the CTA rule, a 2x2
+#      training run against the CPU backend's, which needs bin/entrank).
 # Usage: tests/run_emu.sh BUILD_EMU_DIR (build-emu/fast or build-emu/asan; EMU_ASAN=1 for the latter)
 set -u
 dir=${1:-build-emu/fast}
@@ -74,6 +77,16 @@ if [ "$variant" = fast ]; then
   else { echo "not ok 1 - kernels of cuda/ that no op program launches:"; echo "$missing" | sed 's/^/# /'; } >"$out"; fi
   count "kernel coverage" "$out" 0 0
 fi
+
+for np in 2 4; do
+  t0=$SECONDS
+  out="$log_dir/gpu_mpi_nccl.np$np.tap"
+  timeout 600 mpirun -np $np --oversubscribe --bind-to none "$dir/tests/gpu_mpi_nccl" >"$out" 2>&1
+  count "gpu_mpi_nccl (mpirun -np $np)" "$out" $? $((SECONDS - t0))
+done
+t0=$SECONDS
+bash tests/emu_nccl_cases.sh "$dir" "$log_dir" >"$log_dir/nccl_cases.tap" 2>&1
+count "emulated NCCL: deadlock, CTAs, 2x2 training" "$log_dir/nccl_cases.tap" $? $((SECONDS - t0))
 
 if [ ${#failures[@]} -gt 0 ]; then echo "failing (emulated CUDA): ${failures[*]} (logs in $log_dir)"; fi
 echo "$passed passed, $failed failed"

@@ -11,7 +11,8 @@
 // be set, lie in device memory, be as large as cufftMakePlanMany64 said, not overlap the data, and
 // it is overwritten with NaN on every execution (so that data kept in it is caught). C2R destroys
 // its input, as cuFFT's may.
-// NCCL: a world of one rank. Collectives copy (checked ranges), point-to-point is reported.
+// Both run eagerly on the host thread, after the work queued on their stream (streams.cpp).
+// NCCL: nccl_mpi.cpp.
 #include <fftw3.h>
 #include <math.h>
 #include <stdio.h>
@@ -23,7 +24,7 @@
 
 #include "cublas_v2.h"
 #include "cufft.h"
-#include "nccl.h"
+#include "streams.h"
 
 extern "C" void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float *A, int lda, const float *B,
                             int ldb, float beta, float *C, int ldc);
@@ -81,6 +82,7 @@ static cublasStatus_t gemm(const char *who, cublasHandle_t h, cublasOperation_t 
                            const void *A, cudaDataType at, int lda, long long sa, const void *B, cudaDataType bt, int ldb, long long sb,
                            const void *beta, void *C, cudaDataType ct_, int ldc, long long sc, int batch, cublasComputeType_t ct) {
     check_handle(h, who);
+    emu_stream_drain(h->stream);
     if (m < 0 || n < 0 || k < 0 || batch < 0) {
         fprintf(stderr, "cuda-emu: %s: negative size (m %d n %d k %d batch %d)\n", who, m, n, k, batch);
         return CUBLAS_STATUS_INVALID_VALUE;
@@ -167,6 +169,7 @@ struct Plan {
     long long n = 0, batch = 0, istride = 1, idist = 0, ostride = 1, odist = 0;
     size_t work_bytes = 0;
     void *work = nullptr;
+    cudaStream_t stream = nullptr;
 };
 static std::map<cufftHandle, Plan> plans;
 static cufftHandle next_plan = 1;
@@ -216,8 +219,9 @@ extern "C" cufftResult cufftMakePlanMany64(cufftHandle h, int rank, long long *n
     return CUFFT_SUCCESS;
 }
 extern "C" cufftResult cufftSetStream(cufftHandle h, cudaStream_t s) {
-    plan_of(h, "cufftSetStream");
+    Plan *p = plan_of(h, "cufftSetStream");
     emu_check_stream(s, "cufftSetStream");
+    p->stream = s;
     return CUFFT_SUCCESS;
 }
 extern "C" cufftResult cufftSetWorkArea(cufftHandle h, void *w) {
@@ -227,6 +231,7 @@ extern "C" cufftResult cufftSetWorkArea(cufftHandle h, void *w) {
 
 static void prepare(Plan *p, const void *in, size_t in_elem, const void *out, size_t out_elem, const char *who) {
     if (!p->made) emu_fatal("%s: the plan was not made (cufftMakePlanMany64)", who);
+    emu_stream_drain(p->stream);
     long long in_len = p->type == CUFFT_R2C ? p->n : p->n / 2 + 1, out_len = p->type == CUFFT_R2C ? p->n / 2 + 1 : p->n;
     size_t in_bytes = (size_t)((p->batch - 1) * p->idist + (in_len - 1) * p->istride + 1) * in_elem;
     size_t out_bytes = (size_t)((p->batch - 1) * p->odist + (out_len - 1) * p->ostride + 1) * out_elem;
@@ -270,65 +275,4 @@ extern "C" cufftResult cufftExecC2R(cufftHandle h, cufftComplex *in, cufftReal *
     fftwf_execute(f);
     fftwf_destroy_plan(f);
     return CUFFT_SUCCESS;
-}
-
-// ---- NCCL: one rank --------------------------------------------------------------------------------------------
-struct ncclComm { uint32_t magic; };
-static const uint32_t LIVE_COMM = 0x4EC1u;
-static int group_depth = 0;
-
-static void check_comm(ncclComm_t c, const char *who) {
-    if (!c || c->magic != LIVE_COMM) emu_fatal("%s: communicator %p is not live", who, (void *)c);
-}
-static size_t elem(ncclDataType_t t) { return t == ncclDouble ? 8 : 4; }
-
-extern "C" const char *ncclGetErrorString(ncclResult_t r) { return r == ncclSuccess ? "no error" : "NCCL error (emulated)"; }
-extern "C" ncclResult_t ncclGetUniqueId(ncclUniqueId *id) { memset(id, 0, sizeof *id); return ncclSuccess; }
-extern "C" ncclResult_t ncclCommInitRank(ncclComm_t *c, int nranks, ncclUniqueId, int rank) {
-    if (nranks != 1 || rank != 0)
-        emu_fatal("ncclCommInitRank(rank %d of %d): the emulated NCCL runs a world of one rank only", rank, nranks);
-    *c = new ncclComm{LIVE_COMM};
-    return ncclSuccess;
-}
-extern "C" ncclResult_t ncclCommInitRankConfig(ncclComm_t *c, int nranks, ncclUniqueId id, int rank, ncclConfig_t *config) {
-    // NCCL refuses a CTA cap below one (the cap divides the SMs among concurrent communicators).
-    if (config && config->maxCTAs != -1 && config->maxCTAs < 1)
-        emu_fatal("ncclCommInitRankConfig: maxCTAs %d (must be >= 1)", config->maxCTAs);
-    return ncclCommInitRank(c, nranks, id, rank);
-}
-extern "C" ncclResult_t ncclCommFinalize(ncclComm_t c) { check_comm(c, "ncclCommFinalize"); return ncclSuccess; }
-extern "C" ncclResult_t ncclCommDestroy(ncclComm_t c) { check_comm(c, "ncclCommDestroy"); c->magic = 0; return ncclSuccess; }
-extern "C" ncclResult_t ncclGroupStart(void) { group_depth++; return ncclSuccess; }
-extern "C" ncclResult_t ncclGroupEnd(void) {
-    if (group_depth == 0) emu_fatal("ncclGroupEnd without ncclGroupStart");
-    group_depth--;
-    return ncclSuccess;
-}
-extern "C" ncclResult_t ncclSend(const void *, size_t, ncclDataType_t, int peer, ncclComm_t c, cudaStream_t) {
-    check_comm(c, "ncclSend");
-    emu_fatal("ncclSend to rank %d: a world of one rank has no peer", peer);
-}
-extern "C" ncclResult_t ncclRecv(void *, size_t, ncclDataType_t, int peer, ncclComm_t c, cudaStream_t) {
-    check_comm(c, "ncclRecv");
-    emu_fatal("ncclRecv from rank %d: a world of one rank has no peer", peer);
-}
-static ncclResult_t copy(const char *who, const void *s, void *r, size_t count, ncclDataType_t t, ncclComm_t c, cudaStream_t st) {
-    check_comm(c, who);
-    emu_check_stream(st, who);
-    emu_check_device_range(s, count * elem(t), who);
-    emu_check_device_range(r, count * elem(t), who);
-    if (s != r) memmove(r, s, count * elem(t));
-    return ncclSuccess;
-}
-extern "C" ncclResult_t ncclAllReduce(const void *s, void *r, size_t n, ncclDataType_t t, ncclRedOp_t, ncclComm_t c, cudaStream_t st) {
-    return copy("ncclAllReduce", s, r, n, t, c, st);
-}
-extern "C" ncclResult_t ncclReduceScatter(const void *s, void *r, size_t n, ncclDataType_t t, ncclRedOp_t, ncclComm_t c, cudaStream_t st) {
-    return copy("ncclReduceScatter", s, r, n, t, c, st);
-}
-extern "C" ncclResult_t ncclAllGather(const void *s, void *r, size_t n, ncclDataType_t t, ncclComm_t c, cudaStream_t st) {
-    return copy("ncclAllGather", s, r, n, t, c, st);
-}
-extern "C" ncclResult_t ncclBroadcast(const void *s, void *r, size_t n, ncclDataType_t t, int, ncclComm_t c, cudaStream_t st) {
-    return copy("ncclBroadcast", s, r, n, t, c, st);
 }

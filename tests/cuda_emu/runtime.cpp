@@ -5,7 +5,8 @@
 // holds 0xFF bytes (NaN as floats). EMU_FENCE=1 maps each allocation so that it ends right before
 // an inaccessible page (one before it too): an index past the end faults, and the SIGSEGV handler
 // names the kernel, block and thread. Copies and memsets check both sides and the direction.
-// Streams and events are checked handles; work runs eagerly, in program order, when it is queued.
+// Streams and events are checked handles. Work issued on the host runs eagerly, after the stream's
+// queued work (NCCL operations, event waits: streams.cpp) has run; cudaFree synchronises the device.
 //
 // Kernels: the blocks of a launch run one after another; within a block every thread is a fiber
 // that runs until it waits (at __syncthreads or a warp primitive) or exits. When all have stopped,
@@ -34,6 +35,7 @@
 #include <vector>
 
 #include "cuda_runtime.h"
+#include "streams.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define EMU_ASAN 1
@@ -163,7 +165,7 @@ static cudaError_t device_free(void *p, const char *what) {
 // ---- streams and events: checked handles --------------------------------------------------------------
 static const uint32_t LIVE_STREAM = 0x57AEA111u, LIVE_EVENT = 0xE7E27111u, DEAD = 0xDEADu;
 struct CUstream_st { uint32_t magic; unsigned flags; };
-struct CUevent_st { uint32_t magic; int recorded; };
+struct CUevent_st { uint32_t magic; int recorded; EmuMark mark; };
 
 extern "C" void emu_check_stream(cudaStream_t s, const char *what) {
     if (s && s->magic != LIVE_STREAM) emu_fatal("%s: stream %p is %s", what, (void *)s, s->magic == DEAD ? "destroyed" : "not a stream");
@@ -229,7 +231,7 @@ const char *cudaGetErrorString(cudaError_t e) {
 }
 cudaError_t cudaGetLastError(void) { cudaError_t e = last_error; last_error = cudaSuccess; return e; }
 cudaError_t cudaPeekAtLastError(void) { return last_error; }
-cudaError_t cudaDeviceSynchronize(void) { return last_error; }
+cudaError_t cudaDeviceSynchronize(void) { emu_streams_drain_all(); return last_error; }
 cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
 cudaError_t cudaRuntimeGetVersion(int *v) { *v = CUDART_VERSION; return cudaSuccess; }
 cudaError_t cudaDriverGetVersion(int *v) { *v = CUDART_VERSION; return cudaSuccess; }
@@ -240,9 +242,18 @@ cudaError_t cudaMalloc(void **ptr, size_t bytes) {
     *ptr = device_alloc(bytes);
     return *ptr ? cudaSuccess : fail(cudaErrorMemoryAllocation);
 }
-cudaError_t cudaFree(void *p) { return device_free(p, "cudaFree"); }
-cudaError_t cudaMallocAsync(void **ptr, size_t bytes, cudaStream_t s) { emu_check_stream(s, "cudaMallocAsync"); return cudaMalloc(ptr, bytes); }
-cudaError_t cudaFreeAsync(void *p, cudaStream_t s) { emu_check_stream(s, "cudaFreeAsync"); return device_free(p, "cudaFreeAsync"); }
+// cudaFree waits for the device to be idle (comm_nccl.c relies on it not being called inside a step).
+cudaError_t cudaFree(void *p) { emu_streams_drain_all(); return device_free(p, "cudaFree"); }
+cudaError_t cudaMallocAsync(void **ptr, size_t bytes, cudaStream_t s) {
+    emu_check_stream(s, "cudaMallocAsync");
+    emu_stream_drain(s);
+    return cudaMalloc(ptr, bytes);
+}
+cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
+    emu_check_stream(s, "cudaFreeAsync");
+    emu_stream_drain(s);
+    return device_free(p, "cudaFreeAsync");
+}
 cudaError_t cudaMallocHost(void **ptr, size_t bytes) { *ptr = malloc(bytes ? bytes : 1); return *ptr ? cudaSuccess : fail(cudaErrorMemoryAllocation); }
 cudaError_t cudaFreeHost(void *p) {
     if (p && owner(p)) emu_fatal("cudaFreeHost(%p): device memory", p);
@@ -250,7 +261,7 @@ cudaError_t cudaFreeHost(void *p) {
     return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+static cudaError_t copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
     if (bytes == 0) return cudaSuccess;
     if (kind == cudaMemcpyDefault)
         kind = (cudaMemcpyKind)((owner(src) ? 2 : 0) | (owner(dst) ? 1 : 0));   // 0 HtoH, 1 HtoD, 2 DtoH, 3 DtoD
@@ -278,18 +289,29 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind 
     memmove(dst, src, bytes);
     return cudaSuccess;
 }
+// The synchronous copy and memset run on the legacy default stream.
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    emu_stream_drain(nullptr);
+    return copy(dst, src, bytes, kind);
+}
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
     emu_check_stream(s, "cudaMemcpyAsync");
-    return cudaMemcpy(dst, src, bytes, kind);
+    emu_stream_drain(s);
+    return copy(dst, src, bytes, kind);
 }
-cudaError_t cudaMemset(void *dst, int value, size_t bytes) {
-    emu_check_device_range(dst, bytes, "cudaMemset");
+static cudaError_t set(void *dst, int value, size_t bytes, const char *who) {
+    emu_check_device_range(dst, bytes, who);
     memset(dst, value, bytes);
     return cudaSuccess;
 }
+cudaError_t cudaMemset(void *dst, int value, size_t bytes) {
+    emu_stream_drain(nullptr);
+    return set(dst, value, bytes, "cudaMemset");
+}
 cudaError_t cudaMemsetAsync(void *dst, int value, size_t bytes, cudaStream_t s) {
     emu_check_stream(s, "cudaMemsetAsync");
-    return cudaMemset(dst, value, bytes);
+    emu_stream_drain(s);
+    return set(dst, value, bytes, "cudaMemsetAsync");
 }
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t *pool, int d) {
     static char the_pool;
@@ -301,6 +323,7 @@ cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void *value)
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
     *s = new CUstream_st{LIVE_STREAM, flags};
+    emu_stream_register(*s, flags);
     return cudaSuccess;
 }
 cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
@@ -309,26 +332,44 @@ cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest) { *least
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
     if (!s) return fail(cudaErrorInvalidResourceHandle);
     emu_check_stream(s, "cudaStreamDestroy");
+    emu_stream_retire(s);
     s->magic = DEAD;   // kept, so that a later use is reported
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) { emu_check_stream(s, "cudaStreamSynchronize"); return last_error; }
-cudaError_t cudaStreamQuery(cudaStream_t s) { emu_check_stream(s, "cudaStreamQuery"); return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    emu_check_stream(s, "cudaStreamSynchronize");
+    emu_stream_drain(s);
+    return last_error;
+}
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+    emu_check_stream(s, "cudaStreamQuery");
+    return emu_stream_idle(s) ? cudaSuccess : cudaErrorNotReady;
+}
+// Waiting for an event never recorded is a no-op, as in CUDA.
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
     emu_check_stream(s, "cudaStreamWaitEvent");
     check_event(e, "cudaStreamWaitEvent");
+    if (e->recorded) emu_stream_wait_mark(s, e->mark);
     return cudaSuccess;
 }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int) { *e = new CUevent_st{LIVE_EVENT, 0}; return cudaSuccess; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int) { *e = new CUevent_st{LIVE_EVENT, 0, EmuMark{nullptr, 0}}; return cudaSuccess; }
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     check_event(e, "cudaEventRecord");
     emu_check_stream(s, "cudaEventRecord");
     e->recorded = 1;
+    e->mark = emu_stream_mark(s);
     return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t e) { check_event(e, "cudaEventSynchronize"); return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t e) { check_event(e, "cudaEventQuery"); return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    check_event(e, "cudaEventSynchronize");
+    emu_mark_wait(e->mark);
+    return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    check_event(e, "cudaEventQuery");
+    return emu_mark_reached(e->mark) ? cudaSuccess : cudaErrorNotReady;
+}
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     check_event(a, "cudaEventElapsedTime");
     check_event(b, "cudaEventElapsedTime");
@@ -715,6 +756,7 @@ bool launch_begin(const LaunchSite &site, dim3 g, dim3 b, size_t shared, const v
     init_sched();
     install_fault_handler();
     emu_check_stream((cudaStream_t)stream, site.kernel);
+    if (current < 0) emu_stream_drain((cudaStream_t)stream);
     if (current >= 0) emu_fatal("%s:%d: launch of %s from device code (dynamic parallelism is not used by entrank)", site.file, site.line, site.kernel);
     unsigned long long n = (unsigned long long)b.x * b.y * b.z;
     const char *bad = nullptr;

@@ -1,5 +1,5 @@
-// nccl.h (emulated CUDA, tests/cuda_emu): the NCCL calls entrank makes, for one rank (a world of
-// one process: every collective is a copy; send/recv to another rank is reported). See libs.cpp.
+// nccl.h (emulated CUDA, tests/cuda_emu): the NCCL calls entrank makes, over MPI (one MPI process
+// per NCCL rank). See nccl_mpi.cpp.
 #pragma once
 #include <stddef.h>
 #include "cuda_runtime.h"
