@@ -277,8 +277,11 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
                 format_duration(mean * (double)(t->total_steps - step - 1), eta, sizeof eta);
                 char where[64] = "";
                 if (files) snprintf(where, sizeof where, " | epoch %llu pos %llu", (unsigned long long)at.epoch, (unsigned long long)at.position);
-                runlog(log, "step %6ld/%ld | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | MFU %.1f%% | ETA %s%s\n",
-                       step, t->total_steps, r.loss, r.lr, r.grad_norm, dt * 1e3, tok_s, 100 * mfu, eta, where);
+                // A device without a known peak has no MFU: say so rather than print "nan%".
+                char mfu_text[16] = "n/a";
+                if (isfinite(mfu)) snprintf(mfu_text, sizeof mfu_text, "%.1f%%", 100 * mfu);
+                runlog(log, "step %6ld/%ld | loss %.6f | lr %.3e | norm %.4f | %.1f ms | %.0f tok/s | MFU %s | ETA %s%s\n",
+                       step, t->total_steps, r.loss, r.lr, r.grad_norm, dt * 1e3, tok_s, mfu_text, eta, where);
                 metrics_flush(mf);
             }
         }
