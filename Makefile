@@ -27,7 +27,8 @@ REVISION := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 CFLAGS += -DENTRANK_REVISION='"$(REVISION)"'
 # libhdf5_hl: the dimension scales (H5DS) of metrics.h5's layer and head axes; the pkg-config file
 # of hdf5-openmpi names only libhdf5, whose -L directory also holds the high-level library.
-LDLIBS  = $(filter -L%,$(shell pkg-config --libs hdf5-openmpi 2>/dev/null)) -lhdf5_hl $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(shell $(BLAS_PC) --libs openblas 2>/dev/null) -Wl,-rpath,$(BLAS_DIR) -lm -fopenmp
+HDF5_HL = $(filter -L%,$(shell pkg-config --libs hdf5-openmpi 2>/dev/null)) -lhdf5_hl
+LDLIBS  = $(HDF5_HL) $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(shell $(BLAS_PC) --libs openblas 2>/dev/null) -Wl,-rpath,$(BLAS_DIR) -lm -fopenmp
 
 # The CUDA backend is built whenever the toolkit is present (CI compiles and links it without a
 # GPU); without it the binary is CPU-only and train.device = "cuda" is refused.

@@ -26,7 +26,7 @@ EMU_CFLAGS   = $(EMU_OPT) -std=c11 -D_GNU_SOURCE -fopenmp -Wall -Wextra -MMD -MP
                $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(shell $(BLAS_PC) --cflags openblas 2>/dev/null) \
                -DENTRANK_REVISION='"$(REVISION)"'
 EMU_CXXFLAGS = $(EMU_OPT) $(EMU_FP) -std=c++17 -Wall -Wextra -Wno-unused-function -MMD -MP -DENTRANK_CUDA_EMU $(EMU_INC) -Icuda
-EMU_LDLIBS   = -pthread $(shell pkg-config --libs $(PKGS) cmocka 2>/dev/null) $(shell $(BLAS_PC) --libs openblas 2>/dev/null) \
+EMU_LDLIBS   = -pthread $(HDF5_HL) $(shell pkg-config --libs $(PKGS) cmocka 2>/dev/null) $(shell $(BLAS_PC) --libs openblas 2>/dev/null) \
                -Wl,-rpath,$(BLAS_DIR) -lfftw3f -lm -fopenmp -lstdc++ $(filter -fsanitize=%,$(EMU_OPT))
 
 EMU_CPU_OBJ  = $(patsubst %.c,$(EMU_DIR)/%.o,$(wildcard src/*.c src/*/*.c))
