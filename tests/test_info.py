@@ -10,10 +10,10 @@ def gpt_params(L, C, V, T, ratio=4.0, tied=True):
 
 
 @pytest.mark.parametrize("preset,L,C,V,T,approx", [
-    ("sga-48l", 48, 768, 32000, 512, 366e6),
-    ("sga-780m", 48, 1152, 32000, 512, 800e6),
-    ("r3si-32l", 32, 2048, 50304, 2048, 1.7e9),
-    ("r3si-1.3b", 24, 2048, 50304, 2048, 1.3e9),
+    ("gpt-48l-768", 48, 768, 32000, 512, 366e6),
+    ("gpt-48l-1152", 48, 1152, 32000, 512, 800e6),
+    ("gpt-32l-2048", 32, 2048, 50304, 2048, 1.7e9),
+    ("gpt-24l-2048", 24, 2048, 50304, 2048, 1.3e9),
     ("tiny", 8, 64, 64, 18, 0.405e6),
 ])
 def test_parameter_counts_match_independent_formula(entrank, preset, L, C, V, T, approx):
