@@ -58,6 +58,7 @@ static const char *const DROP_CHOICES[] = {"none", "layerdrop", "stochastic_dept
 static const char *const TEMPERATURE_CHOICES[] = {"none", "loss", "attention", NULL};
 static const int R3SI_LAYERS[] = {14, 18, 22, 26};
 static const char *const DEVICE_CHOICES[] = {"auto", "cpu", "cuda", NULL};
+static const char *const EXTEND_CHOICES[] = {"none", "constant", "rewarm", NULL};
 static const char *const DATA_CHOICES[] = {"llmc", "megatron", "text", "logic", "retrieval", NULL};
 static const char *const SAMPLING_CHOICES[] = {"epoch", "random", NULL};
 static const char *const BLEND_KIND_CHOICES[] = {"llmc", "megatron", "text", NULL};
@@ -131,6 +132,9 @@ const ConfigKey config_schema[] = {
     CHOICE_KEY("train.device",      device,            "auto",      DEVICE_CHOICES,      "auto | cpu | cuda"),
     INT_KEY("train.max_bad_steps",  max_bad_steps,     5,           1, 1000000,          "consecutive non-finite steps before stopping"),
     INT_KEY("train.log_every",      log_every,         1,           1, INT_MAX,          "steps between log lines"),
+    CHOICE_KEY("train.extend",      extend,            "none",      EXTEND_CHOICES,      "a resume that changes the LR schedule: none (the new schedule as if from step 0) | constant (keep the LR reached) | rewarm (back to train.lr, then cosine to the new end)"),
+    LONG_KEY("train.extend_step",   extend_step,       0,           0, 1000000000000LL,  "set by a resume under train.extend: first step of the tail; 0 = none"),
+    FLOAT_KEY("train.extend_lr",    extend_lr,         0.0,         RANGE_CLOSED, 0, 1,   "set by a resume under train.extend: the LR the previous schedule had reached at extend_step"),
 
     CHOICE_KEY("data.kind",         data_kind,         "logic",     DATA_CHOICES,        "llmc | megatron | text | logic | retrieval"),
     PATH_KEY("data.train",          data_train,                                          "training file or prefix; empty for synthetic tasks"),
