@@ -35,3 +35,15 @@ def test_pipeline_bubble_and_per_stage_memory(entrank):
     assert re.search(r"bubble .* = 0\.4286", out)
     assert len(re.findall(r"^  stage \d", out, re.M)) == 4
     assert "layers 0-1" in out and "layers 6-7" in out
+
+
+def test_info_and_train_refuse_the_same_r3si_config_with_the_same_line(entrank, tmp_path):
+    # Issue 17's report: info printed "checkpoint blocks 14 18 22 26" for an 8-layer model that
+    # train refuses. Both run validate_run now (since issue 13's structure work; this pins it).
+    args = ["-c", "configs/tiny.cfg", "--set", "r3si.enabled=true"]
+    info = entrank("info", *args)
+    train = entrank("train", *args, "--run-dir", tmp_path / "run")
+    want = "entrank: r3si.layers: block 14 does not exist in a 8-layer model (model.n_layer)"
+    assert (info.returncode, info.stderr.strip(), info.stdout) == (2, want, "")
+    assert (train.returncode, train.stderr.strip()) == (2, want)
+    assert not (tmp_path / "run").exists()
