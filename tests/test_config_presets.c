@@ -207,7 +207,7 @@ static void test_defaults(void **state) {
     assert_int_equal(c.zero, 0);
     assert_int_equal(c.eval_every, 0);
     assert_int_equal(c.eval_batches, 4);
-    assert_int_equal(c.trace_every, 0);
+    assert_int_equal(c.trace_every, 50);   // on by default (issue 17)
     assert_int_equal(c.checkpoint_every, 0);
     assert_int_equal(c.checkpoint_keep, 2);
 }
