@@ -48,9 +48,10 @@ static void test_tiny_preset(void **state) {
     assert_int_equal(c.seq_len, 18);
     assert_int_equal(c.vocab_size, 64);
     assert_true(c.mlp_ratio == 4.0);
-    assert_int_equal(c.batch_size, 224);
-    assert_int_equal(c.micro_batch_size, 224);
-    assert_int_equal(c.steps, 1200);
+    assert_int_equal(c.batch_size, 128);
+    assert_int_equal(c.micro_batch_size, 128);
+    assert_int_equal(c.steps, 400);
+    assert_true(c.weight_decay == 0.1);
     assert_true(c.tokens == 0.0);
     assert_true(c.lr == 3e-3);
     assert_true(c.min_lr == 3e-4);
@@ -59,7 +60,7 @@ static void test_tiny_preset(void **state) {
     assert_int_equal(c.logic_depth_min, 1);
     assert_int_equal(c.logic_depth_max, 2);
     assert_int_equal(c.logic_n_vars, 2);
-    assert_int_equal(c.eval_every, 200);
+    assert_int_equal(c.eval_every, 100);
     assert_int_equal(c.eval_batches, 2);
     assert_int_equal(c.log_every, 50);
     assert_string_equal(c.attention_kind, "sdpa");
@@ -287,7 +288,7 @@ static void test_write_every_key_grouped(void **state) {
     char *text = config_to_string(&c);
     const char *expected[] = {
         "model = {", "n_layer = 8;", "norm = \"pre\";", "tie_embeddings = true;", "attention = {",
-        "kind = \"sdpa\";", "train = {", "steps = 1200;", "tokens = 0.0;", "lr = 0.003;", "seed = 1337;",
+        "kind = \"sdpa\";", "train = {", "steps = 400;", "tokens = 0.0;", "lr = 0.003;", "seed = 1337;",
         "device = \"auto\";", "data = {", "kind = \"logic\";", "train = \"\";", "val_fraction = 0.05;",
         "logic = {", "depth_max = 2;", "retrieval = {", "distances = [128, 256, 512, 1024];",
         "parallel = {", "pp = 1;", "zero = 0;", "eval = {", "trace = {", "checkpoint = {", "keep = 2;",
