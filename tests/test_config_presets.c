@@ -129,7 +129,7 @@ static void test_every_preset_loads_and_round_trips(void **state) {
     globfree(&g);
 }
 
-// A top-level preset is named by what it is (issue 17: r3si-1.3b.cfg and sga-780m.cfg were plain
+// A top-level preset is named by what it is (issue 17: the 24-layer and the 48 x 1152 presets were plain
 // baselines): a name with the word "sga" or "r3si" enables that method, a "gpt-" shape preset
 // enables neither, and its name gives its layers and width (gpt-<layers>l-<d_model>.cfg).
 static void test_preset_names_say_what_they_are(void **state) {
