@@ -153,9 +153,10 @@ const ConfigKey config_schema[] = {
 
     INT_KEY("eval.every",           eval_every,        0,           0, INT_MAX,          "steps between evaluations; 0 = only at the end"),
     INT_KEY("eval.batches",         eval_batches,      4,           1, M1,               "validation batches per evaluation"),
-    // Traces are what this program is for, so they are on by default. On the CPU models a traced
-    // step costs 0.2 to 1 untraced step more (tiny, tiny-sga, tiny-r3si; README, "Outputs"), so
-    // tracing every 50th step adds at most about 2%; 50 still gives a 200-step run 4 traces.
+    // Traces are what this program is for, so they are on by default. On the CPU models a trace
+    // costs 0.10-0.18 of a step (tiny, tiny-sga, tiny-r3si, quiet machine; up to 0.95 under heavy
+    // load: README, "Outputs"), so every 50th step adds 0.2-0.4% (at most 1.9%); 50 still gives a
+    // 200-step run 4 traces.
     INT_KEY("trace.every",          trace_every,       50,          0, INT_MAX,          "steps between per-layer traces (attention entropy, residual rank, ...; step 0 included); 0 = off"),
     INT_KEY("checkpoint.every",     checkpoint_every,  0,           0, INT_MAX,          "steps between periodic checkpoints; 0 = only the final one"),
     INT_KEY("checkpoint.keep",      checkpoint_keep,   2,           1, 1000000,          "newest checkpoints kept"),
