@@ -76,7 +76,7 @@ MPI_TEST_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(MPI_TEST_SRC))
 BENCH_SRC = $(filter-out tests/bench_gpu.c,$(wildcard tests/bench_*.c))
 BENCH_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 
-.PHONY: all run test test-c test-py bench test-gpu bench-gpu deps deps-debian check-deps clean
+.PHONY: all run test test-c test-py bench test-gpu bench-gpu deps deps-debian check-deps check-system-deps clean
 all: bin/entrank
 
 bin/entrank: $(OBJ)
@@ -112,10 +112,13 @@ $$( command -v mpicc >/dev/null || echo mpicc; command -v mpirun >/dev/null || e
     /usr/bin/python3 -c 'import numpy, h5py, matplotlib, pytest' 2>/dev/null || echo "python3:numpy,h5py,matplotlib,pytest" )
 endef
 
-check-deps:
+check-deps: check-system-deps
+	@$(MAKE) --no-print-directory $(VENV_STAMP)
+
+# The Debian packages alone: all that the trainer, the analysis scripts and so `make run` need.
+check-system-deps:
 	@missing="$(call missing_deps)"; \
 	if [ -n "$$missing" ]; then echo "entrank: missing: $$missing"; $(MAKE) --no-print-directory deps-debian; fi
-	@$(MAKE) --no-print-directory $(VENV_STAMP)
 
 # The tools' Python packages (tokenizers, torch, transformers, ...) have no Debian packages at the
 # pinned versions: they go into .venv, made from Debian's interpreter with its site packages
@@ -144,11 +147,12 @@ deps-debian:
 	fi
 
 # ---------------------------------------------------------------------------------------------
+# The demo needs no tool of tools/, so not the venv (minutes and gigabytes on a fresh clone).
 RUN_DIR ?= runs/tiny-logic
-run: check-deps
+run: check-system-deps
 	@$(MAKE) --no-print-directory all
 	rm -rf $(RUN_DIR)
-	bin/entrank train -c configs/tiny.cfg --set trace.every=25 --run-dir $(RUN_DIR) --resume never
+	bin/entrank train -c configs/tiny.cfg --run-dir $(RUN_DIR) --resume never
 	$(PYTHON) analysis/summarize $(RUN_DIR)
 	$(PYTHON) analysis/plot $(RUN_DIR) -o $(RUN_DIR)/plots
 

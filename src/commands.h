@@ -16,8 +16,9 @@ typedef struct {
 
 // The `train` command on every rank: run directory, resume, log, metrics, evaluation,
 // checkpoints, stop signals. With init_from (not NULL) and nothing to resume, the parameters start
-// from that checkpoint's. Returns the exit code (the same on every rank).
-int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *run_dir, ResumeMode resume,
+// from that checkpoint's. A resume resolves train.extend's tail into cfg (run_history.h).
+// Returns the exit code (the same on every rank).
+int train_command(Config *cfg, const RunDevice *dev, Comm *comm, const char *run_dir, ResumeMode resume,
                   const char *resume_path, const char *init_from);
 
 // The `eval` command: loads the parameters of `args->checkpoint_path` (a file, resolved by main)

@@ -89,6 +89,12 @@ typedef struct {
     char device[CFG_NAME_LEN];           // "auto" | "cpu" | "cuda"
     int max_bad_steps;        // consecutive non-finite steps before stopping
     int log_every;
+    // How a resumed run whose schedule changed continues (run_history.h): "none" | "constant" |
+    // "rewarm"; the tail's first step and the LR reached there are resolved by the trainer and
+    // kept in the resolved config, so a later resume of the extended run follows the same tail.
+    char extend[CFG_NAME_LEN];
+    long extend_step;         // 0 = no tail
+    double extend_lr;
 
     // data.*
     char data_kind[CFG_NAME_LEN];        // "llmc" | "megatron" | "text" | "logic" | "retrieval"

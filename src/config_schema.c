@@ -62,6 +62,7 @@ static const char *const DROP_CHOICES[] = {"none", "layerdrop", "stochastic_dept
 static const char *const TEMPERATURE_CHOICES[] = {"none", "loss", "attention", NULL};
 static const int R3SI_LAYERS[] = {14, 18, 22, 26};
 static const char *const DEVICE_CHOICES[] = {"auto", "cpu", "cuda", NULL};
+static const char *const EXTEND_CHOICES[] = {"none", "constant", "rewarm", NULL};
 static const char *const DATA_CHOICES[] = {"llmc", "megatron", "text", "logic", "retrieval", NULL};
 static const char *const SAMPLING_CHOICES[] = {"epoch", "random", NULL};
 static const char *const BLEND_KIND_CHOICES[] = {"llmc", "megatron", "text", NULL};
@@ -135,6 +136,9 @@ const ConfigKey config_schema[] = {
     CHOICE_KEY("train.device",      device,            "auto",      DEVICE_CHOICES,      "auto | cpu | cuda"),
     INT_KEY("train.max_bad_steps",  max_bad_steps,     5,           1, 1000000,          "consecutive non-finite steps before stopping"),
     INT_KEY("train.log_every",      log_every,         1,           1, INT_MAX,          "steps between log lines"),
+    CHOICE_KEY("train.extend",      extend,            "none",      EXTEND_CHOICES,      "a resume that changes the LR schedule: none (the new schedule as if from step 0) | constant (keep the LR reached) | rewarm (back to train.lr, then cosine to the new end)"),
+    LONG_KEY("train.extend_step",   extend_step,       0,           0, 1000000000000LL,  "set by a resume under train.extend: first step of the tail; 0 = none"),
+    FLOAT_KEY("train.extend_lr",    extend_lr,         0.0,         RANGE_CLOSED, 0, 1,   "set by a resume under train.extend: the LR the previous schedule had reached at extend_step"),
 
     CHOICE_KEY("data.kind",         data_kind,         "logic",     DATA_CHOICES,        "llmc | megatron | text | logic | retrieval"),
     PATH_KEY("data.train",          data_train,                                          "training file or prefix; empty for synthetic tasks"),
@@ -153,7 +157,11 @@ const ConfigKey config_schema[] = {
 
     INT_KEY("eval.every",           eval_every,        0,           0, INT_MAX,          "steps between evaluations; 0 = only at the end"),
     INT_KEY("eval.batches",         eval_batches,      4,           1, M1,               "validation batches per evaluation"),
-    INT_KEY("trace.every",          trace_every,       0,           0, INT_MAX,          "steps between layer traces; 0 = off"),
+    // Traces are what this program is for, so they are on by default. On the CPU models a trace
+    // costs 0.10-0.18 of a step (tiny, tiny-sga, tiny-r3si, quiet machine; up to 0.95 under heavy
+    // load: README, "Outputs"), so every 50th step adds 0.2-0.4% (at most 1.9%); 50 still gives a
+    // 200-step run 4 traces.
+    INT_KEY("trace.every",          trace_every,       50,          0, INT_MAX,          "steps between per-layer traces (attention entropy, residual rank, ...; step 0 included); 0 = off"),
     INT_LIST_KEY_EMPTY("trace.snapshot_layers", trace_snapshot_layers, trace_snapshot_n, 0, 1024,
                                     "blocks (0-based, ascending) whose attention maps (sequence 0, the first 4 heads, T x T, float16) each trace step stores in /snapshot/attn; [] = none"),
     INT_KEY("checkpoint.every",     checkpoint_every,  0,           0, INT_MAX,          "steps between periodic checkpoints; 0 = only the final one"),

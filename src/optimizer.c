@@ -1,7 +1,22 @@
 #include "optimizer.h"
 #include <math.h>
+#include <string.h>
+
+// The tail of an extended run (train.extend, resolved at a resume into extend_step / extend_lr):
+// constant keeps the LR reached; rewarm climbs linearly back to train.lr over
+// min(warmup_steps, half the tail) steps, then decays by the same cosine to min_lr at the new end.
+static double lr_tail(const Config *cfg, long step, long total_steps) {
+    long from = cfg->extend_step;
+    if (!strcmp(cfg->extend, "constant") || total_steps <= from) return cfg->extend_lr;
+    long w = (total_steps - from) / 2 < cfg->warmup_steps ? (total_steps - from) / 2 : cfg->warmup_steps;
+    if (step < from + w) return cfg->extend_lr + (cfg->lr - cfg->extend_lr) * (double)(step - from + 1) / w;
+    double progress = (double)(step - from - w) / (double)(total_steps - from - w);
+    if (progress > 1) progress = 1;
+    return cfg->min_lr + (cfg->lr - cfg->min_lr) * 0.5 * (1.0 + cos(M_PI * progress));
+}
 
 double lr_at_step(const Config *cfg, long step, long total_steps) {
+    if (cfg->extend_step > 0 && step >= cfg->extend_step && strcmp(cfg->extend, "none")) return lr_tail(cfg, step, total_steps);
     if (step < cfg->warmup_steps) return cfg->lr * (double)(step + 1) / cfg->warmup_steps;
     if (total_steps <= cfg->warmup_steps) return cfg->lr;
     double progress = (double)(step - cfg->warmup_steps) / (double)(total_steps - cfg->warmup_steps);

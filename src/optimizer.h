@@ -6,7 +6,8 @@
 #include "model.h"
 
 // Linear warmup from lr/warmup to lr over `warmup_steps`, then cosine decay to min_lr at
-// `total_steps` (llm.c / GPT-3 schedule). step is 0-based.
+// `total_steps` (llm.c / GPT-3 schedule). step is 0-based. From train.extend_step on (a resumed
+// run extended under train.extend) the tail of optimizer.c's lr_tail instead.
 double lr_at_step(const Config *cfg, long step, long total_steps);
 
 typedef struct {

@@ -14,6 +14,7 @@
 #include "checkpoint.h"
 #include "metrics.h"
 #include "r3si.h"
+#include "run_history.h"
 #include "signals.h"
 #include "timer.h"
 #include "commands.h"
@@ -339,7 +340,7 @@ static int lock_run_dir(const char *run_dir, Error *err) {
     return fd;
 }
 
-int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const char *run_dir, ResumeMode resume,
+int train_command(Config *cfg, const RunDevice *dev, Comm *comm, const char *run_dir, ResumeMode resume,
                   const char *resume_path, const char *init_from) {
     Error err = {{0}};
     char path[CFG_PATH_LEN + 64], checkpoint[CFG_PATH_LEN + 64] = "";
@@ -370,12 +371,14 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     if (commands_any_failed(comm, failed, &err)) { if (lock_fd >= 0) close(lock_fd); return EXIT_BAD_INPUT; }
     CheckpointProgress progress = {0, 0};
     double load_seconds = 0;
+    RunResume resumed = {.step = -1};
     if (checkpoint[0]) {
         double t0 = now_seconds();
         CheckpointTarget target = trainer_checkpoint_target(&t);
         failed = checkpoint_load(&target, checkpoint, 1, &progress, &err) != 0;
         load_seconds = now_seconds() - t0;
         if (commands_any_failed(comm, failed, &err)) { trainer_free(&t); if (lock_fd >= 0) close(lock_fd); return EXIT_BAD_INPUT; }
+        run_history_resume(cfg, checkpoint, progress.step, &resumed);   // what changed; train.extend's tail
     } else if (init_from) {
         // Parameters only: the optimizer starts fresh at step 0 and the data from its first batch.
         // A run that already has a checkpoint resumes from it instead (the branch above): the
@@ -405,14 +408,12 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
         int code = train_loop(&t, cfg, NULL, NULL, &setup);
         trainer_free(&t);
         free(config_text);
+        run_history_free(&resumed);
         return code;
     }
 
-    snprintf(path, sizeof path, "%s/config.cfg", run_dir);
-    FILE *f = fopen(path, "w");
-    if (!f) die(EXIT_FAILURE_OTHER, "%s: cannot write: %s", path, strerror(errno));
-    config_write_text(cfg, f);
-    fclose(f);
+    char *history = run_history_save(run_dir, cfg, &resumed, &err);   // config.cfg, the previous one kept
+    if (!history) die(EXIT_FAILURE_OTHER, "%s", err.msg);
     RunLog log = {0};
     snprintf(path, sizeof path, "%s/log.txt", run_dir);
     log.file = fopen(path, "a");
@@ -437,7 +438,7 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     const R3si *r3si = model_hook_state(&t.model, &BLOCK_HOOK_R3SI);
     if (r3si) declare_r3si_metrics(mf, r3si);
     if (cfg->trace_every > 0) declare_trace_metrics(mf, &t);
-    if (checkpoint[0]) runlog(&log, "loaded %s (step %ld) in %.2f s\n", checkpoint, progress.step, load_seconds);
+    if (checkpoint[0]) runlog(&log, "loaded %s (step %ld) in %.2f s\n%s", checkpoint, progress.step, load_seconds, history);
     else if (init_from) runlog(&log, "initialised from %s (parameters only; fresh optimizer, step 0)\n", init_from);
 
     int code = train_loop(&t, cfg, &log, mf, &setup);
@@ -446,6 +447,8 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     fclose(log.file);
     close(lock_fd);   // the lock ends with the run
     free(config_text);
+    free(history);
+    run_history_free(&resumed);
     trainer_free(&t);
     return code;
 }

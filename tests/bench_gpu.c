@@ -1,7 +1,7 @@
 // bench_gpu: training throughput of the CUDA backend (bf16 GEMMs) on one GPU, at the posts' shapes,
-// against issue 9's goals: the baseline at the r3si-1.3b shape and T = 2048 (MFU), SGA against SDPA
-// at the sga-48l shape and T = 512 (both DCT methods where the backend has both), and R3SI against
-// the baseline at the r3si-1.3b shape. Each pair is measured in this one process, one after the
+// against issue 9's goals: the baseline at the gpt-24l-2048 shape and T = 2048 (MFU), SGA against SDPA
+// at the gpt-48l-768 shape and T = 512 (both DCT methods where the backend has both), and R3SI against
+// the baseline at the gpt-24l-2048 shape. Each pair is measured in this one process, one after the
 // other on the same device, with the same micro-batch: the largest power of two of the recipe's
 // per-GPU batch whose estimated memory (src/flops.c) fits, the rest as gradient accumulation.
 // Step time: the median of the timed steps after warm-up steps, each ended by
@@ -243,13 +243,13 @@ int main(int argc, char **argv) {
     out("step time: median of %d steps after %d warm-up steps, each ended by cudaDeviceSynchronize; "
         "FLOPs per token as src/flops.c (6 x matmul weights + 12 L d T, + SGA's)\n", steps, WARMUP_STEPS);
 
-    // ---- the baseline and R3SI at the r3si-1.3b shape, T = 2048 (recipe: 512 sequences on 64 GPUs)
-    const Bench base = {"baseline r3si-1.3b", "configs/r3si-1.3b.cfg", {"r3si.enabled=false", NULL}, 8};
-    const Bench r3si = {"R3SI r3si-1.3b", "configs/r3si-1.3b.cfg",
+    // ---- the baseline and R3SI at the gpt-24l-2048 shape, T = 2048 (recipe: 512 sequences on 64 GPUs)
+    const Bench base = {"baseline gpt-24l-2048", "configs/gpt-24l-2048.cfg", {"r3si.enabled=false", NULL}, 8};
+    const Bench r3si = {"R3SI gpt-24l-2048", "configs/gpt-24l-2048.cfg",
                         {"r3si.enabled=true", "r3si.layers=[10, 13, 16, 20]", "r3si.monitor_every=50", NULL}, 8};
     const Bench *r3si_pair[2] = {&base, &r3si};
     int mb = fit_micro_batch(r3si_pair, 2);
-    out("\n-- baseline and R3SI at the r3si-1.3b shape (T = 2048), micro-batch %d\n", mb);
+    out("\n-- baseline and R3SI at the gpt-24l-2048 shape (T = 2048), micro-batch %d\n", mb);
     Result rb = measure(be, comm, &base, mb, steps);
     Result rr = measure(be, comm, &r3si, mb, steps);
     double base_mfu = peak_tflops > 0 ? rb.tokens_per_step / rb.step_s * rb.flops_per_token / 1e12 / peak_tflops : NAN;
@@ -258,12 +258,12 @@ int main(int argc, char **argv) {
     out("R3SI overhead: ordinary step %+.1f%% | monitor step %+.1f%% | average with monitor_every %d: %+.1f%%\n",
         100 * r3si_ordinary, 100 * r3si_monitor, MONITOR_EVERY, 100 * r3si_average);
 
-    // ---- SGA against SDPA at the sga-48l shape, T = 512 (recipe: 256 sequences on 8 GPUs)
-    const Bench sdpa = {"SDPA sga-48l", "configs/sga-48l.cfg", {"attention.kind=sdpa", NULL}, 32};
-    const Bench sga = {"SGA sga-48l", "configs/sga-48l.cfg", {"attention.kind=sga", NULL}, 32};
+    // ---- SGA against SDPA at the gpt-48l-768 shape, T = 512 (recipe: 256 sequences on 8 GPUs)
+    const Bench sdpa = {"SDPA gpt-48l-768", "configs/gpt-48l-768.cfg", {"attention.kind=sdpa", NULL}, 32};
+    const Bench sga = {"SGA gpt-48l-768", "configs/gpt-48l-768.cfg", {"attention.kind=sga", NULL}, 32};
     const Bench *sga_pair[2] = {&sdpa, &sga};
     mb = fit_micro_batch(sga_pair, 2);
-    out("\n-- SGA and SDPA at the sga-48l shape (T = 512), micro-batch %d\n", mb);
+    out("\n-- SGA and SDPA at the gpt-48l-768 shape (T = 512), micro-batch %d\n", mb);
     Result rs = measure(be, comm, &sdpa, mb, steps);
     double sga_overhead;
 #if HAVE_DCT_METHODS
@@ -273,7 +273,7 @@ int main(int argc, char **argv) {
     for (int m = 0; m < 2; m++) {
         cuda_set_dct_method(m == 0 ? CUDA_DCT_FFT : CUDA_DCT_GEMM);
         char label[64];
-        snprintf(label, sizeof label, "SGA sga-48l, DCT %s", method_names[m]);
+        snprintf(label, sizeof label, "SGA gpt-48l-768, DCT %s", method_names[m]);
         Bench b = sga;
         b.label = label;
         Result rg = measure(be, comm, &b, mb, steps);
@@ -290,8 +290,8 @@ int main(int argc, char **argv) {
 #endif
 
     out("\n-- issue 9's goals on one GPU\n");
-    if (peak_tflops > 0) out("baseline r3si-1.3b T=2048 MFU %.1f%% (goal >= 45%%): %s\n", 100 * base_mfu, goal(base_mfu, 0.45, 1));
-    else out("baseline r3si-1.3b T=2048 MFU: n/a (peak unknown)\n");
+    if (peak_tflops > 0) out("baseline gpt-24l-2048 T=2048 MFU %.1f%% (goal >= 45%%): %s\n", 100 * base_mfu, goal(base_mfu, 0.45, 1));
+    else out("baseline gpt-24l-2048 T=2048 MFU: n/a (peak unknown)\n");
     out("SGA overhead over SDPA at T=512 %+.1f%% (goal <= 6%%): %s\n", 100 * sga_overhead, goal(sga_overhead, 0.06, 0));
     out("R3SI overhead (average with monitor steps) %+.1f%% (goal <= 2%%): %s\n", 100 * r3si_average, goal(r3si_average, 0.02, 0));
     if (results) {

@@ -5,8 +5,8 @@
 #   2. the build with every core
 #   3. make test-gpu: every op and the whole model against the CPU backend, fp32 and bf16; the NCCL
 #      test under mpirun when two or more GPUs are visible
-#   4. a short bench-gpu: baseline at the r3si-1.3b shape (T = 2048), SGA against SDPA at the
-#      sga-48l shape (T = 512), R3SI against the baseline; tokens/s, MFU, overheads
+#   4. a short bench-gpu: baseline at the gpt-24l-2048 shape (T = 2048), SGA against SDPA at the
+#      gpt-48l-768 shape (T = 512), R3SI against the baseline; tokens/s, MFU, overheads
 # Budget: under 8 minutes on an H100/H200 machine with 16 cores (build ~2-3 min, tests ~2 min,
 # benchmark ~2 min), so that a 15-minute lease leaves time for a second run after a fix.
 # Results: OUT_DIR (default bench/results; the device tool's $OUT when set) gets

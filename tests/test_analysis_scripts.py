@@ -760,6 +760,7 @@ def test_plot_all_figures(sga_runs, r3si_runs, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # A real short training run, read while it is written and after
 
+# trace.every=0: this run is the one without traces (traces are on by default since issue 17).
 TRAIN = ["train", "-c", "configs/tiny.cfg", "--set", "train.steps=4", "--set", "train.warmup_steps=1",
          "--set", "train.log_every=1", "--set", "trace.every=0"]   # a run without traces, whatever the default
 

@@ -48,9 +48,10 @@ static void test_tiny_preset(void **state) {
     assert_int_equal(c.seq_len, 18);
     assert_int_equal(c.vocab_size, 64);
     assert_true(c.mlp_ratio == 4.0);
-    assert_int_equal(c.batch_size, 224);
-    assert_int_equal(c.micro_batch_size, 224);
-    assert_int_equal(c.steps, 1200);
+    assert_int_equal(c.batch_size, 128);
+    assert_int_equal(c.micro_batch_size, 128);
+    assert_int_equal(c.steps, 400);
+    assert_true(c.weight_decay == 0.1);
     assert_true(c.tokens == 0.0);
     assert_true(c.lr == 3e-3);
     assert_true(c.min_lr == 3e-4);
@@ -59,7 +60,7 @@ static void test_tiny_preset(void **state) {
     assert_int_equal(c.logic_depth_min, 1);
     assert_int_equal(c.logic_depth_max, 2);
     assert_int_equal(c.logic_n_vars, 2);
-    assert_int_equal(c.eval_every, 200);
+    assert_int_equal(c.eval_every, 100);
     assert_int_equal(c.eval_batches, 2);
     assert_int_equal(c.log_every, 50);
     assert_string_equal(c.attention_kind, "sdpa");
@@ -68,8 +69,8 @@ static void test_tiny_preset(void **state) {
 static void test_sga_presets(void **state) {
     (void)state;
     const struct { const char *path; int d_model; } presets[] = {
-        {"configs/sga-48l.cfg", 768},
-        {"configs/sga-780m.cfg", 1152},
+        {"configs/gpt-48l-768.cfg", 768},
+        {"configs/gpt-48l-1152.cfg", 1152},
     };
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
         Config c;
@@ -94,8 +95,8 @@ static void test_sga_presets(void **state) {
 static void test_r3si_presets(void **state) {
     (void)state;
     const struct { const char *path; int n_layer; } presets[] = {
-        {"configs/r3si-32l.cfg", 32},
-        {"configs/r3si-1.3b.cfg", 24},
+        {"configs/gpt-32l-2048.cfg", 32},
+        {"configs/gpt-24l-2048.cfg", 24},
     };
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
         Config c;
@@ -126,6 +127,35 @@ static void test_every_preset_loads_and_round_trips(void **state) {
         assert_round_trip(*state, &c, "preset-again.cfg");
     }
     globfree(&g);
+}
+
+// A top-level preset is named by what it is (issue 17: the 24-layer and the 48 x 1152 presets were plain
+// baselines): a name with the word "sga" or "r3si" enables that method, a "gpt-" shape preset
+// enables neither, and its name gives its layers and width (gpt-<layers>l-<d_model>.cfg).
+static void test_preset_names_say_what_they_are(void **state) {
+    (void)state;
+    glob_t g;
+    assert_int_equal(glob("configs/*.cfg", 0, NULL, &g), 0);
+    int shapes = 0;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        Config c;
+        load_ok(g.gl_pathv[i], NULL, 0, &c);
+        char name[256];
+        snprintf(name, sizeof name, "-%s", strrchr(g.gl_pathv[i], '/') + 1);
+        *strrchr(name, '.') = '-';   // "-tiny-sga-cfg": each word between dashes
+        int says_sga = strstr(name, "-sga-") != NULL, says_r3si = strstr(name, "-r3si-") != NULL;
+        if (says_sga && strcmp(c.attention_kind, "sga")) fail_msg("%s: named sga, attention.kind is %s", g.gl_pathv[i], c.attention_kind);
+        if (says_r3si && !c.r3si_enabled) fail_msg("%s: named r3si, r3si.enabled is false", g.gl_pathv[i]);
+        int layers, width;
+        if (sscanf(name, "-gpt-%dl-%d-", &layers, &width) == 2) {
+            shapes++;
+            if (c.r3si_enabled || strcmp(c.attention_kind, "sdpa")) fail_msg("%s: a plain GPT preset enables a method", g.gl_pathv[i]);
+            assert_int_equal(c.n_layer, layers);
+            assert_int_equal(c.d_model, width);
+        }
+    }
+    globfree(&g);
+    assert_int_equal(shapes, 4);   // the posts' two shapes each, stated and at the stated size
 }
 
 // ---- defaults
@@ -178,7 +208,7 @@ static void test_defaults(void **state) {
     assert_int_equal(c.zero, 0);
     assert_int_equal(c.eval_every, 0);
     assert_int_equal(c.eval_batches, 4);
-    assert_int_equal(c.trace_every, 0);
+    assert_int_equal(c.trace_every, 50);   // on by default (issue 17)
     assert_int_equal(c.checkpoint_every, 0);
     assert_int_equal(c.checkpoint_keep, 2);
 }
@@ -258,7 +288,7 @@ static void test_write_every_key_grouped(void **state) {
     char *text = config_to_string(&c);
     const char *expected[] = {
         "model = {", "n_layer = 8;", "norm = \"pre\";", "tie_embeddings = true;", "attention = {",
-        "kind = \"sdpa\";", "train = {", "steps = 1200;", "tokens = 0.0;", "lr = 0.003;", "seed = 1337;",
+        "kind = \"sdpa\";", "train = {", "steps = 400;", "tokens = 0.0;", "lr = 0.003;", "seed = 1337;",
         "device = \"auto\";", "data = {", "kind = \"logic\";", "train = \"\";", "val_fraction = 0.05;",
         "logic = {", "depth_max = 2;", "retrieval = {", "distances = [128, 256, 512, 1024];",
         "parallel = {", "pp = 1;", "zero = 0;", "eval = {", "trace = {", "checkpoint = {", "keep = 2;",
@@ -284,6 +314,7 @@ int main(void) {
         cmocka_unit_test(test_sga_presets),
         cmocka_unit_test(test_r3si_presets),
         cmocka_unit_test(test_every_preset_loads_and_round_trips),
+        cmocka_unit_test(test_preset_names_say_what_they_are),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_minimal_file_gets_defaults),
         cmocka_unit_test(test_int_for_float_key),

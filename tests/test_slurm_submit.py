@@ -171,3 +171,22 @@ values = [1, 2]
         with h5py.File(point / "metrics.h5", "r") as f:
             assert len(f["steps/loss"]) == 4
         assert "2 ranks: dp 2 x pp 1" in (point / "log.txt").read_text()
+
+
+def test_submit_without_sbatch_on_path_is_one_line_and_creates_nothing(tmp_path):
+    # A machine without Slurm's client: an empty PATH. Before the check this was a Python traceback
+    # (FileNotFoundError from subprocess), exit 1 and an empty run directory.
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    run_dir = tmp_path / "run"
+    proc = run_submit("jobs/local/sga/sdpa.toml", "--run-dir", run_dir, env={"PATH": str(empty)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"slurm/submit: sbatch: not found on PATH ({empty})"), proc.stderr
+    assert "Traceback" not in proc.stderr and "--dry-run" in lines[0]
+    assert not run_dir.exists() and proc.stdout == ""
+    # --dry-run needs no sbatch; --local needs mpirun, refused the same way without it.
+    assert run_submit("--dry-run", "jobs/local/sga/sdpa.toml", env={"PATH": str(empty)}).returncode == 0
+    proc = run_submit("--local", "jobs/local/sga/sdpa.toml", "--run-dir", run_dir, env={"PATH": str(empty)})
+    assert proc.returncode == 2 and proc.stderr.startswith("slurm/submit: mpirun: not found on PATH"), proc.stderr
+    assert not run_dir.exists()
