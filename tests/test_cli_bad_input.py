@@ -68,9 +68,14 @@ def test_existing_run_is_not_overwritten(entrank, tmp_path, tiny_fast):
     msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, "--resume", "never", check=2))
     assert str(run / "metrics.h5") in msg
     assert (run / "metrics.h5").read_bytes() == before
-    # A run directory with metrics but no checkpoint (its checkpoints were removed): refused too.
+    # Complete checkpoints whose `latest` is gone: refused in both modes, naming the one to pass.
+    (run / "checkpoints" / "latest").unlink()
+    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, check=2))
+    assert f"{run}/checkpoints/latest: missing although {run}/checkpoints/step_00000003.h5 exists" in msg
+    assert (run / "metrics.h5").read_bytes() == before
+    # No checkpoint at all: nothing to protect (a failed start, README "Checkpoints and resuming"):
+    # the run starts over at step 0 and says so.
     import shutil
     shutil.rmtree(run / "checkpoints")
-    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, check=2))
-    assert "no checkpoint to resume from" in msg
-    assert (run / "metrics.h5").read_bytes() == before
+    proc = entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, check=0)
+    assert "starting at step 0, its 3 step rows dropped" in proc.stdout
