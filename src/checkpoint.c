@@ -1,5 +1,6 @@
 // checkpoint.c: collective parallel-HDF5 checkpoint write and read (see checkpoint.h).
 #include "checkpoint.h"
+#include "regular_file.h"
 #include "r3si.h"
 #include <dirent.h>
 #include <errno.h>
@@ -775,12 +776,11 @@ int checkpoint_load(const CheckpointTarget *t, const char *path, int with_optimi
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     int rc = -1;
     hid_t file = -1, dxpl = -1;
-    if (access(path, R_OK)) { error_set(err, "%s: cannot read checkpoint: %s", path, strerror(errno)); goto out; }
     // A directory or a FIFO is not a checkpoint: say so here, before MPI-IO adds its own lines
     // (or blocks for ever on a FIFO).
-    struct stat sb;
-    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-        error_set(err, "%s: not a regular file (%s): a checkpoint is an HDF5 file", path, S_ISDIR(sb.st_mode) ? "a directory" : "a special file");
+    const char *why;
+    if (regular_file_check(path, &why)) {
+        error_set(err, "%s: cannot read checkpoint: %s%s", path, why, strncmp(why, "not a regular", 13) ? "" : ": a checkpoint is an HDF5 file");
         goto out;
     }
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -879,9 +879,11 @@ char *checkpoint_read_config(const char *path, Error *err) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     char *out = NULL;
     // Each rank reads the one attribute on its own (no MPI-IO): it is small and read-only.
-    hid_t file = access(path, R_OK) ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    // Checked first: HDF5 would block for ever opening a FIFO.
+    const char *why = NULL;
+    hid_t file = regular_file_check(path, &why) ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (file < 0) {
-        error_set(err, "%s: cannot read checkpoint: %s", path, access(path, R_OK) ? strerror(errno) : "not a readable HDF5 file");
+        error_set(err, "%s: cannot read checkpoint: %s", path, why ? why : "not a readable HDF5 file");
     } else if (H5Aexists(file, "config") <= 0) {
         error_set(err, "%s: missing attribute config (not an entrank checkpoint?); give -c FILE", path);
     } else {
