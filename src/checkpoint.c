@@ -226,6 +226,16 @@ static void save_check(SaveStatus *st, long long rc, const char *what) {
     snprintf(st->where, sizeof st->where, "%s", what);
 }
 
+// Collective: whether a write failed on any rank. Once one has, every rank stops issuing writes
+// together: HDF5's collective calls (a metadata flush) on ranks that saw different failures
+// diverge and wait for each other for ever (seen under mpirun -np 2 with a full disk).
+static int any_rank_failed(Comm *c, SaveStatus *st) {
+    double failed = st->failed != 0;
+    c->world_max(c, &failed, 1);
+    if (failed && !st->failed) save_check(st, -1, "another rank's write");
+    return failed != 0;
+}
+
 static void write_attr_double(hid_t obj, const char *name, double v, SaveStatus *st) {
     hid_t sp = H5Screate(H5S_SCALAR), a = H5Acreate2(obj, name, H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT);
     save_check(st, a, name);
@@ -613,11 +623,13 @@ int checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointPr
                 if (sel >= 0) H5Sclose(sel);
                 H5Sclose(mspace); H5Dclose(dset);
                 free(host); free(runs.runs);
+                if (any_rank_failed(c, &st)) break;
             }
             H5Gclose(group);
+            if (st.failed) break;
         }
-        if (r3si_of(m)) save_r3si(t, file, dxpl, &st);
-        save_check(&st, H5Fflush(file, H5F_SCOPE_GLOBAL), "flush");
+        if (!st.failed && r3si_of(m)) save_r3si(t, file, dxpl, &st);
+        if (!any_rank_failed(c, &st)) save_check(&st, H5Fflush(file, H5F_SCOPE_GLOBAL), "flush");
         // A file that failed to write is emptied before it is closed: closing flushes metadata,
         // and with the disk still full that flush would fail too, leaving an open file that
         // HDF5 tries to close again inside MPI_Finalize (a crash). Emptied, the close succeeds.
