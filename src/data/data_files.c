@@ -113,7 +113,9 @@ int data_map_guarded(int (*read)(void *arg, Error *err), void *arg, const char *
     }
     sigjmp_buf jump;
     sigjmp_buf *outer = guard_jump;
-    if (sigsetjmp(jump, 1)) {   // 1: the signal mask is restored, so the next SIGBUS is caught too
+    // savemask 0: no system call per read. SA_NODEFER keeps SIGBUS unblocked inside the handler,
+    // so after the jump the mask is what it was and the next SIGBUS is caught too.
+    if (sigsetjmp(jump, 0)) {
         guard_jump = outer;
         struct stat st;
         if (stat(path, &st) == 0)
