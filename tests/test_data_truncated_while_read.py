@@ -5,7 +5,9 @@ import os
 
 import numpy as np
 import pytest
-from conftest import one_line_error, set_args, start_entrank, wait_for, write_llmc_shard, write_megatron
+import subprocess
+
+from conftest import BIN, MPI_ENV, ROOT, entrank_lines, mpirun_cmd, set_args, start_entrank, wait_for, write_llmc_shard, write_megatron
 
 TOKENS = np.arange(200_000) % 64   # configs/tiny.cfg's vocabulary
 
@@ -51,3 +53,29 @@ def test_a_shard_truncated_during_the_run_ends_in_one_line(tmp_path, kind, entra
     a[a.index("train.steps=100000")] = f"train.steps={int(named.stem.split('_')[1]) + 2}"
     done = entrank(*a, "--resume", "auto", check=0)
     assert f"loaded {named}" in done.stdout
+
+
+def test_under_mpirun_every_rank_that_reads_it_says_so(tmp_path):
+    """The same under mpirun -np 2 (dp 2): the rank that reads the shard first stops the job with
+    exit 2 (MPI_Abort; mpirun adds its own lines); every `entrank:` line is that one message."""
+    data = tmp_path / "shard.bin"
+    write_llmc_shard(data, TOKENS)
+    run = tmp_path / "run"
+    a = args("llmc", data, run)
+    a[a.index("train.batch_size=4")] = "train.batch_size=8"
+    proc = subprocess.Popen(mpirun_cmd(2, BIN, *a), cwd=ROOT, env=dict(os.environ, **MPI_ENV), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for((run / "checkpoints" / "latest").exists, 120, 0.02)
+        os.truncate(data, 1024)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, err
+    ours = entrank_lines(err)
+    assert ours and all(l == f"entrank: {data}: truncated while being read: the file now has 1024 bytes, fewer than when it was opened"
+                        for l in ours), err
+    named = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    assert named.exists()
