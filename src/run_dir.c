@@ -9,9 +9,7 @@
 #include <unistd.h>
 #include "checkpoint.h"
 
-// The number of /steps rows of an existing metrics.h5, or -1 if the file cannot be read (a start
-// killed while creating it); only for the log line, so a failure here is not an error.
-static long metrics_rows(const char *path) {
+long run_dir_metrics_rows(const char *path) {
     H5E_auto2_t old_func;
     void *old_data;
     H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
@@ -81,9 +79,6 @@ int run_dir_plan(const char *run_dir, ResumeMode resume, const char *resume_path
                          run_dir, orphan, orphan);
     // Nothing to resume: a new directory, or what a start that failed or was killed before its
     // first checkpoint left. Its rows belong to steps that run again now.
-    if (plan->have_metrics) {
-        plan->drop_metrics = 1;
-        plan->dropped_rows = metrics_rows(metrics);
-    }
+    plan->drop_metrics = plan->have_metrics;
     return 0;
 }

@@ -10,7 +10,6 @@ typedef struct {
     char checkpoint[CFG_PATH_LEN + 64];   // the checkpoint to resume from, or "" to start at step 0
     int have_metrics;                      // RUN/metrics.h5 exists
     int drop_metrics;                      // start at step 0 over the metrics.h5 of a start that never checkpointed
-    long dropped_rows;                     // its /steps rows (-1 if they could not be counted)
 } RunDirPlan;
 
 // The rule, for a run directory that may or may not exist (nothing is written):
@@ -23,3 +22,7 @@ typedef struct {
 //   and the log says how many of its rows were dropped.
 // Returns 0, or -1 with err set (bad input: exit 2). Every rank may call it; rank 0 reports.
 int run_dir_plan(const char *run_dir, ResumeMode resume, const char *resume_path, RunDirPlan *plan, Error *err);
+
+// The number of /steps rows of an existing metrics.h5, or -1 if the file cannot be read (a start
+// killed while creating it): for the log line that says what a restart drops.
+long run_dir_metrics_rows(const char *path);

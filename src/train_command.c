@@ -461,6 +461,7 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     MetricsRunInfo info = {.config_text = config_text, .revision = ENTRANK_REVISION, .dp = comm->dp, .pp = comm->pp, .device = dev->kind};
     snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
     MetricsFile *mf;
+    long dropped_rows = plan.drop_metrics ? run_dir_metrics_rows(path) : -1;   // counted before metrics_create replaces it
     if (have_metrics && checkpoint[0]) {
         // Rows written after the checkpoint belong to steps that run again now.
         if (metrics_rewind(path, "/steps", (double)progress.step, &err) || metrics_rewind(path, "/eval", (double)progress.step, &err))
@@ -474,8 +475,8 @@ int train_command(const Config *cfg, const RunDevice *dev, Comm *comm, const cha
     const R3si *r3si = model_hook_state(&t.model, &BLOCK_HOOK_R3SI);
     if (r3si) declare_r3si_metrics(mf, r3si);
     if (cfg->trace_every > 0) declare_trace_metrics(mf, &t);
-    if (plan.drop_metrics && plan.dropped_rows >= 0)
-        runlog(&log, "%s: no checkpoint from the earlier start: starting at step 0, its %ld step rows dropped\n", path, plan.dropped_rows);
+    if (dropped_rows >= 0)
+        runlog(&log, "%s: no checkpoint from the earlier start: starting at step 0, its %ld step rows dropped\n", path, dropped_rows);
     else if (plan.drop_metrics)
         runlog(&log, "%s: no checkpoint from the earlier start: starting at step 0, the unreadable file replaced\n", path);
     if (checkpoint[0]) runlog(&log, "loaded %s (step %ld) in %.2f s\n", checkpoint, progress.step, load_seconds);
