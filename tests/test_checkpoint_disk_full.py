@@ -51,13 +51,19 @@ def check_resumes(tmp_path, run, n, published):
     assert loss.tobytes() == straight_losses(tmp_path, n).tobytes()
 
 
-def held(tmp):
-    """A condition: the checkpoint being written is complete (closed: its size no longer changes) and held."""
-    sizes = []
+def open_by(pid, path):
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
 
+
+def held(tmp, ranks):
+    """A condition: the checkpoint file is written and closed by every rank (so it is held
+    unpublished: ENTRANK_FAULT_CHECKPOINT_DELAY)."""
     def check():
-        sizes.append(tmp.stat().st_size if tmp.exists() else -1)
-        return sizes[-1] > LIMIT and sizes[-10:] == [sizes[-1]] * 10   # unchanged for 10 polls (0.2 s) of the 3 s hold
+        pids = ranks()
+        return tmp.exists() and tmp.stat().st_size > LIMIT and pids and not any(open_by(p, tmp) for p in pids)
     return check
 
 
@@ -69,8 +75,9 @@ def test_a_write_that_fails_midway_exits_1_with_latest_intact(tmp_path, n):
                             stderr=subprocess.PIPE, text=True)
     try:
         # The first checkpoint is written and held 3 s before it is published: lower the limit now.
-        assert wait_for(held(run / "checkpoints" / "step_00000002.h5.tmp"), 120, 0.02)
-        ranks = [proc.pid] if n == 1 else child_pids(proc.pid, "entrank")
+        rank_pids = (lambda: [proc.pid]) if n == 1 else (lambda: child_pids(proc.pid, "entrank"))
+        assert wait_for(held(run / "checkpoints" / "step_00000002.h5.tmp", rank_pids), 120, 0.02)
+        ranks = rank_pids()
         assert len(ranks) == n
         for pid in ranks:
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
