@@ -1,9 +1,18 @@
 // config_include.c: see config_include.h.
 #include "config_include.h"
+#include <libconfig.h>
 #include <stdio.h>
 #include <string.h>
 #include "config.h"
 #include "regular_file.h"
+
+// The path is resolved as the linked libconfig will: 1.5 puts the include dir in front of every
+// name, an absolute one too ("DIR//abs/x.cfg", which then does not exist); 1.7 keeps absolute names.
+#if LIBCONFIG_VER_MAJOR == 1 && LIBCONFIG_VER_MINOR < 7
+#define PREFIXES_ABSOLUTE 1
+#else
+#define PREFIXES_ABSOLUTE 0
+#endif
 
 enum { INCLUDE_MAX_DEPTH = 10 };   // libconfig's own limit; deeper nesting is its error to report
 
@@ -34,7 +43,7 @@ static int check_file(const char *path, const char *shown, const char *include_d
             break;
         }
         char full[2 * CFG_PATH_LEN + 2];
-        if (name[0] == '/' || !include_dir) snprintf(full, sizeof full, "%s", name);
+        if (!include_dir || (PREFIXES_ABSOLUTE == 0 && name[0] == '/')) snprintf(full, sizeof full, "%s", name);
         else snprintf(full, sizeof full, "%s/%s", include_dir, name);
         const char *why;
         if (regular_file_check(full, &why)) {

@@ -117,3 +117,32 @@ def test_twenty_kills_of_one_rank(tmp_path):
 
 def test_five_kills_under_mpirun(tmp_path):
     trials(tmp_path, 2, 5)
+
+
+def test_a_rank_killed_inside_a_checkpoint_open_does_not_hang_later_runs(tmp_path):
+    """Found by the kill test: Open MPI's OMPIO takes a named semaphore /dev/shm/sem.OMPIO_<file
+    name> while opening a file; a rank SIGKILLed inside that left it locked, and every later
+    checkpoint of that name on the machine (step_00000021.h5.tmp of any run) waited for ever.
+    The semaphore such a kill leaves is made here directly; a run must still write that checkpoint.
+    It is released (posted) and removed afterwards, so nothing else on the machine waits on it."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.sem_open.restype = ctypes.c_void_p
+    libc.sem_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_uint]
+    libc.sem_post.argtypes = [ctypes.c_void_p]
+    steps = 13
+    name = f"/OMPIO_step_{steps:08d}.h5.tmp".encode()
+    sem = libc.sem_open(name, os.O_CREAT | os.O_EXCL, 0o644, 0)   # locked, as the killed rank left it
+    if sem in (None, ctypes.c_void_p(-1).value):
+        pytest.skip(f"cannot create the semaphore {name!r} (errno {ctypes.get_errno()}): another run is using it")
+    try:
+        run = tmp_path / "run"
+        args = [a if a != f"train.steps={STEPS}" else f"train.steps={steps}" for a in ARGS]
+        proc = subprocess.run([str(BIN), "train", *args, "--run-dir", run], cwd=ROOT, env=dict(os.environ, **MPI_ENV),
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert (run / "checkpoints" / "latest").read_text().strip() == f"step_{steps:08d}.h5"
+    finally:
+        for _ in range(8):   # wake anything that waited on it meanwhile
+            libc.sem_post(ctypes.c_void_p(sem))
+        libc.sem_unlink(name)
