@@ -85,7 +85,48 @@ def kill_at(proc, n, run, rng, during_write, duration):
     return proc.returncode, torn
 
 
+SHM = "/dev/shm"
+
+
+def shm_names():
+    return set(os.listdir(SHM)) if os.path.isdir(SHM) else set()
+
+
+def mapped(name):
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                if name in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def remove_leftovers(before):
+    """A killed Open MPI job leaves its shared-memory segments (vader_segment.*) in /dev/shm: the
+    ones that appeared since `before` and that no process maps are removed. Returns the names of
+    OMPIO semaphores that appeared (a kill inside a file open; none may be left)."""
+    new = shm_names() - before
+    for name in new:
+        if name.startswith("vader_segment.") and not mapped(name):
+            try:
+                os.unlink(os.path.join(SHM, name))
+            except OSError:
+                pass
+    return sorted(n for n in new if n.startswith("sem.OMPIO_"))
+
+
 def trials(tmp_path, n, count):
+    before = shm_names()
+    try:
+        return run_trials(tmp_path, n, count)
+    finally:
+        left = remove_leftovers(before)
+        assert not left, f"OMPIO semaphores left by killed ranks: {left}"
+
+
+def run_trials(tmp_path, n, count):
     expected, duration = straight(tmp_path, n)
     rng = random.Random(SEED * 100 + n)
     torn = 0
