@@ -1,5 +1,6 @@
 // checkpoint.c: collective parallel-HDF5 checkpoint write and read (see checkpoint.h).
 #include "checkpoint.h"
+#include "regular_file.h"
 #include "r3si.h"
 #include <dirent.h>
 #include <errno.h>
@@ -223,6 +224,16 @@ static void save_check(SaveStatus *st, long long rc, const char *what) {
     if (rc >= 0 || st->failed) return;
     st->failed = 1;
     snprintf(st->where, sizeof st->where, "%s", what);
+}
+
+// Collective: whether a write failed on any rank. Once one has, every rank stops issuing writes
+// together: HDF5's collective calls (a metadata flush) on ranks that saw different failures
+// diverge and wait for each other for ever (seen under mpirun -np 2 with a full disk).
+static int any_rank_failed(Comm *c, SaveStatus *st) {
+    double failed = st->failed != 0;
+    c->world_max(c, &failed, 1);
+    if (failed && !st->failed) save_check(st, -1, "another rank's write");
+    return failed != 0;
 }
 
 static void write_attr_double(hid_t obj, const char *name, double v, SaveStatus *st) {
@@ -612,11 +623,13 @@ int checkpoint_save(const CheckpointTarget *t, const char *run_dir, CheckpointPr
                 if (sel >= 0) H5Sclose(sel);
                 H5Sclose(mspace); H5Dclose(dset);
                 free(host); free(runs.runs);
+                if (any_rank_failed(c, &st)) break;
             }
             H5Gclose(group);
+            if (st.failed) break;
         }
-        if (r3si_of(m)) save_r3si(t, file, dxpl, &st);
-        save_check(&st, H5Fflush(file, H5F_SCOPE_GLOBAL), "flush");
+        if (!st.failed && r3si_of(m)) save_r3si(t, file, dxpl, &st);
+        if (!any_rank_failed(c, &st)) save_check(&st, H5Fflush(file, H5F_SCOPE_GLOBAL), "flush");
         // A file that failed to write is emptied before it is closed: closing flushes metadata,
         // and with the disk still full that flush would fail too, leaving an open file that
         // HDF5 tries to close again inside MPI_Finalize (a crash). Emptied, the close succeeds.
@@ -775,12 +788,11 @@ int checkpoint_load(const CheckpointTarget *t, const char *path, int with_optimi
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     int rc = -1;
     hid_t file = -1, dxpl = -1;
-    if (access(path, R_OK)) { error_set(err, "%s: cannot read checkpoint: %s", path, strerror(errno)); goto out; }
     // A directory or a FIFO is not a checkpoint: say so here, before MPI-IO adds its own lines
     // (or blocks for ever on a FIFO).
-    struct stat sb;
-    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-        error_set(err, "%s: not a regular file (%s): a checkpoint is an HDF5 file", path, S_ISDIR(sb.st_mode) ? "a directory" : "a special file");
+    const char *why;
+    if (regular_file_check(path, &why)) {
+        error_set(err, "%s: cannot read checkpoint: %s%s", path, why, strncmp(why, "not a regular", 13) ? "" : ": a checkpoint is an HDF5 file");
         goto out;
     }
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -879,9 +891,11 @@ char *checkpoint_read_config(const char *path, Error *err) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     char *out = NULL;
     // Each rank reads the one attribute on its own (no MPI-IO): it is small and read-only.
-    hid_t file = access(path, R_OK) ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    // Checked first: HDF5 would block for ever opening a FIFO.
+    const char *why = NULL;
+    hid_t file = regular_file_check(path, &why) ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (file < 0) {
-        error_set(err, "%s: cannot read checkpoint: %s", path, access(path, R_OK) ? strerror(errno) : "not a readable HDF5 file");
+        error_set(err, "%s: cannot read checkpoint: %s", path, why ? why : "not a readable HDF5 file");
     } else if (H5Aexists(file, "config") <= 0) {
         error_set(err, "%s: missing attribute config (not an entrank checkpoint?); give -c FILE", path);
     } else {

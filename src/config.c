@@ -11,6 +11,8 @@
 //   --set KEY: <any of the reasons above>
 #include "config.h"
 #include "config_schema.h"
+#include "config_include.h"
+#include "regular_file.h"
 #include <errno.h>
 #include <libconfig.h>
 #include <limits.h>
@@ -637,18 +639,16 @@ int config_load(const char *path, const char *const *overrides, int n_overrides,
     L.origin = xcalloc((size_t)config_schema_len, sizeof(Origin));
     set_dir_of(L.dir, sizeof L.dir, path);
 
-    // Open it here first: libconfig reports only "file I/O error", and reads a directory as empty.
-    FILE *f = fopen(path, "r");
-    struct stat st;
-    if (!f) {
+    // Checked here first: libconfig reports only "file I/O error", reads a directory as empty and
+    // blocks for ever on a FIFO; its @include lines fail in its scanner without naming the file.
+    const char *why;
+    if (regular_file_check(path, &why)) {
         free(L.origin);
-        return error_set(err, "%s: cannot open: %s", path, strerror(errno));
+        return error_set(err, "%s: cannot open: %s", path, why);
     }
-    int is_dir = fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode);
-    fclose(f);
-    if (is_dir) {
+    if (config_check_includes(path, path, L.dir, err)) {
         free(L.origin);
-        return error_set(err, "%s: cannot open: %s", path, strerror(EISDIR));
+        return -1;
     }
 
     config_t c;

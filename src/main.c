@@ -93,6 +93,13 @@ int main(int argc, char **argv) {
     }
 
     // train and eval run as MPI ranks (a single process is a world of one).
+    // Open MPI's OMPIO opens a shared-file-pointer helper with every file, and its "sm" one takes
+    // a named semaphore /dev/shm/sem.OMPIO_<file name>: a rank killed while holding it (SIGKILL
+    // during a checkpoint's open) leaves it locked, and every later open of a file with that name
+    // on the node (step_N.h5.tmp of any run) waits for ever. Checkpoints never use a shared file
+    // pointer; without "sm" OMPIO picks a component whose locks die with their holder. A user's
+    // own OMPI_MCA_sharedfp wins; other MPIs ignore the variable.
+    setenv("OMPI_MCA_sharedfp", "^sm", 0);
     mpiCheck(MPI_Init(&argc, &argv));
     int rank;
     mpiCheck(MPI_Comm_rank(MPI_COMM_WORLD, &rank));

@@ -18,6 +18,10 @@ void signals_install(void) {
     sa.sa_flags = SA_RESTART;   // keep MPI and file I/O calls going; the loop polls the flag
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    // A write past the file-size limit (ulimit -f, RLIMIT_FSIZE: a site's per-job policy) would
+    // kill the process with SIGXFSZ in the middle of a checkpoint. Ignored, the write fails with
+    // EFBIG and takes the same path as a full disk: one line, exit 1, `latest` intact.
+    signal(SIGXFSZ, SIG_IGN);
 }
 
 int signals_stop_requested(void) { return stop_requested != 0; }

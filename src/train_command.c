@@ -14,6 +14,7 @@
 #include "checkpoint.h"
 #include "metrics.h"
 #include "r3si.h"
+#include "run_dir.h"
 #include "run_history.h"
 #include "signals.h"
 #include "timer.h"
@@ -353,16 +354,14 @@ int train_command(Config *cfg, const RunDevice *dev, Comm *comm, const char *run
     if (is_root && dir_exists && !S_ISDIR(dir_st.st_mode)) failed = error_set(&err, "%s: --run-dir is not a directory", run_dir);
     else if (is_root && dir_exists) failed = (lock_fd = lock_run_dir(run_dir, &err)) < 0;
     if (commands_any_failed(comm, failed, &err)) return EXIT_BAD_INPUT;
-    // train.device was settled by main (an unusable "cuda" never gets here).
-    if (resume == RESUME_PATH) snprintf(checkpoint, sizeof checkpoint, "%s", resume_path);
-    else if (resume == RESUME_AUTO && !checkpoint_latest(run_dir, checkpoint, sizeof checkpoint)) checkpoint[0] = 0;
-    // Refuse to overwrite another run's record: a run directory with metrics but nothing to resume from.
-    snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
-    int have_metrics = access(path, F_OK) == 0;
-    if (is_root && have_metrics && !checkpoint[0])
-        failed = error_set(&err, "%s: already exists and there is no checkpoint to resume from (%s); choose a new --run-dir",
-                           path, resume == RESUME_NEVER ? "--resume never" : "no checkpoints/latest");
+    // train.device was settled by main (an unusable "cuda" never gets here). Whether to resume,
+    // start or refuse is run_dir.c's one rule; rank 0's verdict decides for every rank.
+    RunDirPlan plan;
+    failed = run_dir_plan(run_dir, resume, resume_path, &plan, &err) != 0 && is_root;
     if (commands_any_failed(comm, failed, &err)) { if (lock_fd >= 0) close(lock_fd); return EXIT_BAD_INPUT; }
+    snprintf(checkpoint, sizeof checkpoint, "%s", plan.checkpoint);
+    snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
+    int have_metrics = plan.have_metrics;
     // main's validate_run has checked the config, topology and data. The trainer and the
     // checkpoint to resume from can still refuse their input: the run directory is created only
     // after them, so that a refused run leaves nothing behind.
@@ -425,6 +424,7 @@ int train_command(Config *cfg, const RunDevice *dev, Comm *comm, const char *run
     MetricsRunInfo info = {.config_text = config_text, .revision = ENTRANK_REVISION, .dp = comm->dp, .pp = comm->pp, .device = dev->kind};
     snprintf(path, sizeof path, "%s/metrics.h5", run_dir);
     MetricsFile *mf;
+    long dropped_rows = plan.drop_metrics ? run_dir_metrics_rows(path) : -1;   // counted before metrics_create replaces it
     if (have_metrics && checkpoint[0]) {
         // Rows written after the checkpoint belong to steps that run again now.
         if (metrics_rewind_all(path, (double)progress.step, &err) || metrics_set_run_info(path, &info, &err))
@@ -438,6 +438,10 @@ int train_command(Config *cfg, const RunDevice *dev, Comm *comm, const char *run
     const R3si *r3si = model_hook_state(&t.model, &BLOCK_HOOK_R3SI);
     if (r3si) declare_r3si_metrics(mf, r3si);
     if (cfg->trace_every > 0) declare_trace_metrics(mf, &t);
+    if (dropped_rows >= 0)
+        runlog(&log, "%s: no checkpoint from the earlier start: starting at step 0, its %ld step rows dropped\n", path, dropped_rows);
+    else if (plan.drop_metrics)
+        runlog(&log, "%s: no checkpoint from the earlier start: starting at step 0, the unreadable file replaced\n", path);
     if (checkpoint[0]) runlog(&log, "loaded %s (step %ld) in %.2f s\n%s", checkpoint, progress.step, load_seconds, history);
     else if (init_from) runlog(&log, "initialised from %s (parameters only; fresh optimizer, step 0)\n", init_from);
 

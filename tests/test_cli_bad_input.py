@@ -68,9 +68,58 @@ def test_existing_run_is_not_overwritten(entrank, tmp_path, tiny_fast):
     msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, "--resume", "never", check=2))
     assert str(run / "metrics.h5") in msg
     assert (run / "metrics.h5").read_bytes() == before
-    # A run directory with metrics but no checkpoint (its checkpoints were removed): refused too.
+    # Complete checkpoints whose `latest` is gone: refused in both modes, naming the one to pass.
+    (run / "checkpoints" / "latest").unlink()
+    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, check=2))
+    assert f"{run}/checkpoints/latest: missing although {run}/checkpoints/step_00000003.h5 exists" in msg
+    assert (run / "metrics.h5").read_bytes() == before
+    # No checkpoint at all: nothing to protect (a failed start, README "Checkpoints and resuming"):
+    # the run starts over at step 0 and says so.
     import shutil
     shutil.rmtree(run / "checkpoints")
-    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, check=2))
-    assert "no checkpoint to resume from" in msg
-    assert (run / "metrics.h5").read_bytes() == before
+    proc = entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, check=0)
+    assert "starting at step 0, its 3 step rows dropped" in proc.stdout
+
+
+def test_special_files_are_refused_without_blocking(entrank, tmp_path):
+    """Issue 18 point 9: a FIFO as config, data or checkpoint path used to block for ever in open();
+    a directory or FIFO anywhere a file is expected gets one line naming it and what it is, exit 2,
+    and no run directory."""
+    import os
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    run = tmp_path / "run"
+    msg = one_line_error(entrank("info", "-c", fifo, check=2, timeout=30))
+    assert msg == f"entrank: {fifo}: cannot open: not a regular file (a FIFO)"
+    for kind in ("llmc", "megatron"):
+        for special, what in ((fifo, "a FIFO"), (folder, "a directory")):
+            # Megatron's prefix names PREFIX.idx: make that the special file.
+            path = special if kind == "llmc" else tmp_path / f"{special.name}_prefix"
+            if kind == "megatron":
+                target = tmp_path / f"{special.name}_prefix.idx"
+                if not target.exists():
+                    (os.mkfifo(target) if special == fifo else target.mkdir())
+                shown = target
+            else:
+                shown = special
+            msg = one_line_error(entrank(*train_on(kind, path, run), check=2, timeout=30))
+            assert msg == f"entrank: {shown}: cannot open (data.train): not a regular file ({what})", msg
+    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", "--run-dir", run, "--resume", fifo, check=2, timeout=30))
+    assert msg == f"entrank: {fifo}: cannot read checkpoint: not a regular file (a FIFO): a checkpoint is an HDF5 file"
+    msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", "--run-dir", run, "--init-from", fifo, check=2, timeout=30))
+    assert msg.startswith(f"entrank: {fifo}: cannot read checkpoint: not a regular file (a FIFO)")
+    assert not run.exists()
+
+
+def test_include_of_a_directory_or_empty_name_names_file_and_line(entrank, tmp_path):
+    """Issue 18 point 9: `@include` of a directory or "" ended in "input in flex scanner failed"."""
+    (tmp_path / "sub").mkdir()
+    cfg = tmp_path / "main.cfg"
+    cfg.write_text('train = { steps = 10; };\n@include "sub"\n')
+    msg = one_line_error(entrank("info", "-c", cfg, check=2, timeout=30))
+    assert msg == f'entrank: {cfg}:2: cannot open include file "sub" ({tmp_path}/sub): not a regular file (a directory)'
+    cfg.write_text('@include ""\n')
+    msg = one_line_error(entrank("info", "-c", cfg, check=2, timeout=30))
+    assert msg == f'entrank: {cfg}:1: cannot open include file "": an empty file name'

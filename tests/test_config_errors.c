@@ -143,7 +143,7 @@ static void test_missing_file(void **state) {
     snprintf(expected, sizeof expected, "%s: cannot open: No such file or directory", path);
     assert_string_equal(load_fails(path, &err), expected);
 
-    snprintf(expected, sizeof expected, "%s: cannot open: Is a directory", s->dir);
+    snprintf(expected, sizeof expected, "%s: cannot open: not a regular file (a directory)", s->dir);
     assert_string_equal(load_fails(s->dir, &err), expected);
 }
 
@@ -179,8 +179,28 @@ static void test_include(void **state) {
 
     // A missing include is reported at the @include line of the including file.
     write_scratch_file(s->dir, "inc-missing.cfg", "model = { n_layer = 3; };\n@include \"base/nowhere.cfg\"\n", path, sizeof path);
-    snprintf(expected, sizeof expected, "%s:2: cannot open include file", path);
+    snprintf(expected, sizeof expected, "%s:2: cannot open include file \"base/nowhere.cfg\" (%s/base/nowhere.cfg): No such file or directory",
+             path, s->dir);
     assert_string_equal(load_fails(path, &err), expected);
+
+    // A directory and "" (the include directory itself) are named with the line, not left to
+    // libconfig's scanner ("input in flex scanner failed", no file), also from a nested include.
+    write_scratch_file(s->dir, "inc-dir.cfg", "model = { n_layer = 3; };\n\n@include \"base\"\n", path, sizeof path);
+    snprintf(expected, sizeof expected, "%s:3: cannot open include file \"base\" (%s/base): not a regular file (a directory)", path, s->dir);
+    assert_string_equal(load_fails(path, &err), expected);
+    write_scratch_file(s->dir, "inc-empty.cfg", "  @include \"\"\n", path, sizeof path);
+    snprintf(expected, sizeof expected, "%s:1: cannot open include file \"\": an empty file name", path);
+    assert_string_equal(load_fails(path, &err), expected);
+    write_scratch_file(s->dir, "base/nested.cfg", "/* a comment */\n@include \"base\"\n", base, sizeof base);
+    write_scratch_file(s->dir, "inc-nested.cfg", "@include \"base/nested.cfg\"\n", path, sizeof path);
+    snprintf(expected, sizeof expected, "%s:2: cannot open include file \"base\" (%s/base): not a regular file (a directory)", base, s->dir);
+    assert_string_equal(load_fails(path, &err), expected);
+    // Commented out, it is not read.
+    write_scratch_file(s->dir, "inc-commented.cfg", "/*\n@include \"base\"\n*/\n@include \"base/good.cfg\"\n", path, sizeof path);
+    Config c2;
+    memset(&err, 0, sizeof err);
+    assert_int_equal(config_load(path, NULL, 0, &c2, &err), 0);
+    assert_int_equal(c2.steps, 50);
 }
 
 // ---- cross-key checks: the message names the key and, where it was set, the file and line.

@@ -1,4 +1,4 @@
-"""What protects a run directory (issue 18, points 1, 2, 3, 5): a refusal holds on every rank under
+"""What protects a run directory (issue 18, points 1, 2, 3, 4, 5): a refusal holds on every rank under
 mpirun, one training at a time per directory (a lock naming its holder), metric rows reach disk
 before each checkpoint is published, and a log.txt that cannot be written is reported once."""
 import hashlib
@@ -52,9 +52,11 @@ def test_a_second_training_on_the_same_directory_is_refused(entrank, tmp_path, m
     finally:
         first.kill()
         first.wait()
-    # The lock dies with its holder: the next run gets past it (to the verdict on the directory).
-    line = one_line_error(entrank("train", *ARGS, "--run-dir", run, "--resume", "auto"))
-    assert "in use by another training" not in line
+    # The lock dies with its holder: the next run gets past it, and since the killed one never
+    # published a checkpoint, starts over at step 0 (run_dir.c's rule).
+    proc = entrank("train", *ARGS, "--run-dir", run, "--resume", "auto", check=0)
+    assert "starting at step 0" in proc.stdout
+    assert list(read_losses(run)[0]) == list(range(12))
 
 
 def test_rows_before_a_checkpoint_survive_a_kill_after_it(entrank, tmp_path, monkeypatch):
@@ -87,3 +89,49 @@ def test_a_log_that_cannot_be_written_is_reported_once(entrank, tmp_path):
     assert "step     11/12" in proc.stdout   # stdout keeps every line
     with h5py.File(run / "metrics.h5", "r") as f:
         assert f["steps/step"].shape == (12,)
+
+
+def test_a_start_killed_before_its_first_checkpoint_restarts_from_step_0(entrank, tmp_path, monkeypatch):
+    """Issue 18 point 4, issue 17: a run directory with metrics but no checkpoint is a failed start,
+    not a run to protect: `--resume auto` (a requeued job) starts over at step 0, says so in the log
+    and drops the earlier rows, and ends with the uninterrupted run's losses."""
+    args = [*ARGS, *set_args("checkpoint.every=0", "train.log_every=1")]   # the only checkpoint: the last step's
+    straight = tmp_path / "straight"
+    entrank("train", *args, "--run-dir", straight, check=0)
+    run = tmp_path / "run"
+    proc = start_held(monkeypatch, "train", *args, "--run-dir", run)
+    try:   # killed while its first (and last) checkpoint is held unpublished: 12 rows, no `latest`
+        assert wait_for((run / "checkpoints" / "step_00000012.h5.tmp").exists, 120, 0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert list(read_losses(run)[0]) == list(range(12)) and not (run / "checkpoints" / "latest").exists()
+    done = entrank("train", *args, "--run-dir", run, "--resume", "auto", check=0)
+    assert f"{run}/metrics.h5: no checkpoint from the earlier start: starting at step 0, its 12 step rows dropped" in done.stdout
+    assert "starting at step 0, its 12 step rows dropped" in (run / "log.txt").read_text()
+    steps, loss = read_losses(run)
+    assert list(steps) == list(range(12))
+    assert loss.tobytes() == read_losses(straight)[1].tobytes()
+    # Now the directory holds a run: --resume never refuses it and leaves it alone.
+    before = snapshot(run)
+    line = one_line_error(entrank("train", *args, "--run-dir", run, "--resume", "never", check=2))
+    assert str(run / "metrics.h5") in line and "--resume never" in line and "step_00000012.h5" in line
+    assert {k: v for k, v in snapshot(run).items() if k.name != "lock"} == {k: v for k, v in before.items() if k.name != "lock"}
+
+
+def test_resume_never_starts_over_a_failed_start(entrank, tmp_path):
+    """The corrected rerun of a start that failed after metrics.h5 existed (issue 17) may say
+    --resume never: there is no checkpoint, so nothing to protect."""
+    run = tmp_path / "run"
+    # A long start killed after a few steps (rows on disk at every step), before any checkpoint.
+    first = start_entrank("train", *ARGS, *set_args("train.steps=5000", "checkpoint.every=0", "train.log_every=1"),
+                          "--run-dir", run, stdout=open(os.devnull, "w"))
+    try:
+        assert wait_for(lambda: "step      3/5000" in ((run / "log.txt").exists() and (run / "log.txt").read_text() or ""), 120, 0.05)
+    finally:
+        first.kill()
+        first.wait()
+    assert (run / "metrics.h5").exists() and not (run / "checkpoints" / "latest").exists()
+    proc = entrank("train", *ARGS, "--run-dir", run, "--resume", "never", check=0)
+    assert "no checkpoint from the earlier start: starting at step 0" in proc.stdout
+    assert list(read_losses(run)[0]) == list(range(12))

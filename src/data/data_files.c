@@ -1,7 +1,11 @@
 // data_files.c: opening, reading and globbing token files; shared by the llmc, megatron and text kinds.
 #define _FILE_OFFSET_BITS 64   // off_t is 64-bit: shards larger than 2 GiB are normal
 #include "data_files.h"
+#include "../regular_file.h"
 #include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <string.h>
@@ -31,18 +35,9 @@ void token_files_free(TokenFiles *f) {
 }
 
 int data_file_open(const char *path, const char *key, int *fd, int64_t *size, Error *err) {
-    *fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (*fd < 0) return error_set(err, "%s: cannot open (%s): %s", path, key, strerror(errno));
-    struct stat st;
-    const char *why = NULL;
-    if (fstat(*fd, &st) != 0) why = strerror(errno);
-    else if (!S_ISREG(st.st_mode)) why = "not a regular file";
-    if (why) {
-        close(*fd);
-        *fd = -1;
-        return error_set(err, "%s: cannot open (%s): %s", path, key, why);
-    }
-    *size = (int64_t)st.st_size;
+    const char *why;
+    *fd = regular_file_open(path, size, &why);   // a FIFO would block a plain open() for ever
+    if (*fd < 0) return error_set(err, "%s: cannot open (%s): %s", path, key, why);
     return 0;
 }
 
@@ -85,4 +80,51 @@ int data_expand_pattern(const char *pattern, const char *key, char ***paths, int
 void data_free_paths(char **paths, int n) {
     for (int i = 0; i < n; i++) free(paths[i]);
     free(paths);
+}
+
+// ---- Reading through a mapping of a file that may shrink -------------------------------------
+//
+// A file truncated while mapped faults with SIGBUS on the first access to a page past its new end
+// (a corpus rewritten in place by a preparation job, a quota-killed copy). A check of the size
+// before each read (fstat) would cost a system call per window, need a descriptor per shard, and
+// still lose the race against a truncation between the check and the copy. Instead the reads run
+// under a SIGBUS handler that jumps back to the read, which then fails with a one-line error. The
+// fault is synchronous (raised by the faulting thread on its own access), so the jump lands in the
+// frame that armed it; a SIGBUS outside a guarded read keeps its default action (a crash, with core).
+
+static _Thread_local sigjmp_buf *guard_jump;   // armed by data_map_guarded on this thread, else NULL
+static atomic_int guard_installed;
+
+static void on_sigbus(int sig, siginfo_t *info, void *ctx) {
+    (void)info; (void)ctx;
+    if (guard_jump) siglongjmp(*guard_jump, 1);
+    signal(sig, SIG_DFL);   // not ours: the default action, at once
+    raise(sig);
+}
+
+int data_map_guarded(int (*read)(void *arg, Error *err), void *arg, const char *path, Error *err) {
+    if (!atomic_exchange(&guard_installed, 1)) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_sigbus;
+        sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGBUS, &sa, NULL);
+    }
+    sigjmp_buf jump;
+    sigjmp_buf *outer = guard_jump;
+    // savemask 0: no system call per read. SA_NODEFER keeps SIGBUS unblocked inside the handler,
+    // so after the jump the mask is what it was and the next SIGBUS is caught too.
+    if (sigsetjmp(jump, 0)) {
+        guard_jump = outer;
+        struct stat st;
+        if (stat(path, &st) == 0)
+            return error_set(err, "%s: truncated while being read: the file now has %lld bytes, fewer than when it was opened",
+                             path, (long long)st.st_size);
+        return error_set(err, "%s: truncated or removed while being read: %s", path, strerror(errno));
+    }
+    guard_jump = &jump;
+    int rc = read(arg, err);
+    guard_jump = outer;
+    return rc;
 }

@@ -45,6 +45,11 @@ int64_t data_pread_full(int fd, void *buf, int64_t n, int64_t offset);
 int data_expand_pattern(const char *pattern, const char *key, char ***paths, int *n, Error *err);
 void data_free_paths(char **paths, int n);
 
+// Runs read(arg, err), which reads the mapping of the file `path`, so that a file truncated
+// under the mapping (SIGBUS) ends in "PATH: truncated while being read: ..." (-1) instead of a
+// crash. Returns read's result otherwise. Nests; safe on several threads at once.
+int data_map_guarded(int (*read)(void *arg, Error *err), void *arg, const char *path, Error *err);
+
 // Little-endian decoding, independent of the host's byte order.
 static inline uint64_t data_le(const unsigned char *p, int nbytes) {
     uint64_t v = 0;

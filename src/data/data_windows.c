@@ -195,19 +195,34 @@ int file_source_get(const FileSource *fs, uint64_t step, int index, SequenceBuff
     return file_source_read(fs, shard_i, token, out, err);
 }
 
-int file_source_read(const FileSource *fs, int shard_i, int64_t token, SequenceBuffers out, Error *err) {
-    const TokenShard *sh = &fs->files.shards[shard_i];
+typedef struct {
+    const FileSource *fs;
+    const TokenShard *sh;
+    int64_t token;
+    SequenceBuffers out;
+} WindowRead;
+
+static int read_window(void *arg, Error *err) {
+    const WindowRead *w = arg;
+    const FileSource *fs = w->fs;
+    const TokenShard *sh = w->sh;
     int T = fs->T, isz = fs->files.itemsize;
-    int64_t offset = sh->data_offset + token * isz;   // byte offset of the window in the file (in the mapping: checked at open)
+    int64_t offset = sh->data_offset + w->token * isz;   // byte offset of the window in the file (in the mapping: checked at open)
     for (int t = 0; t <= T; t++) {
         int64_t at = offset + (int64_t)t * isz;
         int64_t id = token_at(&fs->files, sh, at);
         if (id < 0 || id >= fs->vocab_size) return bad_token(sh, at, id, fs->vocab_size, err);
-        if (t < T) out.tokens[t] = (int32_t)id;
-        if (t > 0) out.targets[t - 1] = (int32_t)id;
+        if (t < T) w->out.tokens[t] = (int32_t)id;
+        if (t > 0) w->out.targets[t - 1] = (int32_t)id;
     }
-    for (int t = 0; t < T; t++) out.buckets[t] = -1;
+    for (int t = 0; t < T; t++) w->out.buckets[t] = -1;
     return 0;
+}
+
+// Through data_map_guarded: a shard truncated since it was mapped fails in one line, not SIGBUS.
+int file_source_read(const FileSource *fs, int shard_i, int64_t token, SequenceBuffers out, Error *err) {
+    WindowRead w = {fs, &fs->files.shards[shard_i], token, out};
+    return data_map_guarded(read_window, &w, w.sh->path, err);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,6 +304,19 @@ static int64_t scan_range(const TokenFiles *f, const TokenShard *sh, int64_t fir
 #endif
 }
 
+typedef struct {
+    const TokenFiles *f;
+    const TokenShard *sh;
+    int64_t first, n, vocab, bad;
+} ScanRead;
+
+static int scan_read(void *arg, Error *err) {
+    (void)err;
+    ScanRead *r = arg;
+    r->bad = scan_range(r->f, r->sh, r->first, r->n, r->vocab);
+    return 0;
+}
+
 int file_source_check_tokens(const FileSource *fs, int part, int n_parts, Error *err) {
     const TokenFiles *f = &fs->files;
     // Types whose every value is a valid id need no pass (bytes under a vocabulary >= 256, uint16 >= 65536).
@@ -313,7 +341,9 @@ int file_source_check_tokens(const FileSource *fs, int part, int n_parts, Error 
             void *range = (void *)(sh->map + abegin);
             size_t range_len = (size_t)(end - abegin);
             madvise(range, range_len, MADV_SEQUENTIAL);
-            int64_t bad = scan_range(f, sh, first, n, fs->vocab_size);
+            ScanRead sr = {f, sh, first, n, fs->vocab_size, -1};
+            if (data_map_guarded(scan_read, &sr, sh->path, err)) return -1;
+            int64_t bad = sr.bad;
             madvise(range, range_len, fs->split == SPLIT_TRAIN ? MADV_RANDOM : MADV_NORMAL);
             if (bad >= 0) return bad_token(sh, bad, token_at(f, sh, bad), fs->vocab_size, err);
         }
