@@ -10,9 +10,7 @@
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
-#include "checkpoint.h"
-#include "model.h"
-#include "train.h"
+#include "inference_stage.h"
 
 // Fills the tokens and targets (B, T) of the sequences of items [first, first + n).
 static void fill_batch(const McItems *it, int first, int n, int T, int32_t *tokens, int32_t *targets) {
@@ -40,48 +38,17 @@ int eval_multiple_choice(const Config *cfg, const RunDevice *dev, Comm *comm, co
     // Items per forward pass: at least one, about a micro-batch of sequences.
     int per_pass = cfg->micro_batch_size / E > 0 ? cfg->micro_batch_size / E : 1;
     int B = per_pass * E;
-    ModelShape shape = model_shape_from_config(cfg);
-    int pp = comm->pp, s = comm->stage;
-    int l0 = (int)((long)shape.n_layer * s / pp), l1 = (int)((long)shape.n_layer * (s + 1) / pp);
-    Model model;
-    model_init(&model, be, shape, l0, l1, s == 0, s == pp - 1, 1);
-    Activations a;
-    activations_init(&a, &model, B);
-    AdamState no_adam = {0};
-    int bad = 0;
-    CheckpointTarget target = {&model, &no_adam, comm, cfg, &bad};
-    CheckpointProgress progress;
-    int failed = checkpoint_load(&target, checkpoint, 0, &progress, err) != 0;
-    if (commands_any_failed(comm, failed, err)) {
-        activations_free(&a, &model);
-        model_free(&model);
-        return -1;
-    }
-    // An evaluation pass (no monitor, no auxiliary loss, R3SI injects its stored buffers) with the
-    // attention temperature of the checkpoint's last training step, as generate and eval use.
-    StepContext ctx = {.training = 0, .step = 0, .loss_scale = 1, .attn_temperature = attention_temperature_after(cfg, progress.step),
-                       .micro_batches = 1};
+    InferenceStage st;
+    if (inference_stage_load(&st, cfg, be, comm, checkpoint, B, err)) return -1;
     int32_t *tokens = xmalloc((size_t)B * T * sizeof *tokens), *targets = xmalloc((size_t)B * T * sizeof *targets);
     float *losses = xmalloc((size_t)B * T * sizeof *losses);
-    size_t io_numel = (size_t)B * T * cfg->d_model;
-    int last = s == pp - 1;
     long counts[2] = {0, 0};   // correct_norm, correct_sum (this rank's share; last stages only)
     int n_passes = (items->n_items + per_pass - 1) / per_pass;
     for (int p = comm->dp_index; p < n_passes; p += comm->dp) {
         int first = p * per_pass, n = items->n_items - first < per_pass ? items->n_items - first : per_pass;
         fill_batch(items, first, n, T, tokens, targets);
-        a.pass = (PassContext){ctx, 0, 0};
-        be->upload_i32(a.tokens, tokens, (size_t)B * T);
-        be->upload_i32(a.targets, targets, (size_t)B * T);
-        if (s > 0) comm->recv(comm, s - 1, a.input, io_numel, TAG_ACTIVATION);
-        model_forward(&model, &a);
-        if (!last) {
-            CommHandle h = {0};
-            comm->send(comm, s + 1, model_stage_output(&model, &a), io_numel, TAG_ACTIVATION, &h);
-            comm->wait(comm, &h);
-            continue;
-        }
-        be->download(losses, a.losses, (size_t)B * T);
+        if (!inference_stage_forward(&st, comm, tokens, targets)) continue;
+        be->download(losses, st.acts.losses, (size_t)B * T);
         for (int i = 0; i < n; i++) {
             int item = first + i, best_norm = 0, best_sum = 0;
             double sum[EVAL_MAX_ENDINGS], mean[EVAL_MAX_ENDINGS];
@@ -101,11 +68,10 @@ int eval_multiple_choice(const Config *cfg, const RunDevice *dev, Comm *comm, co
     }
     long total[2];
     mpiCheck(MPI_Allreduce(counts, total, 2, MPI_LONG, MPI_SUM, MPI_COMM_WORLD));
-    *out = (McScore){.items = items->n_items, .correct_norm = total[0], .correct_sum = total[1], .step = progress.step};
+    *out = (McScore){.items = items->n_items, .correct_norm = total[0], .correct_sum = total[1], .step = st.step};
     free(tokens);
     free(targets);
     free(losses);
-    activations_free(&a, &model);
-    model_free(&model);
+    inference_stage_free(&st);
     return 0;
 }

@@ -16,9 +16,8 @@
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
-#include "checkpoint.h"
 #include "commands.h"
-#include "model.h"
+#include "inference_stage.h"
 #include "rng.h"
 #include "train.h"
 
@@ -187,29 +186,12 @@ int generate_command(const Config *cfg, const RunDevice *dev, Comm *comm, const 
     if (commands_any_failed(comm, failed, &err)) { if (!failed) prompts_free(&prompts); return EXIT_BAD_INPUT; }
     int B = prompts.n;
 
-    // This rank's stage, as trainer_init lays it out; no optimizer state and no data.
-    ModelShape shape = model_shape_from_config(cfg);
     int pp = comm->pp, s = comm->stage;
-    int l0 = (int)((long)shape.n_layer * s / pp), l1 = (int)((long)shape.n_layer * (s + 1) / pp);
-    Model model;
-    model_init(&model, be, shape, l0, l1, s == 0, s == pp - 1, 1);
-    Activations a;
-    activations_init(&a, &model, B);
-    AdamState no_adam = {0};
-    int bad = 0;
-    CheckpointTarget target = {&model, &no_adam, comm, cfg, &bad};
-    CheckpointProgress progress;
-    failed = checkpoint_load(&target, args->checkpoint_path, 0, &progress, &err) != 0;
-    if (commands_any_failed(comm, failed, &err)) {
-        activations_free(&a, &model);
-        model_free(&model);
+    InferenceStage st;
+    if (inference_stage_load(&st, cfg, be, comm, args->checkpoint_path, B, &err)) {
         prompts_free(&prompts);
         return EXIT_BAD_INPUT;
     }
-    // An evaluation pass (no monitor, no auxiliary loss, R3SI injects its stored buffers) with the
-    // attention temperature of the checkpoint's last training step.
-    StepContext ctx = {.training = 0, .step = 0, .loss_scale = 1, .attn_temperature = attention_temperature_after(cfg, progress.step),
-                       .micro_batches = 1};
 
     // The sampler: the last stage of replica 0. It broadcasts each round's new tokens.
     int is_sampler = s == pp - 1 && comm->dp_index == 0, root;
@@ -229,7 +211,6 @@ int generate_command(const Config *cfg, const RunDevice *dev, Comm *comm, const 
     float *row = is_sampler ? xmalloc((size_t)V * sizeof(float)) : NULL;
     Cand *scratch = is_sampler ? xmalloc((size_t)V * sizeof(Cand)) : NULL;
     int32_t *next = xmalloc((size_t)B * sizeof(int32_t));
-    size_t io_numel = (size_t)B * T * cfg->d_model;
     int rounds = args->logprobs_out && max_new == 0 ? 1 : max_new;
     int rc = EXIT_DONE;
 
@@ -241,16 +222,7 @@ int generate_command(const Config *cfg, const RunDevice *dev, Comm *comm, const 
             for (int t = 0; t < T; t++) host_tokens[(size_t)b * T + t] = t < n ? seq[b][first + t] : 0;
             pos[b] = n - 1;
         }
-        a.pass = (PassContext){ctx, 0, 0};
-        be->upload_i32(a.tokens, host_tokens, (size_t)B * T);
-        be->upload_i32(a.targets, host_targets, (size_t)B * T);
-        if (s > 0) comm->recv(comm, s - 1, a.input, io_numel, TAG_ACTIVATION);
-        model_forward(&model, &a);
-        if (s < pp - 1) {
-            CommHandle h = {0};
-            comm->send(comm, s + 1, model_stage_output(&model, &a), io_numel, TAG_ACTIVATION, &h);
-            comm->wait(comm, &h);
-        }
+        inference_stage_forward(&st, comm, host_tokens, host_targets);
         if (is_sampler && round == 0 && args->logprobs_out) {
             // The prompts' own pass: log-probabilities of every prompt position.
             int L = prompts.len[0];
@@ -258,7 +230,7 @@ int generate_command(const Config *cfg, const RunDevice *dev, Comm *comm, const 
             for (int b = 0; b < B; b++)
                 for (int t = 0; t < L; t++) {
                     float *dst = lp + ((size_t)b * L + t) * V;
-                    be->download(dst, be_offset(be, a.logits, ((size_t)b * T + t) * V), (size_t)V);
+                    be->download(dst, be_offset(be, st.acts.logits, ((size_t)b * T + t) * V), (size_t)V);
                     for (int v = 0; v < V; v++) dst[v] = logf(dst[v]);
                 }
             if (write_npy(args->logprobs_out, lp, B, L, V, &err)) rc = EXIT_FAILURE_OTHER;
@@ -268,7 +240,7 @@ int generate_command(const Config *cfg, const RunDevice *dev, Comm *comm, const 
         if (is_sampler) {
             for (int b = 0; b < B; b++) {
                 if (done[b]) { next[b] = -1; continue; }
-                be->download(row, be_offset(be, a.logits, ((size_t)b * T + pos[b]) * V), (size_t)V);
+                be->download(row, be_offset(be, st.acts.logits, ((size_t)b * T + pos[b]) * V), (size_t)V);
                 double u = rng_uniform((uint64_t)args->seed, GENERATE_STREAM + (uint64_t)b, (uint64_t)n_new[b]);
                 next[b] = sample_row(row, V, args, u, scratch);
             }
@@ -297,8 +269,7 @@ int generate_command(const Config *cfg, const RunDevice *dev, Comm *comm, const 
     for (int b = 0; b < B; b++) free(seq[b]);
     free(seq); free(len); free(done); free(n_new); free(next);
     free(host_tokens); free(host_targets); free(row); free(scratch);
-    activations_free(&a, &model);
-    model_free(&model);
+    inference_stage_free(&st);
     prompts_free(&prompts);
     return code_any;
 }
