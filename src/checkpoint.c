@@ -211,10 +211,10 @@ static hid_t memory_space(size_t n) {
     X("model.sga_hidden", SHAPE_IS_SGA(s) ? (s)->cfg->sga_gate_hidden : 0)            \
     X("model.sga_embed", SHAPE_IS_SGA(s) ? (s)->cfg->sga_embed_dim : 0)
 
-// The save path does not stop at a failing HDF5 call: under MPI every rank must make the same
+// The save path does not leave at a failing HDF5 call: under MPI every rank must make the same
 // collective calls, and a rank that left early (or finalized MPI with the file open) would hang
-// or crash the others. A failure is recorded here, the remaining calls fail harmlessly, and the
-// ranks agree after closing the file.
+// or crash the others. A failure is recorded here; the ranks agree after each dataset
+// (any_rank_failed) and then all stop writing, skip the flush, close the file and report.
 typedef struct {
     int failed;
     char where[160];

@@ -98,7 +98,7 @@ static StackInfo stack_info(void) {
 // SEMI close degree: H5Fclose fails if an object is still open, so a leaked id is an error here
 // and not a file that silently stays open (and locked) until the process ends.
 //
-// File locking: the project's one mode is HDF5's default, locking on (metrics.h, README). The
+// File locking: the project's one mode is HDF5's default, locking on (metrics.h, docs/metrics-schema.md). The
 // writer asks for it explicitly, best effort: on a file system without flock (some Lustre and NFS
 // mounts) the open goes on unlocked instead of failing. HDF5_USE_FILE_LOCKING in the environment
 // still overrides this for the writer as for every reader, so one process-wide setting decides.

@@ -1,5 +1,5 @@
 // run_dir.h: what `entrank train` does with the run directory it is given: the one rule that
-// decides between starting, restarting and resuming, and refusing (README "Checkpoints and resuming").
+// decides between starting, restarting and resuming, and refusing (docs/faults.md, "The run directory").
 #pragma once
 #include <stddef.h>
 #include "cli.h"

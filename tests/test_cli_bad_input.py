@@ -73,7 +73,7 @@ def test_existing_run_is_not_overwritten(entrank, tmp_path, tiny_fast):
     msg = one_line_error(entrank("train", "-c", "configs/tiny.cfg", *tiny_fast, "--run-dir", run, check=2))
     assert f"{run}/checkpoints/latest: missing although {run}/checkpoints/step_00000003.h5 exists" in msg
     assert (run / "metrics.h5").read_bytes() == before
-    # No checkpoint at all: nothing to protect (a failed start, README "Checkpoints and resuming"):
+    # No checkpoint at all: nothing to protect (a failed start, docs/faults.md "The run directory"):
     # the run starts over at step 0 and says so.
     import shutil
     shutil.rmtree(run / "checkpoints")
