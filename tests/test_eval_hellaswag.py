@@ -4,6 +4,7 @@ tokenized by tools/prepare-hellaswag, and accuracies checked against the pattern
 and against a scoring of the same items from `generate --logprobs-out` in NumPy."""
 import json
 import random
+import shutil
 import subprocess
 
 import h5py
@@ -97,6 +98,18 @@ def test_a_model_trained_on_the_pattern_picks_its_endings_and_the_rows_reach_met
         assert g["acc_norm"].attrs["units"] in (b"fraction", "fraction")
         assert "step" in f["eval"] and f["eval/step"].shape[0] >= 1   # validation rows untouched
     assert rows["step"] == [STEPS, STEPS // 2] and rows["items"] == [6, 6]
+    # A resume of the run rewinds /eval's rows; the scores of checkpoints in /eval/hellaswag stay
+    # (a resumed run writes those checkpoints again bitwise), and no HDF5 error stack is printed.
+    again = tmp_path / "resumed"
+    shutil.copytree(run, again)
+    proc = entrank("train", "-c", CONFIG, "--run-dir", again, "--resume", again / "checkpoints" / "step_00000030.h5",
+                   *set_args(f"model.vocab_size={VOCAB}", f'data.train="{run.parent}/data/train_*.bin"',
+                             f'data.val="{run.parent}/data/val_*.bin"', f"train.steps={STEPS}",
+                             f"checkpoint.every={STEPS // 2}"), check=0)
+    assert "HDF5" not in proc.stderr, proc.stderr
+    with h5py.File(again / "metrics.h5", "r") as f:
+        assert f["eval/hellaswag/step"][-2:].tolist() == [STEPS, STEPS // 2]
+        assert f["eval/step"][:].tolist() == sorted(set(f["eval/step"][:].tolist()))   # each evaluation once
     # ... and the result lines to the run's log
     log = (run / "log.txt").read_text()
     assert f"eval step {STEPS} | hellaswag {tok} | 6 items, 4 endings | acc_norm 1.0000 (6) | acc 1.0000 (6)\n" in log
