@@ -326,6 +326,7 @@ void activations_init(Activations *a, const Model *m, int B) {
     size_t Lb = a->recompute == RECOMPUTE_BLOCK ? 1 : Lc, La = a->recompute == RECOMPUTE_NONE ? Lc : 1;
     size_t Lpre = s->norm == NORM_PRE ? Lc : Lb, Lpost = s->norm == NORM_POST ? Lc : Lb;   // resid_out, ln2
     a->kept = (int)Lb;
+    a->held = -1;
     // An evaluation pass until the caller says otherwise.
     a->pass = (PassContext){.step = {.training = 0, .step = 0, .loss_scale = 1, .attn_temperature = 1, .micro_batches = 1}};
     size_t floats = 0;
@@ -572,6 +573,7 @@ static void block_forward(Model *m, Activations *a, int li) {
         return;
     }
     block_body_forward(m, a, li, x, 0);
+    a->held = li;   // the scratch holds this layer's tensors until the next layer's forward
 }
 
 static const void *lm_head_weight(const Model *m) {
@@ -646,8 +648,11 @@ int model_after_gradients(Model *m, Comm *comm, const StepContext *ctx, double t
 // The same ops as the forward pass on the same kept inputs, so the rebuilt tensors are bitwise
 // those of the forward pass; the auxiliary sums are not added again.
 
-// Layer li's attention core from its kept q, k, v, without y.
+// Layer li's attention core from its kept q, k, v, without y (nothing to do when the scratch
+// holds it already: the last layer after the forward pass).
 static void attention_core_rebuild(Model *m, Activations *a, LayerActs *l, int li) {
+    if (a->held == li) return;
+    a->held = li;
     ModuleCall mc;
     AttnCall c = attention_call(m, a, li, &mc);
     double discarded[NUM_AUX] = {0};
@@ -657,7 +662,8 @@ static void attention_core_rebuild(Model *m, Activations *a, LayerActs *l, int l
 
 // Block li from its kept input (after the hooks); a block LayerDrop skipped has nothing to rebuild.
 static void block_rebuild(Model *m, Activations *a, int li) {
-    if (block_skipped(m, a, li)) return;
+    if (a->held == li || block_skipped(m, a, li)) return;
+    a->held = li;
     block_body_forward(m, a, li, block_inputs(m, a, li)[m->n_hooks], 1);
 }
 

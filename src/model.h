@@ -144,6 +144,8 @@ typedef struct {
     RecomputeMode recompute;  // train.recompute: what the forward pass keeps (docs/design.md section 10)
     int kept;               // layers of the per-layer block tensors held: n_local, or 1 under "block"
                             // (then only the block outputs stay per layer: the next block's input)
+    int held;               // under recomputation: the local layer whose tensors the one-layer scratch
+                            // holds now (-1: none); the last layer's survive the forward pass
     PassContext pass;       // set by the caller before model_forward; backward uses the same
     int32_t *tokens;        // (B,T) device
     int32_t *targets;       // (B,T) device, -1 = no loss

@@ -108,6 +108,7 @@ static void bench_time(Comm *world, const char *label, const char *config, const
 
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
+    setvbuf(stdout, NULL, _IOLBF, 0);   // a line as soon as each model is measured (make bench tees it)
     Comm *world = comm_mpi_create(1, sizeof(float));
     int steps = argc > 1 ? atoi(argv[1]) : 5;
     const char *only = argc > 2 ? argv[2] : "all";
