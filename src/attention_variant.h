@@ -36,7 +36,9 @@ struct AttentionVariant {
     int (*declare_params)(const ModelShape *s, ParamSpec *out);
 
     // The buffers one micro-batch slot keeps for `n_layers` layers of B sequences; *elements
-    // (+=) counts the float elements allocated.
+    // (+=) counts the float elements allocated. Under train.recompute the model asks for one
+    // layer: local layer li's tensors then live at index li % n_layers (attn_core_kept_layer),
+    // and the model rebuilds a layer's by calling core_forward again before its core_backward.
     void *(*slot_create)(const Backend *be, const ModelShape *s, int n_layers, int B, size_t *elements);
     void (*slot_free)(const Backend *be, void *slot);
 
@@ -45,7 +47,8 @@ struct AttentionVariant {
     void (*logits_forward)(void *slot, const AttnCall *c, const void *scores, void *logits);
     void (*logits_backward)(void *slot, const AttnCall *c, const void *dlogits, void *dscores);
 
-    // The core: y (=) (B,NH,T,hs) from q, k, v, keeping what backward needs in the slot; and
+    // The core: y (=) (B,NH,T,hs) from q, k, v, keeping what backward needs in the slot (y NULL:
+    // a rebuild for backward under recomputation: only what backward needs, no auxiliary sums); and
     // dq, dk, dv (=) (B,NH,T,hs) from dy. attn_core.h's materialised core for most variants.
     void (*core_forward)(const AttentionVariant *self, void *slot, const AttnCall *c, const void *q, const void *k,
                          const void *v, void *y);

@@ -9,6 +9,7 @@ void attn_core_slot_init(AttnCoreSlot *slot, const Backend *be, const ModelShape
     slot->n_layers = n_layers;
     slot->be = be;
     slot->maps = maps;
+    // Under recomputation the model passes n_layers = 1: one layer's weights, rebuilt in backward.
     slot->probs = be->alloc((size_t)n_layers * maps);
     slot->scores = be->alloc(maps);
     slot->dprobs = be->alloc(maps);
@@ -34,9 +35,11 @@ void attn_core_slot_free(const Backend *be, void *slot) {
     free(slot);
 }
 
+int attn_core_kept_layer(const AttnCoreSlot *slot, int li) { return li % slot->n_layers; }
+
 const void *attn_core_layer_probs(const void *slot_, int li) {
     const AttnCoreSlot *slot = slot_;
-    return be_offset(slot->be, slot->probs, (size_t)li * slot->maps);
+    return be_offset(slot->be, slot->probs, (size_t)attn_core_kept_layer(slot, li) * slot->maps);
 }
 
 // Sum over the sequences and head pairs h < h' of cos(A_h, A_h'), the attention maps (T,T) of one
@@ -77,10 +80,13 @@ void attn_core_forward(const AttentionVariant *self, void *slot_, const AttnCall
     AttnCoreSlot *slot = slot_;
     const Backend *be = c->layer.be;
     int BH = c->layer.B * c->layer.shape->n_head, T = c->layer.T, hs = c->layer.shape->head_size;
-    void *probs = be_offset(be, slot->probs, (size_t)c->layer.li * slot->maps);
+    void *probs = be_offset(be, slot->probs, (size_t)attn_core_kept_layer(slot, c->layer.li) * slot->maps);
     be->attn_scores(slot->scores, q, k, c->scale, BH, T, hs);                     // (B,NH,T,T)
     if (self->logits_forward) self->logits_forward(slot, c, slot->scores, slot->scores);   // the variant's logits, in place
     be->softmax_causal_forward(probs, slot->scores, BH, T);                       // (B,NH,T,T)
+    // y NULL: a rebuild for backward (train.recompute): the weights are all it needs, and the
+    // regularisers' sums were added by the forward pass.
+    if (!y) return;
     if (c->reg && c->reg->entropy_weight > 0) c->layer.aux[AUX_ENTROPY_REG] += be->attn_entropy_reg_sum(probs, BH, T);
     if (c->reg && c->reg->adr_weight > 0) c->layer.aux[AUX_ADR] += head_map_cosines(slot, c, probs, NULL, 0);
     be->attn_values(y, probs, v, BH, T, hs);                                      // (B,NH,T,hs)
@@ -93,7 +99,7 @@ void attn_core_backward(const AttentionVariant *self, void *slot_, const AttnCal
     int BH = c->layer.B * c->layer.shape->n_head, T = c->layer.T, hs = c->layer.shape->head_size;
     size_t nhead = (size_t)BH * T * hs;
     double loss_scale = c->layer.pass->step.loss_scale;
-    const void *probs = be_offset(be, slot->probs, (size_t)c->layer.li * slot->maps);
+    const void *probs = be_offset(be, slot->probs, (size_t)attn_core_kept_layer(slot, c->layer.li) * slot->maps);
     be->zero(dv, nhead);
     be->attn_values_backward(slot->dprobs, dv, dy, probs, v, BH, T, hs);
     // The regularisers' gradients join the loss's at the attention weights.

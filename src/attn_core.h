@@ -9,7 +9,7 @@
 
 // The buffers of a materialised core; a variant's slot struct begins with one.
 typedef struct {
-    int n_layers;
+    int n_layers;             // layers whose tensors are kept: the stage's, or 1 under recomputation
     const Backend *be;
     size_t maps;              // elements of one layer's weights: B NH T T
     void *probs;              // (n_layers,B,NH,T,T) causal attention weights
@@ -18,6 +18,9 @@ typedef struct {
     void *dlogits;            // (B,NH,T,T) scratch, only for variants that rewrite logits
     void *adr_gram;           // (NH,NH) scratch
 } AttnCoreSlot;
+
+// Where local layer li's kept tensors live: li, or 0 when the slot keeps one layer (recomputation).
+int attn_core_kept_layer(const AttnCoreSlot *slot, int li);
 
 void attn_core_slot_init(AttnCoreSlot *slot, const Backend *be, const ModelShape *s, int n_layers, int B, int rewrites_logits,
                          size_t *elements);

@@ -34,7 +34,7 @@ static void head_scale_forward(void *slot_, const AttnCall *c, const void *score
     const Backend *be = c->layer.be;
     int NH = c->layer.shape->n_head, T = c->layer.T, B = c->layer.B;
     size_t TT = (size_t)T * T, per_seq = (size_t)NH * TT;
-    void *saved = be_offset(be, slot->scores, (size_t)c->layer.li * slot->core.maps);
+    void *saved = be_offset(be, slot->scores, (size_t)attn_core_kept_layer(&slot->core, c->layer.li) * slot->core.maps);
     be->causal_lower_copy(saved, scores, B * NH, T);                   // (B,NH,T,T)
     if (logits != scores) be->copy(logits, scores, (size_t)B * per_seq);
     for (int b = 0; b < B; b++) be->scale_rows(be_offset(be, logits, b * per_seq), c->layer.param[0], NH, TT);   // l = s_h a
@@ -45,7 +45,7 @@ static void head_scale_backward(void *slot_, const AttnCall *c, const void *dlog
     const Backend *be = c->layer.be;
     int NH = c->layer.shape->n_head, T = c->layer.T, B = c->layer.B, TT = T * T;
     size_t per_seq = (size_t)NH * TT;
-    const void *saved = be_offset(be, slot->scores, (size_t)c->layer.li * slot->core.maps);
+    const void *saved = be_offset(be, slot->scores, (size_t)attn_core_kept_layer(&slot->core, c->layer.li) * slot->core.maps);
     be->copy(dscores, dlogits, (size_t)B * per_seq);
     for (int b = 0; b < B; b++) {
         be->scale_rows(be_offset(be, dscores, b * per_seq), c->layer.param[0], NH, (size_t)TT);   // da = s_h dl

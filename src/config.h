@@ -23,6 +23,8 @@ typedef struct {
 } DataBlendSource;
 
 typedef enum { NORM_PRE = 0, NORM_POST = 1 } NormPlacement;
+// What the forward pass keeps for backward (train.recompute); the rest is recomputed per layer.
+typedef enum { RECOMPUTE_NONE = 0, RECOMPUTE_ATTENTION = 1, RECOMPUTE_BLOCK = 2 } RecomputeMode;
 
 typedef struct {
     // model.*: the shape of the decoder (docs/design.md section 2)
@@ -79,6 +81,7 @@ typedef struct {
     int batch_size;           // global batch, in sequences
     int micro_batch_size;     // sequences per micro-batch on one rank
     int micro_batches;        // micro-batches per step on one rank; 0 = batch_size / (micro_batch_size * dp)
+    RecomputeMode recompute;  // "none" | "attention" | "block"
     double lr;
     double min_lr;
     int warmup_steps;

@@ -320,6 +320,13 @@ void activations_init(Activations *a, const Model *m, int B) {
     a->B = B;
     a->T = (int)T;
     a->n_local = (int)Lc;
+    a->recompute = s->cfg->recompute;
+    // "block" keeps one layer of every block tensor (rebuilt in backward) except the block
+    // outputs; "attention" and "block" keep one layer of the variant's (B,NH,T,T) tensors.
+    size_t Lb = a->recompute == RECOMPUTE_BLOCK ? 1 : Lc, La = a->recompute == RECOMPUTE_NONE ? Lc : 1;
+    size_t Lpre = s->norm == NORM_PRE ? Lc : Lb, Lpost = s->norm == NORM_POST ? Lc : Lb;   // resid_out, ln2
+    a->kept = (int)Lb;
+    a->held = -1;
     // An evaluation pass until the caller says otherwise.
     a->pass = (PassContext){.step = {.training = 0, .step = 0, .loss_scale = 1, .attn_temperature = 1, .micro_batches = 1}};
     size_t floats = 0;
@@ -327,15 +334,15 @@ void activations_init(Activations *a, const Model *m, int B) {
     a->tokens = be->alloc_i32(N);
     a->targets = be->alloc_i32(N);
     ALLOC(input, N * C);
-    ALLOC(ln1, Lc * N * C); ALLOC(ln1_mean, Lc * N); ALLOC(ln1_rstd, Lc * N);
-    ALLOC(qkv, Lc * N * 3 * C);
-    ALLOC(q, Lc * N * C); ALLOC(k, Lc * N * C); ALLOC(v, Lc * N * C);
-    ALLOC(atty, Lc * N * C);
-    ALLOC(attmerged, Lc * N * C);
-    ALLOC(resid_mid, Lc * N * C);
-    ALLOC(ln2, Lc * N * C); ALLOC(ln2_mean, Lc * N); ALLOC(ln2_rstd, Lc * N);
-    ALLOC(fch, Lc * N * H); ALLOC(fch_gelu, Lc * N * H);
-    ALLOC(resid_out, Lc * N * C);
+    ALLOC(ln1, Lb * N * C); ALLOC(ln1_mean, Lb * N); ALLOC(ln1_rstd, Lb * N);
+    ALLOC(qkv, Lb * N * 3 * C);
+    ALLOC(q, Lb * N * C); ALLOC(k, Lb * N * C); ALLOC(v, Lb * N * C);
+    ALLOC(atty, Lb * N * C);
+    ALLOC(attmerged, Lb * N * C);
+    ALLOC(resid_mid, Lb * N * C);
+    ALLOC(ln2, Lpost * N * C); ALLOC(ln2_mean, Lb * N); ALLOC(ln2_rstd, Lb * N);
+    ALLOC(fch, Lb * N * H); ALLOC(fch_gelu, Lb * N * H);
+    ALLOC(resid_out, Lpre * N * C);
     if (m->has_head) {
         ALLOC(lnf, N * C); ALLOC(lnf_mean, N); ALLOC(lnf_rstd, N);
         ALLOC(logits, N * V);
@@ -347,7 +354,9 @@ void activations_init(Activations *a, const Model *m, int B) {
     ALLOC(dattmerged, N * C);
     ALLOC(dfch, N * H); ALLOC(dfch_gelu, N * H);
 #undef ALLOC
-    a->attn_slot = s->attention->slot_create(be, s, (int)Lc, B, &floats);
+    a->attn_slot = s->attention->slot_create(be, s, (int)La, B, &floats);
+    // The hooks keep their tensors per layer under every mode: they are not recomputed (R3SI's
+    // block input has side effects: the monitor's Gram sums, L_SD's sum, the injection ratio).
     for (int h = 0; h < m->n_hooks; h++)
         if (m->hooks[h]->slot_create) a->hook_slot[h] = m->hooks[h]->slot_create(m->hook_state[h], be, s, (int)Lc, B, &floats);
     a->block_in = xcalloc(Lc * (size_t)(m->n_hooks + 1) + 1, sizeof(void *));
@@ -375,10 +384,13 @@ typedef struct {
     void *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *resid_out;
 } LayerActs;
 
-static LayerActs layer_acts(const Model *m, const Activations *a, int li) {
+static LayerActs layer_acts(const Model *m, const Activations *a, int li_) {
     const Backend *be = m->be;
     const ModelShape *s = &m->shape;
     size_t N = (size_t)a->B * a->T, C = s->d_model, H = s->mlp_hidden;
+    // The block output (resid_out pre-norm, ln2 post-norm) stays per layer; the rest lives at
+    // li % kept (one shared layer under "block").
+    size_t out = (size_t)li_, li = (size_t)(li_ % a->kept);
     LayerActs l = {
         .ln1 = be_offset(be, a->ln1, li * N * C),
         .ln1_mean = be_offset(be, a->ln1_mean, li * N),
@@ -390,12 +402,12 @@ static LayerActs layer_acts(const Model *m, const Activations *a, int li) {
         .atty = be_offset(be, a->atty, li * N * C),
         .attmerged = be_offset(be, a->attmerged, li * N * C),
         .resid_mid = be_offset(be, a->resid_mid, li * N * C),
-        .ln2 = be_offset(be, a->ln2, li * N * C),
+        .ln2 = be_offset(be, a->ln2, (s->norm == NORM_POST ? out : li) * N * C),
         .ln2_mean = be_offset(be, a->ln2_mean, li * N),
         .ln2_rstd = be_offset(be, a->ln2_rstd, li * N),
         .fch = be_offset(be, a->fch, li * N * H),
         .fch_gelu = be_offset(be, a->fch_gelu, li * N * H),
-        .resid_out = be_offset(be, a->resid_out, li * N * C),
+        .resid_out = be_offset(be, a->resid_out, (s->norm == NORM_PRE ? out : li) * N * C),
     };
     return l;
 }
@@ -411,9 +423,6 @@ const void *model_block_input(const Model *m, const Activations *a, int li) {
     return li == 0 ? a->input : model_block_output(m, a, li - 1);
 }
 
-const void *model_layer_probs(const Model *m, const Activations *a, int li) {
-    return m->shape.attention->layer_probs ? m->shape.attention->layer_probs(a->attn_slot, li) : NULL;
-}
 
 // The call a module with parameters [param0, param0 + n) gets for local layer li.
 static void module_call(const Model *m, Activations *a, int param0, int n, int li, ModuleCall *out) {
@@ -451,12 +460,16 @@ static AttnCall attention_call(const Model *m, Activations *a, int li, ModuleCal
 
 // Causal multi-head self-attention of x (B,T,C) into out (B,T,C), before the output projection's
 // residual add. Leaves q, k, v, atty and attmerged (and the variant its tensors) for backward.
-static void attention_forward(Model *m, Activations *a, LayerActs *l, int li, const void *x, void *out) {
+// rebuild: the block is being recomputed for backward; the forward pass already added its
+// auxiliary sums, so the variant's go to a discarded copy.
+static void attention_forward(Model *m, Activations *a, LayerActs *l, int li, const void *x, void *out, int rebuild) {
     const Backend *be = m->be;
     const ModelShape *s = &m->shape;
     int B = a->B, T = a->T, C = s->d_model, NH = s->n_head, hs = s->head_size, N = B * T, layer = m->layer_begin + li;
     ModuleCall mc;
     AttnCall c = attention_call(m, a, li, &mc);
+    double discarded[NUM_AUX] = {0};
+    if (rebuild) c.layer.aux = discarded;
     be->matmul_forward(l->qkv, x, model_param(m, PARAM_QKV_W, layer), model_param(m, PARAM_QKV_B, layer), N, C, 3 * C); // (B,T,3C)
     be->heads_split(l->q, l->k, l->v, l->qkv, B, T, NH, hs);                             // (B,NH,T,hs) each
     s->attention->core_forward(s->attention, a->attn_slot, &c, l->q, l->k, l->v, l->atty); // (B,NH,T,hs)
@@ -513,10 +526,37 @@ static void add_branch(Model *m, Activations *a, const void *gains, void *out, c
     m->be->add(out, x, a->dtmp, (size_t)a->B * row);
 }
 
-static void block_forward(Model *m, Activations *a, int li) {
+// Block li's two branches on x (B,T,C), the input after the hooks, into its output and the
+// tensors backward reads. rebuild: the same ops again for backward (train.recompute = "block"),
+// with the branch gains drawn by the forward pass and no auxiliary sums.
+static void block_body_forward(Model *m, Activations *a, int li, const void *x, int rebuild) {
     const Backend *be = m->be;
     int layer = m->layer_begin + li, C = m->shape.d_model, N = a->B * a->T;
     LayerActs l = layer_acts(m, a, li);
+    const void *gains = branch_gains(m, a, li, !rebuild);
+    // Each branch's output is staged in the dtmp scratch before its (gained) residual add.
+    if (m->shape.norm == NORM_PRE) {
+        // x' = x + Attn(LN1(x)); out = x' + MLP(LN2(x'))
+        be->layernorm_forward(l.ln1, l.ln1_mean, l.ln1_rstd, x, model_param(m, PARAM_LN1_W, layer), model_param(m, PARAM_LN1_B, layer), N, C);
+        attention_forward(m, a, &l, li, l.ln1, a->dtmp, rebuild);
+        add_branch(m, a, gains, l.resid_mid, x);
+        be->layernorm_forward(l.ln2, l.ln2_mean, l.ln2_rstd, l.resid_mid, model_param(m, PARAM_LN2_W, layer), model_param(m, PARAM_LN2_B, layer), N, C);
+        mlp_forward(m, &l, layer, N, l.ln2, a->dtmp);
+        add_branch(m, a, gains, l.resid_out, l.resid_mid);
+    } else {
+        // x' = LN1(x + Attn(x)); out = LN2(x' + MLP(x'))
+        attention_forward(m, a, &l, li, x, a->dtmp, rebuild);
+        add_branch(m, a, gains, l.resid_mid, x);
+        be->layernorm_forward(l.ln1, l.ln1_mean, l.ln1_rstd, l.resid_mid, model_param(m, PARAM_LN1_W, layer), model_param(m, PARAM_LN1_B, layer), N, C);
+        mlp_forward(m, &l, layer, N, l.ln1, a->dtmp);
+        add_branch(m, a, gains, l.resid_out, l.ln1);
+        be->layernorm_forward(l.ln2, l.ln2_mean, l.ln2_rstd, l.resid_out, model_param(m, PARAM_LN2_W, layer), model_param(m, PARAM_LN2_B, layer), N, C);
+    }
+}
+
+static void block_forward(Model *m, Activations *a, int li) {
+    const Backend *be = m->be;
+    int C = m->shape.d_model, N = a->B * a->T;
     // The hooks see the stream first (R3SI's monitor, L_SD and injection) and may replace it.
     const void **in = block_inputs(m, a, li);
     in[0] = model_block_input(m, a, li);
@@ -532,25 +572,8 @@ static void block_forward(Model *m, Activations *a, int li) {
         be->copy(model_block_output(m, a, li), x, (size_t)N * C);
         return;
     }
-    const void *gains = branch_gains(m, a, li, 1);
-    // Each branch's output is staged in the dtmp scratch before its (gained) residual add.
-    if (m->shape.norm == NORM_PRE) {
-        // x' = x + Attn(LN1(x)); out = x' + MLP(LN2(x'))
-        be->layernorm_forward(l.ln1, l.ln1_mean, l.ln1_rstd, x, model_param(m, PARAM_LN1_W, layer), model_param(m, PARAM_LN1_B, layer), N, C);
-        attention_forward(m, a, &l, li, l.ln1, a->dtmp);
-        add_branch(m, a, gains, l.resid_mid, x);
-        be->layernorm_forward(l.ln2, l.ln2_mean, l.ln2_rstd, l.resid_mid, model_param(m, PARAM_LN2_W, layer), model_param(m, PARAM_LN2_B, layer), N, C);
-        mlp_forward(m, &l, layer, N, l.ln2, a->dtmp);
-        add_branch(m, a, gains, l.resid_out, l.resid_mid);
-    } else {
-        // x' = LN1(x + Attn(x)); out = LN2(x' + MLP(x'))
-        attention_forward(m, a, &l, li, x, a->dtmp);
-        add_branch(m, a, gains, l.resid_mid, x);
-        be->layernorm_forward(l.ln1, l.ln1_mean, l.ln1_rstd, l.resid_mid, model_param(m, PARAM_LN1_W, layer), model_param(m, PARAM_LN1_B, layer), N, C);
-        mlp_forward(m, &l, layer, N, l.ln1, a->dtmp);
-        add_branch(m, a, gains, l.resid_out, l.ln1);
-        be->layernorm_forward(l.ln2, l.ln2_mean, l.ln2_rstd, l.resid_out, model_param(m, PARAM_LN2_W, layer), model_param(m, PARAM_LN2_B, layer), N, C);
-    }
+    block_body_forward(m, a, li, x, 0);
+    a->held = li;   // the scratch holds this layer's tensors until the next layer's forward
 }
 
 static const void *lm_head_weight(const Model *m) {
@@ -621,6 +644,47 @@ int model_after_gradients(Model *m, Comm *comm, const StepContext *ctx, double t
     return measured;
 }
 
+// ---- recomputation (train.recompute) -----------------------------------------------------------
+// The same ops as the forward pass on the same kept inputs, so the rebuilt tensors are bitwise
+// those of the forward pass; the auxiliary sums are not added again.
+
+// Layer li's attention core from its kept q, k, v, without y (nothing to do when the scratch
+// holds it already: the last layer after the forward pass).
+static void attention_core_rebuild(Model *m, Activations *a, LayerActs *l, int li) {
+    if (a->held == li) return;
+    a->held = li;
+    ModuleCall mc;
+    AttnCall c = attention_call(m, a, li, &mc);
+    double discarded[NUM_AUX] = {0};
+    c.layer.aux = discarded;
+    m->shape.attention->core_forward(m->shape.attention, a->attn_slot, &c, l->q, l->k, l->v, NULL);
+}
+
+// Block li from its kept input (after the hooks); a block LayerDrop skipped has nothing to rebuild.
+static void block_rebuild(Model *m, Activations *a, int li) {
+    if (a->held == li || block_skipped(m, a, li)) return;
+    a->held = li;
+    block_body_forward(m, a, li, block_inputs(m, a, li)[m->n_hooks], 1);
+}
+
+// Whatever of layer li the forward pass did not keep, rebuilt for a reader after the pass.
+static void layer_rebuild(Model *m, Activations *a, int li) {
+    if (a->recompute == RECOMPUTE_BLOCK) {
+        block_rebuild(m, a, li);
+    } else if (a->recompute == RECOMPUTE_ATTENTION) {
+        LayerActs l = layer_acts(m, a, li);
+        attention_core_rebuild(m, a, &l, li);
+    }
+}
+
+const void *model_layer_probs(const Model *m, const Activations *a, int li) {
+    if (!m->shape.attention->layer_probs) return NULL;
+    // The rebuild writes only the pass's own scratch (the slot's one layer, the block's shared
+    // tensors), which no later op of the pass reads before rebuilding it again.
+    if (a->recompute != RECOMPUTE_NONE) layer_rebuild((Model *)m, (Activations *)a, li);
+    return m->shape.attention->layer_probs(a->attn_slot, li);
+}
+
 // ---- backward ---------------------------------------------------------------------------------
 
 // Backward of attention_forward: dout (B,T,C) is the gradient of its output; dx (+=) (B,T,C) gets
@@ -632,6 +696,9 @@ static void attention_backward(Model *m, Activations *a, LayerActs *l, int li, c
     size_t nhead = (size_t)N * C;
     ModuleCall mc;
     AttnCall c = attention_call(m, a, li, &mc);
+    // "attention": the core's weights (and the variant's row tensors) of this layer are rebuilt
+    // from the kept q, k, v into the slot's one-layer scratch; "block" rebuilt the whole block.
+    if (a->recompute == RECOMPUTE_ATTENTION) attention_core_rebuild(m, a, l, li);
     be->zero(a->dattmerged, nhead);
     be->matmul_backward(a->dattmerged, model_grad(m, PARAM_ATTPROJ_W, layer), model_grad(m, PARAM_ATTPROJ_B, layer), dout,
                         l->attmerged, model_param(m, PARAM_ATTPROJ_W, layer), N, C, C);
@@ -665,6 +732,7 @@ static void block_backward(Model *m, Activations *a, int li) {
     LayerActs l = layer_acts(m, a, li);
     const void *x = block_inputs(m, a, li)[m->n_hooks];
     if (block_skipped(m, a, li)) return;   // identity: the gradient passes unchanged
+    if (a->recompute == RECOMPUTE_BLOCK) block_rebuild(m, a, li);   // its tensors, from its kept input
     const void *gains = branch_gains(m, a, li, 0);
     if (m->shape.norm == NORM_PRE) {
         // The residual gradient passes straight through both adds; each branch adds its share.

@@ -141,6 +141,11 @@ void *model_hook_state(const Model *m, const BlockHook *hook);
 typedef struct {
     int B, T;
     int n_local;            // layers on this stage
+    RecomputeMode recompute;  // train.recompute: what the forward pass keeps (docs/design.md section 10)
+    int kept;               // layers of the per-layer block tensors held: n_local, or 1 under "block"
+                            // (then only the block outputs stay per layer: the next block's input)
+    int held;               // under recomputation: the local layer whose tensors the one-layer scratch
+                            // holds now (-1: none); the last layer's survive the forward pass
     PassContext pass;       // set by the caller before model_forward; backward uses the same
     int32_t *tokens;        // (B,T) device
     int32_t *targets;       // (B,T) device, -1 = no loss
@@ -175,7 +180,9 @@ void activations_init(Activations *a, const Model *m, int B);
 void activations_free(Activations *a, const Model *m);
 
 // The residual stream entering local block li (B,T,C) before any hook, and its attention
-// weights (B,NH,T,T) (NULL if the variant keeps none).
+// weights (B,NH,T,T) (NULL if the variant keeps none). Under train.recompute the weights are
+// rebuilt on demand into the slot's one-layer scratch (valid until the next rebuild or pass):
+// the traces and the head entropies read them after the forward pass this way.
 const void *model_block_input(const Model *m, const Activations *a, int li);
 const void *model_layer_probs(const Model *m, const Activations *a, int li);
 

@@ -89,7 +89,7 @@ typedef struct {
 static SgaLayer sga_layer(const SgaSlot *slot, const Backend *be, int li, size_t row0) {
     size_t T = (size_t)slot->T, R = (size_t)slot->B * slot->NH * T;
     size_t De = (size_t)slot->opt.embed, Hg = (size_t)slot->opt.hidden;
-    size_t r = (size_t)li * R + row0;
+    size_t r = (size_t)attn_core_kept_layer(&slot->core, li) * R + row0;
     SgaLayer l = {
         .raw = be_offset(be, slot->raw, r * T),
         .spec = be_offset(be, slot->spec, r * T),

@@ -63,6 +63,12 @@ static void r3si(Config *c) {
     c->n_layer = 3; c->r3si_enabled = 1; c->r3si_n_layers = 2; c->r3si_layers[0] = 1; c->r3si_layers[1] = 2;
     c->r3si_k = 5; c->r3si_ds = 7; c->r3si_inject = 1; c->r3si_lsd_lambda = 0.3;
 }
+// train.recompute: the model rebuilds what it did not keep through the same backend ops, so the
+// GPU pass with recomputation matches the CPU's (on the CPU every mode is bitwise "none":
+// tests/test_recompute_gradients.c).
+static void sga_recompute_attention(Config *c) { sga(c); c->recompute = RECOMPUTE_ATTENTION; }
+static void post_recompute_block(Config *c) { post_untied(c); c->recompute = RECOMPUTE_BLOCK; }
+static void r3si_recompute_block(Config *c) { r3si(c); c->recompute = RECOMPUTE_BLOCK; }
 
 static const Variant VARIANTS[] = {
     {"plain pre-norm tied", plain, 0},
@@ -73,6 +79,9 @@ static const Variant VARIANTS[] = {
     {"sga.fixed_filter=true", sga_fixed_filter, 0},
     {"sga.blend=false", sga_no_blend, 0},
     {"r3si (injection + L_SD)", r3si, 0},
+    {"sga, recompute=attention", sga_recompute_attention, 0},
+    {"post-norm, recompute=block", post_recompute_block, 0},
+    {"r3si, recompute=block", r3si_recompute_block, 0},
 };
 enum { N_VARIANTS = sizeof VARIANTS / sizeof VARIANTS[0] };
 

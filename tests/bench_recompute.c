@@ -1,0 +1,131 @@
+// bench_recompute: what train.recompute costs and saves on the CPU backend.
+//   1. The activation bytes of one micro-batch slot (Activations.bytes: the sizes activations_init
+//      and the modules' slots allocate) per mode, for tiny, tiny-sga, tiny-r3si and sga-48l. The
+//      sizes come from a backend that counts allocations without making them, so that the 48-layer
+//      model needs no memory here.
+//   2. The median step time of each mode, the three trainers stepping in turn in this one process
+//      (machine noise hits all alike), at a small shape and at d=512; the goals are
+//      "attention" at most +10% and "block" at most +35% over "none".
+//   build/tests/bench_recompute [steps] [all|memory|time]
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <mpi.h>
+#include "comm.h"
+#include "config.h"
+#include "model.h"
+#include "timer.h"
+#include "train.h"
+
+static const char *const MODES[3] = {"none", "attention", "block"};
+
+static char counted_byte;
+static void *count_alloc(size_t n) { (void)n; return &counted_byte; }
+static int32_t *count_alloc_i32(size_t n) { (void)n; return (int32_t *)(void *)&counted_byte; }
+static void count_free(void *p) { (void)p; }
+static void count_zero(void *p, size_t n) { (void)p; (void)n; }
+
+static size_t activation_bytes(const char *config, RecomputeMode mode) {
+    static Config cfg;
+    Error err = {{0}};
+    if (config_load(config, NULL, 0, &cfg, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    cfg.recompute = mode;
+    // The fp32 CPU backend with allocation (and the arenas' zeroing) replaced by nothing: the
+    // model and the slots only record sizes, Activations.bytes adds them up.
+    static Backend counting;
+    counting = *backend_cpu_f32();
+    counting.alloc = count_alloc;
+    counting.alloc_i32 = count_alloc_i32;
+    counting.free = count_free;
+    counting.zero = count_zero;
+    ModelShape s = model_shape_from_config(&cfg);
+    Model m;
+    Activations a;
+    model_init(&m, &counting, s, 0, s.n_layer, 1, 1, 1);
+    activations_init(&a, &m, cfg.micro_batch_size);
+    size_t bytes = a.bytes;
+    activations_free(&a, &m);
+    model_free(&m);
+    return bytes;
+}
+
+static void bench_memory(void) {
+    const char *configs[] = {"configs/tiny.cfg", "configs/tiny-sga.cfg", "configs/tiny-r3si.cfg", "configs/sga-48l.cfg"};
+    printf("activation bytes of one micro-batch slot, one stage (fp32; Activations.bytes)\n");
+    for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
+        size_t b[3];
+        for (int mode = 0; mode < 3; mode++) b[mode] = activation_bytes(configs[i], (RecomputeMode)mode);
+        printf("%-24s none %12zu B (%8.3f GiB) | attention %12zu B (%8.3f GiB, %5.1f%%) | block %12zu B (%8.3f GiB, %5.1f%%)\n",
+               configs[i], b[0], b[0] / 1073741824.0, b[1], b[1] / 1073741824.0, 100.0 * b[1] / b[0], b[2],
+               b[2] / 1073741824.0, 100.0 * b[2] / b[0]);
+    }
+}
+
+static int compare(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+// The three modes of `config` with `sets`, one warm-up step each, then `steps` steps in turn.
+static void bench_time(Comm *world, const char *label, const char *config, const char *const *sets, int n_sets, int steps) {
+    static Config cfg[3];
+    Trainer t[3];
+    Error err = {{0}};
+    const char *all[16];
+    for (int i = 0; i < n_sets; i++) all[i] = sets[i];
+    for (int mode = 0; mode < 3; mode++) {
+        char key[64];
+        snprintf(key, sizeof key, "train.recompute=%s", MODES[mode]);
+        all[n_sets] = key;
+        if (config_load(config, all, n_sets + 1, &cfg[mode], &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+        if (trainer_init(&t[mode], &cfg[mode], backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    }
+    StepResult r;
+    double *times = xmalloc(sizeof(double) * 3 * steps), loss[3];
+    for (int mode = 0; mode < 3; mode++) trainer_step(&t[mode], 0, &r, &err);   // warm-up: page faults, threads
+    for (int s = 0; s < steps; s++)
+        for (int mode = 0; mode < 3; mode++) {
+            double t0 = now_seconds();
+            if (trainer_step(&t[mode], s + 1, &r, &err)) die(EXIT_FAILURE_OTHER, "%s", err.msg);
+            times[mode * steps + s] = now_seconds() - t0;
+            loss[mode] = r.loss;
+        }
+    double median[3];
+    for (int mode = 0; mode < 3; mode++) {
+        qsort(times + mode * steps, steps, sizeof(double), compare);
+        median[mode] = times[mode * steps + steps / 2];
+    }
+    ModelShape s = t[0].model.shape;
+    printf("%-22s L=%d d=%d T=%d B=%d %-4s | none %8.1f ms | attention %8.1f ms (%+5.1f%%) | block %8.1f ms (%+5.1f%%) | "
+           "same loss: %s\n",
+           label, s.n_layer, s.d_model, s.seq_len, cfg[0].micro_batch_size, s.attention->name, median[0] * 1e3,
+           median[1] * 1e3, 100 * (median[1] / median[0] - 1), median[2] * 1e3, 100 * (median[2] / median[0] - 1),
+           loss[0] == loss[1] && loss[0] == loss[2] ? "yes" : "NO");
+    free(times);
+    for (int mode = 0; mode < 3; mode++) trainer_free(&t[mode]);
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    setvbuf(stdout, NULL, _IOLBF, 0);   // a line as soon as each model is measured (make bench tees it)
+    Comm *world = comm_mpi_create(1, sizeof(float));
+    int steps = argc > 1 ? atoi(argv[1]) : 5;
+    const char *only = argc > 2 ? argv[2] : "all";
+    if (!strcmp(only, "all") || !strcmp(only, "memory")) bench_memory();
+    if (!strcmp(only, "all") || !strcmp(only, "time")) {
+        printf("median step time of %d steps after one warm-up, modes in turn (goal: attention <= +10%%, block <= +35%%)\n", steps);
+        const char *none[] = {"train.steps=100"};
+        bench_time(world, "tiny", "configs/tiny.cfg", none, 1, steps);
+        bench_time(world, "tiny-sga", "configs/tiny-sga.cfg", none, 1, steps);
+        const char *d512[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", "model.seq_len=256",
+                              "model.vocab_size=32000", "train.batch_size=8", "train.micro_batch_size=8", "train.steps=100",
+                              "attention.kind=sdpa"};
+        bench_time(world, "d512", "configs/tiny.cfg", d512, 9, steps);
+        d512[8] = "attention.kind=sga";
+        bench_time(world, "d512", "configs/tiny.cfg", d512, 9, steps);
+    }
+    world->free(world);
+    MPI_Finalize();
+    return 0;
+}
