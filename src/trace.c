@@ -125,6 +125,15 @@ void trace_clear(TraceRecord *r) {
         if (array_present(r, &arrays[i])) memset(*arrays[i].array, 0, array_len(r, &arrays[i]) * sizeof(double));
 }
 
+// Index in TRACE_GROUPS of the group holding a dataset ("/trace/x" -> "/trace"), or -1.
+static int trace_group_of(const char *dataset) {
+    for (size_t g = 0; g < sizeof TRACE_GROUPS / sizeof TRACE_GROUPS[0]; g++) {
+        size_t len = strlen(TRACE_GROUPS[g]);
+        if (!strncmp(dataset, TRACE_GROUPS[g], len) && dataset[len] == '/') return (int)g;
+    }
+    return -1;
+}
+
 void trace_declare_metrics(MetricsFile *mf, TraceRecord *r) {
     TraceArray arrays[TRACE_MAX_ARRAYS];
     int n = trace_arrays(r, arrays);
@@ -132,14 +141,12 @@ void trace_declare_metrics(MetricsFile *mf, TraceRecord *r) {
     for (int i = 0; i < n; i++) {
         const TraceArray *a = &arrays[i];
         if (!array_present(r, a)) continue;
-        for (size_t g = 0; g < sizeof TRACE_GROUPS / sizeof TRACE_GROUPS[0]; g++) {
-            size_t len = strlen(TRACE_GROUPS[g]);
-            if (!strncmp(a->dataset, TRACE_GROUPS[g], len) && a->dataset[len] == '/' && !group_used[g]) {
-                group_used[g] = 1;
-                char step[64];
-                snprintf(step, sizeof step, "%s/step", TRACE_GROUPS[g]);
-                metrics_declare(mf, step, 0, NULL, "step of the trace (first micro-batch of replica 0)", "step");
-            }
+        int g = trace_group_of(a->dataset);
+        if (g >= 0 && !group_used[g]) {   // a group's step axis, declared with its first dataset
+            group_used[g] = 1;
+            char step[64];
+            snprintf(step, sizeof step, "%s/step", TRACE_GROUPS[g]);
+            metrics_declare(mf, step, 0, NULL, "step of the trace (first micro-batch of replica 0)", "step");
         }
         char names[TRACE_MAX_AXES][16];
         int k = axis_names(a->axes, names);
@@ -166,14 +173,12 @@ void trace_append_metrics(MetricsFile *mf, TraceRecord *r, long step) {
     for (int i = 0; i < n; i++) {
         const TraceArray *a = &arrays[i];
         if (!array_present(r, a)) continue;
-        for (size_t g = 0; g < sizeof TRACE_GROUPS / sizeof TRACE_GROUPS[0]; g++) {
-            size_t len = strlen(TRACE_GROUPS[g]);
-            if (!strncmp(a->dataset, TRACE_GROUPS[g], len) && a->dataset[len] == '/' && !group_done[g]) {
-                group_done[g] = 1;
-                char name[64];
-                snprintf(name, sizeof name, "%s/step", TRACE_GROUPS[g]);
-                metrics_append(mf, name, &s);
-            }
+        int g = trace_group_of(a->dataset);
+        if (g >= 0 && !group_done[g]) {   // one step row per group, with its first dataset's row
+            group_done[g] = 1;
+            char name[64];
+            snprintf(name, sizeof name, "%s/step", TRACE_GROUPS[g]);
+            metrics_append(mf, name, &s);
         }
         metrics_append(mf, a->dataset, *a->array);
     }
