@@ -1,5 +1,6 @@
 // eval_checkpoint.c: --checkpoint as a file, the `latest` pointer or a run directory.
 #include "eval_checkpoint.h"
+#include "regular_file.h"
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,8 +35,8 @@ static int follow_pointer(const char *pointer, char *out, size_t n, Error *err) 
     int dir_len = slash ? (int)(slash - pointer) : 0;
     if (slash) snprintf(out, n, "%.*s/%s", dir_len, pointer, name);
     else snprintf(out, n, "%s", name);
-    struct stat sb;
-    if (stat(out, &sb) || !S_ISREG(sb.st_mode) || !is_hdf5(out))
+    const char *why;
+    if (regular_file_check(out, &why) || !is_hdf5(out))
         return error_set(err, "%s: names %s, which is not a readable checkpoint file", pointer, out);
     return 0;
 }
@@ -51,7 +52,8 @@ int eval_resolve_checkpoint(const char *given, char *out, size_t n, Error *err) 
             return error_set(err, "%s: a directory without checkpoints/latest (no checkpoint written yet?); " FORMS, given);
         return follow_pointer(pointer, out, n, err);
     }
-    if (!S_ISREG(sb.st_mode)) return error_set(err, "%s: not a regular file; " FORMS, given);
+    const char *why;
+    if (regular_file_check(given, &why)) return error_set(err, "%s: %s; " FORMS, given, why);
     if (access(given, R_OK)) return error_set(err, "%s: cannot read checkpoint: %s", given, strerror(errno));
     if (is_hdf5(given)) {
         snprintf(out, n, "%s", given);
