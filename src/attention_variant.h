@@ -64,6 +64,10 @@ struct AttentionVariant {
     // Float elements beyond the materialised core's that one micro-batch of B sequences keeps per
     // layer for backward (*saved_per_layer +=) and as scratch (*scratch +=), for `info` (NULL: none).
     void (*extra_memory)(const ModelShape *s, int B, double *saved_per_layer, double *scratch);
+
+    // The same variant computed without keeping (B,NH,T,T) tensors (attention.fused = true): the
+    // same name and parameters, so checkpoints move freely between the two forms; NULL: none.
+    const AttentionVariant *fused_form;
 };
 
 // Every variant: X(name as in attention.kind, its AttentionVariant object).

@@ -41,6 +41,7 @@ typedef struct {
 
     // attention.*
     char attention_kind[CFG_NAME_LEN];   // "sdpa" | "sga"
+    int attention_fused;                 // run the variant's fused form (attention_variant.h)
 
     // sga.*: Spectral Gated Attention (docs/design.md section 3)
     int sga_spectral;         // false: the gate acts on the logit row itself (no DCT)

@@ -90,6 +90,7 @@ const ConfigKey config_schema[] = {
     BOOL_KEY("model.scaled_init",   scaled_init,       1,                                "residual projections get init_std / sqrt(2 n_layer)"),
 
     CHOICE_KEY("attention.kind",    attention_kind,    "sdpa",      ATTENTION_CHOICES,   "attention variant: sdpa | sga (spectral gated) | head_scale (learned per-head logit scale)"),
+    BOOL_KEY("attention.fused",     attention_fused,   0,                                "the variant's fused form: the same parameters and results, no (B, heads, T, T) tensor kept"),
 
     BOOL_KEY("sga.spectral",        sga_spectral,      1,                                "gate the DCT spectrum of each logit row; false = gate the row itself"),
     BOOL_KEY("sga.fixed_filter",    sga_fixed_filter,  0,                                "no gate MLP: DC x0.7, middle third x1.2, others x1"),

@@ -24,6 +24,10 @@ ModelShape model_shape_from_config(const Config *cfg) {
         .cfg = cfg,
     };
     if (!s.attention) die(EXIT_BAD_INPUT, "attention.kind: \"%s\" is not an attention variant", cfg->attention_kind);
+    if (cfg->attention_fused) {
+        if (!s.attention->fused_form) die(EXIT_BAD_INPUT, "attention.fused: attention.kind \"%s\" has no fused form", cfg->attention_kind);
+        s.attention = s.attention->fused_form;
+    }
     return s;
 }
 

@@ -140,7 +140,8 @@ static int load_config_text(const char *text, Config *cfg, char *why, size_t why
     Error err = {{0}};
     int rc = bad ? -1 : config_load(tmp, NULL, 0, cfg, &err);
     unlink(tmp);
-    if (rc) snprintf(why, why_len, "%s", bad ? "cannot write a temporary file" : err.msg);
+    // The config's message may be longer than `why`: cut, as the precision says (gcc's truncation check).
+    if (rc) snprintf(why, why_len, "%.*s", (int)why_len - 1, bad ? "cannot write a temporary file" : err.msg);
     return rc;
 }
 
@@ -151,7 +152,7 @@ int run_history_resume(Config *cfg, const char *checkpoint, long step, RunResume
     char *text = checkpoint_read_config(checkpoint, &err);
     static Config before;   // large (paths): off the stack
     if (!text) {
-        snprintf(out->why, sizeof out->why, "%s", err.msg);
+        snprintf(out->why, sizeof out->why, "%.*s", (int)sizeof out->why - 1, err.msg);
         return 0;
     }
     int rc = load_config_text(text, &before, out->why, sizeof out->why);

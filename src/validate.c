@@ -44,6 +44,15 @@ static int validate_model(const Config *cfg, Error *err) {
             return error_set(err, "trace.snapshot_layers: blocks must be distinct and ascending (%d after %d)", layer,
                              cfg->trace_snapshot_layers[i - 1]);
     }
+    if (cfg->attention_fused) {
+        const AttentionVariant *v = attention_variant_find(cfg->attention_kind);
+        if (v && !v->fused_form)
+            return error_set(err, "attention.fused: attention.kind \"%s\" has no fused form (set attention.fused = false)", cfg->attention_kind);
+        // The regularisers act on the attention weights, which a fused form never holds.
+        if (cfg->reg_entropy_coef > 0 || cfg->reg_adr_coef > 0)
+            return error_set(err, "attention.fused: reg.%s needs the attention weights, which the fused form does not keep (set attention.fused = false)",
+                             cfg->reg_entropy_coef > 0 ? "entropy_coef" : "adr_coef");
+    }
     if (cfg->reg_adr_coef > 0 && cfg->n_head > ATTN_ADR_MAX_HEADS)
         return error_set(err, "reg.adr_coef: attention diversity regularisation supports up to %d heads, model.n_head is %d",
                          ATTN_ADR_MAX_HEADS, cfg->n_head);
