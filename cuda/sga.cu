@@ -74,7 +74,7 @@ static __device__ void spectrum_sums(const float *s, int T, float *shared, float
     for (int k = threadIdx.x; k < T; k += blockDim.x) {
         float P = s[k] * s[k];
         p_acc += P;
-        wp_acc += ((float)k / (float)(T - 1)) * P;
+        wp_acc += (T > 1 ? (float)k / (float)(T - 1) : 0.0f) * P;
         log_acc += logf(P + SGA_EPS);
     }
     *sumP = block_sum(p_acc, shared);
@@ -101,7 +101,7 @@ static __global__ void sga_stats_forward_kernel(float *stats, const float *spec,
             o[0] = s[0] * s[0] / E;
             o[1] = sumWP / E;
             o[2] = expf(sumLog / T) / (sumP / T + SGA_EPS);
-            o[3] = ent / logf((float)T);
+            o[3] = T > 1 ? ent / logf((float)T) : 0.0f;   // T = 1: one bin, entropy 0 (not 0/0)
         }
     }
 }
@@ -123,7 +123,7 @@ static __global__ void sga_stats_backward_kernel(float *dspec, const float *dsta
         float mean_d = 0.0f;
         for (int k = threadIdx.x; k < T; k += blockDim.x) {
             float p = s[k] * s[k] / E;
-            float d = p > 0.0f ? -(logf(p) + 1.0f) / logT : 0.0f;
+            float d = p > 0.0f && T > 1 ? -(logf(p) + 1.0f) / logT : 0.0f;
             mean_d += d * p;
         }
         mean_d = block_sum(mean_d, shared);
@@ -132,9 +132,9 @@ static __global__ void sga_stats_backward_kernel(float *dspec, const float *dsta
             float P = s[k] * s[k];
             float p = P / E;
             float d_dc = ((k == 0) ? 1.0f / E : 0.0f) - s0 * s0 / (E * E);
-            float d_cen = ((float)k / (float)(T - 1)) / E - sumWP / (E * E);
+            float d_cen = (T > 1 ? (float)k / (float)(T - 1) : 0.0f) / E - sumWP / (E * E);
             float d_flat = G / ((float)T * (P + SGA_EPS) * M) - G / (M * M * (float)T);
-            float d_ent = ((p > 0.0f ? -(logf(p) + 1.0f) / logT : 0.0f) - mean_d) / E;
+            float d_ent = ((p > 0.0f && T > 1 ? -(logf(p) + 1.0f) / logT : 0.0f) - mean_d) / E;
             float dP = g0 * d_dc + g1 * d_cen + g2 * d_flat + g3 * d_ent;
             ds[k] += 2.0f * s[k] * dP;
         }

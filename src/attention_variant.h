@@ -63,6 +63,7 @@ struct AttentionVariant {
     double (*extra_flops_per_token)(const ModelShape *s);
     // Float elements beyond the materialised core's that one micro-batch of B sequences keeps per
     // layer for backward (*saved_per_layer +=) and as scratch (*scratch +=), for `info` (NULL: none).
+    // A fused form that keeps none of the core's tensors adds negative terms for them.
     void (*extra_memory)(const ModelShape *s, int B, double *saved_per_layer, double *scratch);
 
     // The same variant computed without keeping (B,NH,T,T) tensors (attention.fused = true): the

@@ -42,6 +42,7 @@ typedef struct {
     // attention.*
     char attention_kind[CFG_NAME_LEN];   // "sdpa" | "sga"
     int attention_fused;                 // run the variant's fused form (attention_variant.h)
+    int attention_tile_heads;            // (sequence, head) pairs per tile of the fused form; 0 = automatic
 
     // sga.*: Spectral Gated Attention (docs/design.md section 3)
     int sga_spectral;         // false: the gate acts on the logit row itself (no DCT)

@@ -1,15 +1,11 @@
 // sga.c: the sequence of backend ops of Spectral Gated Attention for one layer (sga.h).
 #include "sga.h"
 #include <math.h>
+#include "sga_rows.h"
 #include "attn_core.h"
 #include "common.h"
 
-typedef struct {
-    int spectral, fixed_filter, blend, hidden, embed;
-    double alpha_init;
-} SgaOptions;
-
-static SgaOptions sga_options(const Config *cfg) {
+SgaOptions sga_options(const Config *cfg) {
     SgaOptions o = {cfg->sga_spectral, cfg->sga_fixed_filter, cfg->sga_blend, cfg->sga_gate_hidden, cfg->sga_embed_dim,
                     cfg->sga_alpha_init};
     return o;
@@ -34,7 +30,7 @@ typedef struct {
     void *dstats;                // (R,4)
 } SgaSlot;
 
-static int sga_declare_params(const ModelShape *s, ParamSpec *out) {
+int sga_declare_params(const ModelShape *s, ParamSpec *out) {
     SgaOptions o = sga_options(s->cfg);
     long T = s->seq_len, De = o.embed, Hg = o.hidden;
     int n = 0;
@@ -81,16 +77,12 @@ static void sga_slot_free(const Backend *be, void *slot_) {
     free(slot);
 }
 
-typedef struct {
-    void *raw, *spec, *stats, *U, *hpre, *h, *gate, *zp;
-} SgaLayer;
-
 // The saved tensors of local layer li, from row `row0` on (rows are (B*NH*T) in head-major order).
-static SgaLayer sga_layer(const SgaSlot *slot, const Backend *be, int li, size_t row0) {
+static SgaRows sga_layer(const SgaSlot *slot, const Backend *be, int li, size_t row0) {
     size_t T = (size_t)slot->T, R = (size_t)slot->B * slot->NH * T;
     size_t De = (size_t)slot->opt.embed, Hg = (size_t)slot->opt.hidden;
     size_t r = (size_t)attn_core_kept_layer(&slot->core, li) * R + row0;
-    SgaLayer l = {
+    SgaRows l = {
         .raw = be_offset(be, slot->raw, r * T),
         .spec = be_offset(be, slot->spec, r * T),
         .stats = be_offset(be, slot->stats, r * 4),
@@ -114,113 +106,138 @@ static int heads_per_slice(const Backend *be, int BH, int T) {
     return heads < 1 ? 1 : (heads > (size_t)BH ? BH : (int)heads);
 }
 
-// One slice of `nh` heads (R = nh T rows) starting at head h0; scratch tensors are slice-sized.
-static void sga_forward_slice(SgaSlot *slot, const AttnCall *c, int h0, int nh, const void *scores, void *logits) {
-    const Backend *be = c->layer.be;
-    const SgaOptions *o = &slot->opt;
-    void *const *P = c->layer.param;
-    int T = c->layer.T, R = nh * T, De = o->embed, Hg = o->hidden;
-    size_t n = (size_t)R * T, off = (size_t)h0 * T * T;
-    scores = be_offset(be, (void *)scores, off);
-    logits = be_offset(be, logits, off);
-    SgaLayer l = sga_layer(slot, be, c->layer.li, (size_t)h0 * T);
-    be->copy(l.raw, scores, n);                                   // a (nh,T,T), kept for the blend's gradient
-    be->causal_lower_copy(slot->z, scores, nh, T);                // z: the causal row, zero-padded to T
-    if (o->spectral) be->dct_rows(l.spec, slot->z, R, T, 0);      // s = DCT-II(z) (R,T)
-    else be->copy(l.spec, slot->z, n);                            // ablation: gate the row itself
-    be->sga_stats_forward(l.stats, l.spec, R, T);                 // (R,4)
+// The chain over the rows of nh heads (sga_rows.h). Forward: a (nh,T,T) copied to l->raw, the
+// causal row zero-padded, its spectrum, statistics, gate, gated inverse and the blend into logits.
+void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, const SgaRows *l, const SgaScratch *w,
+                      const void *scores, void *logits) {
+    const Backend *be = c->be;
+    void *const *P = c->param;
+    int T = c->T, R = nh * T, De = o->embed, Hg = o->hidden;
+    size_t n = (size_t)R * T;
+    be->copy(l->raw, scores, n);                                  // a (nh,T,T), kept for the blend's gradient
+    be->causal_lower_copy(w->z, scores, nh, T);                   // z: the causal row, zero-padded to T
+    if (o->spectral) be->dct_rows(l->spec, w->z, R, T, 0);        // s = DCT-II(z) (R,T)
+    else be->copy(l->spec, w->z, n);                              // ablation: gate the row itself
+    be->sga_stats_forward(l->stats, l->spec, R, T);               // (R,4)
     if (o->fixed_filter) {
-        be->sga_fixed_gate(l.gate, R, T);                         // ablation: fixed gains
+        be->sga_fixed_gate(l->gate, R, T);                        // ablation: fixed gains
     } else {
-        be->sga_gate_input(l.U, P[SGA_E], l.stats, R, De);        // u = [e_l; stats] (R,De+4)
-        be->matmul_forward(l.hpre, l.U, P[SGA_W1], P[SGA_B1], R, De + 4, Hg);
-        be->gelu_forward(l.h, l.hpre, (size_t)R * Hg);            // (R,Hg)
-        be->matmul_forward(l.gate, l.h, P[SGA_W2], P[SGA_B2], R, Hg, T);
+        be->sga_gate_input(l->U, P[SGA_E], l->stats, R, De);      // u = [e_l; stats] (R,De+4)
+        be->matmul_forward(l->hpre, l->U, P[SGA_W1], P[SGA_B1], R, De + 4, Hg);
+        be->gelu_forward(l->h, l->hpre, (size_t)R * Hg);          // (R,Hg)
+        be->matmul_forward(l->gate, l->h, P[SGA_W2], P[SGA_B2], R, Hg, T);
     }
-    be->sga_gate_apply(slot->y, l.gate, l.spec, n, !o->fixed_filter);   // g = sigmoid(W2 h + b2) (R,T); g * s
-    if (o->spectral) be->dct_rows(l.zp, slot->y, R, T, 1);        // z' = IDCT(g * s)
-    else be->copy(l.zp, slot->y, n);
+    be->sga_gate_apply(w->y, l->gate, l->spec, n, !o->fixed_filter);   // g = sigmoid(W2 h + b2) (R,T); g * s
+    if (o->spectral) be->dct_rows(l->zp, w->y, R, T, 1);          // z' = IDCT(g * s)
+    else be->copy(l->zp, w->y, n);
     const void *alpha = o->blend ? P[SGA_ALPHA] : NULL;
-    be->sga_blend_forward(logits, l.raw, l.zp, alpha, nh, T);     // a' = (1 - alpha) a + alpha z'
+    be->sga_blend_forward(logits, l->raw, l->zp, alpha, nh, T);   // a' = (1 - alpha) a + alpha z'
+}
+
+void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, const SgaRows *l, const SgaScratch *w,
+                       const void *dlogits, void *dscores) {
+    const Backend *be = c->be;
+    void *const *P = c->param, *const *G = c->grad;
+    int T = c->T, R = nh * T, De = o->embed, Hg = o->hidden;
+    size_t n = (size_t)R * T;
+    const void *alpha = o->blend ? P[SGA_ALPHA] : NULL;
+    void *dalpha = o->blend ? G[SGA_ALPHA] : NULL;
+    // z serves as dz' and later dz; y as dy. The blend writes the whole of dscores (nh,T,T).
+    be->sga_blend_backward(dscores, w->z, dalpha, dlogits, l->raw, l->zp, alpha, nh, T);
+    if (o->spectral) be->dct_rows(w->y, w->z, R, T, 0);   // dy = DCT(dz'): the inverse's transpose
+    else be->copy(w->y, w->z, n);
+    // ds = dy g; d(W2 h + b2) = dy s g (1 - g)
+    be->sga_gate_backward(o->fixed_filter ? NULL : w->dgate, w->dspec, w->y, l->gate, l->spec, n);
+    if (!o->fixed_filter) {
+        be->zero(w->dh, (size_t)R * Hg);
+        be->matmul_backward(w->dh, G[SGA_W2], G[SGA_B2], w->dgate, l->h, P[SGA_W2], R, Hg, T);
+        be->zero(w->dhpre, (size_t)R * Hg);
+        be->gelu_backward(w->dhpre, l->hpre, w->dh, (size_t)R * Hg);
+        be->zero(w->dU, (size_t)R * (De + 4));
+        be->matmul_backward(w->dU, G[SGA_W1], G[SGA_B1], w->dhpre, l->U, P[SGA_W1], R, De + 4, Hg);
+        be->sga_gate_input_backward(G[SGA_E], w->dstats, w->dU, R, De);
+        be->sga_stats_backward(w->dspec, w->dstats, l->spec, R, T);     // gradient through the statistics
+    }
+    if (o->spectral) be->dct_rows(w->z, w->dspec, R, T, 1);   // dz = IDCT(ds)
+    else be->copy(w->z, w->dspec, n);
+    be->causal_lower_accumulate(dscores, w->z, nh, T);          // the padding carries no gradient
+}
+
+static SgaScratch sga_scratch(const SgaSlot *slot) {
+    SgaScratch w = {slot->z, slot->y, slot->dspec, slot->dgate, slot->dU, slot->dh, slot->dhpre, slot->dstats};
+    return w;
 }
 
 static void sga_logits_forward(void *slot_, const AttnCall *c, const void *scores, void *logits) {
     SgaSlot *slot = slot_;
-    int T = c->layer.T, BH = c->layer.B * slot->NH, step = heads_per_slice(c->layer.be, BH, T);
-    for (int h0 = 0; h0 < BH; h0 += step) sga_forward_slice(slot, c, h0, BH - h0 < step ? BH - h0 : step, scores, logits);
-}
-
-static void sga_backward_slice(SgaSlot *slot, const AttnCall *c, int h0, int nh, const void *dlogits, void *dscores) {
     const Backend *be = c->layer.be;
-    const SgaOptions *o = &slot->opt;
-    void *const *P = c->layer.param, *const *G = c->layer.grad;
-    int T = c->layer.T, R = nh * T, De = o->embed, Hg = o->hidden;
-    size_t n = (size_t)R * T, off = (size_t)h0 * T * T;
-    dlogits = be_offset(be, (void *)dlogits, off);
-    dscores = be_offset(be, dscores, off);
-    SgaLayer l = sga_layer(slot, be, c->layer.li, (size_t)h0 * T);
-    const void *alpha = o->blend ? P[SGA_ALPHA] : NULL;
-    void *dalpha = o->blend ? G[SGA_ALPHA] : NULL;
-    // z serves as dz' and later dz; y as dy. The blend writes the whole of dscores' slice.
-    be->sga_blend_backward(dscores, slot->z, dalpha, dlogits, l.raw, l.zp, alpha, nh, T);
-    if (o->spectral) be->dct_rows(slot->y, slot->z, R, T, 0);   // dy = DCT(dz'): the inverse's transpose
-    else be->copy(slot->y, slot->z, n);
-    // ds = dy g; d(W2 h + b2) = dy s g (1 - g)
-    be->sga_gate_backward(o->fixed_filter ? NULL : slot->dgate, slot->dspec, slot->y, l.gate, l.spec, n);
-    if (!o->fixed_filter) {
-        be->zero(slot->dh, (size_t)R * Hg);
-        be->matmul_backward(slot->dh, G[SGA_W2], G[SGA_B2], slot->dgate, l.h, P[SGA_W2], R, Hg, T);
-        be->zero(slot->dhpre, (size_t)R * Hg);
-        be->gelu_backward(slot->dhpre, l.hpre, slot->dh, (size_t)R * Hg);
-        be->zero(slot->dU, (size_t)R * (De + 4));
-        be->matmul_backward(slot->dU, G[SGA_W1], G[SGA_B1], slot->dhpre, l.U, P[SGA_W1], R, De + 4, Hg);
-        be->sga_gate_input_backward(G[SGA_E], slot->dstats, slot->dU, R, De);
-        be->sga_stats_backward(slot->dspec, slot->dstats, l.spec, R, T);     // gradient through the statistics
+    int T = c->layer.T, BH = c->layer.B * slot->NH, step = heads_per_slice(be, BH, T);
+    SgaScratch w = sga_scratch(slot);
+    for (int h0 = 0; h0 < BH; h0 += step) {
+        int nh = BH - h0 < step ? BH - h0 : step;
+        size_t off = (size_t)h0 * T * T;   // slice h0: the rows of heads [h0, h0 + nh)
+        SgaRows l = sga_layer(slot, be, c->layer.li, (size_t)h0 * T);
+        sga_rows_forward(&slot->opt, &c->layer, nh, &l, &w, be_offset(be, (void *)scores, off), be_offset(be, logits, off));
     }
-    if (o->spectral) be->dct_rows(slot->z, slot->dspec, R, T, 1);   // dz = IDCT(ds)
-    else be->copy(slot->z, slot->dspec, n);
-    be->causal_lower_accumulate(dscores, slot->z, nh, T);           // the padding carries no gradient
 }
 
 static void sga_logits_backward(void *slot_, const AttnCall *c, const void *dlogits, void *dscores) {
     SgaSlot *slot = slot_;
-    int T = c->layer.T, BH = c->layer.B * slot->NH, step = heads_per_slice(c->layer.be, BH, T);
-    for (int h0 = 0; h0 < BH; h0 += step) sga_backward_slice(slot, c, h0, BH - h0 < step ? BH - h0 : step, dlogits, dscores);
+    const Backend *be = c->layer.be;
+    int T = c->layer.T, BH = c->layer.B * slot->NH, step = heads_per_slice(be, BH, T);
+    SgaScratch w = sga_scratch(slot);
+    for (int h0 = 0; h0 < BH; h0 += step) {
+        int nh = BH - h0 < step ? BH - h0 : step;
+        size_t off = (size_t)h0 * T * T;
+        SgaRows l = sga_layer(slot, be, c->layer.li, (size_t)h0 * T);
+        sga_rows_backward(&slot->opt, &c->layer, nh, &l, &w, be_offset(be, (void *)dlogits, off), be_offset(be, dscores, off));
+    }
+}
+
+double sga_trace_alpha(const SgaOptions *o, const LayerCall *c) {
+    if (!o->blend) return 1;
+    float alpha;
+    c->be->download(&alpha, c->param[SGA_ALPHA], 1);
+    return alpha < 0 ? 0 : (alpha > 1 ? 1 : alpha);
+}
+
+void sga_trace_rows(const double *stats, const double *gate, size_t rows, int T, size_t R_total, double stats_sum[4],
+                    double band_sum[4], double band_count[4]) {
+    for (size_t row = 0; row < rows; row++) {
+        for (int s = 0; s < 4; s++) stats_sum[s] += stats[row * 4 + s] / R_total;
+        for (int k = 0; k < T; k++) {
+            // DC, then the low, middle and high thirds of the remaining frequencies
+            int b = k == 0 ? 0 : 1 + (3 * (k - 1)) / (T > 1 ? T - 1 : 1);
+            if (b > 3) b = 3;
+            band_sum[b] += gate[row * T + k];
+            band_count[b] += 1;
+        }
+    }
 }
 
 void sga_trace_layer(const void *slot_, const LayerCall *c, double *alpha_out, double stats_out[4], double band_out[4]) {
+    // The tiled form keeps no rows: it recomputes them (sga_tiled.c).
+    if (c->shape->attention == &ATTENTION_SGA_TILED) {
+        sga_tiled_trace_layer(slot_, c, alpha_out, stats_out, band_out);
+        return;
+    }
     const SgaSlot *slot = slot_;
     const Backend *be = c->be;
     int T = c->T;
     size_t R = (size_t)c->B * slot->NH * T;
-    if (slot->opt.blend) {
-        float alpha;
-        be->download(&alpha, c->param[SGA_ALPHA], 1);
-        *alpha_out = alpha < 0 ? 0 : (alpha > 1 ? 1 : alpha);
-    } else {
-        *alpha_out = 1;
-    }
-    SgaLayer l = sga_layer(slot, be, c->li, 0);
+    *alpha_out = sga_trace_alpha(&slot->opt, c);
+    SgaRows l = sga_layer(slot, be, c->li, 0);
     double *stats = xmalloc(sizeof(double) * R * 4), *gate = xmalloc(sizeof(double) * R * T);
     be->download_f64(stats, l.stats, R * 4);
     be->download_f64(gate, l.gate, R * T);
     double band[4] = {0}, count[4] = {0};
     for (int s = 0; s < 4; s++) stats_out[s] = 0;
-    for (size_t row = 0; row < R; row++) {
-        for (int s = 0; s < 4; s++) stats_out[s] += stats[row * 4 + s] / R;
-        for (int k = 0; k < T; k++) {
-            // DC, then the low, middle and high thirds of the remaining frequencies
-            int b = k == 0 ? 0 : 1 + (3 * (k - 1)) / (T > 1 ? T - 1 : 1);
-            if (b > 3) b = 3;
-            band[b] += gate[row * T + k];
-            count[b] += 1;
-        }
-    }
+    sga_trace_rows(stats, gate, R, T, R, stats_out, band, count);
     for (int b = 0; b < 4; b++) band_out[b] = count[b] > 0 ? band[b] / count[b] : NAN;
     free(stats); free(gate);
 }
 
-static double sga_extra_flops_per_token(const ModelShape *s) {
+double sga_extra_flops_per_token(const ModelShape *s) {
     SgaOptions o = sga_options(s->cfg);
     // Per token and head there is one logit row of length T. Forward: two DCTs at the cost of the
     // FFT that computes them (2.5 T log2 T each: what runs, not the 2 T^2 of a dense product), the
@@ -251,4 +268,5 @@ const AttentionVariant ATTENTION_SGA = {
     .layer_probs = attn_core_layer_probs,
     .extra_flops_per_token = sga_extra_flops_per_token,
     .extra_memory = sga_extra_memory,
+    .fused_form = &ATTENTION_SGA_TILED,
 };

@@ -8,10 +8,15 @@
 #pragma once
 #include "attention_variant.h"
 
+// The tiled form (attention.fused = true; sga_tiled.c): the same parameters and numbers, computed
+// in tiles of (sequence, head) pairs that are recomputed in backward instead of kept.
+extern const AttentionVariant ATTENTION_SGA_TILED;
+
 // The SGA parameters of one layer, in declared order (LayerCall.param indices).
 enum { SGA_E, SGA_W1, SGA_B1, SGA_W2, SGA_B2, SGA_ALPHA };
 
 // For the traces, from local layer li of the last forward pass in `slot`: alpha_l clamped to
 // [0, 1] (1 without the blend), the mean over rows of the four statistics, and the mean gate over
-// DC and the low, middle and high thirds of the remaining frequencies.
+// DC and the low, middle and high thirds of the remaining frequencies. Either form: the tiled one
+// recomputes the layer's rows tile by tile (trace steps only).
 void sga_trace_layer(const void *slot, const LayerCall *c, double *alpha, double stats[4], double band[4]);

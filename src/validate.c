@@ -53,6 +53,12 @@ static int validate_model(const Config *cfg, Error *err) {
             return error_set(err, "attention.fused: reg.%s needs the attention weights, which the fused form does not keep (set attention.fused = false)",
                              cfg->reg_entropy_coef > 0 ? "entropy_coef" : "adr_coef");
     }
+    // A tile is a number of (sequence, head) pairs of one micro-batch. The unfused form ignores the
+    // key, so that a fused run's config and checkpoints move to it unchanged.
+    if (cfg->attention_fused && (long)cfg->attention_tile_heads > (long)cfg->micro_batch_size * cfg->n_head)
+        return error_set(err, "attention.tile_heads: %d is more than the %ld (sequence, head) pairs of a micro-batch "
+                              "(train.micro_batch_size %d x model.n_head %d); 0 picks the size automatically",
+                         cfg->attention_tile_heads, (long)cfg->micro_batch_size * cfg->n_head, cfg->micro_batch_size, cfg->n_head);
     if (cfg->reg_adr_coef > 0 && cfg->n_head > ATTN_ADR_MAX_HEADS)
         return error_set(err, "reg.adr_coef: attention diversity regularisation supports up to %d heads, model.n_head is %d",
                          ATTN_ADR_MAX_HEADS, cfg->n_head);
