@@ -2,6 +2,7 @@
 #include "checkpoint.h"
 #include "regular_file.h"
 #include "r3si.h"
+#include "sga.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -192,7 +193,7 @@ static hid_t memory_space(size_t n) {
 // The model shape's attributes, written at save and compared at load: X(key, value of shape s).
 // A variant's or hook's switch stays 0 when the model does not use it, so files of every version
 // compare alike.
-#define SHAPE_IS_SGA(s) ((s)->attention == &ATTENTION_SGA)
+#define SHAPE_IS_SGA(s) attention_is_sga((s)->attention)   // either form: checkpoints move between them
 #define CHECKPOINT_SHAPE_ATTRS(X, s)                                                   \
     X("model.n_layer", (s)->n_layer)                                                  \
     X("model.n_head", (s)->n_head)                                                    \
@@ -743,7 +744,7 @@ static int read_attr_text(hid_t obj, const char *name, char *buf, size_t n) {
 // model.sga tells those apart.
 static int check_attention_attr(hid_t file, const char *path, const ModelShape *s, Error *err) {
     if (H5Aexists(file, "model.attention") <= 0) {
-        if (s->attention == &ATTENTION_SDPA || s->attention == &ATTENTION_SGA) return 0;
+        if (s->attention == &ATTENTION_SDPA || attention_is_sga(s->attention)) return 0;
         return error_set(err, "%s: model.attention is missing (sdpa or sga) but the config has attention.kind \"%s\"", path,
                          s->attention->name);
     }

@@ -12,6 +12,10 @@
 // in tiles of (sequence, head) pairs that are recomputed in backward instead of kept.
 extern const AttentionVariant ATTENTION_SGA_TILED;
 
+// 1 for either form of SGA (the materialised ATTENTION_SGA or its tiled form): the same model, the
+// same checkpoint attributes and traces.
+static inline int attention_is_sga(const AttentionVariant *v) { return v == &ATTENTION_SGA || v == &ATTENTION_SGA_TILED; }
+
 // The SGA parameters of one layer, in declared order (LayerCall.param indices).
 enum { SGA_E, SGA_W1, SGA_B1, SGA_W2, SGA_B2, SGA_ALPHA };
 

@@ -97,7 +97,7 @@ void trace_init(TraceRecord *r, const ModelShape *s, int B, const int *snapshot_
     r->B = B;
     r->H = s->n_head;
     r->T = s->seq_len;
-    r->sga = s->attention == &ATTENTION_SGA;
+    r->sga = attention_is_sga(s->attention);
     r->n_snap = n_snapshot;
     r->snap_heads = r->H < TRACE_SNAPSHOT_HEADS ? r->H : TRACE_SNAPSHOT_HEADS;
     if (n_snapshot > 0) {

@@ -12,9 +12,9 @@ SRC = ROOT / "src"
 
 # Headers of the variant and hook modules and of what they are built on.
 MODULE_HEADERS = ["attention_variant.h", "attn_core.h", "block_hook.h", "layer_call.h", "model_shape.h",
-                  "param_spec.h", "step_context.h", "sga.h", "r3si.h", "stream_stats.h"]
+                  "param_spec.h", "step_context.h", "sga.h", "sga_rows.h", "r3si.h", "stream_stats.h"]
 # Sources of the variants and hooks.
-MODULE_SOURCES = ["attention_variants.c", "attn_core.c", "attn_sdpa.c", "attn_head_scale.c", "sga.c",
+MODULE_SOURCES = ["attention_variants.c", "attn_core.c", "attn_sdpa.c", "attn_head_scale.c", "sga.c", "sga_tiled.c",
                   "block_hooks.c", "r3si.c", "block_drop.c", "stream_stats.c"]
 # What must stay ignorant of the attention variants.
 VARIANT_BLIND = [SRC / "train.c", SRC / "train.h", SRC / "schedule.c", SRC / "schedule.h", SRC / "comm.h",
