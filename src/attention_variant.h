@@ -56,8 +56,12 @@ struct AttentionVariant {
                           const void *v, const void *dy, void *dq, void *dk, void *dv);
 
     // The attention weights (B,NH,T,T) of local layer li from the last forward pass, for the
-    // traces and head pruning; NULL if the variant does not keep them.
+    // traces and head pruning; NULL if the variant does not keep them. A fused form that keeps no
+    // weights may materialise them here on demand, into a buffer of its own (trace steps only).
     const void *(*layer_probs)(const void *slot, int li);
+    // The softmax entropy (B,NH,T) of each attention row of local layer li from the last forward
+    // pass, in nats, for the traces and head pruning; NULL: the model computes it from layer_probs.
+    const void *(*layer_row_entropy)(const void *slot, int li);
 
     // Training FLOPs per token beyond SDPA's, for `info` and MFU (NULL: none).
     double (*extra_flops_per_token)(const ModelShape *s);
@@ -66,6 +70,9 @@ struct AttentionVariant {
     // A fused form that keeps none of the core's tensors adds negative terms for them.
     void (*extra_memory)(const ModelShape *s, int B, double *saved_per_layer, double *scratch);
 
+    // 1: this form keeps no (B,NH,T,T) tensor, so `info`'s estimate counts none of the
+    // materialised core's (extra_memory then says all the form keeps per layer and as scratch).
+    int fused;
     // The same variant computed without keeping (B,NH,T,T) tensors (attention.fused = true): the
     // same name and parameters, so checkpoints move freely between the two forms; NULL: none.
     const AttentionVariant *fused_form;
@@ -80,6 +87,9 @@ struct AttentionVariant {
 #define ATTENTION_VARIANT_DECLARE(name, object) extern const AttentionVariant object;
 ATTENTION_VARIANT_TABLE(ATTENTION_VARIANT_DECLARE)
 #undef ATTENTION_VARIANT_DECLARE
+// The fused forms (attention.fused = true), reached through their variant's fused_form only: they
+// share its name, so they are no entry of the table.
+extern const AttentionVariant ATTENTION_SDPA_FUSED;
 
 // The variant named `name`, or NULL.
 const AttentionVariant *attention_variant_find(const char *name);

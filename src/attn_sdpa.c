@@ -16,4 +16,5 @@ const AttentionVariant ATTENTION_SDPA = {
     .core_forward = attn_core_forward,
     .core_backward = attn_core_backward,
     .layer_probs = attn_core_layer_probs,
+    .fused_form = &ATTENTION_SDPA_FUSED,   // attn_sdpa_fused.c
 };

@@ -79,7 +79,8 @@ typedef struct Backend Backend;
     /* sga_blend_backward) leave it: the whole square is read */ \
     OP(void, attn_scores_backward, (void *dq, void *dk, const void *dscores, const void *q, const void *k, \
                                     double scale, int BH, int T, int hs)) \
-    /* probs (BH,T,T): causal softmax of each row of scores over j <= i, exact zeros for j > i */ \
+    /* probs (BH,T,T): causal softmax of each row of scores over j <= i, exact zeros for j > i; */ \
+    /* may alias scores (each element is read before its own write: the fused form's trace maps) */ \
     OP(void, softmax_causal_forward, (void *probs, const void *scores, int BH, int T)) \
     /* dscores (=) (BH,T,T), exact zeros above the diagonal (whatever the buffer held before) */ \
     OP(void, softmax_causal_backward, (void *dscores, const void *dprobs, const void *probs, int BH, int T)) \
@@ -88,6 +89,17 @@ typedef struct Backend Backend;
     /* dprobs (=) (BH,T,T), dv (+=) (BH,T,hs) */ \
     OP(void, attn_values_backward, (void *dprobs, void *dv, const void *dy, const void *probs, const void *v, \
                                     int BH, int T, int hs)) \
+    \
+    /* ---- fused causal attention (attention.fused; CPU twin src/cpu/attention_fused.inc) ----- */ \
+    /* Softmax(scale q k^T) v over keys j <= i without a (T,T) tensor: only keys j <= i are read. */ \
+    /* y (=) (BH,T,hs); lse (=) (BH,T) the log-sum-exp of each row's scaled logits s_ij; ent (=) */ \
+    /* (BH,T) each row's softmax entropy H_i = lse_i - sum_j p_ij s_ij (nats), from the same pass */ \
+    OP(void, attn_fused_forward, (void *y, void *lse, void *ent, const void *q, const void *k, const void *v, \
+                                  double scale, int BH, int T, int hs)) \
+    /* dq, dk, dv (=) (BH,T,hs) from dy (BH,T,hs), recomputing p_ij = exp(s_ij - lse_i) from q, k */ \
+    /* and lse, with D_i = dy_i . y_i (y and lse of attn_fused_forward on the same q, k, v) */ \
+    OP(void, attn_fused_backward, (void *dq, void *dk, void *dv, const void *dy, const void *q, const void *k, \
+                                   const void *v, const void *y, const void *lse, double scale, int BH, int T, int hs)) \
     \
     /* ---- dense linear algebra (R3SI) --------------------------------------------------------- */ \
     /* C (M,N) = alpha op(A) op(B) + beta C, row-major, op = transpose where trans is set */ \

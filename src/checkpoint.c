@@ -744,7 +744,8 @@ static int read_attr_text(hid_t obj, const char *name, char *buf, size_t n) {
 // model.sga tells those apart.
 static int check_attention_attr(hid_t file, const char *path, const ModelShape *s, Error *err) {
     if (H5Aexists(file, "model.attention") <= 0) {
-        if (s->attention == &ATTENTION_SDPA || attention_is_sga(s->attention)) return 0;
+        // Either form (attention.fused) of either variant: the name is the variant.
+        if (!strcmp(s->attention->name, "sdpa") || !strcmp(s->attention->name, "sga")) return 0;
         return error_set(err, "%s: model.attention is missing (sdpa or sga) but the config has attention.kind \"%s\"", path,
                          s->attention->name);
     }

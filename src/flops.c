@@ -27,6 +27,9 @@ MemoryEstimate estimate_memory(const ModelShape *s, int micro_batch, int layer_b
                                int has_head, int in_flight, int zero_shards) {
     double L = layer_end - layer_begin, C = s->d_model, V = s->vocab_size, T = s->seq_len, H = s->mlp_hidden;
     double NH = s->n_head, N = (double)micro_batch * T;
+    // One layer's (B,NH,T,T) weights of the materialised core; a fused form keeps none (its
+    // extra_memory counts what it keeps instead).
+    double maps = s->attention->fused ? 0 : micro_batch * NH * T * T;
     ParamCounts c = count_params(s);
     double per_layer = (double)(c.attention + c.mlp + c.variant + c.hooks) / s->n_layer + 4 * C;
     double params = L * per_layer;
@@ -39,10 +42,10 @@ MemoryEstimate estimate_memory(const ModelShape *s, int micro_batch, int layer_b
     // Saved per layer (see Activations in model.h): 12 (B,T,C)-sized tensors (ln1, qkv x3, q, k, v,
     // atty, attmerged, resid_mid, ln2, resid_out), 2 (B,T,H), the attention weights (B,NH,T,T) and
     // 4 row statistics; per micro-batch the stage input and, on the last stage, the head's tensors.
-    double saved = L * (12 * N * C + 2 * N * H + micro_batch * NH * T * T + 4 * N) + N * C;
+    double saved = L * (12 * N * C + 2 * N * H + maps + 4 * N) + N * C;
     if (has_head) saved += N * C + 2 * N + N * V + N;
     // Scratch reused by every layer: scores, dprobs, dscores and 11 (B,T,C)-sized gradients.
-    double scratch = 3 * micro_batch * NH * T * T + 11 * N * C + 2 * N * H;
+    double scratch = 3 * maps + 11 * N * C + 2 * N * H;
     // ADR's Gram scratch; stochastic depth's gains.
     scratch += NH * NH;
     if (!strcmp(s->cfg->drop_mode, "stochastic_depth") && s->cfg->drop_p > 0) saved += L * micro_batch;

@@ -599,16 +599,23 @@ void model_forward(Model *m, Activations *a) {
     be->crossentropy_forward(a->losses, a->logits, a->logits, a->targets, N, V); // logits -> probs in place
 }
 
+static const void *layer_row_entropy(const Model *m, const Activations *a, int li);
+
 void model_head_entropies(const Model *m, const Activations *a, double *out) {
     const Backend *be = m->be;
     int B = a->B, NH = m->shape.n_head, T = a->T, BH = B * NH;
     void *ent = be->alloc((size_t)BH * T);
     double *host = xmalloc((size_t)BH * T * sizeof(double));
     for (int li = 0; li < a->n_local; li++) {
-        const void *probs = model_layer_probs(m, a, li);
-        if (!probs) die(EXIT_FAILURE_OTHER, "internal: attention variant %s keeps no attention weights", m->shape.attention->name);
-        be->attn_row_entropy(ent, probs, BH, T);   // (B,NH,T)
-        be->download_f64(host, ent, (size_t)BH * T);
+        // A fused form keeps the entropies of its forward pass; the others' come from the weights.
+        const void *rows = layer_row_entropy(m, a, li);   // (B,NH,T)
+        if (!rows) {
+            const void *probs = model_layer_probs(m, a, li);
+            if (!probs) die(EXIT_FAILURE_OTHER, "internal: attention variant %s keeps no attention weights", m->shape.attention->name);
+            be->attn_row_entropy(ent, probs, BH, T);   // (B,NH,T)
+            rows = ent;
+        }
+        be->download_f64(host, rows, (size_t)BH * T);
         for (int bh = 0; bh < BH; bh++) {
             double sum = 0;
             for (int i = 0; i < T; i++) sum += host[(size_t)bh * T + i];
@@ -687,6 +694,14 @@ const void *model_layer_probs(const Model *m, const Activations *a, int li) {
     // tensors), which no later op of the pass reads before rebuilding it again.
     if (a->recompute != RECOMPUTE_NONE) layer_rebuild((Model *)m, (Activations *)a, li);
     return m->shape.attention->layer_probs(a->attn_slot, li);
+}
+
+// Local layer li's row entropies (B,NH,T) as the variant keeps them (rebuilt like the weights
+// under recomputation), or NULL when it keeps none (they come from the weights then).
+static const void *layer_row_entropy(const Model *m, const Activations *a, int li) {
+    if (!m->shape.attention->layer_row_entropy) return NULL;
+    if (a->recompute != RECOMPUTE_NONE) layer_rebuild((Model *)m, (Activations *)a, li);
+    return m->shape.attention->layer_row_entropy(a->attn_slot, li);
 }
 
 // ---- backward ---------------------------------------------------------------------------------

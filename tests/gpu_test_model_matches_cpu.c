@@ -69,6 +69,10 @@ static void r3si(Config *c) {
 static void sga_recompute_attention(Config *c) { sga(c); c->recompute = RECOMPUTE_ATTENTION; }
 static void post_recompute_block(Config *c) { post_untied(c); c->recompute = RECOMPUTE_BLOCK; }
 static void r3si_recompute_block(Config *c) { r3si(c); c->recompute = RECOMPUTE_BLOCK; }
+// attention.fused: SDPA's fused form on both sides (the CUDA kernels against the CPU twin), and
+// under recomputation, where the rebuild recomputes lse and y into the slot.
+static void fused(Config *c) { c->attention_fused = 1; }
+static void fused_recompute_attention(Config *c) { fused(c); c->recompute = RECOMPUTE_ATTENTION; }
 
 static const Variant VARIANTS[] = {
     {"plain pre-norm tied", plain, 0},
@@ -82,6 +86,8 @@ static const Variant VARIANTS[] = {
     {"sga, recompute=attention", sga_recompute_attention, 0},
     {"post-norm, recompute=block", post_recompute_block, 0},
     {"r3si, recompute=block", r3si_recompute_block, 0},
+    {"sdpa attention.fused=true", fused, 0},
+    {"sdpa attention.fused=true, recompute=attention", fused_recompute_attention, 0},
 };
 enum { N_VARIANTS = sizeof VARIANTS / sizeof VARIANTS[0] };
 

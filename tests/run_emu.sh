@@ -70,7 +70,8 @@ if [ "$variant" = fast ]; then
     count "$name: determinism" "$out" 0 $((SECONDS - t0))
   done
   out="$log_dir/coverage.tap"
-  kernels=$(grep -hoE '__global__ +void +[A-Za-z_][A-Za-z0-9_]*' cuda/*.cu | awk '{print $3}' | sort -u)
+  # Both spellings of a file-local kernel: `static __global__ void k` and `__global__ static void k`.
+  kernels=$(grep -hoE '__global__ +(static +)?void +[A-Za-z_][A-Za-z0-9_]*' cuda/*.cu | awk '{print $NF}' | sort -u)
   launched=$(cat "$log_dir"/*.forward 2>/dev/null | awk '{print $1}' | sort -u)
   missing=$(comm -23 <(echo "$kernels") <(echo "$launched"))
   if [ -z "$missing" ]; then echo "ok 1 - the op programs launch all $(echo "$kernels" | wc -l) kernels of cuda/" >"$out"

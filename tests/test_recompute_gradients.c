@@ -2,7 +2,8 @@
 // gradient, the stage input's gradient and what the traces read after the forward pass (the
 // attention weights, SGA's statistics and gate, R3SI's monitor sums) are bitwise those of "none",
 // on the fp32 and fp64 CPU backends, for the baseline (pre- and post-norm), SGA and its ablations,
-// head_scale, the regularisers, stochastic depth and R3SI, on one stage and split over two.
+// head_scale, the regularisers, stochastic depth, R3SI and SDPA's fused form, on one stage and
+// split over two.
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -173,6 +174,10 @@ static void r3si(Config *c) {
     c->r3si_k = 3; c->r3si_ds = 4; c->r3si_inject = 1; c->r3si_lsd_lambda = 0.2;
 }
 static void r3si_sga(Config *c) { r3si(c); strcpy(c->attention_kind, "sga"); }
+// attention.fused: the rebuild recomputes lse, the entropies and y into the slot; the trace maps
+// are materialised from the q and k of the layer's last core_forward.
+static void sdpa_fused(Config *c) { tiny(c); c->attention_fused = 1; }
+static void sdpa_fused_post(Config *c) { sdpa_fused(c); c->norm = NORM_POST; c->tie_embeddings = 0; }
 
 static void test_sdpa_pre(void **state) { (void)state; check(sdpa_pre, "sdpa pre-norm"); }
 static void test_sdpa_post(void **state) { (void)state; check(sdpa_post, "sdpa post-norm untied"); }
@@ -186,6 +191,8 @@ static void test_sga_fixed_filter(void **state) { (void)state; check(sga_fixed_f
 static void test_sga_no_blend(void **state) { (void)state; check(sga_no_blend, "sga blend=false"); }
 static void test_r3si(void **state) { (void)state; check(r3si, "r3si inject+L_SD"); }
 static void test_r3si_sga(void **state) { (void)state; check(r3si_sga, "r3si+sga"); }
+static void test_sdpa_fused(void **state) { (void)state; check(sdpa_fused, "sdpa fused"); }
+static void test_sdpa_fused_post(void **state) { (void)state; check(sdpa_fused_post, "sdpa fused post-norm"); }
 
 // The memory does drop: the (B,NH,T,T) tensors are kept for one layer, "block" keeps one layer
 // of the block tensors.
@@ -218,6 +225,7 @@ int main(void) {
         cmocka_unit_test(test_sga_post),         cmocka_unit_test(test_sga_no_spectral),
         cmocka_unit_test(test_sga_fixed_filter), cmocka_unit_test(test_sga_no_blend),
         cmocka_unit_test(test_r3si),             cmocka_unit_test(test_r3si_sga),
+        cmocka_unit_test(test_sdpa_fused),       cmocka_unit_test(test_sdpa_fused_post),
         cmocka_unit_test(test_activation_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

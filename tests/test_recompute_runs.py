@@ -14,7 +14,8 @@ TIMING = {"steps/step_ms", "steps/tokens_per_s", "steps/mfu"}
 # every reader of the forward activations is exercised.
 SGA_R3SI = ["attention.kind=sga", "r3si.enabled=true", "r3si.layers=[1, 2]", "r3si.k=4", "r3si.d_s=4",
             "r3si.monitor_every=2", "r3si.lsd_lambda=0.1", "trace.every=2", "trace.snapshot_layers=[1]"]
-CASES = {"sdpa": ["trace.every=2"], "sga_r3si": SGA_R3SI, "sdpa_post": ["model.norm=post", "trace.every=2"]}
+CASES = {"sdpa": ["trace.every=2"], "sga_r3si": SGA_R3SI, "sdpa_post": ["model.norm=post", "trace.every=2"],
+         "sdpa_fused": ["attention.fused=true", "trace.every=2", "trace.snapshot_layers=[1]"]}
 
 
 def metrics(run_dir):
