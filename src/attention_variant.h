@@ -61,9 +61,11 @@ struct AttentionVariant {
 
     // Training FLOPs per token beyond SDPA's, for `info` and MFU (NULL: none).
     double (*extra_flops_per_token)(const ModelShape *s);
-    // Float elements beyond the materialised core's that one micro-batch of B sequences keeps per
-    // layer for backward (*saved_per_layer +=) and as scratch (*scratch +=), for `info` (NULL: none).
-    void (*extra_memory)(const ModelShape *s, int B, double *saved_per_layer, double *scratch);
+    // Bytes of workspace the variant's ops take on a GPU outside the backend's alloc (library
+    // scratch, e.g. cuFFT's), for one micro-batch of B sequences, at their largest; NULL: none.
+    // What the variant keeps or uses as scratch is allocated by slot_create and counted from there
+    // (memory_estimate.c runs the real allocations on a counting backend).
+    double (*gpu_workspace_bytes)(const ModelShape *s, int B);
 
     // The same variant computed without keeping (B,NH,T,T) tensors (attention.fused = true): the
     // same name and parameters, so checkpoints move freely between the two forms; NULL: none.
