@@ -2,10 +2,12 @@
 high-water mark (the CPU backend counts every alloc and free; the trainer logs the peak after its
 first step) is within 5% of the estimate `info` prints for the same config and topology, for
 tiny, tiny-sga and tiny-r3si under every train.recompute mode, and for a two-stage pipeline."""
+import os
 import re
+import subprocess
 
 import pytest
-from conftest import set_args
+from conftest import ROOT, set_args
 
 CONFIGS = ["tiny", "tiny-sga", "tiny-r3si"]
 MODES = ["none", "attention", "block"]
@@ -61,3 +63,22 @@ def test_info_names_recompute_and_precision(entrank):
     out = entrank("info", "-c", "configs/tiny-sga.cfg", "--set", "train.recompute=block", check=0).stdout
     assert re.search(r"per rank \(fp32, recompute block\)", out)
     assert re.search(r"^GPU need per rank: [0-9.]+ (MiB|GiB) \(stage 0: .*CUDA workspace allowance.*recompute block\)$", out, re.M)
+
+
+EMU = ROOT / os.environ.get("EMU_BIN_DIR", "build-emu/fast") / "entrank"
+
+
+@pytest.mark.skipif(not EMU.exists(), reason="no emulated CUDA build (make emu)")
+@pytest.mark.parametrize("mode", MODES)
+def test_emulated_cuda_allocation_table_matches(entrank, tmp_path, mode):
+    """The CUDA backend's allocation table (pointer -> bytes) on the emulated build: its peak after
+    a step of tiny (a smaller batch: the emulator is slow) is `info`'s estimate."""
+    sets = set_args(*UNTRACED, "train.batch_size=32", "train.micro_batch_size=32", f"train.recompute={mode}")
+    need, _ = info_stage_bytes(entrank("info", "-c", "configs/tiny.cfg", *sets, check=0).stdout, 0)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([str(EMU), "train", "-c", "configs/tiny.cfg", *sets, "--set", "train.device=cuda",
+                           "--run-dir", str(tmp_path / "run")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "device cuda" in log, log
+    check("tiny (emulated CUDA)", mode, need, measured_peak(log))
