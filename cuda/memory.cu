@@ -11,6 +11,65 @@
 // Bytes of an n-element fp32 tensor; a zero-length tensor still gets a valid, distinct pointer.
 static size_t float_bytes(size_t n) { return (n ? n : 1) * sizeof(float); }
 
+// ---- the allocation high-water mark (memory_stats) ----------------------------------------
+// cudaFreeAsync is not told the size of what it frees, so every live allocation is kept in a table
+// pointer -> bytes (open addressing, linear probing, doubled when half full; deleted entries are
+// re-inserted so no tombstones). Allocations come from the main thread only, so the table and the
+// counters are plain variables. Counted: what alloc, alloc_i32 and cuda_copy's temporary take;
+// not counted: cuBLAS/cuFFT workspace and NCCL buffers (an allowance in the estimate, flops.h).
+typedef struct { void *p; size_t bytes; } AllocEntry;
+static AllocEntry *alloc_table;
+static size_t alloc_cap, alloc_live, mem_current, mem_peak;
+
+static size_t alloc_hash(const void *p) { return (size_t)(((uintptr_t)p >> 8) * 0x9E3779B97F4A7C15ull); }
+
+static void table_put(AllocEntry *table, size_t cap, void *p, size_t bytes) {
+    size_t i = alloc_hash(p) & (cap - 1);
+    while (table[i].p) i = (i + 1) & (cap - 1);
+    table[i].p = p;
+    table[i].bytes = bytes;
+}
+
+static void track_alloc(void *p, size_t bytes) {
+    if (2 * (alloc_live + 1) > alloc_cap) {
+        size_t cap = alloc_cap ? 2 * alloc_cap : 1024;
+        AllocEntry *grown = (AllocEntry *)calloc(cap, sizeof(AllocEntry));
+        if (!grown) die(1, "out of host memory for the device allocation table");
+        for (size_t i = 0; i < alloc_cap; i++)
+            if (alloc_table[i].p) table_put(grown, cap, alloc_table[i].p, alloc_table[i].bytes);
+        free(alloc_table);
+        alloc_table = grown;
+        alloc_cap = cap;
+    }
+    table_put(alloc_table, alloc_cap, p, bytes);
+    alloc_live++;
+    mem_current += bytes;
+    if (mem_current > mem_peak) mem_peak = mem_current;
+}
+
+static void track_free(void *p) {
+    if (!alloc_cap) die(1, "internal: cuda_free of %p, which cuda_alloc did not return", p);
+    size_t i = alloc_hash(p) & (alloc_cap - 1);
+    while (alloc_table[i].p != p) {
+        if (!alloc_table[i].p) die(1, "internal: cuda_free of %p, which cuda_alloc did not return", p);
+        i = (i + 1) & (alloc_cap - 1);
+    }
+    mem_current -= alloc_table[i].bytes;
+    alloc_table[i].p = NULL;
+    alloc_live--;
+    // Re-insert the rest of the probe run, so that lookups never stop at the hole.
+    for (size_t j = (i + 1) & (alloc_cap - 1); alloc_table[j].p; j = (j + 1) & (alloc_cap - 1)) {
+        AllocEntry e = alloc_table[j];
+        alloc_table[j].p = NULL;
+        table_put(alloc_table, alloc_cap, e.p, e.bytes);
+    }
+}
+
+void cuda_memory_stats(size_t *current, size_t *peak) {
+    if (current) *current = mem_current;
+    if (peak) *peak = mem_peak;
+}
+
 // Device memory of `bytes`, zeroed before it is returned (the CPU backend's alloc zeroes too).
 static void *device_alloc_zeroed(size_t bytes) {
     CudaContext *ctx = cuda_context();
@@ -20,6 +79,7 @@ static void *device_alloc_zeroed(size_t bytes) {
     cudaCheck(cudaMallocAsync(&p, bytes, ctx->stream));
     cudaCheck(cudaMemsetAsync(p, 0, bytes, ctx->stream));
     cudaCheck(cudaStreamSynchronize(ctx->stream));
+    track_alloc(p, bytes);
     return p;
 }
 
@@ -31,6 +91,7 @@ int32_t *cuda_alloc_i32(size_t n) { return (int32_t *)device_alloc_zeroed((n ? n
 // was joined to it by a wait) finishes first. cudaFree would synchronise the whole device instead.
 void cuda_free(void *p) {
     if (!p) return;
+    track_free(p);
     cudaCheck(cudaFreeAsync(p, cuda_context()->stream));
 }
 
@@ -105,8 +166,10 @@ void cuda_copy(void *dst, const void *src, size_t n) {
     }
     void *tmp = NULL;
     cudaCheck(cudaMallocAsync(&tmp, bytes, ctx->stream));
+    track_alloc(tmp, bytes);   // the temporary counts towards the peak while it lives
     cudaCheck(cudaMemcpyAsync(tmp, src, bytes, cudaMemcpyDeviceToDevice, ctx->stream));
     cudaCheck(cudaMemcpyAsync(dst, tmp, bytes, cudaMemcpyDeviceToDevice, ctx->stream));
+    track_free(tmp);
     cudaCheck(cudaFreeAsync(tmp, ctx->stream));
 }
 

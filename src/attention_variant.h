@@ -65,14 +65,12 @@ struct AttentionVariant {
 
     // Training FLOPs per token beyond SDPA's, for `info` and MFU (NULL: none).
     double (*extra_flops_per_token)(const ModelShape *s);
-    // Float elements beyond the materialised core's that one micro-batch of B sequences keeps per
-    // layer for backward (*saved_per_layer +=) and as scratch (*scratch +=), for `info` (NULL: none).
-    // A fused form that keeps none of the core's tensors adds negative terms for them.
-    void (*extra_memory)(const ModelShape *s, int B, double *saved_per_layer, double *scratch);
+    // Bytes of workspace the variant's ops take on a GPU outside the backend's alloc (library
+    // scratch, e.g. cuFFT's), for one micro-batch of B sequences, at their largest; NULL: none.
+    // What the variant keeps or uses as scratch is allocated by slot_create and counted from there
+    // (memory_estimate.c runs the real allocations on a counting backend).
+    double (*gpu_workspace_bytes)(const ModelShape *s, int B);
 
-    // 1: this form keeps no (B,NH,T,T) tensor, so `info`'s estimate counts none of the
-    // materialised core's (extra_memory then says all the form keeps per layer and as scratch).
-    int fused;
     // The same variant computed without keeping (B,NH,T,T) tensors (attention.fused = true): the
     // same name and parameters, so checkpoints move freely between the two forms; NULL: none.
     const AttentionVariant *fused_form;

@@ -58,12 +58,6 @@ static void head_scale_backward(void *slot_, const AttnCall *c, const void *dlog
     }
 }
 
-static void head_scale_extra_memory(const ModelShape *s, int B, double *saved_per_layer, double *scratch) {
-    double maps = (double)B * s->n_head * s->seq_len * s->seq_len;
-    *saved_per_layer += maps;   // the scores before the scale
-    *scratch += maps;           // dlogits
-}
-
 const AttentionVariant ATTENTION_HEAD_SCALE = {
     .name = "head_scale",
     .description = "scaled dot-product attention with a learned logit scale per head",
@@ -75,5 +69,4 @@ const AttentionVariant ATTENTION_HEAD_SCALE = {
     .core_forward = attn_core_forward,
     .core_backward = attn_core_backward,
     .layer_probs = attn_core_layer_probs,
-    .extra_memory = head_scale_extra_memory,
 };

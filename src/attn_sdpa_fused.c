@@ -14,8 +14,8 @@
 //
 // The trace maps (map_stats, snapshots) need the weights: layer_probs materialises one layer's
 // (B,NH,T,T) from the remembered q and k (attn_scores, then the causal softmax in place) into a
-// buffer allocated at the first trace step and kept until the slot is freed. That transient
-// exists at trace steps only; a run that never traces the maps never allocates it.
+// buffer kept until the slot is freed: allocated with the slot when trace.every > 0, so that the
+// trainer's counted allocations (memory_estimate.c) include it, else at the first call (evaluation).
 #include "attention_variant.h"
 #include <stdlib.h>
 #include "backend.h"
@@ -33,7 +33,7 @@ typedef struct {
     // What the last core_forward of local layer li read and wrote (device pointers), and its scale.
     const void **q, **k, **y;   // (max_local) each
     double *scale;              // (max_local)
-    void *probs;             // (B,NH,T,T) the trace maps, allocated at the first layer_probs; NULL before
+    void *probs;             // (B,NH,T,T) the trace maps; NULL until needed (see above)
 } FusedSlot;
 
 static int sdpa_fused_declare_params(const ModelShape *s, ParamSpec *out) {
@@ -59,6 +59,10 @@ static void *sdpa_fused_slot_create(const Backend *be, const ModelShape *s, int 
     slot->y = xcalloc((size_t)s->n_layer, sizeof *slot->y);
     slot->scale = xcalloc((size_t)s->n_layer, sizeof *slot->scale);
     *elements += 2 * (size_t)n_layers * slot->rows + slot->rows * s->head_size;
+    if (s->cfg->trace_every > 0) {
+        slot->probs = be->alloc(slot->rows * s->seq_len);
+        *elements += slot->rows * s->seq_len;
+    }
     return slot;
 }
 
@@ -132,14 +136,6 @@ static const void *sdpa_fused_layer_row_entropy(const void *slot_, int li) {
     return kept(slot, slot->ent, li);   // (B,NH,T)
 }
 
-// Per layer lse and ent (B,NH,T) each; scratch: y of a rebuild (B,NH,T,hs). The trace maps'
-// (B,NH,T,T) exist at trace steps only and are not counted.
-static void sdpa_fused_extra_memory(const ModelShape *s, int B, double *saved_per_layer, double *scratch) {
-    double rows = (double)B * s->n_head * s->seq_len;
-    *saved_per_layer += 2 * rows;
-    *scratch += rows * s->head_size;
-}
-
 const AttentionVariant ATTENTION_SDPA_FUSED = {
     .name = "sdpa",
     .description = "scaled dot-product attention, fused (no (B, heads, T, T) tensor)",
@@ -150,6 +146,4 @@ const AttentionVariant ATTENTION_SDPA_FUSED = {
     .core_backward = sdpa_fused_backward,
     .layer_probs = sdpa_fused_layer_probs,
     .layer_row_entropy = sdpa_fused_layer_row_entropy,
-    .extra_memory = sdpa_fused_extra_memory,
-    .fused = 1,
 };

@@ -34,6 +34,12 @@ typedef struct Backend Backend;
     OP(void, copy, (void *dst, const void *src, size_t n)) \
     OP(void, synchronize, (void)) \
     \
+    /* ---- allocation high-water mark ---------------------------------------------------------- */ \
+    /* current (bytes held now) and peak (most held at once) over every alloc, alloc_i32 and free */ \
+    /* (and the backend's own temporaries) of this process; either pointer may be NULL. Allocations */ \
+    /* come from the main thread only, so the counters are plain (not atomic) variables. */ \
+    OP(void, memory_stats, (size_t *current, size_t *peak)) \
+    \
     /* ---- embedding: out[b,t] = wte[tokens[b,t]] + wpe[t] ------------------------------------- */ \
     /* out (B,T,C), tokens (B,T), wte (V,C), wpe (T,C) */ \
     OP(void, encoder_forward, (void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C)) \

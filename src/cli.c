@@ -8,7 +8,7 @@ void cli_print_usage(FILE *out) {
     fputs("usage:\n"
           "  entrank train -c FILE [--set key=value]... [--run-dir DIR] [--resume auto|never|PATH] [--init-from PATH]\n"
           "  entrank eval  --checkpoint PATH [-c FILE] [--prune-heads FRAC] [--set key=value]... [--task hellaswag FILE]\n"
-          "  entrank info  -c FILE [--set key=value]... [--dp N --pp N] [--data] [--dump-order FIRST[:LAST]]\n"
+          "  entrank info  -c FILE [--set key=value]... [--dp N --pp N] [--gpu-memory-gib X] [--data] [--dump-order FIRST[:LAST]]\n"
           "  entrank generate --checkpoint PATH [-c FILE] (--prompt \"ID ...\" | --prompt-file FILE) [--max-tokens N]\n"
           "                   [--temperature T] [--top-k K] [--top-p P] [--seed N] [--stop ID] [--logprobs-out FILE.npy]\n"
           "  entrank --help\n"
@@ -23,6 +23,7 @@ void cli_print_usage(FILE *out) {
           "                    tools/prepare-hellaswag writes (lowest mean loss per ending token wins), logged and\n"
           "                    appended to RUN/metrics.h5 /eval/hellaswag when the checkpoint is in a run directory\n"
           "  --dp N --pp N     topology for info's per-rank memory and pipeline bubble\n"
+          "  --gpu-memory-gib X  info: the memory gate: exit 2 when a rank needs more than 90% of X GiB on a GPU\n"
           "  --init-from PATH  train: start from the parameters of a checkpoint (fresh optimizer, step 0)\n"
           "  generate          token ids in (one prompt per line of --prompt-file), one line of generated ids per\n"
           "                    prompt out; the config defaults to the checkpoint's own. --temperature 0 is greedy;\n"
@@ -132,6 +133,11 @@ int cli_parse(int argc, char **argv, CliArgs *args, Error *err) {
             args->prune_heads = strtod(v, &end);
             if (*end || end == v || !(args->prune_heads >= 0 && args->prune_heads < 1))
                 return error_set(err, "--prune-heads: expected a fraction in [0, 1), got '%s'", v);
+        } else if (!strcmp(a, "--gpu-memory-gib") && args->command == CMD_INFO) {
+            char *end;
+            args->gpu_memory_gib = strtod(v, &end);
+            if (*end || end == v || !(args->gpu_memory_gib > 0 && args->gpu_memory_gib < 1e6))
+                return error_set(err, "--gpu-memory-gib: expected a positive number of GiB, got '%s'", v);
         } else if (!strcmp(a, "--dp") && args->command == CMD_INFO) {
             if (parse_positive_int(a, v, &args->dp, err)) return -1;
         } else if (!strcmp(a, "--dump-order") && args->command == CMD_INFO) {

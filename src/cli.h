@@ -31,6 +31,7 @@ typedef struct {
     const char *task;                        // --task NAME (eval): a downstream task instead of validation loss
     const char *task_file;                   // eval's FILE after --task NAME: the task's token file
     int dp, pp;                              // --dp N --pp N (info); 0 = not given
+    double gpu_memory_gib;                   // --gpu-memory-gib X (info): the memory gate's budget; 0 = none
     int data;                                // --data (info): windows, epochs and repetition per source
     int dump_order;                          // --dump-order FIRST[:LAST] (info): the windows of those steps
     long dump_first, dump_last;              // inclusive step range

@@ -25,6 +25,8 @@ typedef struct {
 typedef enum { NORM_PRE = 0, NORM_POST = 1 } NormPlacement;
 // What the forward pass keeps for backward (train.recompute); the rest is recomputed per layer.
 typedef enum { RECOMPUTE_NONE = 0, RECOMPUTE_ATTENTION = 1, RECOMPUTE_BLOCK = 2 } RecomputeMode;
+// Its value in train.recompute ("none", "attention", "block"; config_schema.c holds the list).
+const char *recompute_name(RecomputeMode mode);
 
 typedef struct {
     // model.*: the shape of the decoder (docs/design.md section 2)

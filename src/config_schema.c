@@ -59,6 +59,7 @@ static const char *const NORM_CHOICES[] = {"pre", "post", NULL};
 _Static_assert(sizeof(RecomputeMode) == sizeof(int), "choice-index fields are stored as int");
 _Static_assert(RECOMPUTE_NONE == 0 && RECOMPUTE_ATTENTION == 1 && RECOMPUTE_BLOCK == 2, "RECOMPUTE_CHOICES is indexed by RecomputeMode");
 static const char *const RECOMPUTE_CHOICES[] = {"none", "attention", "block", NULL};
+const char *recompute_name(RecomputeMode mode) { return RECOMPUTE_CHOICES[mode]; }
 #define ATTENTION_VARIANT_NAME(name, object) name,
 static const char *const ATTENTION_CHOICES[] = {ATTENTION_VARIANT_TABLE(ATTENTION_VARIANT_NAME) NULL};
 static const char *const DROP_CHOICES[] = {"none", "layerdrop", "stochastic_depth", NULL};

@@ -1,4 +1,5 @@
-// flops.h: analytic parameter counts, FLOPs and memory of a model, for `info`, MFU and the log.
+// flops.h: analytic parameter counts and FLOPs of a model, for `info`, MFU and the log (memory:
+// memory_estimate.h, from the allocations themselves).
 #pragma once
 #include <stddef.h>
 #include "model.h"
@@ -22,16 +23,3 @@ ParamCounts count_params(const ModelShape *s);
 // where matmul_params counts every weight multiplied per token (the LM head included) and the
 // second term is the attention score and value products over the full T x T square.
 double flops_per_token(const ModelShape *s);
-
-typedef struct {
-    double params_bytes;      // fp32 parameters
-    double grads_bytes;       // fp32 gradients
-    double optimizer_bytes;   // AdamW m and v, fp32
-    double activation_bytes;  // one micro-batch's saved activations and backward scratch
-} MemoryEstimate;
-
-// Memory of one rank holding the layers [layer_begin, layer_end) with the given micro-batch size,
-// `in_flight` micro-batches of activations alive at once (1 without pipelining) and the optimizer
-// state divided by `zero_shards` (1 without ZeRO-1).
-MemoryEstimate estimate_memory(const ModelShape *s, int micro_batch, int layer_begin, int layer_end, int has_embedding,
-                               int has_head, int in_flight, int zero_shards);

@@ -4,6 +4,7 @@
 #include <math.h>
 #include "data/data.h"
 #include "flops.h"
+#include "memory_estimate.h"
 #include "model.h"
 #include "train.h"
 
@@ -13,11 +14,11 @@ static void print_count(FILE *out, const char *what, size_t n, size_t total) {
 
 static const char *bytes_h(double b, char *buf) {
     if (b >= 1024.0 * 1024 * 1024) sprintf(buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
-    else sprintf(buf, "%.1f MiB", b / (1024.0 * 1024));
+    else sprintf(buf, "%.2f MiB", b / (1024.0 * 1024));
     return buf;
 }
 
-void print_info(const Config *cfg, int dp, int pp, FILE *out) {
+double print_info(const Config *cfg, int dp, int pp, FILE *out) {
     ModelShape s = model_shape_from_config(cfg);
     ParamCounts c = count_params(&s);
     if (pp <= 0) pp = cfg->pp;
@@ -63,25 +64,41 @@ void print_info(const Config *cfg, int dp, int pp, FILE *out) {
     fprintf(out, "training: %ld steps x %d sequences x %d tokens = %.4g tokens, %.4g FLOPs\n", steps, cfg->batch_size,
             cfg->seq_len, tokens, tokens * fpt);
 
-    // Memory of the busiest rank: stage 0 holds the embeddings and the first share of layers.
+    // Memory per rank, stage by stage: each stage's whole device state built by the trainer's own
+    // allocation code on a counting backend (memory_estimate.c).
     int micro_per_rank = cfg->micro_batches > 0 ? cfg->micro_batches : cfg->batch_size / (cfg->micro_batch_size * dp);
     if (micro_per_rank < 1) micro_per_rank = 1;
     fprintf(out, "topology: dp %d x pp %d = %d ranks, %d micro-batches of %d sequences per rank and step\n", dp, pp, dp * pp,
             micro_per_rank, cfg->micro_batch_size);
-    char b1[32], b2[32], b3[32], b4[32], b5[32];
-    for (int stage = 0; stage < pp; stage++) {
-        int l0 = (int)((long)s.n_layer * stage / pp), l1 = (int)((long)s.n_layer * (stage + 1) / pp);
-        // 1F1B keeps at most pp - stage micro-batches in flight on a stage.
-        int in_flight = pp - stage < micro_per_rank ? pp - stage : micro_per_rank;
-        MemoryEstimate m = estimate_memory(&s, cfg->micro_batch_size, l0, l1, stage == 0, stage == pp - 1, in_flight,
-                                           cfg->zero ? dp : 1);
-        double total = m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.activation_bytes;
-        fprintf(out, "  stage %d (layers %d-%d): params %s, grads %s, AdamW %s, activations %s (%d in flight) = %s per rank (fp32)\n",
-                stage, l0, l1 - 1, bytes_h(m.params_bytes, b1), bytes_h(m.grads_bytes, b2), bytes_h(m.optimizer_bytes, b3),
-                bytes_h(m.activation_bytes, b4), in_flight, bytes_h(total, b5));
+    Config at = *cfg;
+    at.pp = pp;
+    Error err = {0};
+    double need = -1;
+    int busiest = 0;
+    if (check_topology(&at, dp * pp, &err)) {
+        fprintf(out, "memory per rank: not estimated: %s\n", err.msg);
+    } else {
+        char mode[64];   // what the figures depend on beyond the shape and topology
+        snprintf(mode, sizeof mode, "%s%s", recompute_name(cfg->recompute), cfg->attention_fused ? ", attention fused" : "");
+        char b[8][32];
+        for (int stage = 0; stage < pp; stage++) {
+            MemoryEstimate m = estimate_memory(&at, dp, pp, stage);
+            fprintf(out, "  stage %d (layers %d-%d): params %s, grads %s, AdamW %s, activations %s (%d in flight), other %s, "
+                         "trace scratch %s = %s per rank (fp32, recompute %s)\n",
+                    stage, m.layer_begin, m.layer_end - 1, bytes_h(m.params_bytes, b[0]), bytes_h(m.grads_bytes, b[1]),
+                    bytes_h(m.optimizer_bytes, b[2]), bytes_h(m.activation_bytes, b[3]), m.in_flight, bytes_h(m.other_bytes, b[4]),
+                    bytes_h(m.transient_bytes, b[5]), bytes_h(m.peak_bytes, b[6]), mode);
+            if (m.gpu_need_bytes > need) { need = m.gpu_need_bytes; busiest = stage; }
+        }
+        MemoryEstimate m = estimate_memory(&at, dp, pp, busiest);
+        fprintf(out, "GPU need per rank: %s (stage %d: %s allocated + %s CUDA workspace allowance + %s start-up or trace "
+                     "temporary; fp32, recompute %s)\n",
+                bytes_h(need, b[0]), busiest, bytes_h(m.allocated_bytes, b[1]), bytes_h(m.gpu_extra_bytes, b[2]),
+                bytes_h(m.gpu_need_bytes - m.allocated_bytes - m.gpu_extra_bytes, b[3]), mode);
     }
     fprintf(out, "pipeline bubble (p-1)/(m+p-1) = (%d-1)/(%d+%d-1) = %.4f\n", pp, micro_per_rank, pp,
             (double)(pp - 1) / (micro_per_rank + pp - 1));
+    return need;
 }
 
 int print_data_info(const Config *cfg, FILE *out, Error *err) {

@@ -4,7 +4,9 @@
 #include "config.h"
 
 // dp, pp: topology to report per-rank memory for (pp 0 = parallel.pp of the config, dp 0 = 1).
-void print_info(const Config *cfg, int dp, int pp, FILE *out);
+// Returns the bytes the busiest rank needs on a GPU (the memory gate's figure), or -1 when the
+// topology cannot run the config (the reason is printed).
+double print_info(const Config *cfg, int dp, int pp, FILE *out);
 
 // `entrank info --data`: opens the train and validation sources (headers only, as data_open does)
 // and prints per source its tokens, windows per epoch, samples and epochs in the run and the

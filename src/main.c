@@ -75,9 +75,26 @@ int main(int argc, char **argv) {
                 return EXIT_BAD_INPUT;
             }
         }
-        print_info(&cfg, args.dp, args.pp, stdout);
+        double need = print_info(&cfg, args.dp, args.pp, stdout);
         if (data_text) fputs(data_text, stdout);
         free(data_text);
+        if (args.gpu_memory_gib > 0) {
+            // The memory gate: a rank may use 90% of its GPU's memory; the rest is headroom for
+            // what no estimate sees (allocator fragmentation, library growth).
+            double budget = args.gpu_memory_gib * 1024.0 * 1024 * 1024, gib = 1024.0 * 1024 * 1024;
+            if (need < 0) {
+                fprintf(stderr, "entrank: --gpu-memory-gib: no memory estimate for this topology (see the \"memory per rank\" line)\n");
+                return EXIT_BAD_INPUT;
+            }
+            if (need > 0.9 * budget) {
+                fprintf(stderr, "entrank: %s: needs %.1f GiB per rank (fp32, train.recompute \"%s\"), more than 90%% of the "
+                                "%.1f GiB budget (%.1f GiB); try train.recompute, a smaller train.micro_batch_size or a larger pp\n",
+                        args.config_path ? args.config_path : "config", need / gib, recompute_name(cfg.recompute),
+                        args.gpu_memory_gib, 0.9 * budget / gib);
+                return EXIT_BAD_INPUT;
+            }
+            printf("memory gate: %.1f GiB per rank fits 90%% of %.1f GiB (%.1f GiB)\n", need / gib, args.gpu_memory_gib, 0.9 * budget / gib);
+        }
         return EXIT_DONE;
     }
 

@@ -248,11 +248,12 @@ double sga_extra_flops_per_token(const ModelShape *s) {
     return 3.0 * s->n_layer * s->n_head * (dct + mlp + 20 * T);
 }
 
-static void sga_extra_memory(const ModelShape *s, int B, double *saved_per_layer, double *scratch) {
-    SgaOptions o = sga_options(s->cfg);
-    double R = (double)B * s->n_head * s->seq_len, T = s->seq_len, De = o.embed, Hg = o.hidden;
-    *saved_per_layer += 4 * R * T + 4 * R + R * (De + 4) + 2 * R * Hg;
-    *scratch += 5 * R * T + R * (De + 4) + 2 * R * Hg + 4 * R;   // dlogits and the slice scratch
+// On CUDA the DCT of one layer's R = B NH T rows runs as one batched real FFT (cuda/dct.cu,
+// dct_fft) in a scratch buffer of the reordered rows (R T floats), their half spectra (R (T/2+1)
+// complex, about R T floats) and cuFFT's work area (taken as the same again): 3 R T fp32.
+static double sga_gpu_workspace_bytes(const ModelShape *s, int B) {
+    double R = (double)B * s->n_head * s->seq_len;
+    return 3 * R * s->seq_len * 4;
 }
 
 const AttentionVariant ATTENTION_SGA = {
@@ -267,6 +268,6 @@ const AttentionVariant ATTENTION_SGA = {
     .core_backward = attn_core_backward,
     .layer_probs = attn_core_layer_probs,
     .extra_flops_per_token = sga_extra_flops_per_token,
-    .extra_memory = sga_extra_memory,
+    .gpu_workspace_bytes = sga_gpu_workspace_bytes,
     .fused_form = &ATTENTION_SGA_TILED,
 };

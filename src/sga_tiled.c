@@ -16,10 +16,10 @@
 //
 // Per layer the slot keeps only a record of the last core_forward call (q, k, the parameters, the
 // scale), no tensor. The traces and head pruning read the attention weights and the SGA rows:
-// layer_probs recomputes one layer's weights tile by tile into a (B,NH,T,T) buffer allocated on
-// its first call (trace steps and head-entropy evaluation only; kept from then on until the slot
-// is freed, so a traced run's peak holds one layer's weights), and sga_trace_layer recomputes the
-// rows tile by tile and sums them on the host.
+// layer_probs recomputes one layer's weights tile by tile into a (B,NH,T,T) buffer allocated with
+// the slot when trace.every > 0 (so the counted allocations include it), else on its first call
+// (head-entropy evaluation); kept until the slot is freed. sga_trace_layer recomputes the rows
+// tile by tile and sums them on the host.
 #include "sga.h"
 #include <math.h>
 #include "common.h"
@@ -89,6 +89,9 @@ static void *sga_tiled_slot_create(const Backend *be, const ModelShape *s, int n
     ALLOC(rows.stats, R * 4); ALLOC(rows.U, R * (De + 4)); ALLOC(rows.hpre, R * Hg); ALLOC(rows.h, R * Hg);
     ALLOC(w.z, TT); ALLOC(w.y, TT); ALLOC(w.dspec, TT); ALLOC(w.dgate, TT);
     ALLOC(w.dU, R * (De + 4)); ALLOC(w.dh, R * Hg); ALLOC(w.dhpre, R * Hg); ALLOC(w.dstats, R * 4);
+    // The traces' one-layer weights: with the slot when trace.every > 0, so the trainer's counted
+    // allocations (memory_estimate.c) include them; else at the first layer_probs (evaluation).
+    if (s->cfg->trace_every > 0) ALLOC(layer_probs, (size_t)B * s->n_head * T * T);
 #undef ALLOC
     return slot;
 }
@@ -223,16 +226,11 @@ void sga_tiled_trace_layer(const void *slot_, const LayerCall *c, double *alpha_
     free(stats); free(gate);
 }
 
-// Relative to the materialised core that flops.c's estimate assumes (hence the negative terms):
-// no (B,NH,T,T) weights kept per layer, none of the core's three (B,NH,T,T) scratch tensors; the
-// tile scratch instead, in fp32 elements, and with traces on the layer_probs buffer of one layer.
-static void sga_tiled_extra_memory(const ModelShape *s, int B, double *saved_per_layer, double *scratch) {
+// cuFFT's DCT scratch (sga.c's rule, 3 R T fp32) for the rows of one tile, not of the whole layer.
+static double sga_tiled_gpu_workspace_bytes(const ModelShape *s, int B) {
     SgaOptions o = sga_options(s->cfg);
-    double maps = (double)B * s->n_head * s->seq_len * s->seq_len;
-    int tile = tile_pairs(s->cfg, &o, sizeof(float), s->seq_len, B * s->n_head);
-    *saved_per_layer -= maps;
-    *scratch += (double)tile * (double)tile_elements_per_pair(&o, (size_t)s->seq_len) - 3 * maps;
-    if (s->cfg->trace_every > 0) *scratch += maps;
+    double R = (double)tile_pairs(s->cfg, &o, sizeof(float), s->seq_len, B * s->n_head) * s->seq_len;
+    return 3 * R * s->seq_len * 4;
 }
 
 const AttentionVariant ATTENTION_SGA_TILED = {
@@ -246,5 +244,5 @@ const AttentionVariant ATTENTION_SGA_TILED = {
     .layer_probs = sga_tiled_layer_probs,
     // Model FLOPs, as for the materialised form (the recomputation is not counted, as MFU goes).
     .extra_flops_per_token = sga_extra_flops_per_token,
-    .extra_memory = sga_tiled_extra_memory,
+    .gpu_workspace_bytes = sga_tiled_gpu_workspace_bytes,
 };

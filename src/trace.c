@@ -236,6 +236,15 @@ static void snapshot_layer(TraceRecord *r, const Model *m, const Activations *a,
     }
 }
 
+size_t trace_scratch_numel(const ModelShape *s, int B) {
+    size_t T = (size_t)s->seq_len, H = (size_t)s->n_head, C = (size_t)s->d_model;
+    size_t maps = T * T + H * H;      // map_stats: aat and gram
+    size_t cov = C * C;               // stream_rank_and_token_cos: the covariance
+    size_t ent = (size_t)B * H * T;   // model_head_entropies: the row entropies
+    size_t n = maps > cov ? maps : cov;
+    return ent > n ? ent : n;
+}
+
 void trace_forward(TraceRecord *r, const Model *m, Activations *a) {
     int B = a->B, H = r->H;
     double *ent = xmalloc(sizeof(double) * a->n_local * B * H);

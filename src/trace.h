@@ -36,6 +36,9 @@ void trace_clear(TraceRecord *r);
 
 // Forward-side traces of this stage's layers from the micro-batch just run forward.
 void trace_forward(TraceRecord *r, const Model *m, Activations *a);
+// Elements of the largest device temporary a traced step takes (one at a time, freed at once):
+// the estimate's transient part (memory_estimate.c). Keep it next to the allocations below.
+size_t trace_scratch_numel(const ModelShape *s, int B);
 
 // Gradient diversity of this stage's layers from the step's gradients (collective over dp when
 // they are not reduced yet, ZeRO-1), then the world sum that completes the record.

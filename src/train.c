@@ -66,29 +66,12 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
     if (!t->val_data) { data_close(t->train_data); return -1; }
     // validate_run (validate.c) has checked the vocabulary the data needs and every token id.
 
-    // Layers split as evenly as possible: stage s holds [L s / pp, L (s+1) / pp).
-    ModelShape shape = model_shape_from_config(cfg);
-    int pp = comm->pp, s = comm->stage;
-    int l0 = (int)((long)shape.n_layer * s / pp), l1 = (int)((long)shape.n_layer * (s + 1) / pp);
-    size_t multiple = cfg->zero ? (size_t)comm->dp * 16 : 1;
-    model_init(&t->model, be, shape, l0, l1, s == 0, s == pp - 1, multiple);
+    trainer_alloc_state(t, cfg, be, comm->stage, comm->pp, comm->dp, comm->dp_index);
     model_init_weights(&t->model, cfg->seed);
-
-    t->actions = xcalloc(2 * (size_t)t->micro_batches, sizeof(Action));
     t->attn_temperature = 1.0;
-    t->n_slots = schedule_slots(s, pp, t->micro_batches);
-    t->slots = xcalloc((size_t)t->n_slots, sizeof(Activations));
     t->act_sends = xcalloc((size_t)t->n_slots, sizeof(CommHandle));
     t->grad_sends = xcalloc((size_t)t->n_slots, sizeof(CommHandle));
-    for (int i = 0; i < t->n_slots; i++) activations_init(&t->slots[i], &t->model, t->micro_batch_size);
-
-    if (cfg->zero) {
-        size_t shard = t->model.num_params / (size_t)comm->dp;
-        adam_init(&t->adam, &t->model, (size_t)comm->dp_index * shard, shard);
-        t->shard_grads = be->alloc(shard);
-    } else {
-        adam_init(&t->adam, &t->model, 0, t->model.num_params);
-    }
+    ModelShape shape = t->model.shape;
     // Buckets start during the backward pass unless ZeRO-1 reduce-scatters the whole arena.
     t->reduce_in_backward = !cfg->zero && comm->dp > 1;
     comm->warm_up(comm, stage_io_numel(t), largest_dp_transfer(t), t->model.params[PARAM_WTE].present ? t->model.params[PARAM_WTE].numel : 0);
@@ -98,23 +81,67 @@ int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, E
     t->host_targets = xmalloc(n * sizeof(int32_t));
     t->host_buckets = xmalloc(n * sizeof(int32_t));
     t->host_predictions = xmalloc(n * sizeof(int32_t));
-    t->device_predictions = be->alloc_i32((size_t)t->micro_batch_size * cfg->seq_len);
     t->flops_per_token = flops_per_token(&shape);
     if (cfg->trace_every > 0) trace_init(&t->trace, &shape, t->micro_batch_size, cfg->trace_snapshot_layers, cfg->trace_snapshot_n);
     return 0;
 }
 
-void trainer_free(Trainer *t) {
-    if (!t->model.be) { memset(t, 0, sizeof *t); return; }   // freed before the model was built
-    if (t->trace.L) trace_free(&t->trace);
+// Every device buffer of the rank, in one place: the stage's model (parameters, gradients, the
+// hooks' state), the schedule's activation slots, AdamW's moments (the ZeRO-1 shard and its
+// gradient buffer, if sharded) and the trainer's own buffers. Allocation only, no upload and no op:
+// estimate_memory (memory_estimate.c) runs this very function on a counting backend, so the
+// estimate and the allocations cannot drift apart.
+void trainer_alloc_state(Trainer *t, const Config *cfg, const Backend *be, int stage, int pp, int dp, int dp_index) {
+    t->cfg = cfg;
+    t->be = be;
+    t->micro_batch_size = cfg->micro_batch_size;
+    t->micro_batches = cfg->batch_size / (dp * cfg->micro_batch_size);
+    t->sequences_per_rank = t->micro_batches * t->micro_batch_size;
+    // Layers split as evenly as possible: stage s holds [L s / pp, L (s+1) / pp).
+    ModelShape shape = model_shape_from_config(cfg);
+    int l0 = (int)((long)shape.n_layer * stage / pp), l1 = (int)((long)shape.n_layer * (stage + 1) / pp);
+    size_t multiple = cfg->zero ? (size_t)dp * 16 : 1;
+    model_init(&t->model, be, shape, l0, l1, stage == 0, stage == pp - 1, multiple);
+
+    t->actions = xcalloc(2 * (size_t)t->micro_batches, sizeof(Action));
+    t->n_slots = schedule_slots(stage, pp, t->micro_batches);
+    t->slots = xcalloc((size_t)t->n_slots, sizeof(Activations));
+    for (int i = 0; i < t->n_slots; i++) activations_init(&t->slots[i], &t->model, t->micro_batch_size);
+
+    if (cfg->zero) {
+        size_t shard = t->model.num_params / (size_t)dp;
+        adam_init(&t->adam, &t->model, (size_t)dp_index * shard, shard);
+        t->shard_grads = be->alloc(shard);
+    } else {
+        adam_init(&t->adam, &t->model, 0, t->model.num_params);
+    }
+    t->device_predictions = be->alloc_i32((size_t)t->micro_batch_size * cfg->seq_len);
+}
+
+size_t trainer_warm_up_numel(const Trainer *t) {
+    size_t n = stage_io_numel(t), dp_n = largest_dp_transfer(t);
+    size_t tie_n = t->model.params[PARAM_WTE].present ? t->model.params[PARAM_WTE].numel : 0;
+    if (dp_n > n) n = dp_n;
+    return tie_n > n ? tie_n : n;
+}
+
+void trainer_free_state(Trainer *t) {
     adam_free(&t->adam, &t->model);
     if (t->shard_grads) t->be->free(t->shard_grads);
     for (int i = 0; i < t->n_slots; i++) activations_free(&t->slots[i], &t->model);
-    free(t->slots); free(t->act_sends); free(t->grad_sends); free(t->actions);
+    free(t->slots); free(t->actions);
+    t->be->free(t->device_predictions);
     model_free(&t->model);
+    t->slots = NULL; t->actions = NULL; t->shard_grads = NULL; t->device_predictions = NULL; t->n_slots = 0;
+}
+
+void trainer_free(Trainer *t) {
+    if (!t->model.be) { memset(t, 0, sizeof *t); return; }   // freed before the model was built
+    if (t->trace.L) trace_free(&t->trace);
+    free(t->act_sends); free(t->grad_sends);
+    trainer_free_state(t);
     data_close(t->train_data);
     data_close(t->val_data);
-    t->be->free(t->device_predictions);
     free(t->host_tokens); free(t->host_targets); free(t->host_buckets); free(t->host_predictions);
     memset(t, 0, sizeof *t);
 }

@@ -78,6 +78,14 @@ int check_topology(const Config *cfg, int world_size, Error *err);
 
 // Sets up this rank's stage, optimizer and data. Returns -1 with err on bad input (exit 2).
 int trainer_init(Trainer *t, const Config *cfg, const Backend *be, Comm *comm, Error *err);
+// The device state of the rank at (stage of pp, dp_index of dp): the model, the activation slots,
+// AdamW and the trainer's buffers; allocations only (no upload, no op), so that estimate_memory
+// can run it on a counting backend. trainer_init calls it; trainer_free_state frees what it made.
+void trainer_alloc_state(Trainer *t, const Config *cfg, const Backend *be, int stage, int pp, int dp, int dp_index);
+void trainer_free_state(Trainer *t);
+// Elements of the largest message of the start-up Comm warm-up (comm->warm_up), whose NCCL form
+// holds twice that in a temporary device buffer.
+size_t trainer_warm_up_numel(const Trainer *t);
 void trainer_free(Trainer *t);
 
 // One optimizer step on the global batch of `step` (0-based), collectively over all ranks. A

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "flops.h"
+#include "memory_estimate.h"
 #include "peak.h"
 #include "checkpoint.h"
 #include "metrics.h"
@@ -244,6 +245,16 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
         StepResult r;
         if (trainer_step(t, step, &r, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
         double dt = now_seconds() - t0;
+        if (log && step == setup->start_step) {
+            // The backend's measured high-water mark (initialisation and a whole step, traced at
+            // step 0) next to `entrank info`'s figure for this rank's stage.
+            size_t peak = 0;
+            t->be->memory_stats(NULL, &peak);
+            MemoryEstimate e = estimate_memory(cfg, t->comm->dp, t->comm->pp, t->comm->stage);
+            runlog(log, "memory: backend allocation peak %.2f MiB after the first step; estimated %.2f MiB (stage %d, fp32, "
+                   "recompute %s): %+.2f%%\n", peak / 1048576.0, e.peak_bytes / 1048576.0, t->comm->stage,
+                   recompute_name(cfg->recompute), 100.0 * ((double)peak - e.peak_bytes) / e.peak_bytes);
+        }
         // The first steps pay for page faults and thread start-up: keep them out of the ETA.
         if (step >= 2) { steps_time += dt; timed_steps++; }
         int last = step == t->total_steps - 1;

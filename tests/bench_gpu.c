@@ -21,6 +21,7 @@
 #include "comm.h"
 #include "config.h"
 #include "flops.h"
+#include "memory_estimate.h"
 #include "peak.h"
 #include "timer.h"
 #include "train.h"
@@ -93,9 +94,9 @@ static int load(const Bench *b, int micro_batch, Config *cfg) {
 }
 
 static double estimated_bytes(const Config *cfg) {
-    ModelShape s = model_shape_from_config(cfg);
-    MemoryEstimate m = estimate_memory(&s, cfg->micro_batch_size, 0, s.n_layer, 1, 1, 1, 1);
-    return m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.activation_bytes;
+    // One rank holding the whole model (the benchmark runs a single GPU).
+    MemoryEstimate m = estimate_memory(cfg, 1, 1, 0);
+    return m.peak_bytes;
 }
 
 // The largest power-of-two micro-batch dividing the per-GPU batch that fits every benchmark of a

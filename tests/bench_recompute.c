@@ -1,6 +1,6 @@
 // bench_recompute: what train.recompute costs and saves on the CPU backend.
 //   1. The activation bytes of one micro-batch slot (Activations.bytes: the sizes activations_init
-//      and the modules' slots allocate) per mode, for tiny, tiny-sga, tiny-r3si and sga-48l. The
+//      and the modules' slots allocate) per mode, for tiny, tiny-sga, tiny-r3si and gpt-48l-768. The
 //      sizes come from a backend that counts allocations without making them, so that the 48-layer
 //      model needs no memory here.
 //   2. The median step time of each mode, the three trainers stepping in turn in this one process
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <mpi.h>
+#include "backend_count.h"
 #include "comm.h"
 #include "config.h"
 #include "model.h"
@@ -20,29 +21,18 @@
 
 static const char *const MODES[3] = {"none", "attention", "block"};
 
-static char counted_byte;
-static void *count_alloc(size_t n) { (void)n; return &counted_byte; }
-static int32_t *count_alloc_i32(size_t n) { (void)n; return (int32_t *)(void *)&counted_byte; }
-static void count_free(void *p) { (void)p; }
-static void count_zero(void *p, size_t n) { (void)p; (void)n; }
-
 static size_t activation_bytes(const char *config, RecomputeMode mode) {
     static Config cfg;
     Error err = {{0}};
     if (config_load(config, NULL, 0, &cfg, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
     cfg.recompute = mode;
-    // The fp32 CPU backend with allocation (and the arenas' zeroing) replaced by nothing: the
-    // model and the slots only record sizes, Activations.bytes adds them up.
-    static Backend counting;
-    counting = *backend_cpu_f32();
-    counting.alloc = count_alloc;
-    counting.alloc_i32 = count_alloc_i32;
-    counting.free = count_free;
-    counting.zero = count_zero;
+    // The counting backend (src/backend_count.c, what `entrank info` estimates with): the model
+    // and the slots only record sizes, Activations.bytes adds them up.
+    const Backend *counting = backend_count();
     ModelShape s = model_shape_from_config(&cfg);
     Model m;
     Activations a;
-    model_init(&m, &counting, s, 0, s.n_layer, 1, 1, 1);
+    model_init(&m, counting, s, 0, s.n_layer, 1, 1, 1);
     activations_init(&a, &m, cfg.micro_batch_size);
     size_t bytes = a.bytes;
     activations_free(&a, &m);
@@ -51,7 +41,7 @@ static size_t activation_bytes(const char *config, RecomputeMode mode) {
 }
 
 static void bench_memory(void) {
-    const char *configs[] = {"configs/tiny.cfg", "configs/tiny-sga.cfg", "configs/tiny-r3si.cfg", "configs/sga-48l.cfg"};
+    const char *configs[] = {"configs/tiny.cfg", "configs/tiny-sga.cfg", "configs/tiny-r3si.cfg", "configs/gpt-48l-768.cfg"};
     printf("activation bytes of one micro-batch slot, one stage (fp32; Activations.bytes)\n");
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
         size_t b[3];

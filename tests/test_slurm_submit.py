@@ -117,8 +117,105 @@ def test_every_job_file_dry_runs_and_has_a_local_twin():
         m = re.match(r"# (\S+): ", block)
         if not m or "jobs/local/" in m.group(1):
             continue
-        gpus = "(8 GPUs)" if "/sga/" in m.group(1) else "(64 GPUs)"
+        gpus = "(8 GPUs)" if re.search(r"/sga(-780m)?/", m.group(1)) else "(64 GPUs)"
         assert gpus in block, block
+
+
+def test_every_full_scale_job_fits_its_gpus_with_10_percent_headroom():
+    """Every training job at the posts' scale states its GPUs' memory and passes the gate (need at
+    most 90% of it) at the post's batch and sequence length, naming its train.recompute."""
+    full = sorted(p for p in JOBS.rglob("*.toml") if "local" not in p.parts)
+    proc = run_submit("--dry-run", *full)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    blocks = {re.match(r"# (\S+): ", b).group(1): b for b in proc.stdout.split("\n\n") if re.match(r"# (\S+): ", b)}
+    for path in full:
+        text = path.read_text()
+        assert re.search(r"^gpu_memory_gib = 74\.5 ", text, re.M), path
+        if 'kind = "eval"' in text:
+            continue
+        assert re.search(r'^  "train\.recompute=(none|attention|block)",   # \S', text, re.M), f"{path}: no commented train.recompute"
+        m = re.search(r"^# memory: ([0-9.]+) GiB per rank on a GPU \(fp32, train\.recompute (\w+), entrank info\); "
+                      r"fits 90% of resources\.gpu_memory_gib = 74\.5 \(67\.0 GiB\)$", blocks[str(path)], re.M)
+        assert m and float(m.group(1)) <= 0.9 * 74.5, (path, blocks[str(path)])
+        assert f'"train.recompute={m.group(2)}"' in text
+
+
+OVERSIZED = """# a deliberately oversized job: the SGA post's 48 x 768 model without recomputation on 8 x 80GB
+[train]
+config = "configs/sga/sga.cfg"
+set = ["train.device=cuda", "train.recompute=none"]
+run_dir = "RUN"
+[resources]
+nodes = 1
+gpus_per_node = 8
+gpu_memory_gib = 74.5
+time = "24:00:00"
+"""
+
+
+def check_refusal(proc, job):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    m = re.fullmatch(rf"slurm/submit: {re.escape(str(job))}: needs ([0-9.]+) GiB per rank \(fp32, train\.recompute none, dp 8 x pp 1\), "
+                     r"more than 90% of resources\.gpu_memory_gib = 74\.5 \(67\.0 GiB\); fits with: (.*)", lines[0])
+    assert m and float(m.group(1)) > 67.0, lines[0]
+    fits = m.group(2).split("; ")
+    # The cheapest first: recomputation alone, then smaller micro-batches; each with its need.
+    assert fits[0].startswith("train.recompute=attention (") and fits[1].startswith("train.recompute=block ("), fits
+    assert len(fits) == 3 and fits[2].startswith("train.micro_batch_size=8 "), fits
+    for f in fits:
+        assert float(re.search(r"\(([0-9.]+) GiB\)$", f).group(1)) <= 67.0, f
+    assert "JOB1=" not in proc.stdout   # nothing printed as submitted
+
+
+def test_oversized_job_is_refused_by_the_dry_run(tmp_path):
+    job = tmp_path / "oversized.toml"
+    job.write_text(OVERSIZED.replace("RUN", str(tmp_path / "run")))
+    check_refusal(run_submit("--dry-run", job), job)
+    # The same job with a setting the refusal named goes through.
+    proc = run_submit("--dry-run", "--set", "train.recompute=attention", job)
+    assert proc.returncode == 0 and "fits 90% of resources.gpu_memory_gib = 74.5" in proc.stdout, proc.stderr
+
+
+def test_oversized_job_is_refused_before_sbatch_runs(tmp_path):
+    """A real submission checks the gate before any sbatch call: a fake sbatch on PATH records
+    every call, and none is made; no run directory is created."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "sbatch-calls"
+    (bindir / "sbatch").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\necho 4242\n")
+    (bindir / "sbatch").chmod(0o755)
+    job = tmp_path / "oversized.toml"
+    job.write_text(OVERSIZED.replace("RUN", str(tmp_path / "run")))
+    import os
+    proc = run_submit(job, env={"PATH": f"{bindir}:{os.environ['PATH']}"})
+    check_refusal(proc, job)
+    assert not calls.exists() and not (tmp_path / "run").exists()
+    # The fake sbatch does work: a job that fits is submitted through it.
+    proc = run_submit("--set", "train.recompute=attention", job, env={"PATH": f"{bindir}:{os.environ['PATH']}"})
+    assert proc.returncode == 0 and "submitted job 4242" in proc.stdout, proc.stdout + proc.stderr
+    assert calls.read_text().count("slurm/train.sbatch") == 1
+
+
+def test_bad_gpu_memory_field_is_refused(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nconfig = "configs/tiny.cfg"\n[resources]\ngpu_memory_gib = "80GB"\n')
+    proc = run_submit("--dry-run", bad)
+    assert proc.returncode == 2 and f"{bad}: resources.gpu_memory_gib: expected float or int" in proc.stderr, proc.stderr
+    bad.write_text('[train]\nconfig = "configs/tiny.cfg"\n[resources]\ngpu_memory_gib = -1\n')
+    proc = run_submit("--dry-run", bad)
+    assert proc.returncode == 2 and f"{bad}: resources.gpu_memory_gib: must be >= 0" in proc.stderr, proc.stderr
+
+
+def test_info_gate_exits_2_with_one_line(entrank_bin=ROOT / "bin" / "entrank"):
+    cmd = [str(entrank_bin), "info", "-c", "configs/sga/sga.cfg", "--dp", "8", "--gpu-memory-gib", "74.5"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert re.match(r"entrank: configs/sga/sga\.cfg: needs [0-9.]+ GiB per rank \(fp32, train\.recompute \"none\"\), more than 90% "
+                    r"of the 74\.5 GiB budget \(67\.0 GiB\)", proc.stderr), proc.stderr
+    proc = subprocess.run(cmd + ["--set", "train.recompute=attention"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and "memory gate: " in proc.stdout, proc.stderr
 
 
 def test_bad_job_files_are_refused(tmp_path):
