@@ -25,6 +25,15 @@
 
 static __device__ int fused_min(int a, int b) { return a < b ? a : b; }
 
+// a (=) x[base, base + n), b (=) z[base, base + n): one shared tile pair, the block's threads
+// striding over it (the callers put the barriers around it).
+static __device__ void fused_load_tiles(float *a, float *b, const float *x, const float *z, size_t base, int n) {
+    for (int e = threadIdx.x; e < n; e += blockDim.x) {
+        a[e] = x[base + e];
+        b[e] = z[base + e];
+    }
+}
+
 // The shared tiles, at file scope and used by all three kernels: nvcc gives each kernel only what
 // it uses (32 KiB and a little), and the emulated build's check of 48 KiB of __shared__ per file
 // (tests/cuda_emu/emu.mk) sees one set instead of three.
@@ -52,10 +61,7 @@ __global__ static void attn_fused_forward_kernel(float *y, float *lse, float *en
     for (int j0 = 0; j0 < last; j0 += FUSED_ROWS) {
         int nk = fused_min(FUSED_ROWS, last - j0);
         __syncthreads();   // every thread is done with the previous tile
-        for (int e = threadIdx.x; e < nk * hs; e += blockDim.x) {
-            ks[e] = k[off + (size_t)j0 * hs + e];
-            vs[e] = v[off + (size_t)j0 * hs + e];
-        }
+        fused_load_tiles(ks, vs, k, v, off + (size_t)j0 * hs, nk * hs);
         __syncthreads();
         if (!active) continue;
         for (int jj = 0; jj < nk && j0 + jj <= i; jj++) {
@@ -111,10 +117,7 @@ __global__ static void attn_fused_backward_dkdv_kernel(float *dk, float *dv, con
     for (int i0 = k0; i0 < T; i0 += FUSED_ROWS) {
         int nq = fused_min(FUSED_ROWS, T - i0);
         __syncthreads();   // every thread is done with the previous tile
-        for (int e = threadIdx.x; e < nq * hs; e += blockDim.x) {
-            qs[e] = q[off + (size_t)i0 * hs + e];
-            dys[e] = dy[off + (size_t)i0 * hs + e];
-        }
+        fused_load_tiles(qs, dys, q, dy, off + (size_t)i0 * hs, nq * hs);
         if ((int)threadIdx.x < nq) {
             size_t row = off + (size_t)(i0 + threadIdx.x) * hs;
             lses[threadIdx.x] = lse[(size_t)bh * T + i0 + threadIdx.x];
@@ -163,10 +166,7 @@ __global__ static void attn_fused_backward_dq_kernel(float *dq, const float *dy,
     for (int j0 = 0; j0 < last; j0 += FUSED_ROWS) {
         int nk = fused_min(FUSED_ROWS, last - j0);
         __syncthreads();   // every thread is done with the previous tile
-        for (int e = threadIdx.x; e < nk * hs; e += blockDim.x) {
-            ks[e] = k[off + (size_t)j0 * hs + e];
-            vs[e] = v[off + (size_t)j0 * hs + e];
-        }
+        fused_load_tiles(ks, vs, k, v, off + (size_t)j0 * hs, nk * hs);
         __syncthreads();
         if (!active) continue;
         for (int jj = 0; jj < nk && j0 + jj <= i; jj++) {

@@ -15,6 +15,7 @@
 #include "backend.h"
 #include "config.h"
 #include "flops.h"
+#include "memory_estimate.h"
 #include "model.h"
 #include "rng.h"
 
@@ -365,7 +366,14 @@ static void test_variant_wiring(void **state) {
     cfg.attention_fused = 1;
     ModelShape f = model_shape_from_config(&cfg);
     assert_int_equal(model_count_params(&plain).total, model_count_params(&f).total);
-    MemoryEstimate mp = estimate_memory(&plain, 4, 0, ML, 1, 1, 1, 1), mf = estimate_memory(&f, 4, 0, ML, 1, 1, 1, 1);
+    // One rank, micro-batches of 4, untraced (a traced fused run keeps one layer's weights too).
+    cfg.batch_size = cfg.micro_batch_size = 4;
+    cfg.micro_batches = 0;
+    cfg.trace_every = 0;
+    cfg.attention_fused = 0;
+    MemoryEstimate mp = estimate_memory(&cfg, 1, 1, 0);
+    cfg.attention_fused = 1;
+    MemoryEstimate mf = estimate_memory(&cfg, 1, 1, 0);
     double maps = 4.0 * 4 * 2 * 1024 * 1024;   // bytes of one layer's (B,NH,T,T) at B = 4
     printf("# activation estimate at T=1024: materialised %.0f bytes, fused %.0f bytes\n", mp.activation_bytes, mf.activation_bytes);
     assert_true(mp.activation_bytes - mf.activation_bytes > (ML + 3) * maps * 0.99);
