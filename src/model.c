@@ -489,7 +489,7 @@ static void keep_bf16(const Model *m, void *kept, const void *x, size_t n) {
 // a copy (x holds the forward pass's fp32 tensor then). Under the CUDA backend's bf16 GEMM
 // precision cuBLAS rounds its fp32 operands to bf16 to nearest even, so the GEMM sees the same
 // operand values as it would have made of the fp32 tensor; in fp32 GEMMs (the CPU) the difference
-// is that rounding, at most 2^-9 relative per element.
+// is that rounding, at most 2^-8 relative per element (half a bf16 ulp).
 static void restore_bf16(const Model *m, void *x, const void *kept, size_t n) {
     if (kept) m->be->unpack_bf16(x, kept, n);
 }

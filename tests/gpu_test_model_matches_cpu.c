@@ -33,6 +33,15 @@
 // (whose update normalises tiny gradient differences), so the bound grows with the steps.
 #define BF16_GRAD_FACTOR 6.0
 #define BF16_GRAD_FLOOR 2e-3
+// train.activations = "bf16" in the fp32 GEMM precision: both sides round the stored GEMM inputs
+// to bf16 the same way, but the fp32 values they round differ by an ulp here and there (expf,
+// summation order), and an element that sits at a rounding boundary goes to different bf16
+// neighbours, a whole bf16 ulp (up to 2^-7 relative) apart. So the four weight gradients
+// dW = dout^T x whose x may be stored get the bf16 bound BF16_GRAD_FLOOR (1.1e-4 measured under
+// the emulator, post-norm fcproj_w); every other tensor keeps the fp32 one.
+static int reads_stored_input(int id) {
+    return id == PARAM_QKV_W || id == PARAM_ATTPROJ_W || id == PARAM_FC_W || id == PARAM_FCPROJ_W;
+}
 static const struct { double loss, grad, steps; } TOL[2] = {
     [CUDA_GEMM_FP32] = {1e-5, 1e-4, 1e-4},
     [CUDA_GEMM_BF16] = {1e-2, 0 /* per tensor, see above */, 1e-3},
@@ -265,6 +274,7 @@ static void test_model_case(void **state) {
         const ParamInfo *p = &mc->nc.m.params[id];
         if (!p->present) continue;
         double e = grad_error(&mc->nc.m, p, id, gg, gc), bound = TOL[mc->precision].grad;
+        if (mc->nc.a.bf16 && reads_stored_input(id) && bound < BF16_GRAD_FLOOR) bound = BF16_GRAD_FLOOR;
         if (bf16_grads) {
             double e_w = grad_error(&mc->nc.m, p, id, bf16_grads, gc);
             bound = BF16_GRAD_FACTOR * e_w > BF16_GRAD_FLOOR ? BF16_GRAD_FACTOR * e_w : BF16_GRAD_FLOOR;

@@ -214,7 +214,7 @@ static size_t count_differ(const double *a, const double *b, size_t n) {
 }
 
 // bf16 against fp32: what must be bitwise, and the largest error of the stored-input dWs relative
-// to the largest |dW| (each stored x is off by at most 2^-9 relative, so dW by about that).
+// to the largest |dW| (each stored x is off by at most 2^-8 relative, so dW by about that).
 #define DW_TOLERANCE 1e-2
 static void check(Setup setup, const char *label) {
     const Backend *backends[2] = {backend_cpu_f32(), backend_cpu_f64()};
