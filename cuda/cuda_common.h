@@ -37,7 +37,7 @@ CudaContext *cuda_context(void);
 static inline unsigned int ceil_div(size_t a, size_t b) { return (unsigned int)((a + b - 1) / b); }
 
 // Every op `name` of backend.h is the function cuda_name, defined in the file of its kernel family
-// (cuda/<family>.cu: memory, encoder, layernorm, matmul, elementwise, attention, attention_fused, crossentropy,
+// (cuda/<family>.cu: memory, bf16, encoder, layernorm, matmul, elementwise, attention, attention_fused, crossentropy,
 // optimizer, linalg, entropy, sga, dct); backend_cuda.cu builds the op table from the same list.
 #define CUDA_OP_DECLARATION(ret, name, params) ret cuda_##name params;
 BACKEND_OPS(CUDA_OP_DECLARATION)

@@ -15,7 +15,7 @@ static size_t float_bytes(size_t n) { return (n ? n : 1) * sizeof(float); }
 // cudaFreeAsync is not told the size of what it frees, so every live allocation is kept in a table
 // pointer -> bytes (open addressing, linear probing, doubled when half full; deleted entries are
 // re-inserted so no tombstones). Allocations come from the main thread only, so the table and the
-// counters are plain variables. Counted: what alloc, alloc_i32 and cuda_copy's temporary take;
+// counters are plain variables. Counted: what alloc, alloc_i32, alloc_bf16 and cuda_copy's temporary take;
 // not counted: cuBLAS/cuFFT workspace and NCCL buffers (an allowance in the estimate, flops.h).
 typedef struct { void *p; size_t bytes; } AllocEntry;
 static AllocEntry *alloc_table;
@@ -86,6 +86,9 @@ static void *device_alloc_zeroed(size_t bytes) {
 void *cuda_alloc(size_t n) { return device_alloc_zeroed(float_bytes(n)); }
 
 int32_t *cuda_alloc_i32(size_t n) { return (int32_t *)device_alloc_zeroed((n ? n : 1) * sizeof(int32_t)); }
+
+// n bf16 elements (16-bit patterns, 2 bytes each; cuda/bf16.cu packs and unpacks them)
+void *cuda_alloc_bf16(size_t n) { return device_alloc_zeroed((n ? n : 1) * sizeof(uint16_t)); }
 
 // Freed in stream order: work queued before on the stream (every op, and every Comm transfer that
 // was joined to it by a wait) finishes first. cudaFree would synchronise the whole device instead.

@@ -34,10 +34,22 @@ typedef struct Backend Backend;
     OP(void, copy, (void *dst, const void *src, size_t n)) \
     OP(void, synchronize, (void)) \
     \
+    /* ---- bf16 storage (train.activations = "bf16"; CPU twin src/cpu/bf16.inc, CUDA cuda/bf16.cu) */ \
+    /* A bf16 tensor holds n 16-bit patterns (sign, 8 exponent bits, 7 mantissa bits: the top half */ \
+    /* of an fp32) on every backend: 2 bytes an element, counted in memory_stats. It is only ever */ \
+    /* packed into and unpacked from; no other op reads it. */ \
+    OP(void *, alloc_bf16, (size_t n))                                 /* n bf16 elements, zeroed */ \
+    /* dst (n) bf16 = src (n) float tensor rounded to nearest, ties to even (from the backend's own */ \
+    /* element type: the fp64 backend rounds once, from fp64); overflow gives inf, NaN a quiet NaN */ \
+    OP(void, pack_bf16, (void *dst, const void *src, size_t n)) \
+    /* dst (n) float tensor = src (n) bf16, exact */ \
+    OP(void, unpack_bf16, (void *dst, const void *src, size_t n)) \
+    \
     /* ---- allocation high-water mark ---------------------------------------------------------- */ \
-    /* current (bytes held now) and peak (most held at once) over every alloc, alloc_i32 and free */ \
-    /* (and the backend's own temporaries) of this process; either pointer may be NULL. Allocations */ \
-    /* come from the main thread only, so the counters are plain (not atomic) variables. */ \
+    /* current (bytes held now) and peak (most held at once) over every alloc, alloc_i32, */ \
+    /* alloc_bf16 and free (and the backend's own temporaries) of this process; either pointer may */ \
+    /* be NULL. Allocations come from the main thread only, so the counters are plain (not atomic) */ \
+    /* variables. */ \
     OP(void, memory_stats, (size_t *current, size_t *peak)) \
     \
     /* ---- embedding: out[b,t] = wte[tokens[b,t]] + wpe[t] ------------------------------------- */ \
@@ -185,3 +197,5 @@ const Backend *backend_cpu_f64(void);
 
 // Byte offset helper: the device pointer `n` elements past `base`.
 static inline void *be_offset(const Backend *be, void *base, size_t n) { return (char *)base + n * be->elem_size; }
+// The same for a bf16 tensor (alloc_bf16): 2 bytes an element on every backend.
+static inline void *bf16_offset(void *base, size_t n) { return (char *)base + n * 2; }

@@ -27,6 +27,7 @@ static void *take(size_t bytes) {
 
 static void *count_alloc(size_t n) { return take((n ? n : 1) * sizeof(float)); }
 static int32_t *count_alloc_i32(size_t n) { return take((n ? n : 1) * sizeof(int32_t)); }
+static void *count_alloc_bf16(size_t n) { return take((n ? n : 1) * sizeof(uint16_t)); }   // 2 bytes, as on CUDA
 
 static void count_free(void *p) {
     if (!p) return;
@@ -57,6 +58,7 @@ const Backend *backend_count(void) {
         .working_set_bytes = 0,
         .alloc = count_alloc,
         .alloc_i32 = count_alloc_i32,
+        .alloc_bf16 = count_alloc_bf16,
         .free = count_free,
         .memory_stats = count_memory_stats,
     };

@@ -27,6 +27,9 @@ typedef enum { NORM_PRE = 0, NORM_POST = 1 } NormPlacement;
 typedef enum { RECOMPUTE_NONE = 0, RECOMPUTE_ATTENTION = 1, RECOMPUTE_BLOCK = 2 } RecomputeMode;
 // Its value in train.recompute ("none", "attention", "block"; config_schema.c holds the list).
 const char *recompute_name(RecomputeMode mode);
+// How the kept per-layer activations that only feed GEMMs in backward are stored
+// (train.activations): fp32, or bf16 (docs/design.md, "Numerics").
+typedef enum { ACTIVATIONS_FP32 = 0, ACTIVATIONS_BF16 = 1 } ActivationPrecision;
 
 typedef struct {
     // model.*: the shape of the decoder (docs/design.md section 2)
@@ -86,6 +89,7 @@ typedef struct {
     int micro_batch_size;     // sequences per micro-batch on one rank
     int micro_batches;        // micro-batches per step on one rank; 0 = batch_size / (micro_batch_size * dp)
     RecomputeMode recompute;  // "none" | "attention" | "block"
+    ActivationPrecision activations;  // "fp32" | "bf16"
     double lr;
     double min_lr;
     int warmup_steps;

@@ -60,6 +60,9 @@ _Static_assert(sizeof(RecomputeMode) == sizeof(int), "choice-index fields are st
 _Static_assert(RECOMPUTE_NONE == 0 && RECOMPUTE_ATTENTION == 1 && RECOMPUTE_BLOCK == 2, "RECOMPUTE_CHOICES is indexed by RecomputeMode");
 static const char *const RECOMPUTE_CHOICES[] = {"none", "attention", "block", NULL};
 const char *recompute_name(RecomputeMode mode) { return RECOMPUTE_CHOICES[mode]; }
+_Static_assert(sizeof(ActivationPrecision) == sizeof(int), "choice-index fields are stored as int");
+_Static_assert(ACTIVATIONS_FP32 == 0 && ACTIVATIONS_BF16 == 1, "ACTIVATIONS_CHOICES is indexed by ActivationPrecision");
+static const char *const ACTIVATIONS_CHOICES[] = {"fp32", "bf16", NULL};
 #define ATTENTION_VARIANT_NAME(name, object) name,
 static const char *const ATTENTION_CHOICES[] = {ATTENTION_VARIANT_TABLE(ATTENTION_VARIANT_NAME) NULL};
 static const char *const DROP_CHOICES[] = {"none", "layerdrop", "stochastic_depth", NULL};
@@ -132,6 +135,8 @@ const ConfigKey config_schema[] = {
     INT_KEY("train.micro_batches",  micro_batches,     0,           0, M1,               "micro-batches per step on one rank; 0 = batch_size / (micro_batch_size * dp)"),
     CHOICE_INDEX_KEY("train.recompute", recompute, RecomputeMode, RECOMPUTE_NONE, RECOMPUTE_CHOICES,
                      "activation recomputation: none | attention (keep q, k, v; recompute the attention weights in backward) | block (keep each block's input; recompute the block)"),
+    CHOICE_INDEX_KEY("train.activations", activations, ActivationPrecision, ACTIVATIONS_FP32, ACTIVATIONS_CHOICES,
+                     "storage of the kept activations that backward reads only as GEMM inputs (LayerNorm outputs feeding a GEMM, the merged heads, the GELU output): fp32 | bf16 (half the bytes; the rest stays fp32; nothing to store under train.recompute = block)"),
     FLOAT_KEY("train.lr",           lr,                6e-4,        RANGE_OPEN_LO, 0, 1,  "peak learning rate; (0, 1]"),
     FLOAT_KEY("train.min_lr",       min_lr,            6e-5,        RANGE_CLOSED, 0, 1,   "final learning rate of the cosine decay; [0, train.lr]"),
     INT_KEY("train.warmup_steps",   warmup_steps,      100,         0, INT_MAX,          "linear warmup steps; < train.steps"),

@@ -80,21 +80,23 @@ double print_info(const Config *cfg, int dp, int pp, FILE *out) {
     } else {
         char mode[64];   // what the figures depend on beyond the shape and topology
         snprintf(mode, sizeof mode, "%s%s", recompute_name(cfg->recompute), cfg->attention_fused ? ", attention fused" : "");
+        // Every tensor is fp32 but, with train.activations = "bf16", the kept GEMM inputs (model.c)
+        const char *precision = cfg->activations == ACTIVATIONS_BF16 ? "bf16 activations" : "fp32";
         char b[8][32];
         for (int stage = 0; stage < pp; stage++) {
             MemoryEstimate m = estimate_memory(&at, dp, pp, stage);
             fprintf(out, "  stage %d (layers %d-%d): params %s, grads %s, AdamW %s, activations %s (%d in flight), other %s, "
-                         "trace scratch %s = %s per rank (fp32, recompute %s)\n",
+                         "trace scratch %s = %s per rank (%s, recompute %s)\n",
                     stage, m.layer_begin, m.layer_end - 1, bytes_h(m.params_bytes, b[0]), bytes_h(m.grads_bytes, b[1]),
                     bytes_h(m.optimizer_bytes, b[2]), bytes_h(m.activation_bytes, b[3]), m.in_flight, bytes_h(m.other_bytes, b[4]),
-                    bytes_h(m.transient_bytes, b[5]), bytes_h(m.peak_bytes, b[6]), mode);
+                    bytes_h(m.transient_bytes, b[5]), bytes_h(m.peak_bytes, b[6]), precision, mode);
             if (m.gpu_need_bytes > need) { need = m.gpu_need_bytes; busiest = stage; }
         }
         MemoryEstimate m = estimate_memory(&at, dp, pp, busiest);
         fprintf(out, "GPU need per rank: %s (stage %d: %s allocated + %s CUDA workspace allowance + %s start-up or trace "
-                     "temporary; fp32, recompute %s)\n",
+                     "temporary; %s, recompute %s)\n",
                 bytes_h(need, b[0]), busiest, bytes_h(m.allocated_bytes, b[1]), bytes_h(m.gpu_extra_bytes, b[2]),
-                bytes_h(m.gpu_need_bytes - m.allocated_bytes - m.gpu_extra_bytes, b[3]), mode);
+                bytes_h(m.gpu_need_bytes - m.allocated_bytes - m.gpu_extra_bytes, b[3]), precision, mode);
     }
     fprintf(out, "pipeline bubble (p-1)/(m+p-1) = (%d-1)/(%d+%d-1) = %.4f\n", pp, micro_per_rank, pp,
             (double)(pp - 1) / (micro_per_rank + pp - 1));

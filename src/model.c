@@ -328,9 +328,16 @@ void activations_init(Activations *a, const Model *m, int B) {
     // "block" keeps one layer of every block tensor (rebuilt in backward) except the block
     // outputs; "attention" and "block" keep one layer of the variant's (B,NH,T,T) tensors.
     size_t Lb = a->recompute == RECOMPUTE_BLOCK ? 1 : Lc, La = a->recompute == RECOMPUTE_NONE ? Lc : 1;
-    size_t Lpre = s->norm == NORM_PRE ? Lc : Lb, Lpost = s->norm == NORM_POST ? Lc : Lb;   // resid_out, ln2
+    size_t Lpre = s->norm == NORM_PRE ? Lc : Lb;   // resid_out: the block output pre-norm
     a->kept = (int)Lb;
     a->held = -1;
+    // train.activations = "bf16": the tensors backward reads only as a GEMM's input are computed in
+    // fp32 into one layer of scratch (the forward pass reads them there, unchanged), and each
+    // layer's is kept as a bf16 copy, unpacked into the scratch before its GEMM in backward. Under
+    // "block" these tensors are one layer of scratch already, rebuilt in backward: nothing to keep.
+    a->bf16 = s->cfg->activations == ACTIVATIONS_BF16 && a->recompute != RECOMPUTE_BLOCK;
+    size_t Lg = a->bf16 ? 1 : Lb;                                          // ln1, attmerged, fch_gelu
+    size_t Lln2 = s->norm == NORM_POST ? Lc : Lg;   // ln2: the block output post-norm, stays fp32
     // An evaluation pass until the caller says otherwise.
     a->pass = (PassContext){.step = {.training = 0, .step = 0, .loss_scale = 1, .attn_temperature = 1, .micro_batches = 1}};
     size_t floats = 0;
@@ -338,15 +345,23 @@ void activations_init(Activations *a, const Model *m, int B) {
     a->tokens = be->alloc_i32(N);
     a->targets = be->alloc_i32(N);
     ALLOC(input, N * C);
-    ALLOC(ln1, Lb * N * C); ALLOC(ln1_mean, Lb * N); ALLOC(ln1_rstd, Lb * N);
+    ALLOC(ln1, Lg * N * C); ALLOC(ln1_mean, Lb * N); ALLOC(ln1_rstd, Lb * N);
     ALLOC(qkv, Lb * N * 3 * C);
     ALLOC(q, Lb * N * C); ALLOC(k, Lb * N * C); ALLOC(v, Lb * N * C);
     ALLOC(atty, Lb * N * C);
-    ALLOC(attmerged, Lb * N * C);
+    ALLOC(attmerged, Lg * N * C);
     ALLOC(resid_mid, Lb * N * C);
-    ALLOC(ln2, Lpost * N * C); ALLOC(ln2_mean, Lb * N); ALLOC(ln2_rstd, Lb * N);
-    ALLOC(fch, Lb * N * H); ALLOC(fch_gelu, Lb * N * H);
+    ALLOC(ln2, Lln2 * N * C); ALLOC(ln2_mean, Lb * N); ALLOC(ln2_rstd, Lb * N);
+    ALLOC(fch, Lb * N * H); ALLOC(fch_gelu, Lg * N * H);
     ALLOC(resid_out, Lpre * N * C);
+    size_t halves = 0;   // bf16 elements
+    if (a->bf16) {
+        a->ln1_bf16 = be->alloc_bf16(Lc * N * C);
+        a->attmerged_bf16 = be->alloc_bf16(Lc * N * C);
+        a->fch_gelu_bf16 = be->alloc_bf16(Lc * N * H);
+        halves += 2 * Lc * N * C + Lc * N * H;
+        if (s->norm == NORM_PRE) { a->ln2_bf16 = be->alloc_bf16(Lc * N * C); halves += Lc * N * C; }
+    }
     if (m->has_head) {
         ALLOC(lnf, N * C); ALLOC(lnf_mean, N); ALLOC(lnf_rstd, N);
         ALLOC(logits, N * V);
@@ -364,7 +379,7 @@ void activations_init(Activations *a, const Model *m, int B) {
     for (int h = 0; h < m->n_hooks; h++)
         if (m->hooks[h]->slot_create) a->hook_slot[h] = m->hooks[h]->slot_create(m->hook_state[h], be, s, (int)Lc, B, &floats);
     a->block_in = xcalloc(Lc * (size_t)(m->n_hooks + 1) + 1, sizeof(void *));
-    a->bytes = floats * be->elem_size + 2 * N * sizeof(int32_t);
+    a->bytes = floats * be->elem_size + halves * sizeof(uint16_t) + 2 * N * sizeof(int32_t);
 }
 
 void activations_free(Activations *a, const Model *m) {
@@ -373,7 +388,8 @@ void activations_free(Activations *a, const Model *m) {
                     a->atty, a->attmerged, a->resid_mid, a->ln2, a->ln2_mean, a->ln2_rstd, a->fch,
                     a->fch_gelu, a->resid_out, a->lnf, a->lnf_mean, a->lnf_rstd, a->logits, a->losses,
                     a->dresidual, a->dtmp, a->dln, a->dqkv, a->dq, a->dk, a->dv, a->datty,
-                    a->dattmerged, a->dfch, a->dfch_gelu};
+                    a->dattmerged, a->dfch, a->dfch_gelu, a->ln1_bf16, a->attmerged_bf16, a->ln2_bf16,
+                    a->fch_gelu_bf16};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) if (ptrs[i]) be->free(ptrs[i]);
     if (a->attn_slot) m->shape.attention->slot_free(be, a->attn_slot);
     for (int h = 0; h < m->n_hooks; h++)
@@ -386,6 +402,8 @@ void activations_free(Activations *a, const Model *m) {
 typedef struct {
     void *ln1, *ln1_mean, *ln1_rstd, *qkv, *q, *k, *v, *atty, *attmerged, *resid_mid;
     void *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *resid_out;
+    // the layer's bf16 copies of ln1, attmerged, ln2 (B,T,C) and fch_gelu (B,T,H); NULL unless bf16
+    void *ln1_bf16, *attmerged_bf16, *ln2_bf16, *fch_gelu_bf16;
 } LayerActs;
 
 static LayerActs layer_acts(const Model *m, const Activations *a, int li_) {
@@ -395,8 +413,10 @@ static LayerActs layer_acts(const Model *m, const Activations *a, int li_) {
     // The block output (resid_out pre-norm, ln2 post-norm) stays per layer; the rest lives at
     // li % kept (one shared layer under "block").
     size_t out = (size_t)li_, li = (size_t)(li_ % a->kept);
+    // Under bf16 the GEMM-only tensors' fp32 form is one layer of scratch; their copies are per layer.
+    size_t lg = a->bf16 ? 0 : li;
     LayerActs l = {
-        .ln1 = be_offset(be, a->ln1, li * N * C),
+        .ln1 = be_offset(be, a->ln1, lg * N * C),
         .ln1_mean = be_offset(be, a->ln1_mean, li * N),
         .ln1_rstd = be_offset(be, a->ln1_rstd, li * N),
         .qkv = be_offset(be, a->qkv, li * N * 3 * C),
@@ -404,15 +424,21 @@ static LayerActs layer_acts(const Model *m, const Activations *a, int li_) {
         .k = be_offset(be, a->k, li * N * C),
         .v = be_offset(be, a->v, li * N * C),
         .atty = be_offset(be, a->atty, li * N * C),
-        .attmerged = be_offset(be, a->attmerged, li * N * C),
+        .attmerged = be_offset(be, a->attmerged, lg * N * C),
         .resid_mid = be_offset(be, a->resid_mid, li * N * C),
-        .ln2 = be_offset(be, a->ln2, (s->norm == NORM_POST ? out : li) * N * C),
+        .ln2 = be_offset(be, a->ln2, (s->norm == NORM_POST ? out : lg) * N * C),
         .ln2_mean = be_offset(be, a->ln2_mean, li * N),
         .ln2_rstd = be_offset(be, a->ln2_rstd, li * N),
         .fch = be_offset(be, a->fch, li * N * H),
-        .fch_gelu = be_offset(be, a->fch_gelu, li * N * H),
+        .fch_gelu = be_offset(be, a->fch_gelu, lg * N * H),
         .resid_out = be_offset(be, a->resid_out, (s->norm == NORM_PRE ? out : li) * N * C),
     };
+    if (a->bf16) {
+        l.ln1_bf16 = bf16_offset(a->ln1_bf16, out * N * C);
+        l.attmerged_bf16 = bf16_offset(a->attmerged_bf16, out * N * C);
+        l.fch_gelu_bf16 = bf16_offset(a->fch_gelu_bf16, out * N * H);
+        if (a->ln2_bf16) l.ln2_bf16 = bf16_offset(a->ln2_bf16, out * N * C);
+    }
     return l;
 }
 
@@ -453,6 +479,21 @@ static const void **block_inputs(const Model *m, const Activations *a, int li) {
     return a->block_in + (size_t)li * (m->n_hooks + 1);
 }
 
+// ---- bf16 copies (train.activations = "bf16") ---------------------------------------------------
+// kept (n) bf16 = x (n) rounded to nearest even, when the tensor has a bf16 copy (kept not NULL).
+static void keep_bf16(const Model *m, void *kept, const void *x, size_t n) {
+    if (kept) m->be->pack_bf16(kept, x, n);
+}
+
+// x (n) = the kept bf16 copy, exactly, before the GEMM in backward that reads x; nothing without
+// a copy (x holds the forward pass's fp32 tensor then). Under the CUDA backend's bf16 GEMM
+// precision cuBLAS rounds its fp32 operands to bf16 to nearest even, so the GEMM sees the same
+// operand values as it would have made of the fp32 tensor; in fp32 GEMMs (the CPU) the difference
+// is that rounding, at most 2^-8 relative per element (half a bf16 ulp).
+static void restore_bf16(const Model *m, void *x, const void *kept, size_t n) {
+    if (kept) m->be->unpack_bf16(x, kept, n);
+}
+
 // ---- forward ----------------------------------------------------------------------------------
 
 static AttnCall attention_call(const Model *m, Activations *a, int li, ModuleCall *mc) {
@@ -479,6 +520,7 @@ static void attention_forward(Model *m, Activations *a, LayerActs *l, int li, co
     s->attention->core_forward(s->attention, a->attn_slot, &c, l->q, l->k, l->v, l->atty); // (B,NH,T,hs)
     if (m->head_mask) be->head_mask_apply(l->atty, be_offset(be, m->head_mask, (size_t)li * NH), B, NH, T, hs);
     be->heads_merge(l->attmerged, l->atty, B, T, NH, hs);                                // (B,T,C)
+    keep_bf16(m, l->attmerged_bf16, l->attmerged, (size_t)N * C);                      // (B,T,C) bf16
     be->matmul_forward(out, l->attmerged, model_param(m, PARAM_ATTPROJ_W, layer), model_param(m, PARAM_ATTPROJ_B, layer), N, C, C);
 }
 
@@ -488,6 +530,7 @@ static void mlp_forward(Model *m, LayerActs *l, int layer, int N, const void *x,
     int C = m->shape.d_model, H = m->shape.mlp_hidden;
     be->matmul_forward(l->fch, x, model_param(m, PARAM_FC_W, layer), model_param(m, PARAM_FC_B, layer), N, C, H); // (B,T,H)
     be->gelu_forward(l->fch_gelu, l->fch, (size_t)N * H);                                                        // (B,T,H)
+    keep_bf16(m, l->fch_gelu_bf16, l->fch_gelu, (size_t)N * H);                                                 // (B,T,H) bf16
     be->matmul_forward(out, l->fch_gelu, model_param(m, PARAM_FCPROJ_W, layer), model_param(m, PARAM_FCPROJ_B, layer), N, H, C);
 }
 
@@ -542,9 +585,11 @@ static void block_body_forward(Model *m, Activations *a, int li, const void *x, 
     if (m->shape.norm == NORM_PRE) {
         // x' = x + Attn(LN1(x)); out = x' + MLP(LN2(x'))
         be->layernorm_forward(l.ln1, l.ln1_mean, l.ln1_rstd, x, model_param(m, PARAM_LN1_W, layer), model_param(m, PARAM_LN1_B, layer), N, C);
+        keep_bf16(m, l.ln1_bf16, l.ln1, (size_t)N * C);   // the qkv GEMM's input
         attention_forward(m, a, &l, li, l.ln1, a->dtmp, rebuild);
         add_branch(m, a, gains, l.resid_mid, x);
         be->layernorm_forward(l.ln2, l.ln2_mean, l.ln2_rstd, l.resid_mid, model_param(m, PARAM_LN2_W, layer), model_param(m, PARAM_LN2_B, layer), N, C);
+        keep_bf16(m, l.ln2_bf16, l.ln2, (size_t)N * C);   // the MLP's input
         mlp_forward(m, &l, layer, N, l.ln2, a->dtmp);
         add_branch(m, a, gains, l.resid_out, l.resid_mid);
     } else {
@@ -552,6 +597,9 @@ static void block_body_forward(Model *m, Activations *a, int li, const void *x, 
         attention_forward(m, a, &l, li, x, a->dtmp, rebuild);
         add_branch(m, a, gains, l.resid_mid, x);
         be->layernorm_forward(l.ln1, l.ln1_mean, l.ln1_rstd, l.resid_mid, model_param(m, PARAM_LN1_W, layer), model_param(m, PARAM_LN1_B, layer), N, C);
+        // the MLP's input and the stream into its residual add, but backward reads it only as the
+        // MLP's input (its LayerNorm backward reads resid_mid and resid_out)
+        keep_bf16(m, l.ln1_bf16, l.ln1, (size_t)N * C);
         mlp_forward(m, &l, layer, N, l.ln1, a->dtmp);
         add_branch(m, a, gains, l.resid_out, l.ln1);
         be->layernorm_forward(l.ln2, l.ln2_mean, l.ln2_rstd, l.resid_out, model_param(m, PARAM_LN2_W, layer), model_param(m, PARAM_LN2_B, layer), N, C);
@@ -719,6 +767,7 @@ static void attention_backward(Model *m, Activations *a, LayerActs *l, int li, c
     // from the kept q, k, v into the slot's one-layer scratch; "block" rebuilt the whole block.
     if (a->recompute == RECOMPUTE_ATTENTION) attention_core_rebuild(m, a, l, li);
     be->zero(a->dattmerged, nhead);
+    restore_bf16(m, l->attmerged, l->attmerged_bf16, nhead);
     be->matmul_backward(a->dattmerged, model_grad(m, PARAM_ATTPROJ_W, layer), model_grad(m, PARAM_ATTPROJ_B, layer), dout,
                         l->attmerged, model_param(m, PARAM_ATTPROJ_W, layer), N, C, C);
     be->heads_merge_backward(a->datty, a->dattmerged, B, T, NH, hs);
@@ -734,6 +783,7 @@ static void mlp_backward(Model *m, Activations *a, LayerActs *l, int layer, cons
     const Backend *be = m->be;
     int C = m->shape.d_model, H = m->shape.mlp_hidden, N = a->B * a->T;
     be->zero(a->dfch_gelu, (size_t)N * H);
+    restore_bf16(m, l->fch_gelu, l->fch_gelu_bf16, (size_t)N * H);
     be->matmul_backward(a->dfch_gelu, model_grad(m, PARAM_FCPROJ_W, layer), model_grad(m, PARAM_FCPROJ_B, layer), dout,
                         l->fch_gelu, model_param(m, PARAM_FCPROJ_W, layer), N, H, C);
     be->zero(a->dfch, (size_t)N * H);
@@ -756,10 +806,12 @@ static void block_backward(Model *m, Activations *a, int li) {
     if (m->shape.norm == NORM_PRE) {
         // The residual gradient passes straight through both adds; each branch adds its share.
         be->zero(a->dln, n);
+        restore_bf16(m, l.ln2, l.ln2_bf16, n);
         mlp_backward(m, a, &l, layer, l.ln2, gained(m, a, gains, a->dtmp, a->dresidual), a->dln);
         be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LN2_W, layer), model_grad(m, PARAM_LN2_B, layer), a->dln,
                                l.resid_mid, model_param(m, PARAM_LN2_W, layer), l.ln2_mean, l.ln2_rstd, N, C);
         be->zero(a->dln, n);
+        restore_bf16(m, l.ln1, l.ln1_bf16, n);
         attention_backward(m, a, &l, li, l.ln1, gained(m, a, gains, a->dtmp, a->dresidual), a->dln);
         be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LN1_W, layer), model_grad(m, PARAM_LN1_B, layer), a->dln,
                                x, model_param(m, PARAM_LN1_W, layer), l.ln1_mean, l.ln1_rstd, N, C);
@@ -769,6 +821,7 @@ static void block_backward(Model *m, Activations *a, int li) {
         be->layernorm_backward(a->dtmp, model_grad(m, PARAM_LN2_W, layer), model_grad(m, PARAM_LN2_B, layer), a->dresidual,
                                l.resid_out, model_param(m, PARAM_LN2_W, layer), l.ln2_mean, l.ln2_rstd, N, C);
         // dtmp is read before it is accumulated into
+        restore_bf16(m, l.ln1, l.ln1_bf16, n);
         mlp_backward(m, a, &l, layer, l.ln1, gained(m, a, gains, a->dln, a->dtmp), a->dtmp);
         be->zero(a->dresidual, n);
         be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LN1_W, layer), model_grad(m, PARAM_LN1_B, layer), a->dtmp,

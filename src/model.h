@@ -146,6 +146,9 @@ typedef struct {
                             // (then only the block outputs stay per layer: the next block's input)
     int held;               // under recomputation: the local layer whose tensors the one-layer scratch
                             // holds now (-1: none); the last layer's survive the forward pass
+    int bf16;               // train.activations = "bf16" (and not "block"): the GEMM-only tensors below
+                            // (ln1, attmerged, fch_gelu; ln2 pre-norm) are one fp32 layer of scratch,
+                            // and every layer's copy is kept in bf16 (*_bf16)
     PassContext pass;       // set by the caller before model_forward; backward uses the same
     int32_t *tokens;        // (B,T) device
     int32_t *targets;       // (B,T) device, -1 = no loss
@@ -159,6 +162,11 @@ typedef struct {
     void *ln2, *ln2_mean, *ln2_rstd;      // (Lc,B,T,C), (Lc,B,T), (Lc,B,T)
     void *fch, *fch_gelu;                 // (Lc,B,T,H)
     void *resid_out;                      // (Lc,B,T,C) attention-residual + MLP
+    // bf16 copies (alloc_bf16) of the tensors backward reads only as a GEMM's input, NULL unless
+    // bf16: the weight gradient dW = dout^T x of the GEMM each feeds. ln2_bf16 pre-norm only (post-
+    // norm, ln2 is the block output: the residual stream stays fp32)
+    void *ln1_bf16, *attmerged_bf16, *ln2_bf16;   // (Lc,B,T,C) each
+    void *fch_gelu_bf16;                          // (Lc,B,T,H)
     void *lnf, *lnf_mean, *lnf_rstd;      // (B,T,C), (B,T), (B,T)
     void *logits;                         // (B,T,V); softmax probabilities after the forward pass
     void *losses;                         // (B,T)

@@ -1,5 +1,6 @@
-// gpu_test_core_ops_match_cpu.c: the core kernel families of the CUDA backend (memory, encoder,
-// layernorm, matmul, elementwise, cross-entropy, reductions and AdamW) against their CPU twins.
+// gpu_test_core_ops_match_cpu.c: the core kernel families of the CUDA backend (memory, bf16
+// storage, encoder, layernorm, matmul, elementwise, cross-entropy, reductions and AdamW) against
+// their CPU twins.
 //
 // Each test builds random host inputs of realistic, deliberately odd sizes, uploads the same data
 // to the CUDA backend and to the fp32 CPU backend, runs the op on both and asserts the
@@ -484,9 +485,107 @@ static void test_adamw_update(void **state) {
     free(hv);
 }
 
+// ---- bf16 storage (train.activations = "bf16") ------------------------------------------------
+// Packing rounds on the bit pattern on both sides (cuda/bf16.cu, src/cpu/bf16.inc), so the GPU and
+// the CPU agree bit for bit: every fp32 pattern class (normals of every binade, exact ties,
+// subnormals, +-0, +-inf, NaNs with payloads) through pack and unpack, compared as bytes.
+enum { BF16_N = 4099 };
+
+static float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
+
+static void test_bf16_pack_unpack(void **state) {
+    (void)state;
+    float *host = malloc(BF16_N * sizeof *host);
+    for (size_t i = 0; i < BF16_N; i++) {
+        uint32_t u = (uint32_t)rng_hash3(120, 1, i);
+        if (i % 4 == 0) u = (u & 0xFFFF0000u) | 0x8000u;                       // an exact tie
+        if (i % 16 == 1) u &= 0x807FFFFFu;                                      // a subnormal (or 0)
+        if (i % 64 == 2) u |= 0x7F800000u;                                      // inf or a NaN
+        host[i] = bits_to_float(u);
+    }
+    host[3] = 0.0f; host[5] = -0.0f; host[7] = INFINITY; host[9] = -INFINITY; host[11] = NAN;
+    Pair x = pair_from(host, BF16_N);
+    size_t before = 0, after = 0;
+    gpu->memory_stats(&before, NULL);
+    void *hg = gpu->alloc_bf16(BF16_N), *hc = cpu->alloc_bf16(BF16_N);
+    gpu->memory_stats(&after, NULL);
+    assert_int_equal(after - before, 2 * BF16_N);   // 2 bytes an element in the allocation table
+    gpu->pack_bf16(hg, x.g, BF16_N);
+    cpu->pack_bf16(hc, x.c, BF16_N);
+    // into a range at an odd offset too: only that range changes
+    gpu->pack_bf16(bf16_offset(hg, 101), be_offset(gpu, x.g, 7), 999);
+    cpu->pack_bf16(bf16_offset(hc, 101), be_offset(cpu, x.c, 7), 999);
+    Pair y = pair_garbage(BF16_N, 121);
+    gpu->unpack_bf16(y.g, hg, BF16_N);
+    cpu->unpack_bf16(y.c, hc, BF16_N);
+    float *g = gpu_get(gpu, y.g, BF16_N), *c = gpu_get(cpu, y.c, BF16_N);
+    size_t differ = 0, not_bf16 = 0;
+    for (size_t i = 0; i < BF16_N; i++) {
+        uint32_t ug, uc;
+        memcpy(&ug, &g[i], sizeof ug);
+        memcpy(&uc, &c[i], sizeof uc);
+        differ += ug != uc;
+        not_bf16 += (ug & 0xFFFFu) != 0;
+    }
+    printf("# %-26s %d values (ties, subnormals, inf, NaN): %zu differ from the CPU bitwise, %zu not bf16\n", "bf16_pack_unpack",
+           BF16_N, differ, not_bf16);
+    assert_int_equal(differ, 0);
+    assert_int_equal(not_bf16, 0);
+    assert_true(g[3] == 0.0f && !signbit(g[3]) && g[5] == 0.0f && signbit(g[5]));
+    assert_true(isinf(g[7]) && g[7] > 0 && isinf(g[9]) && g[9] < 0 && isnan(g[11]));
+    free(g); free(c); free(host);
+    gpu->free(hg); cpu->free(hc);
+    pair_free(x); pair_free(y);
+}
+
+// Why storing a GEMM's input in bf16 costs nothing on the GPU: under CUDA_GEMM_BF16 cuBLAS rounds
+// its fp32 operands to bf16 to nearest even, so a GEMM fed unpack(pack(x)) computes bit for bit
+// what it computes from x. Checked on the dense layer, forward and backward (dweight is the GEMM
+// that reads the stored x in training).
+static void test_bf16_storage_exact_for_bf16_gemm(void **state) {
+    (void)state;
+    backend_cuda_destroy();
+    gpu = gpu_backend_or_skip(CUDA_GEMM_BF16);
+    size_t nin = (size_t)N * C;
+    float *hin = gpu_random(nin, 130, 1.0), *hw = gpu_random((size_t)OC * C, 131, 0.2), *hd = gpu_random((size_t)N * OC, 132, 1.0);
+    void *inp = gpu_put(gpu, hin, nin), *w = gpu_put(gpu, hw, (size_t)OC * C), *dout = gpu_put(gpu, hd, (size_t)N * OC);
+    void *kept = gpu->alloc_bf16(nin), *restored = gpu->alloc(nin);
+    gpu->pack_bf16(kept, inp, nin);
+    gpu->unpack_bf16(restored, kept, nin);
+    float *out[2], *dw[2], *din[2];
+    for (int r = 0; r < 2; r++) {
+        const void *x = r ? restored : inp;
+        void *o = gpu->alloc((size_t)N * OC), *dweight = gpu->alloc((size_t)OC * C), *dinp = gpu->alloc(nin);
+        gpu->matmul_forward(o, x, w, NULL, N, C, OC);
+        gpu->matmul_backward(dinp, dweight, NULL, dout, x, w, N, C, OC);
+        out[r] = gpu_get(gpu, o, (size_t)N * OC);
+        dw[r] = gpu_get(gpu, dweight, (size_t)OC * C);
+        din[r] = gpu_get(gpu, dinp, nin);
+        gpu->free(o); gpu->free(dweight); gpu->free(dinp);
+    }
+    int same_out = !memcmp(out[0], out[1], (size_t)N * OC * sizeof(float));
+    int same_dw = !memcmp(dw[0], dw[1], (size_t)OC * C * sizeof(float));
+    int same_din = !memcmp(din[0], din[1], nin * sizeof(float));
+    float *hr = gpu_get(gpu, restored, nin);
+    size_t rounded = 0;
+    for (size_t i = 0; i < nin; i++) rounded += hr[i] != hin[i];
+    gpu->free(inp); gpu->free(w); gpu->free(dout); gpu->free(kept); gpu->free(restored);
+    backend_cuda_destroy();
+    gpu = gpu_backend_or_skip(CUDA_GEMM_FP32);
+    printf("# %-26s %zu of %zu inputs changed by the rounding; out %s, dweight %s, dinp %s\n", "bf16_storage_bf16_gemm",
+           rounded, nin, same_out ? "bitwise equal" : "DIFFER", same_dw ? "bitwise equal" : "DIFFER",
+           same_din ? "bitwise equal" : "DIFFER");
+    for (int r = 0; r < 2; r++) { free(out[r]); free(dw[r]); free(din[r]); }
+    free(hin); free(hw); free(hd); free(hr);
+    assert_true(rounded > nin / 2);   // the inputs were not bf16 already
+    assert_true(same_out && same_dw && same_din);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_memory),
+        cmocka_unit_test(test_bf16_pack_unpack),
+        cmocka_unit_test(test_bf16_storage_exact_for_bf16_gemm),
         cmocka_unit_test(test_encoder_forward),
         cmocka_unit_test(test_encoder_backward),
         cmocka_unit_test(test_layernorm_forward),

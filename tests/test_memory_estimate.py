@@ -1,7 +1,8 @@
 """`entrank info`'s per-rank memory is the memory training allocates: a short run's backend
 high-water mark (the CPU backend counts every alloc and free; the trainer logs the peak after its
 first step) is within 5% of the estimate `info` prints for the same config and topology, for
-tiny, tiny-sga and tiny-r3si under every train.recompute mode, and for a two-stage pipeline."""
+tiny, tiny-sga and tiny-r3si under every train.recompute mode, for a two-stage pipeline, and for
+train.activations = "bf16" (its bf16 copies are 2-byte allocations on every backend)."""
 import os
 import re
 import subprocess
@@ -20,7 +21,8 @@ UNITS = {"KiB": 2 ** 10, "MiB": 2 ** 20, "GiB": 2 ** 30}
 
 
 def info_stage_bytes(text, stage):
-    m = re.search(rf"^  stage {stage} \(layers .*= ([0-9.]+) (KiB|MiB|GiB) per rank \(fp32, recompute (\w+)(?:, attention fused)?\)$", text, re.M)
+    m = re.search(rf"^  stage {stage} \(layers .*= ([0-9.]+) (KiB|MiB|GiB) per rank \((?:fp32|bf16 activations), recompute (\w+)(?:, attention fused)?\)$",
+                  text, re.M)
     assert m, text
     return float(m.group(1)) * UNITS[m.group(2)], m.group(3)
 
@@ -76,17 +78,35 @@ def test_info_names_recompute_and_precision(entrank):
     out = entrank("info", "-c", "configs/tiny-sga.cfg", "--set", "train.recompute=block", check=0).stdout
     assert re.search(r"per rank \(fp32, recompute block\)", out)
     assert re.search(r"^GPU need per rank: [0-9.]+ (MiB|GiB) \(stage 0: .*CUDA workspace allowance.*recompute block\)$", out, re.M)
+    out = entrank("info", "-c", "configs/tiny-sga.cfg", "--set", "train.activations=bf16", check=0).stdout
+    assert re.search(r"per rank \(bf16 activations, recompute none\)", out)
+    assert re.search(r"^GPU need per rank: .*; bf16 activations, recompute none\)$", out, re.M)
+
+
+@pytest.mark.parametrize("mode", ["none", "attention"])
+def test_bf16_activations_estimate_matches(entrank, tmp_path, mode):
+    """train.activations = "bf16": less than fp32 in info, and info is the measured peak."""
+    sets = set_args(*UNTRACED, f"train.recompute={mode}")
+    fp32, _ = info_stage_bytes(entrank("info", "-c", "configs/tiny.cfg", *sets, check=0).stdout, 0)
+    sets += set_args("train.activations=bf16")
+    need, _ = info_stage_bytes(entrank("info", "-c", "configs/tiny.cfg", *sets, check=0).stdout, 0)
+    print(f"tiny recompute {mode}: info fp32 {fp32 / 2 ** 20:.2f} MiB, bf16 activations {need / 2 ** 20:.2f} MiB")
+    assert need < 0.95 * fp32
+    entrank("train", "-c", "configs/tiny.cfg", *sets, "--run-dir", tmp_path / "run", check=0)
+    check("tiny bf16 act", mode, need, measured_peak((tmp_path / "run" / "log.txt").read_text()))
 
 
 EMU = ROOT / os.environ.get("EMU_BIN_DIR", "build-emu/fast") / "entrank"
 
 
 @pytest.mark.skipif(not EMU.exists(), reason="no emulated CUDA build (make emu)")
-@pytest.mark.parametrize("mode", MODES)
-def test_emulated_cuda_allocation_table_matches(entrank, tmp_path, mode):
+@pytest.mark.parametrize("mode,activations", [(m, "fp32") for m in MODES] + [("attention", "bf16")])
+def test_emulated_cuda_allocation_table_matches(entrank, tmp_path, mode, activations):
     """The CUDA backend's allocation table (pointer -> bytes) on the emulated build: its peak after
-    a step of tiny (a smaller batch: the emulator is slow) is `info`'s estimate."""
-    sets = set_args(*UNTRACED, "train.batch_size=32", "train.micro_batch_size=32", f"train.recompute={mode}")
+    a step of tiny (a smaller batch: the emulator is slow) is `info`'s estimate; with bf16
+    activations too (alloc_bf16 counts 2 bytes an element there)."""
+    sets = set_args(*UNTRACED, "train.batch_size=32", "train.micro_batch_size=32", f"train.recompute={mode}",
+                    f"train.activations={activations}")
     need, _ = info_stage_bytes(entrank("info", "-c", "configs/tiny.cfg", *sets, check=0).stdout, 0)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([str(EMU), "train", "-c", "configs/tiny.cfg", *sets, "--set", "train.device=cuda",
