@@ -9,6 +9,15 @@
 #include "model.h"
 #include "rng.h"
 
+// The tiny decoder of the model-level tests: 2 heads of 4 (d 8), vocabulary 11, MLP x2, a small SGA
+// gate (used when a test sets attention.kind = sga); depth, length and init scale per test.
+static inline void tiny_model_config(Config *c, int n_layer, int seq_len, double init_std) {
+    config_defaults(c);
+    c->n_layer = n_layer; c->n_head = 2; c->d_model = 8; c->seq_len = seq_len; c->vocab_size = 11; c->mlp_ratio = 2;
+    c->init_std = init_std;
+    c->sga_gate_hidden = 5; c->sga_embed_dim = 3;
+}
+
 // The objective model_backward differentiates when the loss gradient is dloss per token: the loss
 // plus the auxiliary terms (zero unless a regulariser or L_SD is on), at the pass's loss scale.
 static inline double model_objective(Model *m, Activations *a, double dloss) {

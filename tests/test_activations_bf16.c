@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "config.h"
+#include "model_gradcheck.h"
 #include "model.h"
 #include "rng.h"
 
@@ -143,12 +144,7 @@ enum { B = 2, T = 6, L = 3 };
 
 typedef void (*Setup)(Config *c);
 
-static void tiny(Config *c) {
-    config_defaults(c);
-    c->n_layer = L; c->n_head = 2; c->d_model = 8; c->seq_len = T; c->vocab_size = 11; c->mlp_ratio = 2;
-    c->init_std = 0.3;
-    c->sga_gate_hidden = 5; c->sga_embed_dim = 3;
-}
+static void tiny(Config *c) { tiny_model_config(c, L, T, 0.3); }
 static void pre_norm(Config *c) { tiny(c); }
 static void post_norm(Config *c) { tiny(c); c->norm = NORM_POST; c->tie_embeddings = 0; }
 static void sga(Config *c) { tiny(c); strcpy(c->attention_kind, "sga"); }

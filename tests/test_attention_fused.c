@@ -14,6 +14,7 @@
 #include <string.h>
 #include "backend.h"
 #include "config.h"
+#include "model_gradcheck.h"
 #include "flops.h"
 #include "memory_estimate.h"
 #include "model.h"
@@ -272,11 +273,7 @@ static void test_fused_batch_independence(void **state) {
 
 enum { MB = 2, MT = 7, ML = 3 };
 
-static void tiny(Config *c) {
-    config_defaults(c);
-    c->n_layer = ML; c->n_head = 2; c->d_model = 8; c->seq_len = MT; c->vocab_size = 11; c->mlp_ratio = 2;
-    c->init_std = 0.5;
-}
+static void tiny(Config *c) { tiny_model_config(c, ML, MT, 0.5); }
 
 // One training pass on the fp64 backend; the loss, every gradient, the head entropies and the
 // trace maps of every layer, flattened.

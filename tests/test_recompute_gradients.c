@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "config.h"
+#include "model_gradcheck.h"
 #include "model.h"
 #include "r3si.h"
 #include "rng.h"
@@ -21,12 +22,7 @@ enum { B = 2, T = 6, L = 3 };
 
 typedef void (*Setup)(Config *c);
 
-static void tiny(Config *c) {
-    config_defaults(c);
-    c->n_layer = L; c->n_head = 2; c->d_model = 8; c->seq_len = T; c->vocab_size = 11; c->mlp_ratio = 2;
-    c->init_std = 0.3;
-    c->sga_gate_hidden = 5; c->sga_embed_dim = 3;
-}
+static void tiny(Config *c) { tiny_model_config(c, L, T, 0.3); }
 
 // What one run leaves that must not depend on the recompute mode, flattened to doubles.
 typedef struct {
