@@ -26,7 +26,14 @@ typedef struct {
     LayerCall layer;
     double scale;                    // logit scale: 1 / (sqrt(hs) x temperature)
     const AttnRegularizers *reg;     // NULL: none
+    int rebuild;                     // 1: core_forward again for backward under train.recompute = "attention" (y NULL)
 } AttnCall;
+
+// Layers of (B,NH,T,T) tensors a slot for a stage of n_layers keeps: all of them, or under
+// train.recompute one, rebuilt before each layer's backward.
+static inline int attn_layers_kept(const ModelShape *s, int n_layers) {
+    return s->cfg->recompute == RECOMPUTE_NONE ? n_layers : 1;
+}
 
 struct AttentionVariant {
     const char *name;                // the value of attention.kind
@@ -35,10 +42,11 @@ struct AttentionVariant {
     // The parameters of one layer; returns how many (at most MODULE_MAX_PARAMS).
     int (*declare_params)(const ModelShape *s, ParamSpec *out);
 
-    // The buffers one micro-batch slot keeps for `n_layers` layers of B sequences; *elements
-    // (+=) counts the float elements allocated. Under train.recompute the model asks for one
-    // layer: local layer li's tensors then live at index li % n_layers (attn_core_kept_layer),
-    // and the model rebuilds a layer's by calling core_forward again before its core_backward.
+    // The buffers one micro-batch slot keeps for the `n_layers` layers of a stage, B sequences;
+    // *elements (+=) counts the float elements allocated. Under train.recompute a slot keeps one
+    // layer of its (B,NH,T,T) tensors (attn_layers_kept; local layer li's at li % kept), and the
+    // model rebuilds a layer's by calling core_forward again before its core_backward; a variant
+    // may keep small per-row tensors of every layer to make that rebuild cheaper (SGA's gate).
     void *(*slot_create)(const Backend *be, const ModelShape *s, int n_layers, int B, size_t *elements);
     void (*slot_free)(const Backend *be, void *slot);
 

@@ -6,10 +6,10 @@
 void attn_core_slot_init(AttnCoreSlot *slot, const Backend *be, const ModelShape *s, int n_layers, int B, int rewrites_logits,
                          size_t *elements) {
     size_t maps = (size_t)B * s->n_head * s->seq_len * s->seq_len, NH = (size_t)s->n_head;
+    n_layers = attn_layers_kept(s, n_layers);   // one layer's weights under recomputation, rebuilt in backward
     slot->n_layers = n_layers;
     slot->be = be;
     slot->maps = maps;
-    // Under recomputation the model passes n_layers = 1: one layer's weights, rebuilt in backward.
     slot->probs = be->alloc((size_t)n_layers * maps);
     slot->scores = be->alloc(maps);
     slot->dprobs = be->alloc(maps);

@@ -17,8 +17,8 @@ static int head_scale_declare_params(const ModelShape *s, ParamSpec *out) {
 static void *head_scale_slot_create(const Backend *be, const ModelShape *s, int n_layers, int B, size_t *elements) {
     HeadScaleSlot *slot = xcalloc(1, sizeof *slot);
     attn_core_slot_init(&slot->core, be, s, n_layers, B, 1, elements);
-    slot->scores = be->alloc((size_t)n_layers * slot->core.maps);
-    *elements += (size_t)n_layers * slot->core.maps;
+    slot->scores = be->alloc((size_t)slot->core.n_layers * slot->core.maps);   // the core's kept layers
+    *elements += (size_t)slot->core.n_layers * slot->core.maps;
     return slot;
 }
 

@@ -44,7 +44,7 @@ static int sdpa_fused_declare_params(const ModelShape *s, ParamSpec *out) {
 static void *sdpa_fused_slot_create(const Backend *be, const ModelShape *s, int n_layers, int B, size_t *elements) {
     FusedSlot *slot = xcalloc(1, sizeof *slot);
     slot->be = be;
-    slot->n_layers = n_layers;
+    slot->n_layers = n_layers = attn_layers_kept(s, n_layers);
     slot->max_local = s->n_layer;
     slot->B = B;
     slot->NH = s->n_head;

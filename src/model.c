@@ -327,7 +327,7 @@ void activations_init(Activations *a, const Model *m, int B) {
     a->recompute = s->cfg->recompute;
     // "block" keeps one layer of every block tensor (rebuilt in backward) except the block
     // outputs; "attention" and "block" keep one layer of the variant's (B,NH,T,T) tensors.
-    size_t Lb = a->recompute == RECOMPUTE_BLOCK ? 1 : Lc, La = a->recompute == RECOMPUTE_NONE ? Lc : 1;
+    size_t Lb = a->recompute == RECOMPUTE_BLOCK ? 1 : Lc;
     size_t Lpre = s->norm == NORM_PRE ? Lc : Lb;   // resid_out: the block output pre-norm
     a->kept = (int)Lb;
     a->held = -1;
@@ -373,7 +373,7 @@ void activations_init(Activations *a, const Model *m, int B) {
     ALLOC(dattmerged, N * C);
     ALLOC(dfch, N * H); ALLOC(dfch_gelu, N * H);
 #undef ALLOC
-    a->attn_slot = s->attention->slot_create(be, s, (int)La, B, &floats);
+    a->attn_slot = s->attention->slot_create(be, s, (int)Lc, B, &floats);   // keeps one layer under recompute
     // The hooks keep their tensors per layer under every mode: they are not recomputed (R3SI's
     // block input has side effects: the monitor's Gram sums, L_SD's sum, the injection ratio).
     for (int h = 0; h < m->n_hooks; h++)
@@ -499,7 +499,7 @@ static void restore_bf16(const Model *m, void *x, const void *kept, size_t n) {
 static AttnCall attention_call(const Model *m, Activations *a, int li, ModuleCall *mc) {
     model_variant_call(m, a, li, mc);
     AttnCall c = {mc->call, 1.0 / (sqrt((double)m->shape.head_size) * a->pass.step.attn_temperature),
-                  m->reg.entropy_weight > 0 || m->reg.adr_weight > 0 ? &m->reg : NULL};
+                  m->reg.entropy_weight > 0 || m->reg.adr_weight > 0 ? &m->reg : NULL, 0};
     return c;
 }
 
@@ -716,6 +716,7 @@ static void attention_core_rebuild(Model *m, Activations *a, LayerActs *l, int l
     AttnCall c = attention_call(m, a, li, &mc);
     double discarded[NUM_AUX] = {0};
     c.layer.aux = discarded;
+    c.rebuild = 1;
     m->shape.attention->core_forward(m->shape.attention, a->attn_slot, &c, l->q, l->k, l->v, NULL);
 }
 

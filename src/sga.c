@@ -12,18 +12,27 @@ SgaOptions sga_options(const Config *cfg) {
 }
 
 // One micro-batch slot: the materialised core, then per layer (R = B NH T rows of length T)
-// what backward needs, and slice-sized scratch.
+// what backward needs, and slice-sized scratch. Lc layers of each: the stage's, or one under
+// train.recompute (the core's kept layers), except the per-row tensors of the gate's input side
+// (Lg layers): under "attention" they are kept for every layer, like the softmax's row statistics
+// in a fused attention, and the rebuild before backward skips the spectral statistics (two logs
+// per coefficient) and the gate's first product. They cost R (4 + Hg) per layer, against the
+// rows of length T that are recomputed (1.3 GiB of the 780M job's 48 layers at micro-batch 16).
 typedef struct {
     AttnCoreSlot core;
     SgaOptions opt;
     int B, NH, T;
+    int gate_layers;             // Lg: the stage's layers under recompute "attention", else Lc
+    int gate_inputs_kept;        // Lg is the stage's layers: a rebuild reuses stats and hpre
     void *raw;                   // (Lc,R,T) the raw logits a
     void *spec;                  // (Lc,R,T) s, the spectrum of the zero-padded row
-    void *stats;                 // (Lc,R,4)
-    void *U;                     // (Lc,R,De+4) gate input
-    void *hpre, *h;              // (Lc,R,Hg) gate hidden, before and after GELU
+    void *stats;                 // (Lg,R,4)
+    void *U;                     // (Lc,R,De+4) gate input [e_l; stats], rebuilt from stats
+    void *hpre;                  // (Lg,R,Hg) gate hidden before GELU
+    void *h;                     // (Lc,R,Hg) after GELU
     void *gate;                  // (Lc,R,T) g
     void *zp;                    // (Lc,R,T) z' = IDCT(g s)
+    // U, hpre, h and the scratch dgate, dU, dh, dhpre, dstats are the gate MLP's: NULL with sga.fixed_filter.
     void *z, *y, *dspec, *dgate; // (R,T) scratch
     void *dU;                    // (R,De+4)
     void *dh, *dhpre;            // (R,Hg)
@@ -56,14 +65,19 @@ static void *sga_slot_create(const Backend *be, const ModelShape *s, int n_layer
     slot->B = B;
     slot->NH = s->n_head;
     slot->T = s->seq_len;
-    size_t Lc = (size_t)n_layers, R = (size_t)B * s->n_head * s->seq_len, T = (size_t)s->seq_len;
+    slot->gate_inputs_kept = s->cfg->recompute == RECOMPUTE_ATTENTION;
+    slot->gate_layers = slot->gate_inputs_kept ? n_layers : slot->core.n_layers;
+    size_t Lc = (size_t)slot->core.n_layers, Lg = (size_t)slot->gate_layers;
+    size_t R = (size_t)B * s->n_head * s->seq_len, T = (size_t)s->seq_len;
     size_t De = (size_t)slot->opt.embed, Hg = (size_t)slot->opt.hidden;
 #define ALLOC(field, n) do { slot->field = be->alloc(n); *elements += (n); } while (0)
-    ALLOC(raw, Lc * R * T); ALLOC(spec, Lc * R * T); ALLOC(stats, Lc * R * 4);
-    ALLOC(U, Lc * R * (De + 4)); ALLOC(hpre, Lc * R * Hg); ALLOC(h, Lc * R * Hg);
+    ALLOC(raw, Lc * R * T); ALLOC(spec, Lc * R * T); ALLOC(stats, Lg * R * 4);
     ALLOC(gate, Lc * R * T); ALLOC(zp, Lc * R * T);
-    ALLOC(z, R * T); ALLOC(y, R * T); ALLOC(dspec, R * T); ALLOC(dgate, R * T);
-    ALLOC(dU, R * (De + 4)); ALLOC(dh, R * Hg); ALLOC(dhpre, R * Hg); ALLOC(dstats, R * 4);
+    ALLOC(z, R * T); ALLOC(y, R * T); ALLOC(dspec, R * T);
+    if (!slot->opt.fixed_filter) {   // the gate MLP's tensors (the fixed-filter ablation has none: NULL)
+        ALLOC(U, Lc * R * (De + 4)); ALLOC(hpre, Lg * R * Hg); ALLOC(h, Lc * R * Hg);
+        ALLOC(dgate, R * T); ALLOC(dU, R * (De + 4)); ALLOC(dh, R * Hg); ALLOC(dhpre, R * Hg); ALLOC(dstats, R * 4);
+    }
 #undef ALLOC
     return slot;
 }
@@ -73,22 +87,26 @@ static void sga_slot_free(const Backend *be, void *slot_) {
     attn_core_slot_release(&slot->core, be);
     void *all[] = {slot->raw, slot->spec, slot->stats, slot->U, slot->hpre, slot->h, slot->gate, slot->zp, slot->z, slot->y,
                    slot->dspec, slot->dgate, slot->dU, slot->dh, slot->dhpre, slot->dstats};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(all[i]);
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) if (all[i]) be->free(all[i]);
     free(slot);
 }
+
+// base + off elements, NULL for a tensor the options leave out.
+static void *offset_or_null(const Backend *be, void *base, size_t off) { return base ? be_offset(be, base, off) : NULL; }
 
 // The saved tensors of local layer li, from row `row0` on (rows are (B*NH*T) in head-major order).
 static SgaRows sga_layer(const SgaSlot *slot, const Backend *be, int li, size_t row0) {
     size_t T = (size_t)slot->T, R = (size_t)slot->B * slot->NH * T;
     size_t De = (size_t)slot->opt.embed, Hg = (size_t)slot->opt.hidden;
-    size_t r = (size_t)attn_core_kept_layer(&slot->core, li) * R + row0;
+    size_t r = (size_t)attn_core_kept_layer(&slot->core, li) * R + row0;   // Lc tensors
+    size_t rg = (size_t)(li % slot->gate_layers) * R + row0;                 // Lg tensors
     SgaRows l = {
         .raw = be_offset(be, slot->raw, r * T),
         .spec = be_offset(be, slot->spec, r * T),
-        .stats = be_offset(be, slot->stats, r * 4),
-        .U = be_offset(be, slot->U, r * (De + 4)),
-        .hpre = be_offset(be, slot->hpre, r * Hg),
-        .h = be_offset(be, slot->h, r * Hg),
+        .stats = be_offset(be, slot->stats, rg * 4),
+        .U = offset_or_null(be, slot->U, r * (De + 4)),
+        .hpre = offset_or_null(be, slot->hpre, rg * Hg),
+        .h = offset_or_null(be, slot->h, r * Hg),
         .gate = be_offset(be, slot->gate, r * T),
         .zp = be_offset(be, slot->zp, r * T),
     };
@@ -109,7 +127,7 @@ static int heads_per_slice(const Backend *be, int BH, int T) {
 // The chain over the rows of nh heads (sga_rows.h). Forward: a (nh,T,T) copied to l->raw, the
 // causal row zero-padded, its spectrum, statistics, gate, gated inverse and the blend into logits.
 void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, const SgaRows *l, const SgaScratch *w,
-                      const void *scores, void *logits) {
+                      const void *scores, void *logits, int gate_inputs_kept) {
     const Backend *be = c->be;
     void *const *P = c->param;
     int T = c->T, R = nh * T, De = o->embed, Hg = o->hidden;
@@ -118,12 +136,13 @@ void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, const Sga
     be->causal_lower_copy(w->z, scores, nh, T);                   // z: the causal row, zero-padded to T
     if (o->spectral) be->dct_rows(l->spec, w->z, R, T, 0);        // s = DCT-II(z) (R,T)
     else be->copy(l->spec, w->z, n);                              // ablation: gate the row itself
-    be->sga_stats_forward(l->stats, l->spec, R, T);               // (R,4)
+    // gate_inputs_kept: a rebuild, and stats and hpre hold this layer's from the forward pass.
+    if (!gate_inputs_kept) be->sga_stats_forward(l->stats, l->spec, R, T);   // (R,4)
     if (o->fixed_filter) {
         be->sga_fixed_gate(l->gate, R, T);                        // ablation: fixed gains
     } else {
         be->sga_gate_input(l->U, P[SGA_E], l->stats, R, De);      // u = [e_l; stats] (R,De+4)
-        be->matmul_forward(l->hpre, l->U, P[SGA_W1], P[SGA_B1], R, De + 4, Hg);
+        if (!gate_inputs_kept) be->matmul_forward(l->hpre, l->U, P[SGA_W1], P[SGA_B1], R, De + 4, Hg);
         be->gelu_forward(l->h, l->hpre, (size_t)R * Hg);          // (R,Hg)
         be->matmul_forward(l->gate, l->h, P[SGA_W2], P[SGA_B2], R, Hg, T);
     }
@@ -177,7 +196,8 @@ static void sga_logits_forward(void *slot_, const AttnCall *c, const void *score
         int nh = BH - h0 < step ? BH - h0 : step;
         size_t off = (size_t)h0 * T * T;   // slice h0: the rows of heads [h0, h0 + nh)
         SgaRows l = sga_layer(slot, be, c->layer.li, (size_t)h0 * T);
-        sga_rows_forward(&slot->opt, &c->layer, nh, &l, &w, be_offset(be, (void *)scores, off), be_offset(be, logits, off));
+        sga_rows_forward(&slot->opt, &c->layer, nh, &l, &w, be_offset(be, (void *)scores, off), be_offset(be, logits, off),
+                         c->rebuild && slot->gate_inputs_kept);
     }
 }
 

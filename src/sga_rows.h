@@ -36,9 +36,10 @@ typedef struct {
 } SgaScratch;
 
 // logits (nh,T,T) from scores (nh,T,T) (may alias), writing l; c gives the backend, T and the
-// layer's parameters.
+// layer's parameters. gate_inputs_kept: l->stats and l->hpre already hold what this chain computed
+// for these rows before (a rebuild for backward), and are not computed again.
 void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, const SgaRows *l, const SgaScratch *w,
-                      const void *scores, void *logits);
+                      const void *scores, void *logits, int gate_inputs_kept);
 // dscores (=) (nh,T,T), zero above the diagonal, from dlogits (nh,T,T); the parameters' gradients
 // (c->grad) accumulate (+=) over the rows of this call, so calls over consecutive slices in a
 // fixed order sum them deterministically.

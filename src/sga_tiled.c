@@ -115,7 +115,7 @@ static void tile_forward(SgaTiledSlot *slot, const LayerCall *c, double scale, c
     int T = slot->T, hs = slot->hs;
     size_t off = (size_t)p0 * T * hs;
     be->attn_scores(slot->scores, be_offset(be, (void *)q, off), be_offset(be, (void *)k, off), scale, nt, T, hs);   // (nt,T,T)
-    sga_rows_forward(&slot->opt, c, nt, &slot->rows, &slot->w, slot->scores, slot->scores);   // logits, in place
+    sga_rows_forward(&slot->opt, c, nt, &slot->rows, &slot->w, slot->scores, slot->scores, 0);   // logits, in place
     be->softmax_causal_forward(probs, slot->scores, nt, T);                                   // (nt,T,T)
 }
 

@@ -6,7 +6,7 @@
 //   2. The median step time of each mode, the three trainers stepping in turn in this one process
 //      (machine noise hits all alike), at a small shape and at d=512; the goals are
 //      "attention" at most +10% and "block" at most +35% over "none".
-//   build/tests/bench_recompute [steps] [all|memory|time]
+//   build/tests/bench_recompute [steps] [all|memory|time] [tiny|tiny-sga|d512-sdpa|d512-sga|sga-780m-layers: one model's timing]
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +58,10 @@ static int compare(const void *x, const void *y) {
 }
 
 // The three modes of `config` with `sets`, one warm-up step each, then `steps` steps in turn.
+static const char *only_model;   // argv[3]: time this model only
+
 static void bench_time(Comm *world, const char *label, const char *config, const char *const *sets, int n_sets, int steps) {
+    if (only_model && strcmp(only_model, label)) return;
     static Config cfg[3];
     Trainer t[3];
     Error err = {{0}};
@@ -102,6 +105,7 @@ int main(int argc, char **argv) {
     Comm *world = comm_mpi_create(1, sizeof(float));
     int steps = argc > 1 ? atoi(argv[1]) : 5;
     const char *only = argc > 2 ? argv[2] : "all";
+    only_model = argc > 3 ? argv[3] : NULL;
     if (!strcmp(only, "all") || !strcmp(only, "memory")) bench_memory();
     if (!strcmp(only, "all") || !strcmp(only, "time")) {
         printf("median step time of %d steps after one warm-up, modes in turn (goal: attention <= +10%%, block <= +35%%)\n", steps);
@@ -111,9 +115,16 @@ int main(int argc, char **argv) {
         const char *d512[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", "model.seq_len=256",
                               "model.vocab_size=32000", "train.batch_size=8", "train.micro_batch_size=8", "train.steps=100",
                               "attention.kind=sdpa"};
-        bench_time(world, "d512", "configs/tiny.cfg", d512, 9, steps);
+        bench_time(world, "d512-sdpa", "configs/tiny.cfg", d512, 9, steps);
         d512[8] = "attention.kind=sga";
-        bench_time(world, "d512", "configs/tiny.cfg", d512, 9, steps);
+        bench_time(world, "d512-sga", "configs/tiny.cfg", d512, 9, steps);
+        // Layers of the SGA post's "780M" (jobs/sga-780m: 48 x 1152, 12 heads, T=512, post-norm), four of
+        // them, with a vocabulary that gives the head the share of the step it has at 48 layers (5%, not
+        // the 45% a 32k head has next to 4 layers), so that the row shows the per-layer cost.
+        const char *sga780m[] = {"model.n_layer=4", "model.n_head=12", "model.d_model=1152", "model.seq_len=512",
+                                 "model.vocab_size=2560", "model.norm=post", "model.scaled_init=false", "train.batch_size=1",
+                                 "train.micro_batch_size=1", "train.steps=100", "attention.kind=sga"};
+        bench_time(world, "sga-780m-layers", "configs/tiny.cfg", sga780m, 11, steps);
     }
     world->free(world);
     MPI_Finalize();

@@ -114,7 +114,7 @@ static inline SgaCoreOutput sga_core_run(const Backend *be, const ModelShape *s,
     void *slot = variant->slot_create(be, &shape, 1, in->B, &elements);
     PassContext pass = {.step = {.training = 1, .step = 0, .loss_scale = 1, .attn_temperature = 1, .micro_batches = 1}};
     double aux[NUM_AUX] = {0};
-    AttnCall c = {{be, &shape, in->B, in->T, 0, 0, param, grad, &pass, aux}, 1.0 / sqrt((double)in->hs), NULL};
+    AttnCall c = {{be, &shape, in->B, in->T, 0, 0, param, grad, &pass, aux}, 1.0 / sqrt((double)in->hs), NULL, 0};
     variant->core_forward(variant, slot, &c, q, k, v, y);
     out.y = sga_core_get(be, y, n);
     // What the traces read after the forward pass: the weights and sga_trace_layer's means.
