@@ -178,12 +178,12 @@ void cuda_attn_values_backward(void *dprobs, void *dv, const void *dy, const voi
 
 // ---- causal softmax ---------------------------------------------------------------------------------
 
-// One warp per row of (BH*T, T): row r is query position i = r % T and sees keys j <= i. The loop
-// bound depends on the warp only, so every lane reaches every shuffle.
-__global__ static void softmax_causal_forward_kernel(float *probs, const float *scores, size_t rows, int T) {
+// One warp per row of (BH*Q, T): row r is query position i = q0 + r % Q and sees keys j <= i. The
+// loop bound depends on the warp only, so every lane reaches every shuffle.
+__global__ static void softmax_causal_forward_kernel(float *probs, const float *scores, size_t rows, int T, int q0, int Q) {
     int lane = threadIdx.x % 32;
     for (size_t r = warp_row_first(); r < rows; r += warp_row_stride()) {
-        int i = (int)(r % T);
+        int i = q0 + (int)(r % Q);
         const float *s = scores + r * T;
         float *p = probs + r * T;
         float maxval = -INFINITY;
@@ -197,11 +197,12 @@ __global__ static void softmax_causal_forward_kernel(float *probs, const float *
 }
 
 // dscores = probs * (dprobs - <probs, dprobs>) on the causal triangle, exact zeros above (which
-// attn_scores_backward relies on); one warp per row.
-__global__ static void softmax_causal_backward_kernel(float *dscores, const float *dprobs, const float *probs, size_t rows, int T) {
+// attn_scores_backward relies on); one warp per row, row r is query i = q0 + r % Q.
+__global__ static void softmax_causal_backward_kernel(float *dscores, const float *dprobs, const float *probs, size_t rows,
+                                                      int T, int q0, int Q) {
     int lane = threadIdx.x % 32;
     for (size_t r = warp_row_first(); r < rows; r += warp_row_stride()) {
-        int i = (int)(r % T);
+        int i = q0 + (int)(r % Q);
         const float *p = probs + r * T, *dp = dprobs + r * T;
         float *ds = dscores + r * T;
         float dot = 0.0f;
@@ -211,20 +212,20 @@ __global__ static void softmax_causal_backward_kernel(float *dscores, const floa
     }
 }
 
-// probs (BH,T,T), scores (BH,T,T) read on the causal triangle only
-void cuda_softmax_causal_forward(void *probs, const void *scores, int BH, int T) {
-    size_t rows = (size_t)BH * T;
+// probs (BH,Q,T), scores (BH,Q,T) read on the causal triangle only
+void cuda_softmax_causal_forward(void *probs, const void *scores, int BH, int T, int q0, int Q) {
+    size_t rows = (size_t)BH * Q;
     if (rows == 0) return;
     softmax_causal_forward_kernel<<<warp_rows_grid(rows), WARP_ROWS_BLOCK, 0, cuda_context()->stream>>>(
-        (float *)probs, (const float *)scores, rows, T);
+        (float *)probs, (const float *)scores, rows, T, q0, Q);
     cudaCheckLaunch();
 }
 
-// dscores (=) (BH,T,T); dprobs, probs (BH,T,T) read on the causal triangle only
-void cuda_softmax_causal_backward(void *dscores, const void *dprobs, const void *probs, int BH, int T) {
-    size_t rows = (size_t)BH * T;
+// dscores (=) (BH,Q,T); dprobs, probs (BH,Q,T) read on the causal triangle only
+void cuda_softmax_causal_backward(void *dscores, const void *dprobs, const void *probs, int BH, int T, int q0, int Q) {
+    size_t rows = (size_t)BH * Q;
     if (rows == 0) return;
     softmax_causal_backward_kernel<<<warp_rows_grid(rows), WARP_ROWS_BLOCK, 0, cuda_context()->stream>>>(
-        (float *)dscores, (const float *)dprobs, (const float *)probs, rows, T);
+        (float *)dscores, (const float *)dprobs, (const float *)probs, rows, T, q0, Q);
     cudaCheckLaunch();
 }

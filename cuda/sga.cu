@@ -1,8 +1,10 @@
 // sga.cu: the kernels of Spectral Gated Attention (docs/design.md section 3) on the GPU. Rows are the
 // causal logit rows of one layer, R = B x NH x T of them, each of design length T; row r is query
-// i = r % T. The CPU twins in src/cpu/sga.inc are the specification: same math, same epsilons and
-// clamps, same accumulate (+=) or overwrite (=) behaviour. Everything is fp32 (docs/design.md section 7:
-// spectral statistics and the DCT stay out of bf16); the DCT itself lives in cuda/dct.cu.
+// i = r % T (the causal row ops may take a block of Q query rows of each head from q0: then
+// R = B x NH x Q and row r is query i = q0 + r % Q). The CPU twins in src/cpu/sga.inc are the
+// specification: same math, same epsilons and clamps, same accumulate (+=) or overwrite (=) behaviour.
+// Everything is fp32 (docs/design.md section 7: spectral statistics and the DCT stay out of bf16);
+// the DCT itself lives in cuda/dct.cu.
 //
 // Layout of the work: a row-structured op (causal triangle, statistics, gate input) runs one
 // thread block per row, its threads striding over the row, so the row and column indices come
@@ -31,37 +33,40 @@ static __device__ float blend_alpha(const float *alpha_raw) {
 
 // ---- causal rows ----------------------------------------------------------------------------------
 
-// out (BH,T,T) = in on the causal triangle (j <= i), 0 above: the zero-padded logit row z.
-static __global__ void causal_lower_copy_kernel(float *out, const float *in, size_t rows, int T) {
+// out (BH,Q,T) = in on the causal triangle (j <= i), 0 above: the zero-padded logit row z. Row r
+// is query i = q0 + r % Q.
+static __global__ void causal_lower_copy_kernel(float *out, const float *in, size_t rows, int T, int q0, int Q) {
     for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
-        int i = (int)(r % T);
+        int i = q0 + (int)(r % Q);
         const float *x = in + r * T;
         float *y = out + r * T;
         for (int j = threadIdx.x; j < T; j += blockDim.x) y[j] = j <= i ? x[j] : 0.0f;
     }
 }
 
-// out (BH,T,T) (+=) in (BH,T,T) on the causal triangle only: the padding carries no gradient.
-static __global__ void causal_lower_accumulate_kernel(float *out, const float *in, size_t rows, int T) {
+// out (BH,Q,T) (+=) in (BH,Q,T) on the causal triangle only: the padding carries no gradient.
+static __global__ void causal_lower_accumulate_kernel(float *out, const float *in, size_t rows, int T, int q0, int Q) {
     for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
-        int i = (int)(r % T);
+        int i = q0 + (int)(r % Q);
         const float *x = in + r * T;
         float *y = out + r * T;
         for (int j = threadIdx.x; j <= i; j += blockDim.x) y[j] += x[j];
     }
 }
 
-void cuda_causal_lower_copy(void *out, const void *in, int BH, int T) {
-    size_t rows = (size_t)BH * T;
+void cuda_causal_lower_copy(void *out, const void *in, int BH, int T, int q0, int Q) {
+    size_t rows = (size_t)BH * Q;
     if (rows == 0) return;
-    causal_lower_copy_kernel<<<grid_for(rows, 1), row_threads(T), 0, cuda_context()->stream>>>((float *)out, (const float *)in, rows, T);
+    causal_lower_copy_kernel<<<grid_for(rows, 1), row_threads(T), 0, cuda_context()->stream>>>(
+        (float *)out, (const float *)in, rows, T, q0, Q);
     cudaCheckLaunch();
 }
 
-void cuda_causal_lower_accumulate(void *out, const void *in, int BH, int T) {
-    size_t rows = (size_t)BH * T;
+void cuda_causal_lower_accumulate(void *out, const void *in, int BH, int T, int q0, int Q) {
+    size_t rows = (size_t)BH * Q;
     if (rows == 0) return;
-    causal_lower_accumulate_kernel<<<grid_for(rows, 1), row_threads(T), 0, cuda_context()->stream>>>((float *)out, (const float *)in, rows, T);
+    causal_lower_accumulate_kernel<<<grid_for(rows, 1), row_threads(T), 0, cuda_context()->stream>>>(
+        (float *)out, (const float *)in, rows, T, q0, Q);
     cudaCheckLaunch();
 }
 
@@ -278,13 +283,13 @@ void cuda_sga_gate_backward(void *dgate, void *dspec, const void *dy, const void
 
 // ---- the blend ----------------------------------------------------------------------------------
 
-// out (BH,T,T) = (1 - alpha) a + alpha z' on the causal triangle, a above it (the softmax ignores
-// it); a, zp (BH,T,T); alpha_raw (1) or NULL for alpha = 1.
+// out (BH,Q,T) = (1 - alpha) a + alpha z' on the causal triangle, a above it (the softmax ignores
+// it); a, zp (BH,Q,T), row r is query i = q0 + r % Q; alpha_raw (1) or NULL for alpha = 1.
 static __global__ void sga_blend_forward_kernel(float *out, const float *a, const float *zp, const float *alpha_raw,
-                                                size_t rows, int T) {
+                                                size_t rows, int T, int q0, int Q) {
     float alpha = blend_alpha(alpha_raw);
     for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
-        int i = (int)(r % T);
+        int i = q0 + (int)(r % Q);
         const float *x = a + r * T, *z = zp + r * T;
         float *y = out + r * T;
         for (int j = threadIdx.x; j < T; j += blockDim.x) y[j] = j <= i ? (1.0f - alpha) * x[j] + alpha * z[j] : x[j];
@@ -292,15 +297,17 @@ static __global__ void sga_blend_forward_kernel(float *out, const float *a, cons
 }
 
 // da (=) (1 - alpha) dout, dzp (=) alpha dout on the triangle (both exact zeros above: da is a
-// dscores of attn_scores_backward, which reads the whole square); all (BH,T,T). With
-// partial non-NULL, partial[block] = this block's sum of dout (z' - a) over the triangle, in double.
+// dscores of attn_scores_backward, which reads the whole square); all (BH,Q,T), row r is query
+// i = q0 + r % Q. With partial non-NULL, partial[block] = this block's sum of dout (z' - a) over
+// the triangle, in double.
 static __global__ void sga_blend_backward_kernel(float *da, float *dzp, double *partial, const float *dout, const float *a,
-                                                 const float *zp, const float *alpha_raw, size_t rows, int T) {
+                                                 const float *zp, const float *alpha_raw, size_t rows, int T, int q0,
+                                                 int Q) {
     __shared__ double shared[32];
     float alpha = blend_alpha(alpha_raw);
     double acc = 0.0;
     for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
-        int i = (int)(r % T);
+        int i = q0 + (int)(r % Q);
         size_t base = r * T;
         for (int j = threadIdx.x; j < T; j += blockDim.x) {
             if (j <= i) {
@@ -330,25 +337,26 @@ static __global__ void blend_dalpha_kernel(float *dalpha_raw, const double *part
     *dalpha_raw += (float)total;
 }
 
-void cuda_sga_blend_forward(void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T) {
-    size_t rows = (size_t)BH * T;
+void cuda_sga_blend_forward(void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T, int q0,
+                            int Q) {
+    size_t rows = (size_t)BH * Q;
     if (rows == 0) return;
     sga_blend_forward_kernel<<<grid_for(rows, 1), row_threads(T), 0, cuda_context()->stream>>>(
-        (float *)out, (const float *)a, (const float *)zprime, (const float *)alpha_raw, rows, T);
+        (float *)out, (const float *)a, (const float *)zprime, (const float *)alpha_raw, rows, T, q0, Q);
     cudaCheckLaunch();
 }
 
 // The dalpha partial sums go to the context's reduction scratch (CUDA_REDUCE_BLOCKS doubles),
 // hence the fixed grid.
 void cuda_sga_blend_backward(void *da, void *dzprime, void *dalpha_raw, const void *dout, const void *a, const void *zprime,
-                             const void *alpha_raw, int BH, int T) {
+                             const void *alpha_raw, int BH, int T, int q0, int Q) {
     CudaContext *ctx = cuda_context();
-    size_t rows = (size_t)BH * T;
+    size_t rows = (size_t)BH * Q;
     if (rows == 0) return;
     double *partial = dalpha_raw ? ctx->reduce_scratch : NULL;
     sga_blend_backward_kernel<<<CUDA_REDUCE_BLOCKS, row_threads(T), 0, ctx->stream>>>(
         (float *)da, (float *)dzprime, partial, (const float *)dout, (const float *)a, (const float *)zprime,
-        (const float *)alpha_raw, rows, T);
+        (const float *)alpha_raw, rows, T, q0, Q);
     cudaCheckLaunch();
     if (dalpha_raw) {
         blend_dalpha_kernel<<<1, 1, 0, ctx->stream>>>((float *)dalpha_raw, partial, CUDA_REDUCE_BLOCKS, (const float *)alpha_raw);

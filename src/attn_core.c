@@ -83,7 +83,7 @@ void attn_core_forward(const AttentionVariant *self, void *slot_, const AttnCall
     void *probs = be_offset(be, slot->probs, (size_t)attn_core_kept_layer(slot, c->layer.li) * slot->maps);
     be->attn_scores(slot->scores, q, k, c->scale, BH, T, hs);                     // (B,NH,T,T)
     if (self->logits_forward) self->logits_forward(slot, c, slot->scores, slot->scores);   // the variant's logits, in place
-    be->softmax_causal_forward(probs, slot->scores, BH, T);                       // (B,NH,T,T)
+    be->softmax_causal_forward(probs, slot->scores, BH, T, 0, T);                 // (B,NH,T,T)
     // y NULL: a rebuild for backward (train.recompute): the weights are all it needs, and the
     // regularisers' sums were added by the forward pass.
     if (!y) return;
@@ -107,10 +107,10 @@ void attn_core_backward(const AttentionVariant *self, void *slot_, const AttnCal
         be->attn_entropy_reg_backward(slot->dprobs, probs, -(c->reg->entropy_weight * loss_scale), BH, T);
     if (c->reg && c->reg->adr_weight > 0) head_map_cosines(slot, c, probs, slot->dprobs, c->reg->adr_weight * loss_scale);
     if (self->logits_backward) {
-        be->softmax_causal_backward(slot->dlogits, slot->dprobs, probs, BH, T);
+        be->softmax_causal_backward(slot->dlogits, slot->dprobs, probs, BH, T, 0, T);
         self->logits_backward(slot, c, slot->dlogits, slot->dscores);
     } else {
-        be->softmax_causal_backward(slot->dscores, slot->dprobs, probs, BH, T);
+        be->softmax_causal_backward(slot->dscores, slot->dprobs, probs, BH, T, 0, T);
     }
     be->zero(dq, nhead);
     be->zero(dk, nhead);

@@ -35,7 +35,7 @@ static void head_scale_forward(void *slot_, const AttnCall *c, const void *score
     int NH = c->layer.shape->n_head, T = c->layer.T, B = c->layer.B;
     size_t TT = (size_t)T * T, per_seq = (size_t)NH * TT;
     void *saved = be_offset(be, slot->scores, (size_t)attn_core_kept_layer(&slot->core, c->layer.li) * slot->core.maps);
-    be->causal_lower_copy(saved, scores, B * NH, T);                   // (B,NH,T,T)
+    be->causal_lower_copy(saved, scores, B * NH, T, 0, T);             // (B,NH,T,T)
     if (logits != scores) be->copy(logits, scores, (size_t)B * per_seq);
     for (int b = 0; b < B; b++) be->scale_rows(be_offset(be, logits, b * per_seq), c->layer.param[0], NH, TT);   // l = s_h a
 }

@@ -97,11 +97,16 @@ typedef struct Backend Backend;
     /* sga_blend_backward) leave it: the whole square is read */ \
     OP(void, attn_scores_backward, (void *dq, void *dk, const void *dscores, const void *q, const void *k, \
                                     double scale, int BH, int T, int hs)) \
-    /* probs (BH,T,T): causal softmax of each row of scores over j <= i, exact zeros for j > i; */ \
-    /* may alias scores (each element is read before its own write: the fused form's trace maps) */ \
-    OP(void, softmax_causal_forward, (void *probs, const void *scores, int BH, int T)) \
-    /* dscores (=) (BH,T,T), exact zeros above the diagonal (whatever the buffer held before) */ \
-    OP(void, softmax_causal_backward, (void *dscores, const void *dprobs, const void *probs, int BH, int T)) \
+    /* The causal row ops below (softmax_causal_*, causal_lower_*, sga_blend_*) take a block of query */ \
+    /* rows of each head: their tensors are (BH,Q,T), BH blocks of Q rows of length T one after the */ \
+    /* other, and row r of a block is query i = q0 + r % Q, which sees keys j <= i */ \
+    /* (0 <= q0, Q >= 1, q0 + Q <= T). (q0, Q) = (0, T) is the whole (BH,T,T) square. */ \
+    /* probs (BH,Q,T): causal softmax of each row of scores (BH,Q,T) over j <= i, exact zeros for */ \
+    /* j > i; may alias scores (each element is read before its own write: the fused form's trace maps) */ \
+    OP(void, softmax_causal_forward, (void *probs, const void *scores, int BH, int T, int q0, int Q)) \
+    /* dscores (=) (BH,Q,T), exact zeros above the diagonal (whatever the buffer held before); */ \
+    /* dprobs, probs (BH,Q,T) */ \
+    OP(void, softmax_causal_backward, (void *dscores, const void *dprobs, const void *probs, int BH, int T, int q0, int Q)) \
     /* y (BH,T,hs) = probs v */ \
     OP(void, attn_values, (void *y, const void *probs, const void *v, int BH, int T, int hs)) \
     /* dprobs (=) (BH,T,T), dv (+=) (BH,T,hs) */ \
@@ -147,9 +152,10 @@ typedef struct Backend Backend;
     /* ---- Spectral Gated Attention (docs/design.md section 3); R rows of length T ---------- */ \
     /* out (R,T) = orthonormal DCT-II of each row (inverse = 0) or its inverse (inverse = 1) */ \
     OP(void, dct_rows, (void *out, const void *in, int R, int T, int inverse)) \
-    /* out (BH,T,T) = in for j <= i, 0 above; and its gradient, out (+=) on the triangle only */ \
-    OP(void, causal_lower_copy, (void *out, const void *in, int BH, int T)) \
-    OP(void, causal_lower_accumulate, (void *out, const void *in, int BH, int T)) \
+    /* out (BH,Q,T) = in (BH,Q,T) for j <= i, 0 above; and its gradient, out (+=) on the triangle */ \
+    /* only. Rows as for softmax_causal_forward: row r of a block is query i = q0 + r % Q */ \
+    OP(void, causal_lower_copy, (void *out, const void *in, int BH, int T, int q0, int Q)) \
+    OP(void, causal_lower_accumulate, (void *out, const void *in, int BH, int T, int q0, int Q)) \
     /* stats (R,4) = DC fraction, centroid, flatness, normalised entropy of each row's power spectrum */ \
     OP(void, sga_stats_forward, (void *stats, const void *spec, int R, int T)) \
     OP(void, sga_stats_backward, (void *dspec, const void *dstats, const void *spec, int R, int T))   /* dspec (+=) */ \
@@ -163,12 +169,15 @@ typedef struct Backend Backend;
     /* For y = g * s with g = sigmoid(l): dspec (=) dy g; dgate (=) dy s g (1 - g), the gradient at l, */ \
     /* or NULL to skip it (fixed gains have nothing to learn) */ \
     OP(void, sga_gate_backward, (void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n)) \
-    /* out = (1 - alpha) a + alpha z' on the causal triangle, alpha = clamp(alpha_raw[0], 0, 1) (NULL: 1) */ \
-    OP(void, sga_blend_forward, (void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T)) \
+    /* out = (1 - alpha) a + alpha z' on the causal triangle, alpha = clamp(alpha_raw[0], 0, 1) (NULL: 1); */ \
+    /* out, a, zprime (BH,Q,T), row r of a block is query i = q0 + r % Q (as softmax_causal_forward) */ \
+    OP(void, sga_blend_forward, (void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T, \
+                                 int q0, int Q)) \
     /* da (=) (1 - alpha) dout on the triangle and exact zeros above (whatever the buffer held before: */ \
-    /* da is a dscores of attn_scores_backward), dzprime (=), dalpha_raw (+=, one element; may be NULL) */ \
+    /* da is a dscores of attn_scores_backward), dzprime (=), dalpha_raw (+=, one element; may be NULL): */ \
+    /* the sum over the BH*Q rows, in a fixed order; all others (BH,Q,T) */ \
     OP(void, sga_blend_backward, (void *da, void *dzprime, void *dalpha_raw, const void *dout, const void *a, \
-                                  const void *zprime, const void *alpha_raw, int BH, int T)) \
+                                  const void *zprime, const void *alpha_raw, int BH, int T, int q0, int Q)) \
     \
     /* ---- reductions and optimizer ------------------------------------------------------------ */ \
     OP(double, sum, (const void *x, size_t n))          /* deterministic, accumulated in double */ \

@@ -133,7 +133,7 @@ void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, const Sga
     int T = c->T, R = nh * T, De = o->embed, Hg = o->hidden;
     size_t n = (size_t)R * T;
     be->copy(l->raw, scores, n);                                  // a (nh,T,T), kept for the blend's gradient
-    be->causal_lower_copy(w->z, scores, nh, T);                   // z: the causal row, zero-padded to T
+    be->causal_lower_copy(w->z, scores, nh, T, 0, T);             // z: the causal row, zero-padded to T
     if (o->spectral) be->dct_rows(l->spec, w->z, R, T, 0);        // s = DCT-II(z) (R,T)
     else be->copy(l->spec, w->z, n);                              // ablation: gate the row itself
     // gate_inputs_kept: a rebuild, and stats and hpre hold this layer's from the forward pass.
@@ -150,7 +150,7 @@ void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, const Sga
     if (o->spectral) be->dct_rows(l->zp, w->y, R, T, 1);          // z' = IDCT(g * s)
     else be->copy(l->zp, w->y, n);
     const void *alpha = o->blend ? P[SGA_ALPHA] : NULL;
-    be->sga_blend_forward(logits, l->raw, l->zp, alpha, nh, T);   // a' = (1 - alpha) a + alpha z'
+    be->sga_blend_forward(logits, l->raw, l->zp, alpha, nh, T, 0, T);   // a' = (1 - alpha) a + alpha z'
 }
 
 void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, const SgaRows *l, const SgaScratch *w,
@@ -162,7 +162,7 @@ void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, const Sg
     const void *alpha = o->blend ? P[SGA_ALPHA] : NULL;
     void *dalpha = o->blend ? G[SGA_ALPHA] : NULL;
     // z serves as dz' and later dz; y as dy. The blend writes the whole of dscores (nh,T,T).
-    be->sga_blend_backward(dscores, w->z, dalpha, dlogits, l->raw, l->zp, alpha, nh, T);
+    be->sga_blend_backward(dscores, w->z, dalpha, dlogits, l->raw, l->zp, alpha, nh, T, 0, T);
     if (o->spectral) be->dct_rows(w->y, w->z, R, T, 0);   // dy = DCT(dz'): the inverse's transpose
     else be->copy(w->y, w->z, n);
     // ds = dy g; d(W2 h + b2) = dy s g (1 - g)
@@ -179,7 +179,7 @@ void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, const Sg
     }
     if (o->spectral) be->dct_rows(w->z, w->dspec, R, T, 1);   // dz = IDCT(ds)
     else be->copy(w->z, w->dspec, n);
-    be->causal_lower_accumulate(dscores, w->z, nh, T);          // the padding carries no gradient
+    be->causal_lower_accumulate(dscores, w->z, nh, T, 0, T);    // the padding carries no gradient
 }
 
 static SgaScratch sga_scratch(const SgaSlot *slot) {

@@ -116,7 +116,7 @@ static void tile_forward(SgaTiledSlot *slot, const LayerCall *c, double scale, c
     size_t off = (size_t)p0 * T * hs;
     be->attn_scores(slot->scores, be_offset(be, (void *)q, off), be_offset(be, (void *)k, off), scale, nt, T, hs);   // (nt,T,T)
     sga_rows_forward(&slot->opt, c, nt, &slot->rows, &slot->w, slot->scores, slot->scores, 0);   // logits, in place
-    be->softmax_causal_forward(probs, slot->scores, nt, T);                                   // (nt,T,T)
+    be->softmax_causal_forward(probs, slot->scores, nt, T, 0, T);                             // (nt,T,T)
 }
 
 static SgaTiledRecord *record_of(const SgaTiledSlot *slot, int li) {
@@ -172,7 +172,7 @@ static void sga_tiled_backward(const AttentionVariant *self, void *slot_, const 
         // scores' buffer: dprobs (nt,T,T), then dscores (nt,T,T)
         be->attn_values_backward(slot->scores, be_offset(be, dv, off), be_offset(be, (void *)dy, off), slot->probs,
                                  be_offset(be, (void *)v, off), nt, T, hs);
-        be->softmax_causal_backward(slot->dlogits, slot->scores, slot->probs, nt, T);          // (nt,T,T)
+        be->softmax_causal_backward(slot->dlogits, slot->scores, slot->probs, nt, T, 0, T);    // (nt,T,T)
         sga_rows_backward(&slot->opt, &c->layer, nt, &slot->rows, &slot->w, slot->dlogits, slot->scores);
         be->attn_scores_backward(be_offset(be, dq, off), be_offset(be, dk, off), slot->scores, qt, kt, c->scale, nt, T, hs);
     }

@@ -47,12 +47,13 @@ static inline void pair_free(Pair p) {
 // Scale-relative error of the GPU copy against the CPU copy (infinite on a NaN; gpu_compare.h).
 static inline double pair_error(Pair p) { return gpu_error(gpu, p.g, cpu, p.c, p.n); }
 
-// How many entries above the diagonal of the GPU copy of p, a stack of (T,T) matrices, are not
-// exactly zero (ops that promise exact zeros there, whatever the output held before).
-static inline size_t pair_gpu_nonzero_above_diagonal(Pair p, int T) {
+// How many entries above the diagonal of the GPU copy of p are not exactly zero (ops that promise
+// exact zeros there, whatever the output held before). p is a stack of blocks of Q rows of length
+// T, row r of a block being query q0 + r % Q (backend.h's causal row ops); (0, T): (T,T) matrices.
+static inline size_t pair_gpu_nonzero_above_diagonal(Pair p, int T, int q0, int Q) {
     float *g = gpu_get(gpu, p.g, p.n);
     size_t nonzero = 0;
-    for (size_t idx = 0; idx < p.n; idx++) nonzero += idx % T > (idx / T) % T && g[idx] != 0.0f;
+    for (size_t idx = 0; idx < p.n; idx++) nonzero += idx % T > q0 + (idx / T) % Q && g[idx] != 0.0f;
     free(g);
     return nonzero;
 }

@@ -194,11 +194,11 @@ static void test_softmax_causal_forward(void **state) {
     float *s = causal_random(BH, T, 26, 3.0, 1);
     Pair scores = pair_from(s, ns), probs = pair_random(ns, 27, 1.0);
     free(s);
-    gpu->softmax_causal_forward(probs.g, scores.g, BH, T);
-    cpu->softmax_causal_forward(probs.c, scores.c, BH, T);
+    gpu->softmax_causal_forward(probs.g, scores.g, BH, T, 0, T);
+    cpu->softmax_causal_forward(probs.c, scores.c, BH, T, 0, T);
     check("softmax_causal_forward probs", pair_error(probs), TOL_SOFTMAX);
     // Exact zeros above the diagonal, not merely small values.
-    assert_int_equal(pair_gpu_nonzero_above_diagonal(probs, T), 0);
+    assert_int_equal(pair_gpu_nonzero_above_diagonal(probs, T, 0, T), 0);
     pair_free(scores); pair_free(probs);
 }
 
@@ -208,12 +208,62 @@ static void test_softmax_causal_backward(void **state) {
     float *p = causal_probs(28, 1), *dp = causal_random(BH, T, 29, 1.0, 1);
     Pair probs = pair_from(p, ns), dprobs = pair_from(dp, ns), dscores = pair_random(ns, 30, 1.0);   // (=)
     free(p); free(dp);
-    gpu->softmax_causal_backward(dscores.g, dprobs.g, probs.g, BH, T);
-    cpu->softmax_causal_backward(dscores.c, dprobs.c, probs.c, BH, T);
+    gpu->softmax_causal_backward(dscores.g, dprobs.g, probs.g, BH, T, 0, T);
+    cpu->softmax_causal_backward(dscores.c, dprobs.c, probs.c, BH, T, 0, T);
     check("softmax_causal_backward dscores (=)", pair_error(dscores), TOL_SOFTMAX);
     // Exact zeros above the diagonal over the random start: attn_scores_backward reads them.
-    assert_int_equal(pair_gpu_nonzero_above_diagonal(dscores, T), 0);
+    assert_int_equal(pair_gpu_nonzero_above_diagonal(dscores, T, 0, T), 0);
     pair_free(probs); pair_free(dprobs); pair_free(dscores);
+}
+
+// Blocks of Q query rows of each head from q0 (backend.h's causal row ops: tensors (BH,Q,T), row r
+// of a block is query q0 + r % Q): short and long blocks inside, and the last row alone.
+static const struct { int q0, Q; } ROW_BLOCKS[] = {{2, 3}, {5, 20}, {T - 1, 1}};
+
+// Host copy (BH,Q,T) of rows q0..q0+Q-1 of each head of square (BH,T,T): the block sees the same
+// values, garbage above its diagonal included.
+static float *block_rows(const float *square, int q0, int Q) {
+    float *rows = malloc((size_t)BH * Q * T * sizeof(float));
+    for (int bh = 0; bh < BH; bh++)
+        memcpy(rows + (size_t)bh * Q * T, square + ((size_t)bh * T + q0) * T, (size_t)Q * T * sizeof(float));
+    return rows;
+}
+
+static void test_softmax_causal_forward_row_blocks(void **state) {
+    (void)state;
+    for (size_t c = 0; c < sizeof ROW_BLOCKS / sizeof ROW_BLOCKS[0]; c++) {
+        int q0 = ROW_BLOCKS[c].q0, Q = ROW_BLOCKS[c].Q;
+        size_t nb = (size_t)BH * Q * T;
+        float *s = causal_random(BH, T, 80 + c, 3.0, 1), *sb = block_rows(s, q0, Q);
+        Pair scores = pair_from(sb, nb), probs = pair_random(nb, 90 + c, 1.0);   // (=)
+        free(s); free(sb);
+        gpu->softmax_causal_forward(probs.g, scores.g, BH, T, q0, Q);
+        cpu->softmax_causal_forward(probs.c, scores.c, BH, T, q0, Q);
+        char what[64];
+        snprintf(what, sizeof what, "softmax_causal_forward probs rows %d..%d", q0, q0 + Q - 1);
+        check(what, pair_error(probs), TOL_SOFTMAX);
+        assert_int_equal(pair_gpu_nonzero_above_diagonal(probs, T, q0, Q), 0);
+        pair_free(scores); pair_free(probs);
+    }
+}
+
+static void test_softmax_causal_backward_row_blocks(void **state) {
+    (void)state;
+    for (size_t c = 0; c < sizeof ROW_BLOCKS / sizeof ROW_BLOCKS[0]; c++) {
+        int q0 = ROW_BLOCKS[c].q0, Q = ROW_BLOCKS[c].Q;
+        size_t nb = (size_t)BH * Q * T;
+        float *p = causal_probs(100 + c, 1), *dp = causal_random(BH, T, 110 + c, 1.0, 1);
+        float *pb = block_rows(p, q0, Q), *dpb = block_rows(dp, q0, Q);
+        Pair probs = pair_from(pb, nb), dprobs = pair_from(dpb, nb), dscores = pair_random(nb, 120 + c, 1.0);   // (=)
+        free(p); free(dp); free(pb); free(dpb);
+        gpu->softmax_causal_backward(dscores.g, dprobs.g, probs.g, BH, T, q0, Q);
+        cpu->softmax_causal_backward(dscores.c, dprobs.c, probs.c, BH, T, q0, Q);
+        char what[64];
+        snprintf(what, sizeof what, "softmax_causal_backward dscores rows %d..%d", q0, q0 + Q - 1);
+        check(what, pair_error(dscores), TOL_SOFTMAX);
+        assert_int_equal(pair_gpu_nonzero_above_diagonal(dscores, T, q0, Q), 0);
+        pair_free(probs); pair_free(dprobs); pair_free(dscores);
+    }
 }
 
 // ---- entropy ---------------------------------------------------------------------------------------
@@ -350,6 +400,8 @@ int main(void) {
         cmocka_unit_test(test_attn_scores_backward),
         cmocka_unit_test(test_softmax_causal_forward),
         cmocka_unit_test(test_softmax_causal_backward),
+        cmocka_unit_test(test_softmax_causal_forward_row_blocks),
+        cmocka_unit_test(test_softmax_causal_backward_row_blocks),
         cmocka_unit_test(test_attn_values),
         cmocka_unit_test(test_attn_values_backward),
         cmocka_unit_test(test_attn_row_entropy),

@@ -8,7 +8,8 @@
 // with different garbage on each, so an element the GPU forgets or accumulates into shows up.
 // Sizes are odd on purpose: BH = 3 x 4 heads of T = 37 (R = 444 rows), rows longer than a block
 // (T = 300) and, for the DCT, T = 64, 18, 2048 and the degenerate 1, 2, 3. Both DCT methods are
-// checked (forward, inverse, round trip, in place).
+// checked (forward, inverse, round trip, in place). The causal row ops also run on blocks of query
+// rows of each head (q0 > 0, Q < T).
 //
 // The CUDA backend is created once (group setup) in the fp32 GEMM precision, so the GEMM DCT runs
 // in plain fp32 (it uses TF32 only in the bf16 training precision). Without a GPU the program
@@ -145,34 +146,53 @@ static void test_dct_rows_gemm(void **state) {
 // (BH, T) shapes: the test's odd one and rows longer than a thread block.
 static const struct { int bh, n; } ROW_SHAPES[] = {{BH, T}, {2, 300}, {5, 1}};
 
+// Blocks of Q query rows of each head from q0 (the causal row ops' (BH,Q,T) tensors, row r of a
+// block is query q0 + r % Q): inside the odd shape, its last row alone, and inside rows longer
+// than a thread block.
+static const struct { int bh, n, q0, Q; } ROW_BLOCKS[] = {{BH, T, 5, 20}, {BH, T, T - 1, 1}, {2, 300, 100, 200}, {2, 300, 2, 3}};
+
+// "BH=12 T=37", and the rows of a block when it is not the whole square
+static void rows_label(char *what, size_t size, const char *prefix, int bh, int n, int q0, int Q) {
+    if (q0 == 0 && Q == n) snprintf(what, size, "%sBH=%d T=%d", prefix, bh, n);
+    else snprintf(what, size, "%sBH=%d T=%d rows %d..%d", prefix, bh, n, q0, q0 + Q - 1);
+}
+
+static void check_causal_lower_copy(int bh, int n, int q0, int Q) {
+    size_t len = (size_t)bh * Q * n;
+    Pair in = pair_random(len, next_seed++, 1.0), out = pair_garbage(len, next_seed++);
+    gpu->causal_lower_copy(out.g, in.g, bh, n, q0, Q);
+    cpu->causal_lower_copy(out.c, in.c, bh, n, q0, Q);
+    char what[64];
+    rows_label(what, sizeof what, "out ", bh, n, q0, Q);
+    expect_close("causal_lower_copy", what, out);
+    pair_free(in); pair_free(out);
+}
+
 static void test_causal_lower_copy(void **state) {
     (void)state;
-    for (size_t c = 0; c < sizeof ROW_SHAPES / sizeof ROW_SHAPES[0]; c++) {
-        int bh = ROW_SHAPES[c].bh, n = ROW_SHAPES[c].n;
-        size_t len = (size_t)bh * n * n;
-        Pair in = pair_random(len, next_seed++, 1.0), out = pair_garbage(len, next_seed++);
-        gpu->causal_lower_copy(out.g, in.g, bh, n);
-        cpu->causal_lower_copy(out.c, in.c, bh, n);
-        char what[64];
-        snprintf(what, sizeof what, "out BH=%d T=%d", bh, n);
-        expect_close("causal_lower_copy", what, out);
-        pair_free(in); pair_free(out);
-    }
+    for (size_t c = 0; c < sizeof ROW_SHAPES / sizeof ROW_SHAPES[0]; c++)
+        check_causal_lower_copy(ROW_SHAPES[c].bh, ROW_SHAPES[c].n, 0, ROW_SHAPES[c].n);
+    for (size_t c = 0; c < sizeof ROW_BLOCKS / sizeof ROW_BLOCKS[0]; c++)
+        check_causal_lower_copy(ROW_BLOCKS[c].bh, ROW_BLOCKS[c].n, ROW_BLOCKS[c].q0, ROW_BLOCKS[c].Q);
+}
+
+static void check_causal_lower_accumulate(int bh, int n, int q0, int Q) {
+    size_t len = (size_t)bh * Q * n;
+    Pair in = pair_random(len, next_seed++, 1.0), out = pair_random(len, next_seed++, 1.0);
+    gpu->causal_lower_accumulate(out.g, in.g, bh, n, q0, Q);
+    cpu->causal_lower_accumulate(out.c, in.c, bh, n, q0, Q);
+    char what[64];
+    rows_label(what, sizeof what, "out (+=) ", bh, n, q0, Q);
+    expect_close("causal_lower_accumulate", what, out);
+    pair_free(in); pair_free(out);
 }
 
 static void test_causal_lower_accumulate(void **state) {
     (void)state;
-    for (size_t c = 0; c < sizeof ROW_SHAPES / sizeof ROW_SHAPES[0]; c++) {
-        int bh = ROW_SHAPES[c].bh, n = ROW_SHAPES[c].n;
-        size_t len = (size_t)bh * n * n;
-        Pair in = pair_random(len, next_seed++, 1.0), out = pair_random(len, next_seed++, 1.0);
-        gpu->causal_lower_accumulate(out.g, in.g, bh, n);
-        cpu->causal_lower_accumulate(out.c, in.c, bh, n);
-        char what[64];
-        snprintf(what, sizeof what, "out (+=) BH=%d T=%d", bh, n);
-        expect_close("causal_lower_accumulate", what, out);
-        pair_free(in); pair_free(out);
-    }
+    for (size_t c = 0; c < sizeof ROW_SHAPES / sizeof ROW_SHAPES[0]; c++)
+        check_causal_lower_accumulate(ROW_SHAPES[c].bh, ROW_SHAPES[c].n, 0, ROW_SHAPES[c].n);
+    for (size_t c = 0; c < sizeof ROW_BLOCKS / sizeof ROW_BLOCKS[0]; c++)
+        check_causal_lower_accumulate(ROW_BLOCKS[c].bh, ROW_BLOCKS[c].n, ROW_BLOCKS[c].q0, ROW_BLOCKS[c].Q);
 }
 
 // ---- statistics -----------------------------------------------------------------------------------
@@ -315,54 +335,65 @@ static void test_sga_gate_backward(void **state) {
 // alpha_raw inside [0, 1], clamped from above and below (no gradient then), and no blend parameter.
 static const struct { int has_alpha; float raw; } ALPHAS[] = {{1, 0.3f}, {1, 1.7f}, {1, -0.5f}, {1, 0.0f}, {0, 1.0f}};
 
+static void check_sga_blend_forward(size_t c, int bh, int n, int q0, int Q) {
+    size_t len = (size_t)bh * Q * n;
+    Pair a = pair_random(len, next_seed++, 1.0), zp = pair_random(len, next_seed++, 1.0), out = pair_garbage(len, next_seed++);
+    Pair alpha = pair_from(&ALPHAS[c].raw, 1);
+    const void *ag = ALPHAS[c].has_alpha ? alpha.g : NULL, *ac = ALPHAS[c].has_alpha ? alpha.c : NULL;
+    gpu->sga_blend_forward(out.g, a.g, zp.g, ag, bh, n, q0, Q);
+    cpu->sga_blend_forward(out.c, a.c, zp.c, ac, bh, n, q0, Q);
+    char prefix[32], what[64];
+    if (ALPHAS[c].has_alpha) snprintf(prefix, sizeof prefix, "out alpha_raw=%g ", ALPHAS[c].raw);
+    else snprintf(prefix, sizeof prefix, "out no alpha ");
+    rows_label(what, sizeof what, prefix, bh, n, q0, Q);
+    expect_close("sga_blend_forward", what, out);
+    pair_free(a); pair_free(zp); pair_free(out); pair_free(alpha);
+}
+
 static void test_sga_blend_forward(void **state) {
     (void)state;
-    for (size_t c = 0; c < sizeof ALPHAS / sizeof ALPHAS[0]; c++)
-        for (size_t s = 0; s < 2; s++) {
-            int bh = ROW_SHAPES[s].bh, n = ROW_SHAPES[s].n;
-            size_t len = (size_t)bh * n * n;
-            Pair a = pair_random(len, next_seed++, 1.0), zp = pair_random(len, next_seed++, 1.0), out = pair_garbage(len, next_seed++);
-            Pair alpha = pair_from(&ALPHAS[c].raw, 1);
-            const void *ag = ALPHAS[c].has_alpha ? alpha.g : NULL, *ac = ALPHAS[c].has_alpha ? alpha.c : NULL;
-            gpu->sga_blend_forward(out.g, a.g, zp.g, ag, bh, n);
-            cpu->sga_blend_forward(out.c, a.c, zp.c, ac, bh, n);
-            char what[64];
-            if (ALPHAS[c].has_alpha) snprintf(what, sizeof what, "out alpha_raw=%g BH=%d T=%d", ALPHAS[c].raw, bh, n);
-            else snprintf(what, sizeof what, "out no alpha BH=%d T=%d", bh, n);
-            expect_close("sga_blend_forward", what, out);
-            pair_free(a); pair_free(zp); pair_free(out); pair_free(alpha);
-        }
+    for (size_t c = 0; c < sizeof ALPHAS / sizeof ALPHAS[0]; c++) {
+        for (size_t s = 0; s < 2; s++) check_sga_blend_forward(c, ROW_SHAPES[s].bh, ROW_SHAPES[s].n, 0, ROW_SHAPES[s].n);
+        for (size_t s = 0; s < sizeof ROW_BLOCKS / sizeof ROW_BLOCKS[0]; s++)
+            check_sga_blend_forward(c, ROW_BLOCKS[s].bh, ROW_BLOCKS[s].n, ROW_BLOCKS[s].q0, ROW_BLOCKS[s].Q);
+    }
+}
+
+static void check_sga_blend_backward(size_t c, int with_dalpha, int bh, int n, int q0, int Q) {
+    size_t len = (size_t)bh * Q * n;
+    Pair a = pair_random(len, next_seed++, 1.0), zp = pair_random(len, next_seed++, 1.0), dout = pair_random(len, next_seed++, 1.0);
+    Pair da = pair_garbage(len, next_seed++), dzp = pair_garbage(len, next_seed++), dalpha = pair_random(1, next_seed++, 10.0);
+    Pair alpha = pair_from(&ALPHAS[c].raw, 1);
+    const void *ag = ALPHAS[c].has_alpha ? alpha.g : NULL, *ac = ALPHAS[c].has_alpha ? alpha.c : NULL;
+    gpu->sga_blend_backward(da.g, dzp.g, with_dalpha ? dalpha.g : NULL, dout.g, a.g, zp.g, ag, bh, n, q0, Q);
+    cpu->sga_blend_backward(da.c, dzp.c, with_dalpha ? dalpha.c : NULL, dout.c, a.c, zp.c, ac, bh, n, q0, Q);
+    char prefix[32], what[64];
+    if (ALPHAS[c].has_alpha) snprintf(prefix, sizeof prefix, "alpha_raw=%g ", ALPHAS[c].raw);
+    else snprintf(prefix, sizeof prefix, "no alpha ");
+    rows_label(what, sizeof what, prefix, bh, n, q0, Q);
+    char label[96];
+    snprintf(label, sizeof label, "da (=) %s", what);
+    expect_close("sga_blend_backward", label, da);
+    // da is a dscores of attn_scores_backward: exact zeros above the diagonal over the garbage
+    assert_int_equal(pair_gpu_nonzero_above_diagonal(da, n, q0, Q), 0);
+    snprintf(label, sizeof label, "dz' %s", what);
+    expect_close("sga_blend_backward", label, dzp);
+    if (with_dalpha) {
+        snprintf(label, sizeof label, "dalpha (+=) %s", what);
+        expect_close("sga_blend_backward_dalpha", label, dalpha);
+    }
+    pair_free(a); pair_free(zp); pair_free(dout); pair_free(da); pair_free(dzp); pair_free(dalpha); pair_free(alpha);
 }
 
 static void test_sga_blend_backward(void **state) {
     (void)state;
     for (size_t c = 0; c < sizeof ALPHAS / sizeof ALPHAS[0]; c++)
-        for (int with_dalpha = 0; with_dalpha < 2; with_dalpha++)
-            for (size_t s = 0; s < 2; s++) {
-                int bh = ROW_SHAPES[s].bh, n = ROW_SHAPES[s].n;
-                size_t len = (size_t)bh * n * n;
-                Pair a = pair_random(len, next_seed++, 1.0), zp = pair_random(len, next_seed++, 1.0), dout = pair_random(len, next_seed++, 1.0);
-                Pair da = pair_garbage(len, next_seed++), dzp = pair_garbage(len, next_seed++), dalpha = pair_random(1, next_seed++, 10.0);
-                Pair alpha = pair_from(&ALPHAS[c].raw, 1);
-                const void *ag = ALPHAS[c].has_alpha ? alpha.g : NULL, *ac = ALPHAS[c].has_alpha ? alpha.c : NULL;
-                gpu->sga_blend_backward(da.g, dzp.g, with_dalpha ? dalpha.g : NULL, dout.g, a.g, zp.g, ag, bh, n);
-                cpu->sga_blend_backward(da.c, dzp.c, with_dalpha ? dalpha.c : NULL, dout.c, a.c, zp.c, ac, bh, n);
-                char what[64];
-                if (ALPHAS[c].has_alpha) snprintf(what, sizeof what, "alpha_raw=%g BH=%d T=%d", ALPHAS[c].raw, bh, n);
-                else snprintf(what, sizeof what, "no alpha BH=%d T=%d", bh, n);
-                char label[96];
-                snprintf(label, sizeof label, "da (=) %s", what);
-                expect_close("sga_blend_backward", label, da);
-                // da is a dscores of attn_scores_backward: exact zeros above the diagonal over the garbage
-                assert_int_equal(pair_gpu_nonzero_above_diagonal(da, n), 0);
-                snprintf(label, sizeof label, "dz' %s", what);
-                expect_close("sga_blend_backward", label, dzp);
-                if (with_dalpha) {
-                    snprintf(label, sizeof label, "dalpha (+=) %s", what);
-                    expect_close("sga_blend_backward_dalpha", label, dalpha);
-                }
-                pair_free(a); pair_free(zp); pair_free(dout); pair_free(da); pair_free(dzp); pair_free(dalpha); pair_free(alpha);
-            }
+        for (int with_dalpha = 0; with_dalpha < 2; with_dalpha++) {
+            for (size_t s = 0; s < 2; s++)
+                check_sga_blend_backward(c, with_dalpha, ROW_SHAPES[s].bh, ROW_SHAPES[s].n, 0, ROW_SHAPES[s].n);
+            for (size_t s = 0; s < sizeof ROW_BLOCKS / sizeof ROW_BLOCKS[0]; s++)
+                check_sga_blend_backward(c, with_dalpha, ROW_BLOCKS[s].bh, ROW_BLOCKS[s].n, ROW_BLOCKS[s].q0, ROW_BLOCKS[s].Q);
+        }
 }
 
 int main(void) {

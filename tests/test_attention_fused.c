@@ -105,11 +105,11 @@ static Outputs materialised(const Backend *be, Inputs in) {
     void *y = be->alloc(n), *ent = be->alloc(r), *dq = be->alloc(n), *dk = be->alloc(n), *dv = be->alloc(n);
     void *scores = be->alloc(tt), *probs = be->alloc(tt), *dprobs = be->alloc(tt), *dscores = be->alloc(tt);
     be->attn_scores(scores, q, k, in.scale, BH, T, HS);
-    be->softmax_causal_forward(probs, scores, BH, T);
+    be->softmax_causal_forward(probs, scores, BH, T, 0, T);
     be->attn_values(y, probs, v, BH, T, HS);
     be->attn_row_entropy(ent, probs, BH, T);
     be->attn_values_backward(dprobs, dv, dy, probs, v, BH, T, HS);
-    be->softmax_causal_backward(dscores, dprobs, probs, BH, T);
+    be->softmax_causal_backward(dscores, dprobs, probs, BH, T, 0, T);
     be->attn_scores_backward(dq, dk, dscores, q, k, in.scale, BH, T, HS);
     double *s = get(be, scores, tt), *lse = malloc(r * sizeof(double));
     for (size_t row = 0; row < r; row++) {

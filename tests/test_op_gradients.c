@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include "gradcheck.h"
+#include "row_blocks.h"
 
 #define TOL 1e-3
 #define STEP 1e-5
@@ -179,7 +180,7 @@ static double attention_objective(const Backend *be, double **in, void *ctx_) {
     void *y = be->alloc(n), *out = be->alloc(n);
     be->heads_split(q, k, v, qkv, c->B, c->T, c->NH, c->hs);
     be->attn_scores(scores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs);
-    be->softmax_causal_forward(probs, scores, BH, c->T);
+    be->softmax_causal_forward(probs, scores, BH, c->T, 0, c->T);
     be->attn_values(y, probs, v, BH, c->T, c->hs);
     be->heads_merge(out, y, c->B, c->T, c->NH, c->hs);
     double s = dot_download(be, out, c->w, n);
@@ -199,11 +200,11 @@ static void attention_gradient(const Backend *be, double **in, double **g, void 
     void *dq = be->alloc(n), *dk = be->alloc(n), *dv = be->alloc(n), *dqkv = be->alloc(3 * n);
     be->heads_split(q, k, v, qkv, c->B, c->T, c->NH, c->hs);
     be->attn_scores(scores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs);
-    be->softmax_causal_forward(probs, scores, BH, c->T);
+    be->softmax_causal_forward(probs, scores, BH, c->T, 0, c->T);
     be->attn_values(y, probs, v, BH, c->T, c->hs);
     be->heads_merge_backward(dy, dout, c->B, c->T, c->NH, c->hs);
     be->attn_values_backward(dprobs, dv, dy, probs, v, BH, c->T, c->hs);
-    be->softmax_causal_backward(dscores, dprobs, probs, BH, c->T);
+    be->softmax_causal_backward(dscores, dprobs, probs, BH, c->T, 0, c->T);
     be->attn_scores_backward(dq, dk, dscores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs);
     be->heads_split_backward(dqkv, dq, dk, dv, c->B, c->T, c->NH, c->hs);
     grads_download(be, g, 0, dqkv, 3 * n);
@@ -229,7 +230,7 @@ static void test_causal_softmax_masks_future_and_normalises(void **state) {
     int T = 6;
     double *s = gc_random((size_t)T * T, 16, 3.0);
     void *scores = gc_upload(be, s, (size_t)T * T), *probs = be->alloc((size_t)T * T);
-    be->softmax_causal_forward(probs, scores, 1, T);
+    be->softmax_causal_forward(probs, scores, 1, T, 0, T);
     double *p = gc_download(be, probs, (size_t)T * T);
     for (int i = 0; i < T; i++) {
         double sum = 0;
@@ -241,6 +242,27 @@ static void test_causal_softmax_masks_future_and_normalises(void **state) {
     }
     assert_true(fabs(p[0] - 1.0) < 1e-7);   // the first row attends only to itself
     free(s); free(p); be->free(scores); be->free(probs);
+}
+
+// The causal softmax on a block of query rows of each head: the rows of the whole square, bitwise.
+static void softmax_forward_rows(const Backend *be, void *const *out, void *const *in, int BH, int T, RowBlock b, void *ctx) {
+    (void)ctx;
+    be->softmax_causal_forward(out[0], in[0], BH, T, b.q0, b.Q);   // probs (BH,Q,T) from scores
+}
+
+// in: dprobs, probs (BH,Q,T); any values, the op is arithmetic on them
+static void softmax_backward_rows(const Backend *be, void *const *out, void *const *in, int BH, int T, RowBlock b, void *ctx) {
+    (void)ctx;
+    be->softmax_causal_backward(out[0], in[0], in[1], BH, T, b.q0, b.Q);   // dscores (BH,Q,T)
+}
+
+static void test_causal_softmax_on_row_blocks_matches_whole_square(void **state) {
+    (void)state;
+    const int lengths[] = {7, 64};
+    const RowOp forward = {"softmax_causal_forward", 1, 1, 3.0, softmax_forward_rows, NULL};
+    const RowOp backward = {"softmax_causal_backward", 2, 1, 1.0, softmax_backward_rows, NULL};
+    assert_row_blocks_match_square(&forward, 3, lengths, 2, 70);
+    assert_row_blocks_match_square(&backward, 3, lengths, 2, 80);
 }
 
 // ---- the dscores contract ---------------------------------------------------------------------
@@ -281,15 +303,15 @@ static void test_dscores_producers_write_exact_zeros_above_the_diagonal(void **s
         void *scores = gc_upload(be, hs, n), *dprobs = gc_upload(be, hdp, n), *a = gc_upload(be, ha, n);
         void *zp = gc_upload(be, hz, n), *dout = gc_upload(be, hdout, n), *alpha_raw = gc_upload(be, &alpha, 1);
         void *probs = be->alloc(n);
-        be->softmax_causal_forward(probs, scores, BH, T);
+        be->softmax_causal_forward(probs, scores, BH, T, 0, T);
         void *dscores = garbage_square(be, BH, T);
-        be->softmax_causal_backward(dscores, dprobs, probs, BH, T);
+        be->softmax_causal_backward(dscores, dprobs, probs, BH, T, 0, T);
         assert_causal_with_exact_zeros(be, "softmax_causal_backward dscores", dscores, BH, T);
         be->free(dscores);
         // The blend with a blend parameter and without one (alpha = 1: da is 0 on the triangle too).
         for (int with_alpha = 0; with_alpha < 2; with_alpha++) {
             void *da = garbage_square(be, BH, T), *dzp = garbage_square(be, BH, T);
-            be->sga_blend_backward(da, dzp, NULL, dout, a, zp, with_alpha ? alpha_raw : NULL, BH, T);
+            be->sga_blend_backward(da, dzp, NULL, dout, a, zp, with_alpha ? alpha_raw : NULL, BH, T, 0, T);
             assert_causal_with_exact_zeros(be, with_alpha ? "sga_blend_backward da" : "sga_blend_backward da, no alpha",
                                            da, BH, T);
             be->free(da); be->free(dzp);
@@ -362,6 +384,7 @@ int main(void) {
         cmocka_unit_test(test_encoder_backward_matches_finite_differences),
         cmocka_unit_test(test_attention_backward_matches_finite_differences),
         cmocka_unit_test(test_causal_softmax_masks_future_and_normalises),
+        cmocka_unit_test(test_causal_softmax_on_row_blocks_matches_whole_square),
         cmocka_unit_test(test_dscores_producers_write_exact_zeros_above_the_diagonal),
         cmocka_unit_test(test_crossentropy_backward_matches_finite_differences),
         cmocka_unit_test(test_crossentropy_ignores_masked_targets),

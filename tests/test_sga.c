@@ -1,12 +1,13 @@
 // Spectral Gated Attention: the DCT pair against a direct O(T^2) DCT, finite-difference checks of
-// every SGA op and of whole SGA models (every ablation), causality, batch independence, and
-// alpha = 0 reducing to plain SDPA.
+// every SGA op and of whole SGA models (every ablation), the causal row ops on blocks of query rows
+// against the whole square, causality, batch independence, and alpha = 0 reducing to plain SDPA.
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
 #include "gradcheck.h"
 #include "model_gradcheck.h"
+#include "row_blocks.h"
 #include "model.h"
 
 #define TOL 1e-3
@@ -99,7 +100,7 @@ static double blend_objective(const Backend *be, double **in, void *ctx_) {
     BlendCtx *c = ctx_;
     size_t n = (size_t)c->BH * c->T * c->T;
     void *a = gc_upload(be, in[0], n), *zp = gc_upload(be, in[1], n), *alpha = gc_upload(be, in[2], 1), *out = be->alloc(n);
-    be->sga_blend_forward(out, a, zp, alpha, c->BH, c->T);
+    be->sga_blend_forward(out, a, zp, alpha, c->BH, c->T, 0, c->T);
     // The softmax reads only the causal triangle: so does the objective.
     double *h = gc_download(be, out, n), sum = 0;
     for (size_t r = 0; r < (size_t)c->BH * c->T; r++)
@@ -116,7 +117,7 @@ static void blend_gradient(const Backend *be, double **in, double **g, void *ctx
         for (int j = 0; j <= (int)(r % c->T); j++) w[r * c->T + j] = c->w[r * c->T + j];
     void *a = gc_upload(be, in[0], n), *zp = gc_upload(be, in[1], n), *alpha = gc_upload(be, in[2], 1);
     void *dout = gc_upload(be, w, n), *da = be->alloc(n), *dzp = be->alloc(n), *dalpha = be->alloc(1);
-    be->sga_blend_backward(da, dzp, dalpha, dout, a, zp, alpha, c->BH, c->T);
+    be->sga_blend_backward(da, dzp, dalpha, dout, a, zp, alpha, c->BH, c->T, 0, c->T);
     double *h;
     h = gc_download(be, da, n); memcpy(g[0], h, n * sizeof(double)); free(h);
     h = gc_download(be, dzp, n); memcpy(g[1], h, n * sizeof(double)); free(h);
@@ -168,6 +169,93 @@ static void test_dct_pair_gradients(void **state) {
                         .names = {inverse ? "idct" : "dct"}, .differentiable = {1}};
         assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
     }
+}
+
+// ---- the causal row ops on blocks of query rows ----------------------------------------------------
+// Each on rows q0..q0+Q-1 of every head gives bitwise the rows of its whole-square run (row_blocks.h).
+
+static void lower_copy_rows(const Backend *be, void *const *out, void *const *in, int BH, int T, RowBlock b, void *ctx) {
+    (void)ctx;
+    be->causal_lower_copy(out[0], in[0], BH, T, b.q0, b.Q);
+}
+
+static void lower_accumulate_rows(const Backend *be, void *const *out, void *const *in, int BH, int T, RowBlock b, void *ctx) {
+    (void)ctx;
+    be->causal_lower_accumulate(out[0], in[0], BH, T, b.q0, b.Q);
+}
+
+// ctx: the blend parameter alpha_raw (one double), or NULL for none (alpha = 1)
+static void blend_forward_rows(const Backend *be, void *const *out, void *const *in, int BH, int T, RowBlock b, void *ctx) {
+    void *alpha = ctx ? gc_upload(be, ctx, 1) : NULL;
+    be->sga_blend_forward(out[0], in[0], in[1], alpha, BH, T, b.q0, b.Q);   // out from a, z'
+    if (alpha) be->free(alpha);
+}
+
+// out: da, dz'; in: dout, a, z'. dalpha is accumulated too (the reduction runs) but not compared
+// here: its sum changes order with the rows (test_blend_dalpha_sums_over_row_blocks).
+static void blend_backward_rows(const Backend *be, void *const *out, void *const *in, int BH, int T, RowBlock b, void *ctx) {
+    void *alpha = ctx ? gc_upload(be, ctx, 1) : NULL, *dalpha = be->alloc(1);
+    be->sga_blend_backward(out[0], out[1], dalpha, in[0], in[1], in[2], alpha, BH, T, b.q0, b.Q);
+    if (alpha) be->free(alpha);
+    be->free(dalpha);
+}
+
+static void test_causal_row_ops_on_row_blocks_match_whole_square(void **state) {
+    (void)state;
+    const int lengths[] = {7, 64};
+    double alpha = 0.3;
+    const RowOp ops[] = {
+        {"causal_lower_copy", 1, 1, 1.0, lower_copy_rows, NULL},
+        {"causal_lower_accumulate", 1, 1, 1.0, lower_accumulate_rows, NULL},
+        {"sga_blend_forward", 2, 1, 1.0, blend_forward_rows, &alpha},
+        {"sga_blend_forward no alpha", 2, 1, 1.0, blend_forward_rows, NULL},
+        {"sga_blend_backward", 3, 2, 1.0, blend_backward_rows, &alpha},
+        {"sga_blend_backward no alpha", 3, 2, 1.0, blend_backward_rows, NULL},
+    };
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        assert_row_blocks_match_square(&ops[i], 3, lengths, 2, 90 + 10 * i);
+}
+
+// dalpha over a partition of the rows into blocks (the first row, then two longer blocks), each
+// block's share accumulated (+=) into one element, against the whole square's: the same terms in
+// another order, so equal to rounding (1e-6 relative).
+static void test_blend_dalpha_sums_over_row_blocks(void **state) {
+    (void)state;
+    const Backend *backends[2] = {backend_cpu_f32(), backend_cpu_f64()};
+    const int lengths[] = {7, 64};
+    int BH = 3;
+    double alpha = 0.3, zero = 0;
+    for (int bi = 0; bi < 2; bi++)
+        for (int li = 0; li < 2; li++) {
+            const Backend *be = backends[bi];
+            int T = lengths[li], third = (T - 1) / 3;
+            const RowBlock parts[3] = {{0, 1}, {1, third}, {1 + third, T - 1 - third}};
+            size_t n = (size_t)BH * T * T;
+            double *h[3] = {gc_random(n, 150, 1.0), gc_random(n, 151, 1.0), gc_random(n, 152, 1.0)};   // dout, a, z'
+            void *alpha_raw = gc_upload(be, &alpha, 1), *dalpha_whole = gc_upload(be, &zero, 1);
+            void *dalpha_parts = gc_upload(be, &zero, 1);
+            for (int p = -1; p < 3; p++) {
+                RowBlock b = p < 0 ? (RowBlock){0, T} : parts[p];
+                size_t nb = (size_t)BH * b.Q * T;
+                void *d[3], *da = be->alloc(nb), *dzp = be->alloc(nb);
+                for (int k = 0; k < 3; k++) {
+                    double *rows = rows_of_square(h[k], BH, T, b);
+                    d[k] = gc_upload(be, rows, nb);
+                    free(rows);
+                }
+                be->sga_blend_backward(da, dzp, p < 0 ? dalpha_whole : dalpha_parts, d[0], d[1], d[2], alpha_raw, BH, T,
+                                       b.q0, b.Q);
+                for (int k = 0; k < 3; k++) be->free(d[k]);
+                be->free(da); be->free(dzp);
+            }
+            double *whole = gc_download(be, dalpha_whole, 1), *parts_sum = gc_download(be, dalpha_parts, 1);
+            double rel = fabs(parts_sum[0] - whole[0]) / fabs(whole[0]);
+            printf("# %s T=%d: dalpha whole %.9g, over blocks %.9g (rel diff %.2e)\n", be->name, T, whole[0], parts_sum[0], rel);
+            assert_true(rel <= 1e-6);
+            free(whole); free(parts_sum);
+            for (int k = 0; k < 3; k++) free(h[k]);
+            be->free(alpha_raw); be->free(dalpha_whole); be->free(dalpha_parts);
+        }
 }
 
 // ---- whole SGA models ---------------------------------------------------------------------------
@@ -391,6 +479,8 @@ int main(void) {
         cmocka_unit_test(test_dct_pair_gradients),
         cmocka_unit_test(test_spectral_statistics_gradients),
         cmocka_unit_test(test_blend_gradients),
+        cmocka_unit_test(test_causal_row_ops_on_row_blocks_match_whole_square),
+        cmocka_unit_test(test_blend_dalpha_sums_over_row_blocks),
         cmocka_unit_test(test_sga_models_gradients_match_finite_differences),
         cmocka_unit_test(test_sga_is_causal_and_batch_independent),
         cmocka_unit_test(test_batch_neighbours_do_not_leak),
