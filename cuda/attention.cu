@@ -114,66 +114,73 @@ static void gemm_batched_colmajor(cublasOperation_t opA, cublasOperation_t opB, 
                                            ctx->gemm_compute, CUBLAS_GEMM_DEFAULT));
 }
 
-// scores (BH,T,T) = scale q k^T, q, k (BH,T,hs). The full square, as on the CPU; the softmax reads only
-// the causal triangle.
-void cuda_attn_scores(void *scores, const void *q, const void *k, double scale, int BH, int T, int hs) {
-    if (BH <= 0 || T <= 0) return;
-    long long sh = (long long)T * hs, ss = (long long)T * T;
-    // Row-major S (T,T) = q k^T is column-major S^T (T,T) = k q^T. Column-major, the row-major k (T,hs)
-    // is k^T (hs,T), ld hs, so op = T gives k; q is q^T (hs,T), ld hs, used as is (op = N).
-    // cuBLAS: S^T (m=T, n=T) = scale op_T(k^T) (T,hs=k) x op_N(q^T) (hs,T), ldc T.
-    gemm_batched_colmajor(CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, (float)scale, (const float *)k, hs, sh,
-                          (const float *)q, hs, sh, 0.0f, (float *)scores, T, ss, BH);
+// The four products on a block of query rows: per head, rows q0..q0+Q-1 of q, y, dq, dy (BH,T,hs)
+// (from row q0, head stride T hs) against all T rows of k, v, dk, dv (BH,T,hs); scores, probs and
+// their gradients compact (BH,Q,T). The whole squares are (q0, Q) = (0, T).
+
+// scores (BH,Q,T) = scale q[q0:q0+Q] k^T. Every key, as on the CPU; the softmax reads only the causal
+// triangle.
+void cuda_attn_scores(void *scores, const void *q, const void *k, double scale, int BH, int T, int hs, int q0, int Q) {
+    if (BH <= 0 || T <= 0 || Q <= 0) return;
+    long long sh = (long long)T * hs, ss = (long long)Q * T;
+    const float *qb = (const float *)q + (size_t)q0 * hs;
+    // Row-major S (Q,T) = q k^T is column-major S^T (T,Q) = k q^T. Column-major, the row-major k (T,hs)
+    // is k^T (hs,T), ld hs, so op = T gives k; q is q^T (hs,Q), ld hs, used as is (op = N).
+    // cuBLAS: S^T (m=T, n=Q) = scale op_T(k^T) (T,hs=k) x op_N(q^T) (hs,Q), ldc T.
+    gemm_batched_colmajor(CUBLAS_OP_T, CUBLAS_OP_N, T, Q, hs, (float)scale, (const float *)k, hs, sh, qb, hs, sh, 0.0f,
+                          (float *)scores, T, ss, BH);
 }
 
-// dq (+=), dk (+=) (BH,T,hs); dscores (BH,T,T) with zeros above the diagonal (the op contract: both
-// of its producers, softmax_causal_backward and sga_blend_backward, write them), so the GEMMs read
-// the whole square, as on the CPU; q, k (BH,T,hs).
+// dq[q0:q0+Q] (+=), dk (+=); dscores (BH,Q,T) with zeros above the diagonal (the op contract: both of
+// its producers, softmax_causal_backward and sga_blend_backward, write them), so the GEMMs read it
+// whole, as on the CPU.
 void cuda_attn_scores_backward(void *dq, void *dk, const void *dscores, const void *q, const void *k, double scale,
-                               int BH, int T, int hs) {
-    if (BH <= 0 || T <= 0) return;
-    long long sh = (long long)T * hs, ss = (long long)T * T;
-    const float *ds = (const float *)dscores;
-    // Row-major dq (T,hs) += scale dS (T,T) k (T,hs) is column-major dq^T (hs,T) += scale k^T dS^T.
-    // Column-major, k is k^T (hs,T), ld hs, and dS is dS^T (T,T), ld T: both used as is.
-    // cuBLAS: dq^T (m=hs, n=T) = scale op_N(k^T) (hs,T) x op_N(dS^T) (T,T) + 1 dq^T, ldc hs.
-    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, (float)scale, (const float *)k, hs, sh, ds, T, ss, 1.0f,
-                          (float *)dq, hs, sh, BH);
-    // Row-major dk (T,hs) += scale dS^T (T,T) q (T,hs) is column-major dk^T (hs,T) += scale q^T dS.
-    // Column-major, q is q^T (hs,T), ld hs (as is), dS is dS^T (T,T), ld T: op = T gives dS.
-    // cuBLAS: dk^T (m=hs, n=T) = scale op_N(q^T) (hs,T) x op_T(dS^T) (T,T) + 1 dk^T, ldc hs.
-    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, (float)scale, (const float *)q, hs, sh, ds, T, ss, 1.0f,
-                          (float *)dk, hs, sh, BH);
+                               int BH, int T, int hs, int q0, int Q) {
+    if (BH <= 0 || T <= 0 || Q <= 0) return;
+    long long sh = (long long)T * hs, ss = (long long)Q * T;
+    const float *ds = (const float *)dscores, *qb = (const float *)q + (size_t)q0 * hs;
+    float *dqb = (float *)dq + (size_t)q0 * hs;
+    // Row-major dq (Q,hs) += scale dS (Q,T) k (T,hs) is column-major dq^T (hs,Q) += scale k^T dS^T.
+    // Column-major, k is k^T (hs,T), ld hs, and dS is dS^T (T,Q), ld T: both used as is.
+    // cuBLAS: dq^T (m=hs, n=Q) = scale op_N(k^T) (hs,T) x op_N(dS^T) (T,Q) + 1 dq^T, ldc hs.
+    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_N, hs, Q, T, (float)scale, (const float *)k, hs, sh, ds, T, ss, 1.0f, dqb,
+                          hs, sh, BH);
+    // Row-major dk (T,hs) += scale dS^T (T,Q) q (Q,hs) is column-major dk^T (hs,T) += scale q^T dS.
+    // Column-major, q is q^T (hs,Q), ld hs (as is), dS is dS^T (T,Q), ld T: op = T gives dS.
+    // cuBLAS: dk^T (m=hs, n=T) = scale op_N(q^T) (hs,Q) x op_T(dS^T) (Q,T) + 1 dk^T, ldc hs.
+    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, Q, (float)scale, qb, hs, sh, ds, T, ss, 1.0f, (float *)dk, hs, sh,
+                          BH);
 }
 
-// y (BH,T,hs) = probs (BH,T,T) v (BH,T,hs). The whole square of probs is read, as on the CPU (its
-// upper triangle is exactly zero).
-void cuda_attn_values(void *y, const void *probs, const void *v, int BH, int T, int hs) {
-    if (BH <= 0 || T <= 0) return;
-    long long sh = (long long)T * hs, ss = (long long)T * T;
-    // Row-major y (T,hs) = P (T,T) v (T,hs) is column-major y^T (hs,T) = v^T P^T. Column-major, v is
-    // v^T (hs,T), ld hs, and P is P^T (T,T), ld T: both used as is.
-    // cuBLAS: y^T (m=hs, n=T) = op_N(v^T) (hs,T) x op_N(P^T) (T,T), ldc hs.
-    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, (const float *)v, hs, sh, (const float *)probs, T, ss,
-                          0.0f, (float *)y, hs, sh, BH);
+// y[q0:q0+Q] (=) probs (BH,Q,T) v. Every key of probs is read, as on the CPU (above the diagonal it
+// is exactly zero).
+void cuda_attn_values(void *y, const void *probs, const void *v, int BH, int T, int hs, int q0, int Q) {
+    if (BH <= 0 || T <= 0 || Q <= 0) return;
+    long long sh = (long long)T * hs, ss = (long long)Q * T;
+    float *yb = (float *)y + (size_t)q0 * hs;
+    // Row-major y (Q,hs) = P (Q,T) v (T,hs) is column-major y^T (hs,Q) = v^T P^T. Column-major, v is
+    // v^T (hs,T), ld hs, and P is P^T (T,Q), ld T: both used as is.
+    // cuBLAS: y^T (m=hs, n=Q) = op_N(v^T) (hs,T) x op_N(P^T) (T,Q), ldc hs.
+    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_N, hs, Q, T, 1.0f, (const float *)v, hs, sh, (const float *)probs, T, ss,
+                          0.0f, yb, hs, sh, BH);
 }
 
-// dprobs (=) (BH,T,T) = dy v^T (the whole square, as on the CPU); dv (+=) (BH,T,hs) = probs^T dy;
-// dy, v (BH,T,hs), probs (BH,T,T)
+// dprobs (=) (BH,Q,T) = dy[q0:q0+Q] v^T (every key, as on the CPU); dv (+=) = probs^T dy[q0:q0+Q]
 void cuda_attn_values_backward(void *dprobs, void *dv, const void *dy, const void *probs, const void *v,
-                               int BH, int T, int hs) {
-    if (BH <= 0 || T <= 0) return;
-    long long sh = (long long)T * hs, ss = (long long)T * T;
-    // Row-major dP (T,T) = dy v^T is column-major dP^T (T,T) = v dy^T. Column-major, v is v^T (hs,T),
-    // ld hs: op = T gives v; dy is dy^T (hs,T), ld hs, used as is.
-    // cuBLAS: dP^T (m=T, n=T) = op_T(v^T) (T,hs) x op_N(dy^T) (hs,T), ldc T.
-    gemm_batched_colmajor(CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, 1.0f, (const float *)v, hs, sh, (const float *)dy, hs, sh,
-                          0.0f, (float *)dprobs, T, ss, BH);
-    // Row-major dv (T,hs) += P^T (T,T) dy (T,hs) is column-major dv^T (hs,T) += dy^T P. Column-major,
-    // dy is dy^T (hs,T), ld hs (as is), P is P^T (T,T), ld T: op = T gives P.
-    // cuBLAS: dv^T (m=hs, n=T) = op_N(dy^T) (hs,T) x op_T(P^T) (T,T) + 1 dv^T, ldc hs.
-    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, (const float *)dy, hs, sh, (const float *)probs, T, ss,
-                          1.0f, (float *)dv, hs, sh, BH);
+                               int BH, int T, int hs, int q0, int Q) {
+    if (BH <= 0 || T <= 0 || Q <= 0) return;
+    long long sh = (long long)T * hs, ss = (long long)Q * T;
+    const float *dyb = (const float *)dy + (size_t)q0 * hs;
+    // Row-major dP (Q,T) = dy v^T is column-major dP^T (T,Q) = v dy^T. Column-major, v is v^T (hs,T),
+    // ld hs: op = T gives v; dy is dy^T (hs,Q), ld hs, used as is.
+    // cuBLAS: dP^T (m=T, n=Q) = op_T(v^T) (T,hs) x op_N(dy^T) (hs,Q), ldc T.
+    gemm_batched_colmajor(CUBLAS_OP_T, CUBLAS_OP_N, T, Q, hs, 1.0f, (const float *)v, hs, sh, dyb, hs, sh, 0.0f,
+                          (float *)dprobs, T, ss, BH);
+    // Row-major dv (T,hs) += P^T (T,Q) dy (Q,hs) is column-major dv^T (hs,T) += dy^T P. Column-major,
+    // dy is dy^T (hs,Q), ld hs (as is), P is P^T (T,Q), ld T: op = T gives P.
+    // cuBLAS: dv^T (m=hs, n=T) = op_N(dy^T) (hs,Q) x op_T(P^T) (Q,T) + 1 dv^T, ldc hs.
+    gemm_batched_colmajor(CUBLAS_OP_N, CUBLAS_OP_T, hs, T, Q, 1.0f, dyb, hs, sh, (const float *)probs, T, ss, 1.0f,
+                          (float *)dv, hs, sh, BH);
 }
 
 // ---- causal softmax ---------------------------------------------------------------------------------

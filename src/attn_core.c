@@ -81,7 +81,7 @@ void attn_core_forward(const AttentionVariant *self, void *slot_, const AttnCall
     const Backend *be = c->layer.be;
     int BH = c->layer.B * c->layer.shape->n_head, T = c->layer.T, hs = c->layer.shape->head_size;
     void *probs = be_offset(be, slot->probs, (size_t)attn_core_kept_layer(slot, c->layer.li) * slot->maps);
-    be->attn_scores(slot->scores, q, k, c->scale, BH, T, hs);                     // (B,NH,T,T)
+    be->attn_scores(slot->scores, q, k, c->scale, BH, T, hs, 0, T);                   // (B,NH,T,T)
     if (self->logits_forward) self->logits_forward(slot, c, slot->scores, slot->scores);   // the variant's logits, in place
     be->softmax_causal_forward(probs, slot->scores, BH, T, 0, T);                 // (B,NH,T,T)
     // y NULL: a rebuild for backward (train.recompute): the weights are all it needs, and the
@@ -89,7 +89,7 @@ void attn_core_forward(const AttentionVariant *self, void *slot_, const AttnCall
     if (!y) return;
     if (c->reg && c->reg->entropy_weight > 0) c->layer.aux[AUX_ENTROPY_REG] += be->attn_entropy_reg_sum(probs, BH, T);
     if (c->reg && c->reg->adr_weight > 0) c->layer.aux[AUX_ADR] += head_map_cosines(slot, c, probs, NULL, 0);
-    be->attn_values(y, probs, v, BH, T, hs);                                      // (B,NH,T,hs)
+    be->attn_values(y, probs, v, BH, T, hs, 0, T);                               // (B,NH,T,hs)
 }
 
 void attn_core_backward(const AttentionVariant *self, void *slot_, const AttnCall *c, const void *q, const void *k, const void *v,
@@ -101,7 +101,7 @@ void attn_core_backward(const AttentionVariant *self, void *slot_, const AttnCal
     double loss_scale = c->layer.pass->step.loss_scale;
     const void *probs = be_offset(be, slot->probs, (size_t)attn_core_kept_layer(slot, c->layer.li) * slot->maps);
     be->zero(dv, nhead);
-    be->attn_values_backward(slot->dprobs, dv, dy, probs, v, BH, T, hs);
+    be->attn_values_backward(slot->dprobs, dv, dy, probs, v, BH, T, hs, 0, T);
     // The regularisers' gradients join the loss's at the attention weights.
     if (c->reg && c->reg->entropy_weight > 0)
         be->attn_entropy_reg_backward(slot->dprobs, probs, -(c->reg->entropy_weight * loss_scale), BH, T);
@@ -114,5 +114,5 @@ void attn_core_backward(const AttentionVariant *self, void *slot_, const AttnCal
     }
     be->zero(dq, nhead);
     be->zero(dk, nhead);
-    be->attn_scores_backward(dq, dk, slot->dscores, q, k, c->scale, BH, T, hs);
+    be->attn_scores_backward(dq, dk, slot->dscores, q, k, c->scale, BH, T, hs, 0, T);
 }

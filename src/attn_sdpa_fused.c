@@ -125,7 +125,7 @@ static const void *sdpa_fused_layer_probs(const void *slot_, int li) {
     if (!slot->q[li]) die(EXIT_FAILURE_OTHER, "internal: fused attention: weights of layer %d before its forward", li);
     int BH = slot->B * slot->NH;
     if (!slot->probs) slot->probs = be->alloc((size_t)BH * slot->T * slot->T);
-    be->attn_scores(slot->probs, slot->q[li], slot->k[li], slot->scale[li], BH, slot->T, slot->hs);   // (B,NH,T,T)
+    be->attn_scores(slot->probs, slot->q[li], slot->k[li], slot->scale[li], BH, slot->T, slot->hs, 0, slot->T);   // (B,NH,T,T)
     be->softmax_causal_forward(slot->probs, slot->probs, BH, slot->T, 0, slot->T);                  // in place
     return slot->probs;
 }

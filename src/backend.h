@@ -90,28 +90,29 @@ typedef struct Backend Backend;
     OP(void, heads_merge, (void *out, const void *y, int B, int T, int NH, int hs)) \
     /* dy (=) (B,NH,T,hs) from dout (B,T,C) */ \
     OP(void, heads_merge_backward, (void *dy, const void *dout, int B, int T, int NH, int hs)) \
-    /* scores (BH,T,T) = scale * q k^T; entries above the diagonal are left unspecified */ \
-    OP(void, attn_scores, (void *scores, const void *q, const void *k, double scale, int BH, int T, int hs)) \
-    /* dq (+=), dk (+=) (BH,T,hs) = scale dscores k, scale dscores^T q. dscores (BH,T,T) must hold */ \
-    /* zeros above the diagonal, as both of its producers (softmax_causal_backward and */ \
-    /* sga_blend_backward) leave it: the whole square is read */ \
+    /* The attention ops below take a block of query rows of each head (0 <= q0, Q >= 1, */ \
+    /* q0 + Q <= T; (q0, Q) = (0, T) is the whole (BH,T,T) square): the row tensors (scores, probs, */ \
+    /* their gradients) are (BH,Q,T), BH blocks of Q rows of length T one after the other, row r of */ \
+    /* a block being query i = q0 + r % Q, which sees keys j <= i; of q, y and their gradients */ \
+    /* (BH,T,hs) the products use rows q0..q0+Q-1 of each head, of k, v, dk, dv all T rows. */ \
+    /* scores (BH,Q,T) = scale * q[q0:q0+Q] k^T; entries above the diagonal are left unspecified */ \
+    OP(void, attn_scores, (void *scores, const void *q, const void *k, double scale, int BH, int T, int hs, int q0, int Q)) \
+    /* dq[q0:q0+Q] (+=) = scale dscores k, dk (+=) = scale dscores^T q[q0:q0+Q]. dscores (BH,Q,T) */ \
+    /* must hold zeros above the diagonal, as both of its producers (softmax_causal_backward and */ \
+    /* sga_blend_backward) leave it: all of it is read */ \
     OP(void, attn_scores_backward, (void *dq, void *dk, const void *dscores, const void *q, const void *k, \
-                                    double scale, int BH, int T, int hs)) \
-    /* The causal row ops below (softmax_causal_*, causal_lower_*, sga_blend_*) take a block of query */ \
-    /* rows of each head: their tensors are (BH,Q,T), BH blocks of Q rows of length T one after the */ \
-    /* other, and row r of a block is query i = q0 + r % Q, which sees keys j <= i */ \
-    /* (0 <= q0, Q >= 1, q0 + Q <= T). (q0, Q) = (0, T) is the whole (BH,T,T) square. */ \
+                                    double scale, int BH, int T, int hs, int q0, int Q)) \
     /* probs (BH,Q,T): causal softmax of each row of scores (BH,Q,T) over j <= i, exact zeros for */ \
     /* j > i; may alias scores (each element is read before its own write: the fused form's trace maps) */ \
     OP(void, softmax_causal_forward, (void *probs, const void *scores, int BH, int T, int q0, int Q)) \
     /* dscores (=) (BH,Q,T), exact zeros above the diagonal (whatever the buffer held before); */ \
     /* dprobs, probs (BH,Q,T) */ \
     OP(void, softmax_causal_backward, (void *dscores, const void *dprobs, const void *probs, int BH, int T, int q0, int Q)) \
-    /* y (BH,T,hs) = probs v */ \
-    OP(void, attn_values, (void *y, const void *probs, const void *v, int BH, int T, int hs)) \
-    /* dprobs (=) (BH,T,T), dv (+=) (BH,T,hs) */ \
+    /* y[q0:q0+Q] (=) probs (BH,Q,T) v */ \
+    OP(void, attn_values, (void *y, const void *probs, const void *v, int BH, int T, int hs, int q0, int Q)) \
+    /* dprobs (=) (BH,Q,T) = dy[q0:q0+Q] v^T, dv (+=) (BH,T,hs) = probs^T dy[q0:q0+Q] */ \
     OP(void, attn_values_backward, (void *dprobs, void *dv, const void *dy, const void *probs, const void *v, \
-                                    int BH, int T, int hs)) \
+                                    int BH, int T, int hs, int q0, int Q)) \
     \
     /* ---- fused causal attention (attention.fused; CPU twin src/cpu/attention_fused.inc) ----- */ \
     /* Softmax(scale q k^T) v over keys j <= i without a (T,T) tensor: only keys j <= i are read. */ \

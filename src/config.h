@@ -48,6 +48,7 @@ typedef struct {
     char attention_kind[CFG_NAME_LEN];   // "sdpa" | "sga"
     int attention_fused;                 // run the variant's fused form (attention_variant.h)
     int attention_tile_heads;            // (sequence, head) pairs per tile of the fused form; 0 = automatic
+    int attention_tile_rows;             // query rows of one pair per tile of SGA's fused form; 0 = automatic
 
     // sga.*: Spectral Gated Attention (docs/design.md section 3)
     int sga_spectral;         // false: the gate acts on the logit row itself (no DCT)

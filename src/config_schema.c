@@ -96,6 +96,7 @@ const ConfigKey config_schema[] = {
     CHOICE_KEY("attention.kind",    attention_kind,    "sdpa",      ATTENTION_CHOICES,   "attention variant: sdpa | sga (spectral gated) | head_scale (learned per-head logit scale)"),
     BOOL_KEY("attention.fused",     attention_fused,   0,                                "the variant's fused form: the same parameters and results, no (B, heads, T, T) tensor kept"),
     INT_KEY("attention.tile_heads", attention_tile_heads, 0,        0, M16,              "fused form: (sequence, head) pairs per tile; 0 = as many as fit 64 MiB of tile scratch (at least 1)"),
+    INT_KEY("attention.tile_rows",  attention_tile_rows, 0,         0, M16,              "SGA's fused form: query rows of one (sequence, head) pair per tile; 0 = whole pairs, or as many rows as fit 64 MiB when one pair does not"),
 
     BOOL_KEY("sga.spectral",        sga_spectral,      1,                                "gate the DCT spectrum of each logit row; false = gate the row itself"),
     BOOL_KEY("sga.fixed_filter",    sga_fixed_filter,  0,                                "no gate MLP: DC x0.7, middle third x1.2, others x1"),

@@ -124,16 +124,17 @@ static int heads_per_slice(const Backend *be, int BH, int T) {
     return heads < 1 ? 1 : (heads > (size_t)BH ? BH : (int)heads);
 }
 
-// The chain over the rows of nh heads (sga_rows.h). Forward: a (nh,T,T) copied to l->raw, the
-// causal row zero-padded, its spectrum, statistics, gate, gated inverse and the blend into logits.
-void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, const SgaRows *l, const SgaScratch *w,
+// The chain over query rows [q0, q0 + Q) of nh heads (sga_rows.h). Forward: a (nh,Q,T) copied to
+// l->raw, the causal row zero-padded, its spectrum, statistics, gate, gated inverse and the blend
+// into logits.
+void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, int q0, int Q, const SgaRows *l, const SgaScratch *w,
                       const void *scores, void *logits, int gate_inputs_kept) {
     const Backend *be = c->be;
     void *const *P = c->param;
-    int T = c->T, R = nh * T, De = o->embed, Hg = o->hidden;
+    int T = c->T, R = nh * Q, De = o->embed, Hg = o->hidden;
     size_t n = (size_t)R * T;
-    be->copy(l->raw, scores, n);                                  // a (nh,T,T), kept for the blend's gradient
-    be->causal_lower_copy(w->z, scores, nh, T, 0, T);             // z: the causal row, zero-padded to T
+    be->copy(l->raw, scores, n);                                  // a (nh,Q,T), kept for the blend's gradient
+    be->causal_lower_copy(w->z, scores, nh, T, q0, Q);            // z: the causal row, zero-padded to T
     if (o->spectral) be->dct_rows(l->spec, w->z, R, T, 0);        // s = DCT-II(z) (R,T)
     else be->copy(l->spec, w->z, n);                              // ablation: gate the row itself
     // gate_inputs_kept: a rebuild, and stats and hpre hold this layer's from the forward pass.
@@ -150,19 +151,19 @@ void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, const Sga
     if (o->spectral) be->dct_rows(l->zp, w->y, R, T, 1);          // z' = IDCT(g * s)
     else be->copy(l->zp, w->y, n);
     const void *alpha = o->blend ? P[SGA_ALPHA] : NULL;
-    be->sga_blend_forward(logits, l->raw, l->zp, alpha, nh, T, 0, T);   // a' = (1 - alpha) a + alpha z'
+    be->sga_blend_forward(logits, l->raw, l->zp, alpha, nh, T, q0, Q);   // a' = (1 - alpha) a + alpha z'
 }
 
-void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, const SgaRows *l, const SgaScratch *w,
+void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, int q0, int Q, const SgaRows *l, const SgaScratch *w,
                        const void *dlogits, void *dscores) {
     const Backend *be = c->be;
     void *const *P = c->param, *const *G = c->grad;
-    int T = c->T, R = nh * T, De = o->embed, Hg = o->hidden;
+    int T = c->T, R = nh * Q, De = o->embed, Hg = o->hidden;
     size_t n = (size_t)R * T;
     const void *alpha = o->blend ? P[SGA_ALPHA] : NULL;
     void *dalpha = o->blend ? G[SGA_ALPHA] : NULL;
-    // z serves as dz' and later dz; y as dy. The blend writes the whole of dscores (nh,T,T).
-    be->sga_blend_backward(dscores, w->z, dalpha, dlogits, l->raw, l->zp, alpha, nh, T, 0, T);
+    // z serves as dz' and later dz; y as dy. The blend writes the whole of dscores (nh,Q,T).
+    be->sga_blend_backward(dscores, w->z, dalpha, dlogits, l->raw, l->zp, alpha, nh, T, q0, Q);
     if (o->spectral) be->dct_rows(w->y, w->z, R, T, 0);   // dy = DCT(dz'): the inverse's transpose
     else be->copy(w->y, w->z, n);
     // ds = dy g; d(W2 h + b2) = dy s g (1 - g)
@@ -179,7 +180,7 @@ void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, const Sg
     }
     if (o->spectral) be->dct_rows(w->z, w->dspec, R, T, 1);   // dz = IDCT(ds)
     else be->copy(w->z, w->dspec, n);
-    be->causal_lower_accumulate(dscores, w->z, nh, T, 0, T);    // the padding carries no gradient
+    be->causal_lower_accumulate(dscores, w->z, nh, T, q0, Q);   // the padding carries no gradient
 }
 
 static SgaScratch sga_scratch(const SgaSlot *slot) {
@@ -196,7 +197,7 @@ static void sga_logits_forward(void *slot_, const AttnCall *c, const void *score
         int nh = BH - h0 < step ? BH - h0 : step;
         size_t off = (size_t)h0 * T * T;   // slice h0: the rows of heads [h0, h0 + nh)
         SgaRows l = sga_layer(slot, be, c->layer.li, (size_t)h0 * T);
-        sga_rows_forward(&slot->opt, &c->layer, nh, &l, &w, be_offset(be, (void *)scores, off), be_offset(be, logits, off),
+        sga_rows_forward(&slot->opt, &c->layer, nh, 0, T, &l, &w, be_offset(be, (void *)scores, off), be_offset(be, logits, off),
                          c->rebuild && slot->gate_inputs_kept);
     }
 }
@@ -210,7 +211,7 @@ static void sga_logits_backward(void *slot_, const AttnCall *c, const void *dlog
         int nh = BH - h0 < step ? BH - h0 : step;
         size_t off = (size_t)h0 * T * T;
         SgaRows l = sga_layer(slot, be, c->layer.li, (size_t)h0 * T);
-        sga_rows_backward(&slot->opt, &c->layer, nh, &l, &w, be_offset(be, (void *)dlogits, off), be_offset(be, dscores, off));
+        sga_rows_backward(&slot->opt, &c->layer, nh, 0, T, &l, &w, be_offset(be, (void *)dlogits, off), be_offset(be, dscores, off));
     }
 }
 

@@ -1,7 +1,8 @@
-// sga_rows.h: the row chain of Spectral Gated Attention as backend ops on the rows of `nh` whole
-// heads, shared by the materialised form (sga.c, slices of a layer's (B,NH,T,T) tensors) and the
-// tiled form (sga_tiled.c, tile-sized scratch recomputed in backward). One op sequence for both,
-// so the two forms compute the same numbers by construction. Private to those two files.
+// sga_rows.h: the row chain of Spectral Gated Attention as backend ops on query rows [q0, q0 + Q)
+// of `nh` heads (whole heads: 0, T), each row of length T, shared by the materialised form (sga.c,
+// slices of whole heads of a layer's (B,NH,T,T) tensors) and the tiled form (sga_tiled.c,
+// tile-sized scratch recomputed in backward). One op sequence for both, so the two forms compute
+// the same numbers by construction. Private to those two files.
 #pragma once
 #include "sga.h"
 
@@ -16,34 +17,34 @@ SgaOptions sga_options(const Config *cfg);
 int sga_declare_params(const ModelShape *s, ParamSpec *out);
 double sga_extra_flops_per_token(const ModelShape *s);
 
-// What the forward chain writes and the backward chain reads, for R = nh T rows of length T.
+// What the forward chain writes and the backward chain reads, for R = nh Q rows of length T.
 typedef struct {
-    void *raw;        // (nh,T,T) the raw logits a, copied from the scores (the blend's gradient reads them)
-    void *spec;       // (nh,T,T) s, the spectrum of each zero-padded causal row
+    void *raw;        // (nh,Q,T) the raw logits a, copied from the scores (the blend's gradient reads them)
+    void *spec;       // (nh,Q,T) s, the spectrum of each zero-padded causal row
     void *stats;      // (R,4) the row statistics
     void *U;          // (R,De+4) gate input [e_l; stats]
     void *hpre, *h;   // (R,Hg) gate hidden, before and after GELU
-    void *gate;       // (nh,T,T) g
-    void *zp;         // (nh,T,T) z' = IDCT(g s)
+    void *gate;       // (nh,Q,T) g
+    void *zp;         // (nh,Q,T) z' = IDCT(g s)
 } SgaRows;
 
 // Scratch of the chain for the same R rows (contents dead between calls).
 typedef struct {
-    void *z, *y, *dspec, *dgate;   // (nh,T,T)
+    void *z, *y, *dspec, *dgate;   // (nh,Q,T)
     void *dU;                      // (R,De+4)
     void *dh, *dhpre;              // (R,Hg)
     void *dstats;                  // (R,4)
 } SgaScratch;
 
-// logits (nh,T,T) from scores (nh,T,T) (may alias), writing l; c gives the backend, T and the
+// logits (nh,Q,T) from scores (nh,Q,T) (may alias), writing l; c gives the backend, T and the
 // layer's parameters. gate_inputs_kept: l->stats and l->hpre already hold what this chain computed
 // for these rows before (a rebuild for backward), and are not computed again.
-void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, const SgaRows *l, const SgaScratch *w,
+void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, int q0, int Q, const SgaRows *l, const SgaScratch *w,
                       const void *scores, void *logits, int gate_inputs_kept);
-// dscores (=) (nh,T,T), zero above the diagonal, from dlogits (nh,T,T); the parameters' gradients
+// dscores (=) (nh,Q,T), zero above the diagonal, from dlogits (nh,Q,T); the parameters' gradients
 // (c->grad) accumulate (+=) over the rows of this call, so calls over consecutive slices in a
 // fixed order sum them deterministically.
-void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, const SgaRows *l, const SgaScratch *w,
+void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, int q0, int Q, const SgaRows *l, const SgaScratch *w,
                        const void *dlogits, void *dscores);
 
 // The trace sums of sga_trace_layer over some rows: stats (rows,4) and gate (rows,T) on the host,

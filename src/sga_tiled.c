@@ -1,18 +1,21 @@
 // sga_tiled.c: the tiled form of Spectral Gated Attention (attention.fused = true): the same
-// parameters, ops and numbers as sga.c, computed in tiles of (sequence, head) pairs so that no
-// (B,NH,T,T) tensor is ever held.
+// parameters, ops and numbers as sga.c, computed in tiles so that no (B,NH,T,T) tensor is ever held.
 //
-// Forward, per tile of nt pairs: scores = scale q k^T, the SGA row chain (sga_rows.h), the causal
-// softmax and y = weights v, all in tile-sized scratch; nothing of the tile survives it. Backward
-// recomputes each tile's chain from q and k (and the layer's parameters) and runs the backward ops
-// on it: FLOPs for memory, as train.recompute does for whole layers. The gate MLP's, e_l's and
-// alpha_l's gradients accumulate (+=) tile after tile in a fixed order, so a run is deterministic
-// (and differs from the materialised form only in the order of those sums).
+// Forward, per tile: scores = scale q k^T, the SGA row chain (sga_rows.h), the causal softmax and
+// y = weights v, all in tile-sized scratch; nothing of the tile survives it. Backward recomputes
+// each tile's chain from q and k (and the layer's parameters) and runs the backward ops on it:
+// FLOPs for memory, as train.recompute does for whole layers. The gate MLP's, e_l's and alpha_l's
+// gradients, and dk and dv under query blocks, accumulate (+=) tile after tile in a fixed order,
+// so a run is deterministic (and differs from the materialised form only in the order of sums).
 //
-// Rows never interact in SGA (docs/design.md section 3) and a (sequence, head) pair's rows depend
-// on its own q, k, v only, so a tile is any run of consecutive pairs of the (B,NH) order: the ops
-// take the pairs as their leading BH dimension, and a tile is a pointer offset into q, k, v, y.
-// Tiles do not split a head's query rows: attn_scores and softmax work on whole (T,T) squares.
+// Rows never interact in SGA (docs/design.md section 3): row i of a (sequence, head) pair depends
+// on its q_i and the pair's k only. So a tile is either a run of consecutive whole pairs of the
+// (B,NH) order (the batched attention ops take them as their BH dimension; a tile is a pointer
+// offset into q, k, v, y), or, when one pair's (T,T) chain would not fit the tile budget
+// (T = 2048: 11 squares of 16 MiB) or attention.tile_rows asks for it, a block of Q consecutive
+// query rows of one pair: the attention ops take the block's (q0, Q), scores (Q,T) = scale
+// q[q0:q0+Q] k^T against all the pair's keys, and each row stays the zero-padded row of design
+// length T (the DCT needs all of it).
 //
 // Per layer the slot keeps only a record of the last core_forward call (q, k, the parameters, the
 // scale), no tensor. The traces and head pruning read the attention weights and the SGA rows:
@@ -43,31 +46,74 @@ typedef struct {
     SgaOptions opt;
     const Backend *be;
     int n_layers, NH, T, hs, B;
-    int tile;                  // (sequence, head) pairs per tile
-    // Tile scratch: nothing in it outlives one tile.
-    void *scores;              // (tile,T,T) scores, then logits; in backward dprobs, then dscores
-    void *probs;               // (tile,T,T) the tile's attention weights
-    void *dlogits;             // (tile,T,T)
-    SgaRows rows;              // raw, spec, gate, zp (tile,T,T); stats (tile T,4); U (tile T,De+4); hpre, h (tile T,Hg)
-    SgaScratch w;              // z, y, dspec, dgate (tile,T,T); dU, dh, dhpre, dstats as above
+    int tile_pairs;            // (sequence, head) pairs per tile of whole pairs; 1 with query blocks
+    int tile_rows;             // query rows per tile: T for whole pairs, fewer for blocks of one pair
+    // Tile scratch of rows = tile_pairs x tile_rows rows of length T: nothing in it outlives one tile.
+    void *scores;              // (rows,T) scores, then logits; in backward dprobs, then dscores
+    void *probs;               // (rows,T) the tile's attention weights
+    void *dlogits;             // (rows,T)
+    SgaRows rows;              // raw, spec, gate, zp (rows,T); stats (rows,4); U (rows,De+4); hpre, h (rows,Hg)
+    SgaScratch w;              // z, y, dspec, dgate (rows,T); dU, dh, dhpre, dstats as above
     SgaTiledRecord *rec;       // (n_layers), local layer li at li % n_layers
     void *layer_probs;         // (B,NH,T,T) NULL until the first layer_probs call
     int probs_li;              // the local layer layer_probs holds, -1: none (stale after any core_forward)
 } SgaTiledSlot;
 
-// Elements of tile scratch per (sequence, head) pair: 11 (T,T) squares and the rows' gate tensors.
-static size_t tile_elements_per_pair(const SgaOptions *o, size_t T) {
-    return T * (11 * T + 2 * ((size_t)o->embed + 4) + 4 * (size_t)o->hidden + 8);
+// Elements of tile scratch per query row: 11 rows of length T and the row's gate tensors.
+static size_t tile_elements_per_row(const SgaOptions *o, size_t T) {
+    return 11 * T + 2 * ((size_t)o->embed + 4) + 4 * (size_t)o->hidden + 8;
 }
 
-// Pairs per tile for BH pairs: attention.tile_heads, or as many as fit SGA_TILE_BUDGET_BYTES
-// (at least one, whatever one costs), at most BH.
-static int tile_pairs(const Config *cfg, const SgaOptions *o, size_t elem_size, int T, int BH) {
-    size_t per_pair = tile_elements_per_pair(o, (size_t)T) * elem_size;
-    size_t n = cfg->attention_tile_heads > 0 ? (size_t)cfg->attention_tile_heads : SGA_TILE_BUDGET_BYTES / per_pair;
-    if (n < 1) n = 1;
-    return n > (size_t)BH ? BH : (int)n;
+// The tile shape for BH pairs of T query rows: attention.tile_rows (one pair's block of that many
+// rows), else attention.tile_heads whole pairs, else as many whole pairs as fit
+// SGA_TILE_BUDGET_BYTES (at most BH), or, when not even one does, one pair's block of as many
+// query rows as fit (at least one).
+static void tile_shape(const Config *cfg, const SgaOptions *o, size_t elem_size, int T, int BH, int *pairs, int *rows) {
+    size_t per_row = tile_elements_per_row(o, (size_t)T) * elem_size, per_pair = per_row * (size_t)T;
+    *pairs = 1;
+    *rows = T;
+    if (cfg->attention_tile_rows > 0) {
+        *rows = cfg->attention_tile_rows < T ? cfg->attention_tile_rows : T;
+    } else if (cfg->attention_tile_heads > 0) {
+        *pairs = cfg->attention_tile_heads < BH ? cfg->attention_tile_heads : BH;
+    } else if (per_pair <= SGA_TILE_BUDGET_BYTES) {
+        size_t n = SGA_TILE_BUDGET_BYTES / per_pair;
+        *pairs = n > (size_t)BH ? BH : (int)n;
+    } else {
+        size_t n = SGA_TILE_BUDGET_BYTES / per_row;
+        *rows = n < 1 ? 1 : (int)n;   // < T here
+    }
 }
+
+// One tile: nt consecutive pairs from p0, query rows [q0, q0 + Q) of each (whole pairs: 0, T).
+typedef struct {
+    int p0, nt, q0, Q;
+} SgaTile;
+
+// The first tile over BH pairs, and the one after t; nt = 0: no more. Pairs in order, a pair's
+// query blocks in order within it: the order of the rows of the materialised form.
+static SgaTile first_tile(const SgaTiledSlot *slot, int BH) {
+    SgaTile t = {0, slot->tile_pairs < BH ? slot->tile_pairs : BH, 0, slot->tile_rows};
+    return t;
+}
+
+static SgaTile next_tile(const SgaTiledSlot *slot, SgaTile t, int BH) {
+    int T = slot->T;
+    if (t.Q < T) {   // a block of one pair's query rows
+        t.q0 += t.Q;
+        if (t.q0 >= T) { t.p0++; t.q0 = 0; }
+        t.Q = T - t.q0 < slot->tile_rows ? T - t.q0 : slot->tile_rows;
+        if (t.p0 >= BH) t.nt = 0;
+        return t;
+    }
+    t.p0 += t.nt;
+    t.nt = BH - t.p0 < slot->tile_pairs ? BH - t.p0 : slot->tile_pairs;
+    return t;
+}
+
+// The tile's first pair in (B,NH,T,hs) tensors (q, k, v, y and their gradients); the ops address
+// the query rows q0..q0+Q-1 within it.
+static size_t tile_offset(const SgaTiledSlot *slot, SgaTile t) { return (size_t)t.p0 * slot->T * slot->hs; }
 
 static void *sga_tiled_slot_create(const Backend *be, const ModelShape *s, int n_layers, int B, size_t *elements) {
     SgaTiledSlot *slot = xcalloc(1, sizeof *slot);
@@ -78,10 +124,10 @@ static void *sga_tiled_slot_create(const Backend *be, const ModelShape *s, int n
     slot->T = s->seq_len;
     slot->hs = s->head_size;
     slot->B = B;
-    slot->tile = tile_pairs(s->cfg, &slot->opt, be->elem_size, s->seq_len, B * s->n_head);
+    tile_shape(s->cfg, &slot->opt, be->elem_size, s->seq_len, B * s->n_head, &slot->tile_pairs, &slot->tile_rows);
     slot->rec = xcalloc((size_t)n_layers, sizeof *slot->rec);
     slot->probs_li = -1;
-    size_t T = (size_t)s->seq_len, R = (size_t)slot->tile * T, TT = R * T;
+    size_t T = (size_t)s->seq_len, R = (size_t)slot->tile_pairs * slot->tile_rows, TT = R * T;
     size_t De = (size_t)slot->opt.embed, Hg = (size_t)slot->opt.hidden;
 #define ALLOC(field, n) do { slot->field = be->alloc(n); *elements += (n); } while (0)
     ALLOC(scores, TT); ALLOC(probs, TT); ALLOC(dlogits, TT);
@@ -106,17 +152,17 @@ static void sga_tiled_slot_free(const Backend *be, void *slot_) {
     free(slot);
 }
 
-// The forward chain of pairs [p0, p0 + nt) into probs (nt,T,T): scores, the SGA rows (left in
-// slot->rows for backward and the traces), logits, causal softmax. c supplies the backend, T and
-// the parameters.
-static void tile_forward(SgaTiledSlot *slot, const LayerCall *c, double scale, const void *q, const void *k, int p0, int nt,
+// The forward chain of tile t into probs (nt,Q,T): scores, the SGA rows (left in slot->rows for
+// backward and the traces), logits, causal softmax. c supplies the backend, T and the parameters.
+static void tile_forward(SgaTiledSlot *slot, const LayerCall *c, double scale, const void *q, const void *k, SgaTile t,
                          void *probs) {
     const Backend *be = c->be;
     int T = slot->T, hs = slot->hs;
-    size_t off = (size_t)p0 * T * hs;
-    be->attn_scores(slot->scores, be_offset(be, (void *)q, off), be_offset(be, (void *)k, off), scale, nt, T, hs);   // (nt,T,T)
-    sga_rows_forward(&slot->opt, c, nt, &slot->rows, &slot->w, slot->scores, slot->scores, 0);   // logits, in place
-    be->softmax_causal_forward(probs, slot->scores, nt, T, 0, T);                             // (nt,T,T)
+    size_t off = tile_offset(slot, t);
+    const void *qt = be_offset(be, (void *)q, off), *kt = be_offset(be, (void *)k, off);
+    be->attn_scores(slot->scores, qt, kt, scale, t.nt, T, hs, t.q0, t.Q);                                    // (nt,Q,T)
+    sga_rows_forward(&slot->opt, c, t.nt, t.q0, t.Q, &slot->rows, &slot->w, slot->scores, slot->scores, 0);   // logits, in place
+    be->softmax_causal_forward(probs, slot->scores, t.nt, T, t.q0, t.Q);                                     // (nt,Q,T)
 }
 
 static SgaTiledRecord *record_of(const SgaTiledSlot *slot, int li) {
@@ -146,11 +192,11 @@ static void sga_tiled_forward(const AttentionVariant *self, void *slot_, const A
     // k anyway, so there is nothing to rebuild.
     if (!y) return;
     int T = slot->T, hs = slot->hs, BH = c->layer.B * slot->NH;
-    for (int p0 = 0; p0 < BH; p0 += slot->tile) {
-        int nt = BH - p0 < slot->tile ? BH - p0 : slot->tile;
-        size_t off = (size_t)p0 * T * hs;
-        tile_forward(slot, &c->layer, c->scale, q, k, p0, nt, slot->probs);
-        be->attn_values(be_offset(be, y, off), slot->probs, be_offset(be, (void *)v, off), nt, T, hs);   // (nt,T,hs)
+    for (SgaTile t = first_tile(slot, BH); t.nt; t = next_tile(slot, t, BH)) {
+        size_t off = tile_offset(slot, t);
+        tile_forward(slot, &c->layer, c->scale, q, k, t, slot->probs);
+        // rows q0..q0+Q-1 of the tile's (nt,T,hs)
+        be->attn_values(be_offset(be, y, off), slot->probs, be_offset(be, (void *)v, off), t.nt, T, hs, t.q0, t.Q);
     }
 }
 
@@ -164,17 +210,17 @@ static void sga_tiled_backward(const AttentionVariant *self, void *slot_, const 
     be->zero(dq, nhead);
     be->zero(dk, nhead);
     be->zero(dv, nhead);
-    for (int p0 = 0; p0 < BH; p0 += slot->tile) {
-        int nt = BH - p0 < slot->tile ? BH - p0 : slot->tile;
-        size_t off = (size_t)p0 * T * hs;
-        const void *qt = be_offset(be, (void *)q, off), *kt = be_offset(be, (void *)k, off);
-        tile_forward(slot, &c->layer, c->scale, q, k, p0, nt, slot->probs);   // the tile again, as in forward
-        // scores' buffer: dprobs (nt,T,T), then dscores (nt,T,T)
-        be->attn_values_backward(slot->scores, be_offset(be, dv, off), be_offset(be, (void *)dy, off), slot->probs,
-                                 be_offset(be, (void *)v, off), nt, T, hs);
-        be->softmax_causal_backward(slot->dlogits, slot->scores, slot->probs, nt, T, 0, T);    // (nt,T,T)
-        sga_rows_backward(&slot->opt, &c->layer, nt, &slot->rows, &slot->w, slot->dlogits, slot->scores);
-        be->attn_scores_backward(be_offset(be, dq, off), be_offset(be, dk, off), slot->scores, qt, kt, c->scale, nt, T, hs);
+    for (SgaTile t = first_tile(slot, BH); t.nt; t = next_tile(slot, t, BH)) {
+        size_t off = tile_offset(slot, t);
+        const void *qt = be_offset(be, (void *)q, off), *kt = be_offset(be, (void *)k, off), *vt = be_offset(be, (void *)v, off);
+        tile_forward(slot, &c->layer, c->scale, q, k, t, slot->probs);   // the tile again, as in forward
+        // scores' buffer: dprobs (nt,Q,T), then dscores (nt,Q,T); dk and dv (+=) over a pair's blocks
+        be->attn_values_backward(slot->scores, be_offset(be, dv, off), be_offset(be, (void *)dy, off), slot->probs, vt, t.nt, T,
+                                 hs, t.q0, t.Q);
+        be->softmax_causal_backward(slot->dlogits, slot->scores, slot->probs, t.nt, T, t.q0, t.Q);   // (nt,Q,T)
+        sga_rows_backward(&slot->opt, &c->layer, t.nt, t.q0, t.Q, &slot->rows, &slot->w, slot->dlogits, slot->scores);
+        be->attn_scores_backward(be_offset(be, dq, off), be_offset(be, dk, off), slot->scores, qt, kt, c->scale, t.nt, T, hs,
+                                 t.q0, t.Q);
     }
 }
 
@@ -194,10 +240,8 @@ static const void *sga_tiled_layer_probs(const void *slot_, int li) {
     int T = slot->T, BH = r->B * slot->NH;
     if (!slot->layer_probs) slot->layer_probs = be->alloc((size_t)slot->B * slot->NH * T * T);   // (B,NH,T,T)
     LayerCall c = record_call(slot, r);
-    for (int p0 = 0; p0 < BH; p0 += slot->tile) {
-        int nt = BH - p0 < slot->tile ? BH - p0 : slot->tile;
-        tile_forward(slot, &c, r->scale, r->q, r->k, p0, nt, be_offset(be, slot->layer_probs, (size_t)p0 * T * T));
-    }
+    for (SgaTile t = first_tile(slot, BH); t.nt; t = next_tile(slot, t, BH))
+        tile_forward(slot, &c, r->scale, r->q, r->k, t, be_offset(be, slot->layer_probs, ((size_t)t.p0 * T + t.q0) * T));
     slot->probs_li = li;
     return slot->layer_probs;
 }
@@ -207,17 +251,16 @@ void sga_tiled_trace_layer(const void *slot_, const LayerCall *c, double *alpha_
     const Backend *be = c->be;
     const SgaTiledRecord *r = record_of(slot, c->li);
     int T = slot->T, BH = r->B * slot->NH;
-    size_t R = (size_t)BH * T, tile_rows = (size_t)slot->tile * T;
+    size_t R = (size_t)BH * T, tile_rows = (size_t)slot->tile_pairs * slot->tile_rows;
     *alpha_out = sga_trace_alpha(&slot->opt, c);
     LayerCall rc = record_call(slot, r);
     double *stats = xmalloc(sizeof(double) * tile_rows * 4), *gate = xmalloc(sizeof(double) * tile_rows * T);
     double band[4] = {0}, count[4] = {0};
     for (int s = 0; s < 4; s++) stats_out[s] = 0;
     // The rows in the materialised form's order (pairs in order, rows within), so the sums agree.
-    for (int p0 = 0; p0 < BH; p0 += slot->tile) {
-        int nt = BH - p0 < slot->tile ? BH - p0 : slot->tile;
-        size_t rows = (size_t)nt * T;
-        tile_forward(slot, &rc, r->scale, r->q, r->k, p0, nt, slot->probs);
+    for (SgaTile t = first_tile(slot, BH); t.nt; t = next_tile(slot, t, BH)) {
+        size_t rows = (size_t)t.nt * t.Q;
+        tile_forward(slot, &rc, r->scale, r->q, r->k, t, slot->probs);
         be->download_f64(stats, slot->rows.stats, rows * 4);
         be->download_f64(gate, slot->rows.gate, rows * T);
         sga_trace_rows(stats, gate, rows, T, R, stats_out, band, count);
@@ -229,13 +272,14 @@ void sga_tiled_trace_layer(const void *slot_, const LayerCall *c, double *alpha_
 // cuFFT's DCT scratch (sga.c's rule, 3 R T fp32) for the rows of one tile, not of the whole layer.
 static double sga_tiled_gpu_workspace_bytes(const ModelShape *s, int B) {
     SgaOptions o = sga_options(s->cfg);
-    double R = (double)tile_pairs(s->cfg, &o, sizeof(float), s->seq_len, B * s->n_head) * s->seq_len;
-    return 3 * R * s->seq_len * 4;
+    int pairs, rows;
+    tile_shape(s->cfg, &o, sizeof(float), s->seq_len, B * s->n_head, &pairs, &rows);
+    return 3 * (double)pairs * rows * s->seq_len * 4;
 }
 
 const AttentionVariant ATTENTION_SGA_TILED = {
     .name = "sga",
-    .description = "spectral gated attention, tiled over (sequence, head) pairs and recomputed in backward (attention.fused)",
+    .description = "spectral gated attention, tiled over (sequence, head) pairs or query rows, recomputed in backward (attention.fused)",
     .declare_params = sga_declare_params,
     .slot_create = sga_tiled_slot_create,
     .slot_free = sga_tiled_slot_free,

@@ -59,6 +59,14 @@ static int validate_model(const Config *cfg, Error *err) {
         return error_set(err, "attention.tile_heads: %d is more than the %ld (sequence, head) pairs of a micro-batch "
                               "(train.micro_batch_size %d x model.n_head %d); 0 picks the size automatically",
                          cfg->attention_tile_heads, (long)cfg->micro_batch_size * cfg->n_head, cfg->micro_batch_size, cfg->n_head);
+    // A block of query rows is part of one pair: the two sizes exclude each other.
+    if (cfg->attention_fused && cfg->attention_tile_rows > 0 && cfg->attention_tile_heads > 0)
+        return error_set(err, "attention.tile_rows: %d with attention.tile_heads %d; a tile is either whole (sequence, head) "
+                              "pairs or query rows of one pair (set one of them to 0)",
+                         cfg->attention_tile_rows, cfg->attention_tile_heads);
+    if (cfg->attention_fused && cfg->attention_tile_rows > cfg->seq_len)
+        return error_set(err, "attention.tile_rows: %d is more than the %d query rows of a sequence (model.seq_len)",
+                         cfg->attention_tile_rows, cfg->seq_len);
     if (cfg->reg_adr_coef > 0 && cfg->n_head > ATTN_ADR_MAX_HEADS)
         return error_set(err, "reg.adr_coef: attention diversity regularisation supports up to %d heads, model.n_head is %d",
                          ATTN_ADR_MAX_HEADS, cfg->n_head);

@@ -124,8 +124,8 @@ static void run_attn_scores(const char *what, double tol) {
     size_t nh = (size_t)BH * T * HS, ns = (size_t)BH * T * T;
     Pair q = pair_random(nh, 13, 1.0), k = pair_random(nh, 14, 1.0), s = pair_random(ns, 15, 1.0);
     double scale = 1.0 / sqrt((double)HS);
-    gpu->attn_scores(s.g, q.g, k.g, scale, BH, T, HS);
-    cpu->attn_scores(s.c, q.c, k.c, scale, BH, T, HS);
+    gpu->attn_scores(s.g, q.g, k.g, scale, BH, T, HS, 0, T);
+    cpu->attn_scores(s.c, q.c, k.c, scale, BH, T, HS, 0, T);
     check(what, pair_error(s), tol);   // the whole square: both backends compute it
     pair_free(q); pair_free(k); pair_free(s);
 }
@@ -147,8 +147,8 @@ static void test_attn_scores_backward(void **state) {
     Pair q = pair_random(nh, 17, 1.0), k = pair_random(nh, 18, 1.0);
     Pair dq = pair_random(nh, 19, 1.0), dk = pair_random(nh, 20, 1.0);   // (+=)
     double scale = 1.0 / sqrt((double)HS);
-    gpu->attn_scores_backward(dq.g, dk.g, ds.g, q.g, k.g, scale, BH, T, HS);
-    cpu->attn_scores_backward(dq.c, dk.c, ds.c, q.c, k.c, scale, BH, T, HS);
+    gpu->attn_scores_backward(dq.g, dk.g, ds.g, q.g, k.g, scale, BH, T, HS, 0, T);
+    cpu->attn_scores_backward(dq.c, dk.c, ds.c, q.c, k.c, scale, BH, T, HS, 0, T);
     check("attn_scores_backward dq (+=)", pair_error(dq), TOL_GEMM_FP32);
     check("attn_scores_backward dk (+=)", pair_error(dk), TOL_GEMM_FP32);
     pair_free(ds); pair_free(q); pair_free(k); pair_free(dq); pair_free(dk);
@@ -160,8 +160,8 @@ static void run_attn_values(const char *what, double tol) {
     Pair probs = pair_from(p, (size_t)BH * T * T);
     free(p);
     Pair v = pair_random(nh, 19, 1.0), y = pair_random(nh, 20, 1.0);
-    gpu->attn_values(y.g, probs.g, v.g, BH, T, HS);
-    cpu->attn_values(y.c, probs.c, v.c, BH, T, HS);
+    gpu->attn_values(y.g, probs.g, v.g, BH, T, HS, 0, T);
+    cpu->attn_values(y.c, probs.c, v.c, BH, T, HS, 0, T);
     check(what, pair_error(y), tol);
     pair_free(probs); pair_free(v); pair_free(y);
 }
@@ -179,8 +179,8 @@ static void test_attn_values_backward(void **state) {
     free(p);
     Pair v = pair_random(nh, 22, 1.0), dy = pair_random(nh, 23, 1.0);
     Pair dprobs = pair_random(ns, 24, 1.0), dv = pair_random(nh, 25, 1.0);   // dprobs (=), dv (+=)
-    gpu->attn_values_backward(dprobs.g, dv.g, dy.g, probs.g, v.g, BH, T, HS);
-    cpu->attn_values_backward(dprobs.c, dv.c, dy.c, probs.c, v.c, BH, T, HS);
+    gpu->attn_values_backward(dprobs.g, dv.g, dy.g, probs.g, v.g, BH, T, HS, 0, T);
+    cpu->attn_values_backward(dprobs.c, dv.c, dy.c, probs.c, v.c, BH, T, HS, 0, T);
     check("attn_values_backward dprobs (=)", pair_error(dprobs), TOL_GEMM_FP32);
     check("attn_values_backward dv (+=)", pair_error(dv), TOL_GEMM_FP32);
     pair_free(probs); pair_free(v); pair_free(dy); pair_free(dprobs); pair_free(dv);
@@ -263,6 +263,42 @@ static void test_softmax_causal_backward_row_blocks(void **state) {
         check(what, pair_error(dscores), TOL_SOFTMAX);
         assert_int_equal(pair_gpu_nonzero_above_diagonal(dscores, T, q0, Q), 0);
         pair_free(probs); pair_free(dprobs); pair_free(dscores);
+    }
+}
+
+// The four products on the same blocks (the tiled SGA's query tiles): scores, dprobs (BH,Q,T) and the
+// rows q0..q0+Q-1 of y and dq, and dk, dv (+=) from them, against the CPU. The products are linear in
+// every operand, so random values serve as probs and dscores.
+static void test_attention_products_row_blocks(void **state) {
+    (void)state;
+    size_t nh = (size_t)BH * T * HS;
+    double scale = 1.0 / sqrt((double)HS);
+    for (size_t c = 0; c < sizeof ROW_BLOCKS / sizeof ROW_BLOCKS[0]; c++) {
+        int q0 = ROW_BLOCKS[c].q0, Q = ROW_BLOCKS[c].Q;
+        size_t nb = (size_t)BH * Q * T;
+        Pair q = pair_random(nh, 130 + c, 1.0), k = pair_random(nh, 131 + c, 1.0), v = pair_random(nh, 132 + c, 1.0);
+        Pair dy = pair_random(nh, 133 + c, 1.0), probs = pair_random(nb, 134 + c, 1.0), dscores = pair_random(nb, 135 + c, 1.0);
+        Pair scores = pair_random(nb, 136 + c, 1.0), dprobs = pair_random(nb, 137 + c, 1.0);   // (=)
+        Pair y = pair_random(nh, 138 + c, 1.0), dq = pair_random(nh, 139 + c, 1.0);             // rows q0.. (=), (+=); others kept
+        Pair dk = pair_random(nh, 140 + c, 1.0), dv = pair_random(nh, 141 + c, 1.0);            // (+=)
+        gpu->attn_scores(scores.g, q.g, k.g, scale, BH, T, HS, q0, Q);
+        cpu->attn_scores(scores.c, q.c, k.c, scale, BH, T, HS, q0, Q);
+        gpu->attn_values(y.g, probs.g, v.g, BH, T, HS, q0, Q);
+        cpu->attn_values(y.c, probs.c, v.c, BH, T, HS, q0, Q);
+        gpu->attn_values_backward(dprobs.g, dv.g, dy.g, probs.g, v.g, BH, T, HS, q0, Q);
+        cpu->attn_values_backward(dprobs.c, dv.c, dy.c, probs.c, v.c, BH, T, HS, q0, Q);
+        gpu->attn_scores_backward(dq.g, dk.g, dscores.g, q.g, k.g, scale, BH, T, HS, q0, Q);
+        cpu->attn_scores_backward(dq.c, dk.c, dscores.c, q.c, k.c, scale, BH, T, HS, q0, Q);
+        const struct { const char *name; Pair p; } outs[] = {{"attn_scores scores", scores}, {"attn_values y", y},
+            {"attn_values_backward dprobs", dprobs}, {"attn_values_backward dv", dv}, {"attn_scores_backward dq", dq},
+            {"attn_scores_backward dk", dk}};
+        for (size_t o = 0; o < sizeof outs / sizeof outs[0]; o++) {
+            char what[96];
+            snprintf(what, sizeof what, "%s rows %d..%d", outs[o].name, q0, q0 + Q - 1);
+            check(what, pair_error(outs[o].p), TOL_GEMM_FP32);
+        }
+        Pair all[] = {q, k, v, dy, probs, dscores, scores, dprobs, y, dq, dk, dv};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
     }
 }
 
@@ -402,6 +438,7 @@ int main(void) {
         cmocka_unit_test(test_softmax_causal_backward),
         cmocka_unit_test(test_softmax_causal_forward_row_blocks),
         cmocka_unit_test(test_softmax_causal_backward_row_blocks),
+        cmocka_unit_test(test_attention_products_row_blocks),
         cmocka_unit_test(test_attn_values),
         cmocka_unit_test(test_attn_values_backward),
         cmocka_unit_test(test_attn_row_entropy),

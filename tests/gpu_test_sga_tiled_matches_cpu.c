@@ -5,13 +5,15 @@
 // inputs (tests/sga_core_case.h).
 //
 // Cases: B = 2 sequences of 2 heads (head size 8, gate 8 x 5) at T = 1, 7, 64 and 512 with tiles of
-// 3 pairs (a non-divisor of 4 that straddles the two sequences), in both GEMM precisions; then the
-// real layer shape (T = 2048, head size 64, the default gate 64 x 32; 16 heads) on a sample of two
-// of its (sequence, head) pairs, one pair per tile: pairs are independent, so these are the layer's
-// numbers for those pairs, at a cost the emulator can afford (a T = 2048 pair runs ~20 s emulated;
-// the layer's 16 would take over 5 minutes). The whole program runs ~90 s under the emulator. On the CUDA side, bitwise: causality
-// (k, v after position i leave rows <= i of y unchanged) and sequences kept apart (sequence 1's
-// inputs leave sequence 0's y, dq, dk, dv unchanged) with tiles straddling both sequences.
+// 3 pairs (a non-divisor of 4 that straddles the two sequences), and at T = 7 and 64 with tiles of
+// 3 and 5 query rows of one pair, in both GEMM precisions; then the real layer shape (T = 2048,
+// head size 64, the default gate 64 x 32; 16 heads) on a sample of two of its (sequence, head)
+// pairs with the automatic tile, which at T = 2048 is a block of 733 query rows (one pair's chain
+// would take 11 squares of 16 MiB): pairs are independent, so these are the layer's numbers for
+// those pairs, at a cost the emulator can afford (a T = 2048 pair runs ~20 s emulated; the layer's
+// 16 would take over 5 minutes). On the CUDA side, bitwise: causality (k, v after position i leave
+// rows <= i of y unchanged) and sequences kept apart (sequence 1's inputs leave sequence 0's y, dq,
+// dk, dv unchanged), with tiles straddling both sequences and with tiles of query rows.
 // Exits 77 (skip) where there is no CUDA device.
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,9 +81,12 @@ static void check_all(const char *label, const SgaCoreInput *in, const SgaCoreOu
 }
 
 // One case: the CUDA tiled core against the CPU materialised core (and, in bf16, the CUDA one).
-static void compare_case(const Backend *gpu, CudaGemmPrecision precision, int B, int NH, int T, int hs, int tile, int real_gate) {
+// tile: pairs per tile (attention.tile_heads); tile_rows: query rows per tile (0 and 0: automatic).
+static void compare_case(const Backend *gpu, CudaGemmPrecision precision, int B, int NH, int T, int hs, int tile, int tile_rows,
+                         int real_gate) {
     Config cfg;
     ModelShape s = sga_core_shape(&cfg, NH, T, hs, 1, 0, 1, tile);
+    cfg.attention_tile_rows = tile_rows;
     if (real_gate) {   // the defaults of sga.gate_hidden and sga.embed_dim
         Config d;
         config_defaults(&d);
@@ -96,7 +101,7 @@ static void compare_case(const Backend *gpu, CudaGemmPrecision precision, int B,
     SgaCoreOutput got = sga_core_run(gpu, &s, &ATTENTION_SGA_TILED, &in, 1);
     double t2 = seconds();
     char label[96];
-    snprintf(label, sizeof label, "%s T=%d B.NH=%dx%d tile=%d", bf16 ? "bf16" : "fp32", T, B, NH, tile);
+    snprintf(label, sizeof label, "%s T=%d B.NH=%dx%d tile=%d rows=%d", bf16 ? "bf16" : "fp32", T, B, NH, tile, tile_rows);
     printf("# %s: CPU materialised %.2f s, CUDA tiled %.2f s\n", label, t1 - t0, t2 - t1);
     check_all(label, &in, &got, &ref, TOL[precision], bf16 ? -1 : TOL[precision]);
     if (bf16 && !real_gate) {
@@ -113,7 +118,9 @@ static void compare_case(const Backend *gpu, CudaGemmPrecision precision, int B,
 static void small_shapes(CudaGemmPrecision precision) {
     const Backend *gpu = gpu_backend_or_skip(precision);
     static const int lengths[] = {1, 7, 64, 512};
-    for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) compare_case(gpu, precision, 2, 2, lengths[i], 8, 3, 0);
+    for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) compare_case(gpu, precision, 2, 2, lengths[i], 8, 3, 0, 0);
+    compare_case(gpu, precision, 2, 2, 7, 8, 0, 3, 0);
+    compare_case(gpu, precision, 2, 2, 64, 8, 0, 5, 0);
 }
 
 static void test_small_shapes_fp32(void **state) { (void)state; small_shapes(CUDA_GEMM_FP32); }
@@ -123,59 +130,50 @@ static void test_small_shapes_bf16(void **state) { (void)state; small_shapes(CUD
 static void test_real_shape_sampled_pair(void **state) {
     (void)state;
     const Backend *gpu = gpu_backend_or_skip(CUDA_GEMM_BF16);
-    compare_case(gpu, CUDA_GEMM_BF16, 1, 2, 2048, 64, 1, 1);
+    compare_case(gpu, CUDA_GEMM_BF16, 1, 2, 2048, 64, 0, 0, 1);
 }
 
-// Causality and sequences kept apart on the CUDA side, bitwise, tiles of 3 pairs over 2 x 2.
-static void test_causal_and_sequences_apart(void **state) {
-    (void)state;
-    const Backend *gpu = gpu_backend_or_skip(CUDA_GEMM_FP32);
+// Causality and sequences kept apart on the CUDA side, bitwise, over 2 x 2 pairs with tiles of
+// `tile` pairs or `tile_rows` query rows.
+static void check_causal_and_sequences_apart(const Backend *gpu, int tile, int tile_rows) {
     enum { B = 2, NH = 2, HS = 8 };
     int T = 64, cut = 20;
     Config cfg;
-    ModelShape s = sga_core_shape(&cfg, NH, T, HS, 1, 0, 1, 3);
+    ModelShape s = sga_core_shape(&cfg, NH, T, HS, 1, 0, 1, tile);
+    cfg.attention_tile_rows = tile_rows;
     SgaCoreInput in = sga_core_input(&s, B, 900);
     SgaCoreOutput before = sga_core_run(gpu, &s, &ATTENTION_SGA_TILED, &in, 1);
     // Causality: k, v after `cut` in every head of sequence 0.
     SgaCoreInput later = sga_core_input(&s, B, 900);
-    for (int h = 0; h < NH; h++)
-        for (int t = cut + 1; t < T; t++)
-            for (int d = 0; d < HS; d++) {
-                size_t i = ((size_t)h * T + t) * HS + d;
-                later.k[i] += 0.5;
-                later.v[i] -= 0.25;
-            }
+    sga_core_move_keys_after(&later, cut);
     SgaCoreOutput after = sga_core_run(gpu, &s, &ATTENTION_SGA_TILED, &later, 0);
-    int changed = 0;
-    for (int h = 0; h < NH; h++) {
-        size_t row0 = (size_t)h * T * HS;
-        assert_memory_equal(before.y + row0, after.y + row0, (size_t)(cut + 1) * HS * sizeof(double));
-        changed |= memcmp(before.y + row0 + (size_t)(cut + 1) * HS, after.y + row0 + (size_t)(cut + 1) * HS, HS * sizeof(double)) != 0;
-    }
+    int changed;
+    assert_true(sga_core_rows_kept_up_to(&later, before.y, after.y, cut, &changed));
     assert_true(changed);
-    printf("# CUDA: rows 0..%d of every head bitwise unchanged by k, v after position %d\n", cut, cut);
+    printf("# CUDA, tile_heads %d tile_rows %d: rows 0..%d of every head bitwise unchanged by k, v after position %d\n", tile,
+           tile_rows, cut, cut);
     sga_core_output_free(&after);
     sga_core_input_free(&later);
     // Sequences apart: every input of sequence 1 changed.
     SgaCoreInput other = sga_core_input(&s, B, 900);
-    size_t seq = (size_t)NH * T * HS;
-    for (size_t i = seq; i < 2 * seq; i++) {
-        other.q[i] = -other.q[i];
-        other.k[i] *= 1.5;
-        other.v[i] += 1;
-        other.dy[i] *= -2;
-    }
+    sga_core_change_sequence_1(&other);
     after = sga_core_run(gpu, &s, &ATTENTION_SGA_TILED, &other, 1);
-    assert_memory_equal(before.y, after.y, seq * sizeof(double));
-    assert_memory_equal(before.dq, after.dq, seq * sizeof(double));
-    assert_memory_equal(before.dk, after.dk, seq * sizeof(double));
-    assert_memory_equal(before.dv, after.dv, seq * sizeof(double));
-    assert_true(memcmp(before.y + seq, after.y + seq, seq * sizeof(double)) != 0);
-    printf("# CUDA: sequence 0's y, dq, dk, dv bitwise unchanged by sequence 1's inputs\n");
+    assert_true(sga_core_sequence_0_kept(&other, &before, &after, &changed));
+    assert_true(changed);
+    printf("# CUDA, tile_heads %d tile_rows %d: sequence 0's y, dq, dk, dv bitwise unchanged by sequence 1's inputs\n", tile,
+           tile_rows);
     sga_core_output_free(&before);
     sga_core_output_free(&after);
     sga_core_input_free(&other);
     sga_core_input_free(&in);
+}
+
+// Tiles of 3 pairs (straddling the sequences), then of 5 query rows (blocks straddling `cut`).
+static void test_causal_and_sequences_apart(void **state) {
+    (void)state;
+    const Backend *gpu = gpu_backend_or_skip(CUDA_GEMM_FP32);
+    check_causal_and_sequences_apart(gpu, 3, 0);
+    check_causal_and_sequences_apart(gpu, 0, 5);
 }
 
 // Each test creates the CUDA backend; released here even when the test failed midway.

@@ -153,3 +153,52 @@ static inline void sga_core_diff(const double *a, const double *b, size_t n, dou
 }
 
 static const char *const SGA_PARAM_NAMES[] = {"sga_e", "sga_w1", "sga_b1", "sga_w2", "sga_b2", "sga_alpha"};
+
+// ---- the properties both tiled-form tests check, bitwise ------------------------------------------
+
+// Causality: k and v moved after position `cut` in every head of sequence 0.
+static inline void sga_core_move_keys_after(SgaCoreInput *in, int cut) {
+    for (int h = 0; h < in->NH; h++)
+        for (int t = cut + 1; t < in->T; t++)
+            for (int d = 0; d < in->hs; d++) {
+                size_t i = ((size_t)h * in->T + t) * in->hs + d;   // sequence 0
+                in->k[i] += 0.5;
+                in->v[i] -= 0.25;
+            }
+}
+
+// After sga_core_move_keys_after(cut): rows 0..cut of every head of sequence 0 of y must be bitwise
+// those of `before`; returns 1 if they are, and *changed = 1 if row cut + 1 moved in some head
+// (the check can fail).
+static inline int sga_core_rows_kept_up_to(const SgaCoreInput *in, const double *before, const double *after, int cut,
+                                           int *changed) {
+    int kept = 1;
+    *changed = 0;
+    for (int h = 0; h < in->NH; h++) {
+        size_t row0 = (size_t)h * in->T * in->hs, next = row0 + (size_t)(cut + 1) * in->hs;
+        kept &= memcmp(before + row0, after + row0, (size_t)(cut + 1) * in->hs * sizeof(double)) == 0;
+        *changed |= memcmp(before + next, after + next, (size_t)in->hs * sizeof(double)) != 0;
+    }
+    return kept;
+}
+
+// Sequences apart: every input of sequence 1 changed (q negated, k scaled, v shifted, dy scaled).
+static inline void sga_core_change_sequence_1(SgaCoreInput *in) {
+    size_t seq = (size_t)in->NH * in->T * in->hs;
+    for (size_t i = seq; i < 2 * seq; i++) {
+        in->q[i] = -in->q[i];
+        in->k[i] *= 1.5;
+        in->v[i] += 1;
+        in->dy[i] *= -2;
+    }
+}
+
+// After sga_core_change_sequence_1: sequence 0's y, dq, dk, dv must be bitwise those of `before`
+// (returns 1 if so) and sequence 1's y must have moved (*changed).
+static inline int sga_core_sequence_0_kept(const SgaCoreInput *in, const SgaCoreOutput *before, const SgaCoreOutput *after,
+                                           int *changed) {
+    size_t seq = (size_t)in->NH * in->T * in->hs, bytes = seq * sizeof(double);
+    *changed = memcmp(before->y + seq, after->y + seq, bytes) != 0;
+    return !memcmp(before->y, after->y, bytes) && !memcmp(before->dq, after->dq, bytes) && !memcmp(before->dk, after->dk, bytes) &&
+           !memcmp(before->dv, after->dv, bytes);
+}

@@ -104,13 +104,13 @@ static Outputs materialised(const Backend *be, Inputs in) {
     void *q = put(be, in.q, n), *k = put(be, in.k, n), *v = put(be, in.v, n), *dy = put(be, in.dy, n);
     void *y = be->alloc(n), *ent = be->alloc(r), *dq = be->alloc(n), *dk = be->alloc(n), *dv = be->alloc(n);
     void *scores = be->alloc(tt), *probs = be->alloc(tt), *dprobs = be->alloc(tt), *dscores = be->alloc(tt);
-    be->attn_scores(scores, q, k, in.scale, BH, T, HS);
+    be->attn_scores(scores, q, k, in.scale, BH, T, HS, 0, T);
     be->softmax_causal_forward(probs, scores, BH, T, 0, T);
-    be->attn_values(y, probs, v, BH, T, HS);
+    be->attn_values(y, probs, v, BH, T, HS, 0, T);
     be->attn_row_entropy(ent, probs, BH, T);
-    be->attn_values_backward(dprobs, dv, dy, probs, v, BH, T, HS);
+    be->attn_values_backward(dprobs, dv, dy, probs, v, BH, T, HS, 0, T);
     be->softmax_causal_backward(dscores, dprobs, probs, BH, T, 0, T);
-    be->attn_scores_backward(dq, dk, dscores, q, k, in.scale, BH, T, HS);
+    be->attn_scores_backward(dq, dk, dscores, q, k, in.scale, BH, T, HS, 0, T);
     double *s = get(be, scores, tt), *lse = malloc(r * sizeof(double));
     for (size_t row = 0; row < r; row++) {
         int i = (int)(row % T);

@@ -179,9 +179,9 @@ static double attention_objective(const Backend *be, double **in, void *ctx_) {
     void *q = be->alloc(n), *k = be->alloc(n), *v = be->alloc(n), *scores = be->alloc(att), *probs = be->alloc(att);
     void *y = be->alloc(n), *out = be->alloc(n);
     be->heads_split(q, k, v, qkv, c->B, c->T, c->NH, c->hs);
-    be->attn_scores(scores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs);
+    be->attn_scores(scores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs, 0, c->T);
     be->softmax_causal_forward(probs, scores, BH, c->T, 0, c->T);
-    be->attn_values(y, probs, v, BH, c->T, c->hs);
+    be->attn_values(y, probs, v, BH, c->T, c->hs, 0, c->T);
     be->heads_merge(out, y, c->B, c->T, c->NH, c->hs);
     double s = dot_download(be, out, c->w, n);
     void *ptrs[] = {qkv, q, k, v, scores, probs, y, out};
@@ -199,13 +199,13 @@ static void attention_gradient(const Backend *be, double **in, double **g, void 
     void *dy = be->alloc(n), *dprobs = be->alloc(att), *dscores = be->alloc(att);
     void *dq = be->alloc(n), *dk = be->alloc(n), *dv = be->alloc(n), *dqkv = be->alloc(3 * n);
     be->heads_split(q, k, v, qkv, c->B, c->T, c->NH, c->hs);
-    be->attn_scores(scores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs);
+    be->attn_scores(scores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs, 0, c->T);
     be->softmax_causal_forward(probs, scores, BH, c->T, 0, c->T);
-    be->attn_values(y, probs, v, BH, c->T, c->hs);
+    be->attn_values(y, probs, v, BH, c->T, c->hs, 0, c->T);
     be->heads_merge_backward(dy, dout, c->B, c->T, c->NH, c->hs);
-    be->attn_values_backward(dprobs, dv, dy, probs, v, BH, c->T, c->hs);
+    be->attn_values_backward(dprobs, dv, dy, probs, v, BH, c->T, c->hs, 0, c->T);
     be->softmax_causal_backward(dscores, dprobs, probs, BH, c->T, 0, c->T);
-    be->attn_scores_backward(dq, dk, dscores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs);
+    be->attn_scores_backward(dq, dk, dscores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs, 0, c->T);
     be->heads_split_backward(dqkv, dq, dk, dv, c->B, c->T, c->NH, c->hs);
     grads_download(be, g, 0, dqkv, 3 * n);
     void *ptrs[] = {qkv, q, k, v, scores, probs, y, out, dout, dy, dprobs, dscores, dq, dk, dv, dqkv};
@@ -263,6 +263,76 @@ static void test_causal_softmax_on_row_blocks_matches_whole_square(void **state)
     const RowOp backward = {"softmax_causal_backward", 2, 1, 1.0, softmax_backward_rows, NULL};
     assert_row_blocks_match_square(&forward, 3, lengths, 2, 70);
     assert_row_blocks_match_square(&backward, 3, lengths, 2, 80);
+}
+
+// The four attention products on a block of query rows (q0, Q): attn_scores and attn_values give the
+// block's rows of the whole-square products, and the backward ops the block's rows of dprobs and dq;
+// dk and dv, sums over every query row, come out of blocks that partition the rows, accumulated
+// one after the other, as from the whole square. GEMMs of other shapes may sum in another order, so
+// within 1e-12 relative on the fp64 backend (as the tiled SGA uses them, src/sga_tiled.c).
+static double max_abs_diff(const double *a, const double *b, size_t n, double *ref) {
+    double d = 0;
+    *ref = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs(a[i] - b[i]));
+        *ref = fmax(*ref, fabs(b[i]));
+    }
+    return d;
+}
+
+static void test_attention_products_on_row_blocks_match_whole_square(void **state) {
+    (void)state;
+    const Backend *be = backend_cpu_f64();
+    enum { BH = 3, T = 11, HS = 4 };
+    const RowBlock partition[3] = {{0, 1}, {1, 6}, {7, 4}};   // rows 0 | 1-6 | 7-10
+    size_t nh = (size_t)BH * T * HS, nt = (size_t)BH * T * T;
+    double *q = gc_random(nh, 90, 1.0), *k = gc_random(nh, 91, 1.0), *v = gc_random(nh, 92, 1.0), *dy = gc_random(nh, 93, 1.0);
+    double *probs = gc_random(nt, 94, 1.0), *dscores = gc_random(nt, 95, 1.0);   // any values: the products are linear
+    void *q_dev = gc_upload(be, q, nh), *k_dev = gc_upload(be, k, nh), *v_dev = gc_upload(be, v, nh), *dy_dev = gc_upload(be, dy, nh);
+    double scale = 0.5;
+    // The whole squares.
+    void *sq = be->alloc(nt), *y = be->alloc(nh), *dprobs = be->alloc(nt), *dq = be->alloc(nh), *dk = be->alloc(nh), *dv = be->alloc(nh);
+    void *probs_dev = gc_upload(be, probs, nt), *dscores_dev = gc_upload(be, dscores, nt);
+    be->attn_scores(sq, q_dev, k_dev, scale, BH, T, HS, 0, T);
+    be->attn_values(y, probs_dev, v_dev, BH, T, HS, 0, T);
+    be->zero(dq, nh); be->zero(dk, nh); be->zero(dv, nh);
+    be->attn_values_backward(dprobs, dv, dy_dev, probs_dev, v_dev, BH, T, HS, 0, T);
+    be->attn_scores_backward(dq, dk, dscores_dev, q_dev, k_dev, scale, BH, T, HS, 0, T);
+    double *w_scores = gc_download(be, sq, nt), *w_y = gc_download(be, y, nh), *w_dprobs = gc_download(be, dprobs, nt);
+    double *w_dq = gc_download(be, dq, nh), *w_dk = gc_download(be, dk, nh), *w_dv = gc_download(be, dv, nh);
+    // The blocks, dq dk dv accumulating over them.
+    be->zero(dq, nh); be->zero(dk, nh); be->zero(dv, nh);
+    be->zero(y, nh);
+    double worst = 0, ref;
+    for (int bk = 0; bk < 3; bk++) {
+        RowBlock b = partition[bk];
+        size_t nb = (size_t)BH * b.Q * T;
+        double *p_rows = rows_of_square(probs, BH, T, b), *ds_rows = rows_of_square(dscores, BH, T, b);
+        void *bs = be->alloc(nb), *bdp = be->alloc(nb), *bp = gc_upload(be, p_rows, nb), *bds = gc_upload(be, ds_rows, nb);
+        be->attn_scores(bs, q_dev, k_dev, scale, BH, T, HS, b.q0, b.Q);
+        be->attn_values(y, bp, v_dev, BH, T, HS, b.q0, b.Q);
+        be->attn_values_backward(bdp, dv, dy_dev, bp, v_dev, BH, T, HS, b.q0, b.Q);
+        be->attn_scores_backward(dq, dk, bds, q_dev, k_dev, scale, BH, T, HS, b.q0, b.Q);
+        double *got_s = gc_download(be, bs, nb), *got_dp = gc_download(be, bdp, nb);
+        double *want_s = rows_of_square(w_scores, BH, T, b), *want_dp = rows_of_square(w_dprobs, BH, T, b);
+        worst = fmax(worst, max_abs_diff(got_s, want_s, nb, &ref) / ref);
+        worst = fmax(worst, max_abs_diff(got_dp, want_dp, nb, &ref) / ref);
+        free(p_rows); free(ds_rows); free(got_s); free(got_dp); free(want_s); free(want_dp);
+        be->free(bs); be->free(bdp); be->free(bp); be->free(bds);
+    }
+    double *got_y = gc_download(be, y, nh), *got_dq = gc_download(be, dq, nh), *got_dk = gc_download(be, dk, nh),
+           *got_dv = gc_download(be, dv, nh);
+    double y_rel = max_abs_diff(got_y, w_y, nh, &ref) / ref, q_devrel = max_abs_diff(got_dq, w_dq, nh, &ref) / ref;
+    double k_devrel = max_abs_diff(got_dk, w_dk, nh, &ref) / ref, v_devrel = max_abs_diff(got_dv, w_dv, nh, &ref) / ref;
+    printf("# row blocks 0 | 1-6 | 7-10 of T = %d: scores and dprobs %.2e, y %.2e, dq %.2e, dk %.2e, dv %.2e (relative)\n", T,
+           worst, y_rel, q_devrel, k_devrel, v_devrel);
+    assert_true(worst <= 1e-12 && y_rel <= 1e-12 && q_devrel <= 1e-12 && k_devrel <= 1e-12 && v_devrel <= 1e-12);
+    assert_true(ref > 0);
+    free(q); free(k); free(v); free(dy); free(probs); free(dscores);
+    free(w_scores); free(w_y); free(w_dprobs); free(w_dq); free(w_dk); free(w_dv);
+    free(got_y); free(got_dq); free(got_dk); free(got_dv);
+    void *all[] = {q_dev, k_dev, v_dev, dy_dev, sq, y, dprobs, dq, dk, dv, probs_dev, dscores_dev};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(all[i]);
 }
 
 // ---- the dscores contract ---------------------------------------------------------------------
@@ -385,6 +455,7 @@ int main(void) {
         cmocka_unit_test(test_attention_backward_matches_finite_differences),
         cmocka_unit_test(test_causal_softmax_masks_future_and_normalises),
         cmocka_unit_test(test_causal_softmax_on_row_blocks_matches_whole_square),
+        cmocka_unit_test(test_attention_products_on_row_blocks_match_whole_square),
         cmocka_unit_test(test_dscores_producers_write_exact_zeros_above_the_diagonal),
         cmocka_unit_test(test_crossentropy_backward_matches_finite_differences),
         cmocka_unit_test(test_crossentropy_ignores_masked_targets),

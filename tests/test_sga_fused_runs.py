@@ -1,7 +1,8 @@
 """attention.fused for SGA (the tiled form, src/sga_tiled.c): a tiny-sga run trains like the
 materialised form (losses, traces and final parameters to fp32 tolerance: only the order of the gate
-gradients' sums over tiles differs), the tiled form gives bitwise the same run under every
-train.recompute mode, and its checkpoint evaluates to the same loss in either form."""
+gradients' sums over tiles differs), with tiles of whole (sequence, head) pairs and with tiles of
+query rows; the tiled form gives bitwise the same run under every train.recompute mode, and its
+checkpoint evaluates to the same loss in either form."""
 import re
 
 import h5py
@@ -15,6 +16,8 @@ TINY_SGA = ["-c", "configs/tiny-sga.cfg", *set_args(
     "train.log_every=1", "eval.batches=1", "trace.every=2", "trace.snapshot_layers=[1]")]
 # 4 sequences x 4 heads = 16 pairs per micro-batch: tiles of 3 straddle sequences and leave a remainder.
 FUSED = ["attention.fused=true", "attention.tile_heads=3"]
+# T = 64 in blocks of 24 query rows: 24, 24, 16.
+FUSED_ROWS = ["attention.fused=true", "attention.tile_rows=24"]
 TIMING = {"steps/step_ms", "steps/tokens_per_s", "steps/mfu"}
 
 
@@ -40,23 +43,26 @@ def test_fused_sga_trains_like_the_materialised_form(entrank, tmp_path):
     fused = {}
     for mode in ["none", "attention", "block"]:
         fused[mode] = train(entrank, tmp_path / f"fused-{mode}", FUSED + [f"train.recompute={mode}"])
+    fused["rows"] = train(entrank, tmp_path / "fused-rows", FUSED_ROWS)
+    for tiles in ["none", "rows"]:
+        got_metrics, got_params = fused[tiles]
+        assert got_metrics.keys() == ref_metrics.keys()
+        loss_ref, loss = ref_metrics["steps/loss"], got_metrics["steps/loss"]
+        assert len(loss) == STEPS and np.all(np.isfinite(loss))
+        print(tiles, "losses", loss_ref, loss, "max rel", np.max(np.abs(loss - loss_ref) / np.abs(loss_ref)))
+        np.testing.assert_allclose(loss, loss_ref, rtol=1e-5, atol=0)
+        # Everything else the run records (traces, evaluation, SGA stats, snapshots): fp32 tolerance.
+        for k in ref_metrics:
+            a, b = np.asarray(ref_metrics[k]), np.asarray(got_metrics[k])
+            assert a.shape == b.shape, k
+            if a.dtype.kind == "f":
+                np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=f"{tiles}: {k}")
+            else:
+                assert np.array_equal(a, b), k
+        assert got_params.keys() == ref_params.keys()
+        for k in ref_params:
+            np.testing.assert_allclose(got_params[k], ref_params[k], rtol=1e-4, atol=1e-5, err_msg=f"{tiles}: {k}")
     got_metrics, got_params = fused["none"]
-    assert got_metrics.keys() == ref_metrics.keys()
-    loss_ref, loss = ref_metrics["steps/loss"], got_metrics["steps/loss"]
-    assert len(loss) == STEPS and np.all(np.isfinite(loss))
-    print("losses", loss_ref, loss, "max rel", np.max(np.abs(loss - loss_ref) / np.abs(loss_ref)))
-    np.testing.assert_allclose(loss, loss_ref, rtol=1e-5, atol=0)
-    # Everything else the run records (traces, evaluation, SGA stats, snapshots): fp32 tolerance.
-    for k in ref_metrics:
-        a, b = np.asarray(ref_metrics[k]), np.asarray(got_metrics[k])
-        assert a.shape == b.shape, k
-        if a.dtype.kind == "f":
-            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=k)
-        else:
-            assert np.array_equal(a, b), k
-    assert got_params.keys() == ref_params.keys()
-    for k in ref_params:
-        np.testing.assert_allclose(got_params[k], ref_params[k], rtol=1e-4, atol=1e-5, err_msg=k)
     # The tiled form under train.recompute: the same ops on the same inputs, bitwise.
     for mode in ["attention", "block"]:
         m, p = fused[mode]
@@ -86,3 +92,11 @@ def test_bad_tile_sizes_are_refused(entrank, tmp_path):
     assert proc.returncode == 2 and "attention.tile_heads" in proc.stderr, proc.stderr
     proc = entrank("train", *TINY_SGA, *set_args("attention.fused=true", "attention.tile_heads=-1"), "--run-dir", tmp_path / "s")
     assert proc.returncode == 2 and "attention.tile_heads" in proc.stderr, proc.stderr
+    # 65 query rows of a 64-token sequence; rows and pairs at once.
+    proc = entrank("train", *TINY_SGA, *set_args("attention.fused=true", "attention.tile_rows=65"), "--run-dir", tmp_path / "t")
+    assert proc.returncode == 2 and "attention.tile_rows: 65" in proc.stderr, proc.stderr
+    proc = entrank("train", *TINY_SGA, *set_args("attention.fused=true", "attention.tile_rows=8", "attention.tile_heads=2"),
+                   "--run-dir", tmp_path / "u")
+    assert proc.returncode == 2 and "attention.tile_rows: 8 with attention.tile_heads 2" in proc.stderr, proc.stderr
+    for d in "tu":
+        assert not (tmp_path / d).exists()

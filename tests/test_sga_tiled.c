@@ -2,8 +2,9 @@
 // materialised one (src/sga.c) on the fp64 CPU backend: forward y, dq, dk, dv and every SGA
 // parameter gradient, the attention weights layer_probs gives the traces and sga_trace_layer's
 // means agree to ~1e-12 at T = 1, 7, 64, for tiles of 1 pair, a non-divisor, all pairs and the
-// automatic size, for SGA and each ablation. The tiled form is causal and keeps sequences apart
-// bitwise even with tiles that straddle two sequences.
+// automatic size, and for tiles of query rows of one pair (1 row, a non-divisor of T, half of T),
+// for SGA and each ablation. The tiled form is causal and keeps sequences apart bitwise, with tiles
+// that straddle two sequences and with query-row tiles.
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -14,6 +15,8 @@
 enum { B = 2, NH = 3, HS = 4, BH = B * NH };
 
 typedef struct { int spectral, fixed_filter, blend; const char *name; } Ablation;
+// A tile size: attention.tile_heads pairs or attention.tile_rows query rows (0, 0: automatic).
+typedef struct { int heads, rows; } TileSize;
 static const Ablation ABLATIONS[] = {
     {1, 0, 1, "sga"}, {0, 0, 1, "sga.spectral=false"}, {1, 1, 1, "sga.fixed_filter=true"}, {1, 0, 0, "sga.blend=false"},
 };
@@ -31,7 +34,9 @@ static void test_tiled_matches_materialised(void **state) {
     (void)state;
     const Backend *be = backend_cpu_f64();
     static const int lengths[] = {1, 7, 64};
-    static const int tiles[] = {1, 4, BH, 0};   // one pair, a non-divisor of BH = 6 (tiles straddle sequences), all, automatic
+    // one pair, a non-divisor of BH = 6 (tiles straddle sequences), all, automatic; query rows: one,
+    // a non-divisor of 7 and 64, half of 64 (a row count of T or more is a whole pair: skipped)
+    static const TileSize tiles[] = {{1, 0}, {4, 0}, {BH, 0}, {0, 0}, {0, 1}, {0, 3}, {0, 5}, {0, 32}};
     for (size_t ai = 0; ai < sizeof ABLATIONS / sizeof ABLATIONS[0]; ai++) {
         const Ablation *ab = &ABLATIONS[ai];
         for (size_t ti = 0; ti < sizeof lengths / sizeof lengths[0]; ti++) {
@@ -42,7 +47,9 @@ static void test_tiled_matches_materialised(void **state) {
             SgaCoreOutput ref = sga_core_run(be, &s, &ATTENTION_SGA, &in, 1);
             size_t n = (size_t)BH * T * HS, maps = (size_t)BH * T * T;
             for (size_t k = 0; k < sizeof tiles / sizeof tiles[0]; k++) {
-                cfg.attention_tile_heads = tiles[k];
+                if (tiles[k].rows >= T) continue;
+                cfg.attention_tile_heads = tiles[k].heads;
+                cfg.attention_tile_rows = tiles[k].rows;
                 SgaCoreOutput got = sga_core_run(be, &s, &ATTENTION_SGA_TILED, &in, 1);
                 double worst = 0;
                 compare("y", got.y, ref.y, n, &worst);
@@ -61,8 +68,8 @@ static void test_tiled_matches_materialised(void **state) {
                 // The gradients exist and are not all zero (the comparison can fail).
                 double gmax = 0, unused;
                 sga_core_diff(ref.dq, ref.dq, n, &unused, &gmax);
-                printf("# %-22s T=%-3d tile_heads=%d: %d parameter gradients, worst relative difference %.2e (max |dq| %.2e)\n",
-                       ab->name, T, tiles[k], grads, worst, gmax);
+                printf("# %-22s T=%-3d tile_heads=%d tile_rows=%-2d: %d parameter gradients, worst relative difference %.2e "
+                       "(max |dq| %.2e)\n", ab->name, T, tiles[k].heads, tiles[k].rows, grads, worst, gmax);
                 assert_true(worst <= 1e-12);
                 assert_true(T == 1 || gmax > 0);   // T = 1: one key, the softmax is constant, dq = 0
                 sga_core_output_free(&got);
@@ -75,32 +82,27 @@ static void test_tiled_matches_materialised(void **state) {
 
 // Row i of y depends on q_i, k_0..k_i, v_0..v_i only: changing k and v after position `cut` in
 // every head of sequence 0 leaves rows 0..cut of its y bitwise unchanged (and does change row cut + 1).
+static const TileSize CHECKED_TILES[2] = {{4, 0}, {0, 3}};   // pairs straddling sequences; rows 0-2, 3-5, 6
+
 static void test_tiled_is_causal(void **state) {
     (void)state;
     const Backend *backends[2] = {backend_cpu_f64(), backend_cpu_f32()};
-    for (int bi = 0; bi < 2; bi++) {
-        const Backend *be = backends[bi];
+    for (int run = 0; run < 4; run++) {
+        const Backend *be = backends[run % 2];
+        TileSize tile = CHECKED_TILES[run / 2];
         int T = 7, cut = 3;
         Config cfg;
-        ModelShape s = sga_core_shape(&cfg, NH, T, HS, 1, 0, 1, 4);
+        ModelShape s = sga_core_shape(&cfg, NH, T, HS, 1, 0, 1, tile.heads);
+        cfg.attention_tile_rows = tile.rows;
         SgaCoreInput in = sga_core_input(&s, B, 300);
         SgaCoreOutput before = sga_core_run(be, &s, &ATTENTION_SGA_TILED, &in, 0);
-        for (int h = 0; h < NH; h++)
-            for (int t = cut + 1; t < T; t++)
-                for (int d = 0; d < HS; d++) {
-                    size_t i = ((size_t)h * T + t) * HS + d;   // sequence 0
-                    in.k[i] += 0.5;
-                    in.v[i] -= 0.25;
-                }
+        sga_core_move_keys_after(&in, cut);
         SgaCoreOutput after = sga_core_run(be, &s, &ATTENTION_SGA_TILED, &in, 0);
-        int changed = 0;
-        for (int h = 0; h < NH; h++) {
-            size_t row0 = (size_t)h * T * HS;
-            assert_memory_equal(before.y + row0, after.y + row0, (size_t)(cut + 1) * HS * sizeof(double));
-            changed |= memcmp(before.y + row0 + (size_t)(cut + 1) * HS, after.y + row0 + (size_t)(cut + 1) * HS, HS * sizeof(double)) != 0;
-        }
+        int changed;
+        assert_true(sga_core_rows_kept_up_to(&in, before.y, after.y, cut, &changed));
         assert_true(changed);
-        printf("# %s: rows 0..%d of every head bitwise unchanged by k, v after position %d\n", be->name, cut, cut);
+        printf("# %s, tile_heads %d tile_rows %d: rows 0..%d of every head bitwise unchanged by k, v after position %d\n",
+               be->name, tile.heads, tile.rows, cut, cut);
         sga_core_output_free(&before);
         sga_core_output_free(&after);
         sga_core_input_free(&in);
@@ -108,31 +110,27 @@ static void test_tiled_is_causal(void **state) {
 }
 
 // Changing every input of sequence 1 leaves sequence 0's y, dq, dk, dv bitwise unchanged, with
-// tiles of 4 pairs (the first tile holds sequence 0's 3 heads and sequence 1's first).
+// tiles of 4 pairs (the first tile holds sequence 0's 3 heads and sequence 1's first) and with
+// tiles of 3 query rows.
 static void test_tiled_keeps_sequences_apart(void **state) {
     (void)state;
     const Backend *backends[2] = {backend_cpu_f64(), backend_cpu_f32()};
-    for (int bi = 0; bi < 2; bi++) {
-        const Backend *be = backends[bi];
+    for (int run = 0; run < 4; run++) {
+        const Backend *be = backends[run % 2];
+        TileSize tile = CHECKED_TILES[run / 2];
         int T = 7;
         Config cfg;
-        ModelShape s = sga_core_shape(&cfg, NH, T, HS, 1, 0, 1, 4);
+        ModelShape s = sga_core_shape(&cfg, NH, T, HS, 1, 0, 1, tile.heads);
+        cfg.attention_tile_rows = tile.rows;
         SgaCoreInput in = sga_core_input(&s, B, 400);
         SgaCoreOutput before = sga_core_run(be, &s, &ATTENTION_SGA_TILED, &in, 1);
-        size_t seq = (size_t)NH * T * HS;   // sequence 1 starts here
-        for (size_t i = seq; i < 2 * seq; i++) {
-            in.q[i] = -in.q[i];
-            in.k[i] *= 1.5;
-            in.v[i] += 1;
-            in.dy[i] *= -2;
-        }
+        sga_core_change_sequence_1(&in);
         SgaCoreOutput after = sga_core_run(be, &s, &ATTENTION_SGA_TILED, &in, 1);
-        assert_memory_equal(before.y, after.y, seq * sizeof(double));
-        assert_memory_equal(before.dq, after.dq, seq * sizeof(double));
-        assert_memory_equal(before.dk, after.dk, seq * sizeof(double));
-        assert_memory_equal(before.dv, after.dv, seq * sizeof(double));
-        assert_true(memcmp(before.y + seq, after.y + seq, seq * sizeof(double)) != 0);
-        printf("# %s: sequence 0's y, dq, dk, dv bitwise unchanged by sequence 1's inputs\n", be->name);
+        int changed;
+        assert_true(sga_core_sequence_0_kept(&in, &before, &after, &changed));
+        assert_true(changed);
+        printf("# %s, tile_heads %d tile_rows %d: sequence 0's y, dq, dk, dv bitwise unchanged by sequence 1's inputs\n",
+               be->name, tile.heads, tile.rows);
         sga_core_output_free(&before);
         sga_core_output_free(&after);
         sga_core_input_free(&in);
