@@ -17,6 +17,7 @@ for t in "$bin_dir"/test_*; do
   [ -x "$t" ] || continue
   name=$(basename "$t")
   out="$log_dir/$name.tap"
+  t0=$SECONDS
   CMOCKA_MESSAGE_OUTPUT=TAP timeout 900 "$t" >"$out" 2>&1
   rc=$?
   ok=$(grep -cE '^ok ' "$out")
@@ -29,7 +30,8 @@ for t in "$bin_dir"/test_*; do
     failures+=("$name (exit $rc)")
     echo "---- $name (exit $rc)"; grep -vE '^ok ' "$out" | tail -n 40
   fi
-  printf '%-48s %3d passed, %d failed\n' "$name" "$ok" "$bad"
+  # The seconds each program took: the suite's budget is 30 minutes on two cores.
+  printf '%-48s %3d passed, %d failed %5ds\n' "$name" "$ok" "$bad" $((SECONDS - t0))
 done
 
 # The GPU test programs on the emulated CUDA build (make emu), when it is there: see tests/run_emu.sh.
@@ -46,7 +48,8 @@ fi
 py_tests=$(ls tests/test_*.py 2>/dev/null)
 if [ -n "$py_tests" ]; then
   out="$log_dir/pytest.txt"
-  timeout 1500 "$PYTHON" -m pytest -q -p no:cacheprovider $py_tests >"$out" 2>&1
+  t0=$SECONDS
+  timeout 1500 "$PYTHON" -m pytest -q -p no:cacheprovider --durations=10 $py_tests >"$out" 2>&1
   rc=$?
   summary=$(tail -n 1 "$out")
   pp=$(echo "$summary" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || true)
@@ -55,7 +58,8 @@ if [ -n "$py_tests" ]; then
   if [ "$rc" -ne 0 ] && [ "$pf" -eq 0 ]; then pf=1; fi
   passed=$((passed + pp)); failed=$((failed + pf))
   if [ "$pf" -gt 0 ]; then failures+=("pytest"); grep -E '^(FAILED|ERROR)|Error|assert' "$out" | head -n 60; tail -n 5 "$out"; fi
-  printf '%-48s %3d passed, %d failed\n' "pytest" "$pp" "$pf"
+  printf '%-48s %3d passed, %d failed %5ds\n' "pytest" "$pp" "$pf" $((SECONDS - t0))
+  sed -n '/slowest 10 durations/,/^$/p' "$out" | sed 's/^/  /'   # where the suite's time goes
 fi
 
 if [ ${#failures[@]} -gt 0 ]; then echo "failing: ${failures[*]} (logs in $log_dir)"; fi
