@@ -157,43 +157,29 @@ static void rows_label(char *what, size_t size, const char *prefix, int bh, int 
     else snprintf(what, size, "%sBH=%d T=%d rows %d..%d", prefix, bh, n, q0, q0 + Q - 1);
 }
 
-static void check_causal_lower_copy(int bh, int n, int q0, int Q) {
+// causal_lower_copy (out (=), from garbage) or causal_lower_accumulate (out (+=), from random values).
+static void check_causal_lower(int accumulate, int bh, int n, int q0, int Q) {
     size_t len = (size_t)bh * Q * n;
-    Pair in = pair_random(len, next_seed++, 1.0), out = pair_garbage(len, next_seed++);
-    gpu->causal_lower_copy(out.g, in.g, bh, n, q0, Q);
-    cpu->causal_lower_copy(out.c, in.c, bh, n, q0, Q);
+    Pair in = pair_random(len, next_seed++, 1.0);
+    Pair out = accumulate ? pair_random(len, next_seed++, 1.0) : pair_garbage(len, next_seed++);
+    (accumulate ? gpu->causal_lower_accumulate : gpu->causal_lower_copy)(out.g, in.g, bh, n, q0, Q);
+    (accumulate ? cpu->causal_lower_accumulate : cpu->causal_lower_copy)(out.c, in.c, bh, n, q0, Q);
     char what[64];
-    rows_label(what, sizeof what, "out ", bh, n, q0, Q);
-    expect_close("causal_lower_copy", what, out);
+    rows_label(what, sizeof what, accumulate ? "out (+=) " : "out ", bh, n, q0, Q);
+    expect_close(accumulate ? "causal_lower_accumulate" : "causal_lower_copy", what, out);
     pair_free(in); pair_free(out);
 }
 
-static void test_causal_lower_copy(void **state) {
-    (void)state;
+// The whole squares of ROW_SHAPES, then the blocks of ROW_BLOCKS.
+static void causal_lower_cases(int accumulate) {
     for (size_t c = 0; c < sizeof ROW_SHAPES / sizeof ROW_SHAPES[0]; c++)
-        check_causal_lower_copy(ROW_SHAPES[c].bh, ROW_SHAPES[c].n, 0, ROW_SHAPES[c].n);
+        check_causal_lower(accumulate, ROW_SHAPES[c].bh, ROW_SHAPES[c].n, 0, ROW_SHAPES[c].n);
     for (size_t c = 0; c < sizeof ROW_BLOCKS / sizeof ROW_BLOCKS[0]; c++)
-        check_causal_lower_copy(ROW_BLOCKS[c].bh, ROW_BLOCKS[c].n, ROW_BLOCKS[c].q0, ROW_BLOCKS[c].Q);
+        check_causal_lower(accumulate, ROW_BLOCKS[c].bh, ROW_BLOCKS[c].n, ROW_BLOCKS[c].q0, ROW_BLOCKS[c].Q);
 }
 
-static void check_causal_lower_accumulate(int bh, int n, int q0, int Q) {
-    size_t len = (size_t)bh * Q * n;
-    Pair in = pair_random(len, next_seed++, 1.0), out = pair_random(len, next_seed++, 1.0);
-    gpu->causal_lower_accumulate(out.g, in.g, bh, n, q0, Q);
-    cpu->causal_lower_accumulate(out.c, in.c, bh, n, q0, Q);
-    char what[64];
-    rows_label(what, sizeof what, "out (+=) ", bh, n, q0, Q);
-    expect_close("causal_lower_accumulate", what, out);
-    pair_free(in); pair_free(out);
-}
-
-static void test_causal_lower_accumulate(void **state) {
-    (void)state;
-    for (size_t c = 0; c < sizeof ROW_SHAPES / sizeof ROW_SHAPES[0]; c++)
-        check_causal_lower_accumulate(ROW_SHAPES[c].bh, ROW_SHAPES[c].n, 0, ROW_SHAPES[c].n);
-    for (size_t c = 0; c < sizeof ROW_BLOCKS / sizeof ROW_BLOCKS[0]; c++)
-        check_causal_lower_accumulate(ROW_BLOCKS[c].bh, ROW_BLOCKS[c].n, ROW_BLOCKS[c].q0, ROW_BLOCKS[c].Q);
-}
+static void test_causal_lower_copy(void **state) { (void)state; causal_lower_cases(0); }
+static void test_causal_lower_accumulate(void **state) { (void)state; causal_lower_cases(1); }
 
 // ---- statistics -----------------------------------------------------------------------------------
 // (R, T) shapes with dense random spectra and with zero-padded causal rows (exact zeros).
