@@ -52,6 +52,10 @@ TEST_LDLIBS = $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 export OMPI_ALLOW_RUN_AS_ROOT = 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = 1
 export OMPI_MCA_rmaps_base_oversubscribe = 1
+# Idle OpenMP threads (OpenBLAS's too) sleep after a short spin in every program the suite and the
+# benchmarks run, as entrank sets for itself (src/thread_policy.h): spinning threads take the cores
+# from other jobs on a shared machine. A value in the environment stands.
+export GOMP_SPINCOUNT ?= 1000
 export PYTHON
 
 BUILD   = build

@@ -12,6 +12,7 @@
 #include "eval_checkpoint.h"
 #include "commands.h"
 #include "signals.h"
+#include "thread_policy.h"
 #include "validate.h"
 
 static const char *config_basename(const char *path, char *buf, size_t n) {
@@ -24,7 +25,9 @@ static const char *config_basename(const char *path, char *buf, size_t n) {
 }
 
 int main(int argc, char **argv) {
-    // First thing: a SIGTERM or SIGUSR1 that arrives while a training starts (config, validation,
+    // Before anything starts a thread: OpenMP's wait policy, set by executing again (thread_policy.h).
+    thread_policy_apply(argv);
+    // Then: a SIGTERM or SIGUSR1 that arrives while a training starts (config, validation,
     // MPI start-up, loading a checkpoint) is kept and honoured at the first step boundary (a
     // checkpoint, exit 3) instead of killing the process with nothing written. eval and info keep
     // the default action: nothing of theirs needs saving, and they must stay stoppable.

@@ -1,0 +1,47 @@
+"""OpenMP's wait policy (src/thread_policy.h, issue 21): with nothing chosen in the environment,
+entrank executes itself once more with GOMP_SPINCOUNT=1000, so that libgomp (which reads it when it
+loads) lets idle threads sleep soon instead of spinning on cores that other jobs share; the user's
+GOMP_SPINCOUNT or OMP_WAIT_POLICY stands. The log says which policy runs and where it came from,
+alone and under mpirun, and the policy changes no number of the run."""
+import os
+import re
+import subprocess
+
+from conftest import BIN, MPI_ENV, ROOT, mpirun_cmd, set_args
+
+RUN = ["train", "-c", "configs/tiny.cfg", *set_args("train.steps=2", "train.warmup_steps=1", "eval.every=0",
+                                                   "train.micro_batch_size=64")]
+
+
+def train(tmp_path, name, env_extra, ranks=0):
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(MPI_ENV if ranks else {}, OMP_NUM_THREADS="2", **env_extra)
+    args = [*RUN, "--run-dir", str(tmp_path / name), "--resume", "never"]
+    cmd = mpirun_cmd(ranks, BIN, *args) if ranks else [str(BIN), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    threads = re.findall(r"^threads: .*$", proc.stdout, re.M)
+    losses = re.findall(r"\| loss ([0-9.]+) \|", proc.stdout)
+    assert len(threads) == 1 and len(losses) == 2, proc.stdout
+    return threads[0], losses
+
+
+def test_entrank_sets_a_short_spin_unless_the_environment_chooses(tmp_path):
+    line, loss = train(tmp_path, "default", {})
+    assert "idle threads sleep after 1000 spins (GOMP_SPINCOUNT, set by entrank" in line, line
+    line, loss_spin = train(tmp_path, "spin", {"GOMP_SPINCOUNT": "5000"})
+    assert line.endswith("wait policy from the environment: GOMP_SPINCOUNT=5000"), line
+    line, loss_wait = train(tmp_path, "wait", {"OMP_WAIT_POLICY": "active"})
+    assert line.endswith("wait policy from the environment: OMP_WAIT_POLICY=active"), line
+    # How threads wait moves no number.
+    assert loss == loss_spin == loss_wait, (loss, loss_spin, loss_wait)
+
+
+def test_each_rank_of_an_mpirun_executes_itself_with_the_policy(tmp_path):
+    # Executing again before MPI_Init keeps the rank's process and its launcher's environment: the
+    # ranks start, rank 0 logs the policy, the run ends with the numbers of a run without it.
+    line, loss = train(tmp_path, "mpi", {}, ranks=2)
+    assert "idle threads sleep after 1000 spins (GOMP_SPINCOUNT, set by entrank" in line, line
+    line_active, loss_active = train(tmp_path, "mpi-active", {"OMP_WAIT_POLICY": "active"}, ranks=2)
+    assert line_active.endswith("OMP_WAIT_POLICY=active"), line_active
+    assert loss == loss_active, (loss, loss_active)
