@@ -1,0 +1,98 @@
+// bench_contention: the CPU trainer's step on a machine whose cores other processes keep busy
+// (issue 21). For the small shape (configs/tiny.cfg) and the d=512 one, the median step quiet, then
+// while this benchmark's own load runs (one child process per online core, each spinning on an
+// integer loop at normal priority, killed after), both in this one process with the same trainer.
+// Goal: the busy step at most 2.5x the quiet one (llm.c's CPU trainer: about 8x at the small shape).
+// The process runs with entrank's wait policy (src/thread_policy.h), as the trainer does.
+//   build/tests/bench_contention [steps]
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <mpi.h>
+#include "comm.h"
+#include "config.h"
+#include "thread_policy.h"
+#include "timer.h"
+#include "train.h"
+
+static int compare(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+// The median of `steps` steps of t, numbered from *step on.
+static double median_step(Trainer *t, long *step, int steps) {
+    double *times = xmalloc(sizeof(double) * steps);
+    StepResult r;
+    Error err = {{0}};
+    for (int s = 0; s < steps; s++) {
+        double t0 = now_seconds();
+        if (trainer_step(t, (*step)++, &r, &err)) die(EXIT_FAILURE_OTHER, "%s", err.msg);
+        times[s] = now_seconds() - t0;
+    }
+    qsort(times, steps, sizeof(double), compare);
+    double m = times[steps / 2];
+    free(times);
+    return m;
+}
+
+// The load: n children that spin until killed.
+static void load_start(pid_t *pids, int n) {
+    for (int i = 0; i < n; i++) {
+        pids[i] = fork();
+        if (pids[i] < 0) die(EXIT_FAILURE_OTHER, "bench_contention: fork failed");
+        if (pids[i] == 0) {
+            volatile unsigned long x = 0;
+            for (;;) x++;
+        }
+    }
+}
+
+static void load_stop(pid_t *pids, int n) {
+    for (int i = 0; i < n; i++) {
+        kill(pids[i], SIGKILL);
+        waitpid(pids[i], NULL, 0);
+    }
+}
+
+static void bench(Comm *world, const char *label, const char *const *sets, int n_sets, int steps, int cores) {
+    static Config cfg;
+    Trainer t;
+    Error err = {{0}};
+    if (config_load("configs/tiny.cfg", sets, n_sets, &cfg, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    if (trainer_init(&t, &cfg, backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    long step = 0;
+    median_step(&t, &step, 1);   // warm-up: page faults, threads
+    double quiet = median_step(&t, &step, steps);
+    pid_t pids[256];
+    int n = cores < 256 ? cores : 256;
+    load_start(pids, n);
+    double busy = median_step(&t, &step, steps);
+    load_stop(pids, n);
+    printf("%-10s quiet %8.1f ms | busy (%d spinning processes) %8.1f ms | busy / quiet %.2fx (goal <= 2.5x)\n", label,
+           quiet * 1e3, n, busy * 1e3, busy / quiet);
+    trainer_free(&t);
+}
+
+int main(int argc, char **argv) {
+    thread_policy_apply(argv);
+    MPI_Init(&argc, &argv);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    Comm *world = comm_mpi_create(1, sizeof(float));
+    int steps = argc > 1 ? atoi(argv[1]) : 7;
+    int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    char policy[256];
+    thread_policy_describe(policy, sizeof policy);
+    printf("median of %d steps, quiet then next to %d spinning processes; %s\n", steps, cores, policy);
+    const char *small[] = {"train.steps=1000"};
+    bench(world, "small", small, 1, steps, cores);
+    const char *d512[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", "model.seq_len=256", "model.vocab_size=32000",
+                          "train.batch_size=8", "train.micro_batch_size=8", "train.steps=1000"};
+    bench(world, "d512", d512, 8, steps, cores);
+    world->free(world);
+    MPI_Finalize();
+    return 0;
+}
