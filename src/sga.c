@@ -17,7 +17,7 @@ SgaOptions sga_options(const Config *cfg) {
 // (Lg layers): under "attention" they are kept for every layer, like the softmax's row statistics
 // in a fused attention, and the rebuild before backward skips the spectral statistics (two logs
 // per coefficient) and the gate's first product. They cost R (4 + Hg) per layer, against the
-// rows of length T that are recomputed (1.3 GiB of the 780M job's 48 layers at micro-batch 16).
+// rows of length T that are recomputed (1.2 GiB of the 780M job's 48 layers at micro-batch 16).
 typedef struct {
     AttnCoreSlot core;
     SgaOptions opt;

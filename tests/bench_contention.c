@@ -5,23 +5,18 @@
 // Goal: the busy step at most 2.5x the quiet one (llm.c's CPU trainer: about 8x at the small shape).
 // The process runs with entrank's wait policy (src/thread_policy.h), as the trainer does.
 //   build/tests/bench_contention [steps]
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <mpi.h>
+#include "bench_stats.h"
 #include "comm.h"
 #include "config.h"
 #include "thread_policy.h"
 #include "timer.h"
 #include "train.h"
-
-static int compare(const void *x, const void *y) {
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
 
 // The median of `steps` steps of t, numbered from *step on.
 static double median_step(Trainer *t, long *step, int steps) {
@@ -33,8 +28,7 @@ static double median_step(Trainer *t, long *step, int steps) {
         if (trainer_step(t, (*step)++, &r, &err)) die(EXIT_FAILURE_OTHER, "%s", err.msg);
         times[s] = now_seconds() - t0;
     }
-    qsort(times, steps, sizeof(double), compare);
-    double m = times[steps / 2];
+    double m = bench_median(times, steps);
     free(times);
     return m;
 }

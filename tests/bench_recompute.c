@@ -13,6 +13,7 @@
 #include <string.h>
 #include <mpi.h>
 #include "backend_count.h"
+#include "bench_stats.h"
 #include "comm.h"
 #include "config.h"
 #include "model.h"
@@ -52,14 +53,9 @@ static void bench_memory(void) {
     }
 }
 
-static int compare(const void *x, const void *y) {
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
-// The three modes of `config` with `sets`, one warm-up step each, then `steps` steps in turn.
 static const char *only_model;   // argv[3]: time this model only
 
+// The three modes of `config` with `sets`, one warm-up step each, then `steps` steps in turn.
 static void bench_time(Comm *world, const char *label, const char *config, const char *const *sets, int n_sets, int steps) {
     if (only_model && strcmp(only_model, label)) return;
     static Config cfg[3];
@@ -85,10 +81,7 @@ static void bench_time(Comm *world, const char *label, const char *config, const
             loss[mode] = r.loss;
         }
     double median[3];
-    for (int mode = 0; mode < 3; mode++) {
-        qsort(times + mode * steps, steps, sizeof(double), compare);
-        median[mode] = times[mode * steps + steps / 2];
-    }
+    for (int mode = 0; mode < 3; mode++) median[mode] = bench_median(times + mode * steps, steps);
     ModelShape s = t[0].model.shape;
     printf("%-22s L=%d d=%d T=%d B=%d %-4s | none %8.1f ms | attention %8.1f ms (%+5.1f%%) | block %8.1f ms (%+5.1f%%) | "
            "same loss: %s\n",
