@@ -1,5 +1,5 @@
 // bench_contention: the CPU trainer's step on a machine whose cores other processes keep busy
-// (issue 21). For the small shape (configs/tiny.cfg) and the d=512 one, the median step quiet, then
+// (issue 21). For the small shape and the d=512 one (tests/bench_shapes.h), the median step quiet, then
 // while this benchmark's own load runs (one child process per online core, each spinning on an
 // integer loop at normal priority, killed after), both in this one process with the same trainer.
 // Goal: the busy step at most 2.5x the quiet one (llm.c's CPU trainer: about 8x at the small shape).
@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <mpi.h>
+#include "bench_shapes.h"
 #include "bench_stats.h"
 #include "comm.h"
 #include "config.h"
@@ -81,11 +82,8 @@ int main(int argc, char **argv) {
     char policy[256];
     thread_policy_describe(policy, sizeof policy);
     printf("median of %d steps, quiet then next to %d spinning processes; %s\n", steps, cores, policy);
-    const char *small[] = {"train.steps=1000"};
-    bench(world, "small", small, 1, steps, cores);
-    const char *d512[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", "model.seq_len=256", "model.vocab_size=32000",
-                          "train.batch_size=8", "train.micro_batch_size=8", "train.steps=1000"};
-    bench(world, "d512", d512, 8, steps, cores);
+    bench(world, "small", BENCH_SMALL, BENCH_SMALL_N, steps, cores);
+    bench(world, "d512", BENCH_D512, BENCH_D512_N, steps, cores);
     world->free(world);
     MPI_Finalize();
     return 0;

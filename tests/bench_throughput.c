@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "bench_shapes.h"
 #include "config.h"
 #include "flops.h"
 #include "peak.h"
@@ -137,9 +138,8 @@ int main(int argc, char **argv) {
         printf("step FLOPs = tokens x (6 x matmul weights + 12 x L x d x T); median of %d steps after one warm-up\n", steps);
         const char *tiny[] = {"train.steps=100"};
         bench(world, "tiny (configs/tiny.cfg)", tiny, 1, steps, sgemm);
-        const char *d512[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", "model.seq_len=256",
-                              "model.vocab_size=32000", "train.batch_size=8", "train.micro_batch_size=8", "train.steps=100"};
-        bench(world, "d512 (6 layers, vocab 32000)", d512, 8, steps, sgemm);
+        bench(world, "small (8 x 128, vocab 256)", BENCH_SMALL, BENCH_SMALL_N, steps, sgemm);
+        bench(world, "d512 (6 layers, vocab 32000)", BENCH_D512, BENCH_D512_N, steps, sgemm);
     }
     if (all || !strcmp(only, "sga")) {
         bench_sga_overhead(world, 256, 8, steps);
