@@ -214,8 +214,16 @@ void cpu_kernels_explain(const KernelsChoice *c, const CpuView *cpu, const char 
         cpu_features_format(c->force->requires & ALL_AVX512, has, sizeof has);
         if (c->user_replaced)
             snprintf(buf, n, "%sforced %s: the CPU has %s", replaced, c->force->name, has);
-        else
-            snprintf(buf, n, "forced %s: the CPU has %s, OpenBLAS chose %.64s", c->force->name, has, own ? own : "an unknown type");
+        else {
+            // OpenBLAS's AVX-512 choice was replaced only because it needs a feature hidden from it.
+            char unsupported[352] = "";
+            if (c->own) {
+                describe_missing(c->own, cpu, missing, sizeof missing);
+                snprintf(unsupported, sizeof unsupported, ", which %s", missing);
+            }
+            snprintf(buf, n, "forced %s: the CPU has %s, OpenBLAS chose %.64s%s", c->force->name, has, own ? own : "an unknown type",
+                     core_type_supported(c->own, cpu->usable) || !c->own ? "" : unsupported);
+        }
         return;
     }
     case KERNELS_FORCED_SUPPORTED:
