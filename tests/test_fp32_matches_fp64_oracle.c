@@ -2,7 +2,8 @@
 // against fp64 oracles (issue 21: every kernel selection must give the same results within fp32's
 // tolerance). The process starts as entrank does (thread_policy_apply: the kernels entrank would
 // choose, or the environment's OPENBLAS_CORETYPE when the CPU supports it) and prints the kernels'
-// line, so that tests/test_blas_kernels.py can run it under every core type this CPU supports.
+// line, so that tests/test_blas_kernels.py can run it under every core type this CPU supports
+// (`--core-types` prints the table it takes them from).
 //  - cblas_sgemm in every transposition and layout, odd sizes, alpha and beta, against a
 //    double-precision triple loop: |error| within 2 K u (|alpha| |A||B| + |beta| |C|), u = 2^-24
 //    (the classic bound of a K-term fp32 dot product, any summation order).
@@ -15,10 +16,12 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <cblas.h>
 #include <cmocka.h>
 #include "backend.h"
 #include "blas_kernels.h"
+#include "cpu_kernels.h"
 #include "model.h"
 #include "rng.h"
 #include "thread_policy.h"
@@ -181,8 +184,29 @@ static void test_postnorm_untied_model_fp32_matches_fp64(void **state) {
     check_model(NORM_POST, 0);
 }
 
+// For tests/test_blas_kernels.py: src/cpu_kernels.c's table, one "core-type NAME: FEATURES" line
+// per type, and this CPU's usable features, so that the Python tests use the one table.
+static int print_core_types(void) {
+    size_t n;
+    const CoreType *t = core_types(&n);
+    char names[256];
+    for (size_t i = 0; i < n; i++) {
+        cpu_features_format(t[i].requires, names, sizeof names);
+        printf("core-type %s: %s\n", t[i].name, names);
+    }
+    CpuView cpu;
+    Error err = {{0}};
+    if (cpu_view_read(&cpu, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 2;
+    }
+    cpu_features_format(cpu.usable, names, sizeof names);
+    printf("cpu: %s\n", names);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    (void)argc;
+    if (argc == 2 && !strcmp(argv[1], "--core-types")) return print_core_types();
     // The kernels entrank runs: the same execution at start as the trainer's.
     thread_policy_apply(argv);
     char line[2048];
