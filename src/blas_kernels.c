@@ -38,12 +38,13 @@ BlasKernelsPlan blas_kernels_prepare(void) {
     CpuView cpu;
     Error err = {{0}};
     if (cpu_view_read(&cpu, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
-    // Copies: setenv below may replace the strings getenv returned.
-    char user[128] = "", own[64];
+    // Copies: setenv below may replace the strings getenv returned. The environment's value is kept
+    // whole (plan.original), for restoring it if the execution fails.
     const char *env = getenv(CORETYPE_ENV);
-    if (env) snprintf(user, sizeof user, "%s", env);
+    const char *user = env ? (plan.original = xstrdup(env)) : NULL;
+    char own[64];
     snprintf(own, sizeof own, "%s", blas_kernels_running());
-    KernelsChoice c = cpu_kernels_choose(&cpu, env ? user : NULL, env ? NULL : own);
+    KernelsChoice c = cpu_kernels_choose(&cpu, user, user ? NULL : own);
     plan.changed = c.user_replaced || (c.force && c.why != KERNELS_FROM_ENVIRONMENT);
     if (!plan.changed) return plan;
     if (c.user_replaced) {
@@ -55,7 +56,7 @@ BlasKernelsPlan blas_kernels_prepare(void) {
         cpu_kernels_explain(&c, &cpu, user, NULL, reason, sizeof reason);
         snprintf(plan.why, sizeof plan.why, "OpenBLAS loaded %s (%s)", own, reason);
     }
-    int failed = setenv(MARK_SET, "1", 1) || (!env && setenv(MARK_OWN, own, 1)) || (env && setenv(MARK_REPLACED, user, 1)) ||
+    int failed = setenv(MARK_SET, "1", 1) || (!user && setenv(MARK_OWN, own, 1)) || (user && setenv(MARK_REPLACED, user, 1)) ||
                  (c.force ? setenv(CORETYPE_ENV, c.force->name, 1) : unsetenv(CORETYPE_ENV));
     if (failed) {
         // Out of environment space: this process runs what it loaded, which the log reports.
@@ -67,8 +68,7 @@ BlasKernelsPlan blas_kernels_prepare(void) {
 
 void blas_kernels_exec_failed(const BlasKernelsPlan *plan, int exec_errno) {
     if (!plan->changed) return;
-    const char *replaced = getenv(MARK_REPLACED);
-    if (replaced) setenv(CORETYPE_ENV, replaced, 1);
+    if (plan->original) setenv(CORETYPE_ENV, plan->original, 1);
     else unsetenv(CORETYPE_ENV);
     clear_marks();
     if (plan->unsafe_here)

@@ -12,6 +12,7 @@ typedef struct {
     int changed;        // OPENBLAS_CORETYPE now differs from what this process's OpenBLAS loaded with
     int unsafe_here;    // this process's OpenBLAS loaded the environment's type, which the CPU cannot run
     char why[768];      // when unsafe_here: what was loaded and why it cannot run
+    char *original;     // the environment's OPENBLAS_CORETYPE as it was (NULL: unset); kept for the process's life
 } BlasKernelsPlan;
 
 // In a process that entrank did not execute itself: chooses the core type and, when it differs from
