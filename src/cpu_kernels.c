@@ -21,18 +21,19 @@ static const char *const FEATURE_NAMES[CPU_NUM_FEATURES] = {
 // The x86-64 core types of OpenBLAS's DYNAMIC_ARCH builds that entrank forces or lets the
 // environment force, best first, with every feature their kernels use. Types not here (the
 // Bulldozer family needs AMD's FMA4/XOP, the 32-bit ones) are never forced by entrank, and the
-// environment's are replaced. OpenBLAS 0.3.21 does not accept "Cooperlake" in OPENBLAS_CORETYPE
-// ("Core not found"); it then falls back to its own feature checks, which pick Cooperlake on a CPU
-// with AVX512_BF16: the run log reads back the type that runs.
+// environment's are replaced. Cooperlake is never forced: OpenBLAS 0.3.21 does not accept the name
+// in OPENBLAS_CORETYPE ("Core not found") and falls back to its own checks, the very ones that chose
+// Haswell on the Zen 4; its sgemm kernels are SkylakeX's (it adds bf16 products entrank does not
+// call), so SkylakeX is forced instead. An OpenBLAS that chose Cooperlake itself keeps it.
 static const CoreType CORE_TYPES[] = {
-    {"Cooperlake", AVX512_SKX | CPU_BIT(CPU_AVX512_BF16)},
-    {"SkylakeX", AVX512_SKX},
-    {"Haswell", AVX2_FMA},
-    {"Zen", AVX2_FMA},
-    {"Sandybridge", SSE_UP_TO_4_2 | CPU_BIT(CPU_AVX)},
-    {"Nehalem", SSE_UP_TO_4_2},
-    {"Core2", CPU_BIT(CPU_SSE3) | CPU_BIT(CPU_SSSE3)},
-    {"Prescott", CPU_BIT(CPU_SSE3)},
+    {"Cooperlake", AVX512_SKX | CPU_BIT(CPU_AVX512_BF16), 0},
+    {"SkylakeX", AVX512_SKX, 1},
+    {"Haswell", AVX2_FMA, 1},
+    {"Zen", AVX2_FMA, 1},
+    {"Sandybridge", SSE_UP_TO_4_2 | CPU_BIT(CPU_AVX), 1},
+    {"Nehalem", SSE_UP_TO_4_2, 1},
+    {"Core2", CPU_BIT(CPU_SSE3) | CPU_BIT(CPU_SSSE3), 1},
+    {"Prescott", CPU_BIT(CPU_SSE3), 1},
 };
 enum { NUM_CORE_TYPES = sizeof CORE_TYPES / sizeof CORE_TYPES[0] };
 
@@ -146,10 +147,12 @@ int core_type_is_avx512(const CoreType *t) {
     return t && (t->requires & CPU_BIT(CPU_AVX512F));
 }
 
-// The first type of the table the CPU supports, among the AVX-512 ones when avx512_only.
+// The first type of the table that entrank forces and the CPU supports, among the AVX-512 ones when
+// avx512_only.
 static const CoreType *best_supported(CpuFeatures usable, int avx512_only) {
     for (size_t i = 0; i < NUM_CORE_TYPES; i++)
-        if (core_type_supported(&CORE_TYPES[i], usable) && (!avx512_only || core_type_is_avx512(&CORE_TYPES[i])))
+        if (CORE_TYPES[i].forced && core_type_supported(&CORE_TYPES[i], usable) &&
+            (!avx512_only || core_type_is_avx512(&CORE_TYPES[i])))
             return &CORE_TYPES[i];
     return NULL;
 }

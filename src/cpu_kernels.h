@@ -46,6 +46,7 @@ typedef struct {
 typedef struct {
     const char *name;
     CpuFeatures requires;
+    int forced;   // entrank sets it in OPENBLAS_CORETYPE (0: recognised as OpenBLAS's choice only)
 } CoreType;
 
 // The environment variable that hides features from the choice (a comma-separated list of
