@@ -21,6 +21,7 @@
 #include "timer.h"
 #include "commands.h"
 #include "thread_policy.h"
+#include "blas_kernels.h"
 #include "train.h"
 
 #ifndef ENTRANK_REVISION
@@ -218,19 +219,24 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
         runlog(log, "model: %d layers, %d heads, d_model %d, seq_len %d, vocab %d, %s-norm | %.3fM parameters\n",
                shape.n_layer, shape.n_head, shape.d_model, shape.seq_len, shape.vocab_size,
                shape.norm == NORM_PRE ? "pre" : "post", pc.total / 1e6);
-        char threads[256];
+        char threads[256], blas[2048];
         thread_policy_describe(threads, sizeof threads);
-        if (!on_gpu) runlog(log, "%s\n", threads);
+        blas_kernels_describe(blas, sizeof blas);
+        if (!on_gpu) runlog(log, "%s\n%s\n", threads, blas);
         runlog(log, "train: %ld steps x %d sequences (%d micro-batches of %d per replica) = %.0f tokens/step | data %s\n",
                t->total_steps, cfg->batch_size, t->micro_batches, t->micro_batch_size, tokens_per_step, cfg->data_kind);
         // MFU is per rank: the FLOPs of the step over world_size times one rank's peak.
         if (on_gpu)
             runlog(log, "throughput reference: %s dense bf16 tensor-core peak %.1f TFLOP/s (%s; MFU is relative to %d x that); "
                    "%.4f GFLOP per token\n", dev->name, peak_gflops / 1e3, peak_source, t->comm->world_size, t->flops_per_token / 1e9);
-        else
-            runlog(log, "throughput reference: cblas_sgemm 2048^3 %s %.1f GFLOP/s on rank 0 (MFU is relative to "
+        else {
+            // Measured in this process, so with the kernels the blas line names, which the steps run.
+            char kernels[96] = "";
+            if (given <= 0) snprintf(kernels, sizeof kernels, " with OpenBLAS's %s kernels", blas_kernels_running());
+            runlog(log, "throughput reference: cblas_sgemm 2048^3 %s %.1f GFLOP/s%s on rank 0 (MFU is relative to "
                    "%d x that); %.4f GFLOP per token\n", given > 0 ? "given by ENTRANK_CPU_PEAK_GFLOPS as" : "(best of 5) measured at",
-                   peak_gflops, t->comm->world_size, t->flops_per_token / 1e9);
+                   peak_gflops, kernels, t->comm->world_size, t->flops_per_token / 1e9);
+        }
     }
     int exit_code = EXIT_DONE;
     double run_start = now_seconds(), steps_time = 0;

@@ -49,7 +49,8 @@ py_tests=$(ls tests/test_*.py 2>/dev/null)
 if [ -n "$py_tests" ]; then
   out="$log_dir/pytest.txt"
   t0=$SECONDS
-  timeout 1500 "$PYTHON" -m pytest -q -p no:cacheprovider --durations=10 $py_tests >"$out" 2>&1
+  # The pytest files that run C test programs find them where this run built them.
+  ENTRANK_TEST_BIN_DIR="$bin_dir" timeout 1500 "$PYTHON" -m pytest -q -p no:cacheprovider --durations=10 $py_tests >"$out" 2>&1
   rc=$?
   summary=$(tail -n 1 "$out")
   pp=$(echo "$summary" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || true)
