@@ -15,6 +15,7 @@
 #include "bench_stats.h"
 #include "comm.h"
 #include "config.h"
+#include "blas_kernels.h"
 #include "thread_policy.h"
 #include "timer.h"
 #include "train.h"
@@ -81,7 +82,9 @@ int main(int argc, char **argv) {
     int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
     char policy[256];
     thread_policy_describe(policy, sizeof policy);
-    printf("median of %d steps, quiet then next to %d spinning processes; %s\n", steps, cores, policy);
+    char blas[2048];
+    blas_kernels_describe(blas, sizeof blas);
+    printf("median of %d steps, quiet then next to %d spinning processes; %s\n%s\n", steps, cores, policy, blas);
     bench(world, "small", BENCH_SMALL, BENCH_SMALL_N, steps, cores);
     bench(world, "d512", BENCH_D512, BENCH_D512_N, steps, cores);
     world->free(world);

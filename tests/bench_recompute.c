@@ -17,6 +17,7 @@
 #include "comm.h"
 #include "config.h"
 #include "model.h"
+#include "thread_policy.h"
 #include "timer.h"
 #include "train.h"
 
@@ -93,6 +94,8 @@ static void bench_time(Comm *world, const char *label, const char *config, const
 }
 
 int main(int argc, char **argv) {
+    // The trainer's wait policy and OpenBLAS kernels, so that the figures are entrank's.
+    thread_policy_apply(argv);
     MPI_Init(&argc, &argv);
     setvbuf(stdout, NULL, _IOLBF, 0);   // a line as soon as each model is measured (make bench tees it)
     Comm *world = comm_mpi_create(1, sizeof(float));
