@@ -1,11 +1,24 @@
 #include "r3si_math.h"
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 #include "common.h"
 #include "lapack.h"
 #include "rng.h"
 #include "stream_stats.h"
+
+// OpenBLAS splits long dot products and LAPACK's matrix-vector steps over its threads and adds
+// their partial results in an order that depends on how many there are. These small fp64 problems
+// run on one thread instead, so that a run's numbers do not depend on OMP_NUM_THREADS
+// (tests/test_thread_count_invariance.py). OpenBLAS's OpenMP build reads the thread count at each call.
+static int blas_one_thread_begin(void) {
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    return threads;
+}
+
+static void blas_one_thread_end(int threads) { omp_set_num_threads(threads); }
 
 double participation_ratio(const double *C, int D) {
     StreamMoments m = {0, 0};
@@ -44,6 +57,7 @@ void top_eigenvectors(const double *C, int D, int k, int oversample, int power_i
                       double *V, double *eigenvalues) {
     int l = k + oversample;
     if (l > D) l = D;
+    int threads = blas_one_thread_begin();
     double *omega = xmalloc(sizeof(double) * D * l), *Y = xmalloc(sizeof(double) * D * l);
     for (size_t i = 0; i < (size_t)D * l; i++) omega[i] = rng_normal(seed, stream, i);
     // Y = C Omega; then power iterations Y = C orth(Y) sharpen the spectrum's gap.
@@ -79,10 +93,12 @@ void top_eigenvectors(const double *C, int D, int k, int oversample, int power_i
         }
     }
     free(work); free(w); free(Bm); free(Y); free(omega);
+    blas_one_thread_end(threads);
 }
 
 double head_gradient_diversity(const double *G, int H, size_t n) {
     double *norms = xmalloc(sizeof(double) * H);
+    int threads = blas_one_thread_begin();
     for (int h = 0; h < H; h++) norms[h] = sqrt(cblas_ddot((int)n, G + (size_t)h * n, 1, G + (size_t)h * n, 1));
     double sum = 0, sum_sq = 0;
     int pairs = 0;
@@ -95,6 +111,7 @@ double head_gradient_diversity(const double *G, int H, size_t n) {
             pairs++;
         }
     free(norms);
+    blas_one_thread_end(threads);
     if (pairs == 0) return 0;
     double mean = sum / pairs;
     return sum_sq / pairs - mean * mean;

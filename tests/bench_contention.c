@@ -4,10 +4,11 @@
 // integer loop at normal priority, killed after), both in this one process with the same trainer.
 // Goal: the busy step at most 2.5x the quiet one (llm.c's CPU trainer: about 8x at the small shape).
 // The process runs with entrank's wait policy (src/thread_policy.h), as the trainer does.
-//   build/tests/bench_contention [steps]
+//   build/tests/bench_contention [steps] [all|small|d512]
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <mpi.h>
@@ -85,8 +86,9 @@ int main(int argc, char **argv) {
     char blas[2048];
     blas_kernels_describe(blas, sizeof blas);
     printf("median of %d steps, quiet then next to %d spinning processes; %s\n%s\n", steps, cores, policy, blas);
-    bench(world, "small", BENCH_SMALL, BENCH_SMALL_N, steps, cores);
-    bench(world, "d512", BENCH_D512, BENCH_D512_N, steps, cores);
+    const char *only = argc > 2 ? argv[2] : "all";
+    if (strcmp(only, "d512")) bench(world, "small", BENCH_SMALL, BENCH_SMALL_N, steps, cores);
+    if (strcmp(only, "small")) bench(world, "d512", BENCH_D512, BENCH_D512_N, steps, cores);
     world->free(world);
     MPI_Finalize();
     return 0;
