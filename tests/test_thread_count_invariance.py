@@ -28,6 +28,8 @@ def run(tmp_path, config, threads, extra=()):
 @pytest.mark.parametrize("config,extra", [
     ("tiny", ()),
     ("tiny-sga", ()),
+    # SGA's tiled form: one (sequence, head) pair in 24-row blocks, products cut in tiles, not heads.
+    ("tiny-sga", ("attention.fused=true", "attention.tile_rows=24")),
     ("tiny-r3si", ("r3si.monitor_every=1",)),
     # Products large enough to be cut in several tiles (the fc layers: 1024 x 512 x 128).
     ("tiny", ("model.d_model=128", "model.seq_len=128", "model.vocab_size=256", "train.batch_size=8",
