@@ -1,0 +1,145 @@
+// test_gemm_tiles: the fp32 CPU backend's products in tiles (src/cpu/gemm_tiles.inc) give bitwise
+// the same numbers on 1 and on 2 threads, and stay within fp32's rounding of one untiled
+// single-thread cblas_sgemm call. Not bitwise that call's: OpenBLAS's kernels treat the edge rows
+// and columns of a call apart (with 144-column tiles the last 8 columns of each differed in the
+// last bit; with 128-row tiles of a 2048-row product, rows too), which is why the tiles are a
+// function of the shape alone. Shapes are cut in many tiles both ways, with every transposition,
+// beta 0 and 1, a bias seeded by the tiles, and the bias gradient's column sums (bitwise: rows in
+// order) run next to the products.
+#include <math.h>
+#include <omp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cblas.h>
+#include <cmocka.h>
+#include "backend.h"
+#include "common.h"
+
+// Deterministic values in [-1, 1) with 24 significant bits spread over the exponent range of a
+// trained model's weights, so that rounding differs wherever the order of additions does.
+static float *filled(size_t n, uint32_t seed) {
+    float *x = xmalloc(sizeof(float) * (n ? n : 1));
+    uint32_t s = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        x[i] = ((float)(s >> 8) / 16777216.0f * 2.0f - 1.0f) * (1.0f + (float)(i % 7) * 0.37f);
+    }
+    return x;
+}
+
+// The reference: the whole product in one call of OpenBLAS's single-thread driver.
+static void reference_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                           int ldb, float beta, float *C, int ldc) {
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
+                ldb, beta, C, ldc);
+    omp_set_num_threads(threads);
+}
+
+// |got - want| <= 2 K u (K |a| |b| + |c|) per element, the rounding of a K-term fp32 dot product
+// added to c, with the operands' largest magnitudes (every value filled() makes is below 3.3).
+static void assert_within_rounding(const float *got, const float *want, size_t n, int K, const char *what) {
+    double bound = 2.0 * K * ldexp(1.0, -24) * (K * 3.3 * 3.3 + 3.3);
+    for (size_t i = 0; i < n; i++)
+        if (fabs((double)got[i] - (double)want[i]) > bound)
+            fail_msg("%s: element %zu off by %g (bound %g)", what, i, fabs((double)got[i] - (double)want[i]), bound);
+}
+
+// be->gemm on 1 and on 2 threads against each other and against the reference, for one shape and
+// transposition.
+static void check_gemm(int ta, int tb, int M, int N, int K, float beta) {
+    const Backend *be = backend_cpu_f32();
+    int lda = ta ? M : K, ldb = tb ? K : N;
+    size_t n = (size_t)M * N;
+    float *A = filled((size_t)M * K, 1), *B = filled((size_t)K * N, 2), *C0 = filled(n, 3);
+    float *want = xmalloc(sizeof(float) * n), *got[2] = {be->alloc(n), be->alloc(n)};
+    memcpy(want, C0, sizeof(float) * n);
+    reference_gemm(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, beta, want, N);
+    for (int threads = 1; threads <= 2; threads++) {
+        omp_set_num_threads(threads);
+        memcpy(got[threads - 1], C0, sizeof(float) * n);
+        be->gemm(ta, tb, M, N, K, 0.75, A, lda, B, ldb, beta, got[threads - 1], N);
+    }
+    if (memcmp(got[0], got[1], sizeof(float) * n))
+        fail_msg("gemm ta=%d tb=%d M=%d N=%d K=%d beta=%g: 1 and 2 threads differ", ta, tb, M, N, K, beta);
+    char what[96];
+    snprintf(what, sizeof what, "gemm ta=%d tb=%d M=%d N=%d K=%d beta=%g", ta, tb, M, N, K, beta);
+    assert_within_rounding(got[0], want, n, K, what);
+    be->free(got[0]); be->free(got[1]);
+    free(want); free(C0); free(B); free(A);
+}
+
+// Tall (cut along rows), wide (cut along columns), and one tile, in every transposition.
+static void test_products_in_tiles_match_one_call(void **state) {
+    (void)state;
+    const int shapes[][3] = {{1040, 96, 200}, {96, 1300, 333}, {130, 70, 50}, {2048, 512, 64}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                check_gemm(ta, tb, shapes[i][0], shapes[i][1], shapes[i][2], 0.0f);
+                check_gemm(ta, tb, shapes[i][0], shapes[i][1], shapes[i][2], 1.0f);
+            }
+}
+
+// matmul_forward (bias seeded per tile) and matmul_backward (two products and the bias's column
+// sums in one region) against the reference products (within fp32 rounding, the same on 1 and 2
+// threads) and rows summed in order (bitwise).
+static void test_matmul_in_tiles_equals_one_call(void **state) {
+    (void)state;
+    const Backend *be = backend_cpu_f32();
+    const int N = 1100, C = 160, OC = 700;
+    float *inp = filled((size_t)N * C, 4), *w = filled((size_t)OC * C, 5), *bias = filled(OC, 6), *dout = filled((size_t)N * OC, 7);
+    float *dinp0 = filled((size_t)N * C, 8), *dw0 = filled((size_t)OC * C, 9), *db0 = filled(OC, 10);
+    // The references: out = bias + inp w^T; dinp += dout w; dw += dout^T inp; db += rows of dout in order.
+    float *out_want = xmalloc(sizeof(float) * N * OC), *dinp_want = xmalloc(sizeof(float) * N * C);
+    float *dw_want = xmalloc(sizeof(float) * OC * C), *db_want = xmalloc(sizeof(float) * OC);
+    for (int i = 0; i < N; i++) memcpy(out_want + (size_t)i * OC, bias, sizeof(float) * OC);
+    reference_gemm(0, 1, N, OC, C, 1, inp, C, w, C, 1, out_want, OC);
+    memcpy(dinp_want, dinp0, sizeof(float) * N * C);
+    reference_gemm(0, 0, N, C, OC, 1, dout, OC, w, C, 1, dinp_want, C);
+    memcpy(dw_want, dw0, sizeof(float) * OC * C);
+    reference_gemm(1, 0, OC, C, N, 1, dout, OC, inp, C, 1, dw_want, C);
+    memcpy(db_want, db0, sizeof(float) * OC);
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < OC; o++) db_want[o] += dout[(size_t)i * OC + o];
+    float *out[2], *dinp[2], *dw[2], *db[2];
+    for (int threads = 1; threads <= 2; threads++) {
+        int t = threads - 1;
+        omp_set_num_threads(threads);
+        out[t] = be->alloc((size_t)N * OC);
+        dinp[t] = be->alloc((size_t)N * C);
+        dw[t] = be->alloc((size_t)OC * C);
+        db[t] = be->alloc(OC);
+        be->matmul_forward(out[t], inp, w, bias, N, C, OC);
+        memcpy(dinp[t], dinp0, sizeof(float) * N * C);
+        memcpy(dw[t], dw0, sizeof(float) * OC * C);
+        memcpy(db[t], db0, sizeof(float) * OC);
+        be->matmul_backward(dinp[t], dw[t], db[t], dout, inp, w, N, C, OC);
+    }
+    if (memcmp(out[0], out[1], sizeof(float) * N * OC)) fail_msg("matmul_forward: 1 and 2 threads differ");
+    if (memcmp(dinp[0], dinp[1], sizeof(float) * N * C)) fail_msg("matmul_backward dinp: 1 and 2 threads differ");
+    if (memcmp(dw[0], dw[1], sizeof(float) * OC * C)) fail_msg("matmul_backward dweight: 1 and 2 threads differ");
+    if (memcmp(db[0], db_want, sizeof(float) * OC) || memcmp(db[1], db_want, sizeof(float) * OC))
+        fail_msg("matmul_backward dbias differs from the rows of dout summed in order");
+    // The products' bound as in check_gemm, with |inp|, |w|, |dout| < 3.3 and K the summed length.
+    assert_within_rounding(out[0], out_want, (size_t)N * OC, C, "matmul_forward");
+    assert_within_rounding(dinp[0], dinp_want, (size_t)N * C, OC, "matmul_backward dinp");
+    assert_within_rounding(dw[0], dw_want, (size_t)OC * C, N, "matmul_backward dweight");
+    for (int t = 0; t < 2; t++) { be->free(out[t]); be->free(dinp[t]); be->free(dw[t]); be->free(db[t]); }
+    free(out_want); free(dinp_want); free(dw_want); free(db_want);
+    free(inp); free(w); free(bias); free(dout); free(dinp0); free(dw0); free(db0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_products_in_tiles_match_one_call),
+        cmocka_unit_test(test_matmul_in_tiles_equals_one_call),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
