@@ -62,12 +62,19 @@ def kill_at(proc, n, run, rng, during_write, duration):
     """Kills the run (n = 1: the process; n = 2: one rank, chosen by rng) at the planned moment.
     Returns whether a checkpoint file was being written at that moment (a .tmp left behind)."""
     if during_write:
-        target = f"step_{rng.choice(CHECKPOINTS):08d}.h5"
+        # The chosen checkpoint's write, or a later one's when the poll missed that write's short
+        # window (its file already published): a busy machine's timing, which left too few kills
+        # inside a write.
+        first = rng.choice(CHECKPOINTS)
+        targets = [f"step_{c:08d}.h5" for c in CHECKPOINTS if c >= first]
         deadline = time.time() + 30 * duration
-        while time.time() < deadline and proc.poll() is None:
+        while targets and time.time() < deadline and proc.poll() is None:
             names = os.listdir(run / "checkpoints") if (run / "checkpoints").exists() else []
-            if target + ".tmp" in names or target in names:
+            if targets[0] + ".tmp" in names:
                 break
+            if targets[0] in names:
+                targets.pop(0)
+                continue
             time.sleep(0.0005)
     else:
         time.sleep(rng.uniform(0, 0.8 * duration))
@@ -153,7 +160,8 @@ def run_trials(tmp_path, n, count):
 def test_twenty_kills_of_one_rank(tmp_path):
     torn = trials(tmp_path, 1, 20)
     # Most of the kills timed on a checkpoint write land inside it (the .tmp is torn).
-    assert torn >= 5, f"only {torn} of 10 kills landed during a checkpoint write"
+    assert torn >= 5, f"only {torn} of 20 kills (10 timed on a write) landed during a checkpoint write"
+    print(f"# {torn} of 20 kills (10 timed on a write) tore a checkpoint")
 
 
 def test_five_kills_under_mpirun(tmp_path):
