@@ -1,5 +1,6 @@
 // timer.h: wall-clock time for step timings and benchmarks.
 #pragma once
+#include <stdlib.h>
 #include <time.h>
 
 // Seconds on the monotonic clock (unaffected by clock changes during a run).
@@ -13,4 +14,10 @@ static inline double now_seconds(void) {
 static inline int compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+// The median of n timings (the upper of the middle two when n is even); sorts them in place.
+static inline double median_of(double *x, int n) {
+    qsort(x, (size_t)n, sizeof(double), compare_doubles);
+    return x[n / 2];
 }

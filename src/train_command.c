@@ -219,10 +219,12 @@ static int train_loop(Trainer *t, const Config *cfg, RunLog *log, MetricsFile *m
         runlog(log, "model: %d layers, %d heads, d_model %d, seq_len %d, vocab %d, %s-norm | %.3fM parameters\n",
                shape.n_layer, shape.n_head, shape.d_model, shape.seq_len, shape.vocab_size,
                shape.norm == NORM_PRE ? "pre" : "post", pc.total / 1e6);
-        char threads[256], blas[2048];
-        thread_policy_describe(threads, sizeof threads);
-        blas_kernels_describe(blas, sizeof blas);
-        if (!on_gpu) runlog(log, "%s\n%s\n", threads, blas);
+        if (!on_gpu) {
+            char threads[256], blas[2048];
+            thread_policy_describe(threads, sizeof threads);
+            blas_kernels_describe(blas, sizeof blas);
+            runlog(log, "%s\n%s\n", threads, blas);
+        }
         runlog(log, "train: %ld steps x %d sequences (%d micro-batches of %d per replica) = %.0f tokens/step | data %s\n",
                t->total_steps, cfg->batch_size, t->micro_batches, t->micro_batch_size, tokens_per_step, cfg->data_kind);
         // MFU is per rank: the FLOPs of the step over world_size times one rank's peak.

@@ -14,7 +14,6 @@
 #include <unistd.h>
 #include <mpi.h>
 #include "bench_shapes.h"
-#include "bench_stats.h"
 #include "comm.h"
 #include "config.h"
 #include "blas_kernels.h"
@@ -75,7 +74,7 @@ static void bench(Comm *world, const char *label, const char *const *sets, int n
         load_signal(pids, n, SIGSTOP);
     }
     load_end(pids, n);
-    double q = bench_median(quiet, steps), b = bench_median(busy, steps);
+    double q = median_of(quiet, steps), b = median_of(busy, steps);
     printf("%-10s quiet %8.1f ms | busy (%d spinning processes) %8.1f ms | busy / quiet %.2fx (goal <= 2.5x)\n", label,
            q * 1e3, n, b * 1e3, b / q);
     free(quiet);

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <mpi.h>
 #include "backend_count.h"
-#include "bench_stats.h"
+#include "bench_shapes.h"
 #include "comm.h"
 #include "config.h"
 #include "model.h"
@@ -82,7 +82,7 @@ static void bench_time(Comm *world, const char *label, const char *config, const
             loss[mode] = r.loss;
         }
     double median[3];
-    for (int mode = 0; mode < 3; mode++) median[mode] = bench_median(times + mode * steps, steps);
+    for (int mode = 0; mode < 3; mode++) median[mode] = median_of(times + mode * steps, steps);
     ModelShape s = t[0].model.shape;
     printf("%-22s L=%d d=%d T=%d B=%d %-4s | none %8.1f ms | attention %8.1f ms (%+5.1f%%) | block %8.1f ms (%+5.1f%%) | "
            "same loss: %s\n",
@@ -108,12 +108,12 @@ int main(int argc, char **argv) {
         const char *none[] = {"train.steps=100"};
         bench_time(world, "tiny", "configs/tiny.cfg", none, 1, steps);
         bench_time(world, "tiny-sga", "configs/tiny-sga.cfg", none, 1, steps);
-        const char *d512[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", "model.seq_len=256",
-                              "model.vocab_size=32000", "train.batch_size=8", "train.micro_batch_size=8", "train.steps=100",
-                              "attention.kind=sdpa"};
-        bench_time(world, "d512-sdpa", "configs/tiny.cfg", d512, 9, steps);
-        d512[8] = "attention.kind=sga";
-        bench_time(world, "d512-sga", "configs/tiny.cfg", d512, 9, steps);
+        const char *d512[BENCH_D512_N + 1];
+        memcpy(d512, BENCH_D512, sizeof BENCH_D512);
+        d512[BENCH_D512_N] = "attention.kind=sdpa";
+        bench_time(world, "d512-sdpa", "configs/tiny.cfg", d512, BENCH_D512_N + 1, steps);
+        d512[BENCH_D512_N] = "attention.kind=sga";
+        bench_time(world, "d512-sga", "configs/tiny.cfg", d512, BENCH_D512_N + 1, steps);
         // Layers of the SGA post's "780M" (jobs/sga-780m: 48 x 1152, 12 heads, T=512, post-norm), four of
         // them, with a vocabulary that gives the head the share of the step it has at 48 layers (5%, not
         // the 45% a 32k head has next to 4 layers), so that the row shows the per-layer cost.

@@ -38,8 +38,7 @@ static void bench(Comm *world, const char *label, const char *const *sets, int n
         double ceiling = measure_sgemm_gflops();
         sgemm_gflops = ceiling > sgemm_gflops ? ceiling : sgemm_gflops;
     }
-    qsort(times, steps, sizeof(double), compare_doubles);
-    double median = times[steps / 2];
+    double median = median_of(times, steps);
     double tokens = (double)cfg.batch_size * cfg.seq_len;
     double gflops = tokens * t.flops_per_token / median / 1e9;
     ModelShape shape = t.model.shape;
@@ -66,10 +65,8 @@ static void alternate_steps(Trainer *a, Trainer *b, int steps, double *median_a,
         ta[s] = t1 - t0;
         tb[s] = now_seconds() - t1;
     }
-    qsort(ta, steps, sizeof(double), compare_doubles);
-    qsort(tb, steps, sizeof(double), compare_doubles);
-    *median_a = ta[steps / 2];
-    *median_b = tb[steps / 2];
+    *median_a = median_of(ta, steps);
+    *median_b = median_of(tb, steps);
     free(ta);
     free(tb);
 }
@@ -105,12 +102,14 @@ static void bench_sga_overhead(Comm *world, int T, int batch, int steps) {
 static void bench_r3si_overhead(Comm *world, int steps) {
     static Config cfg_base, cfg_r3si;
     Error err = {{0}};
-    const char *base[] = {"model.n_layer=6", "model.n_head=8", "model.d_model=512", "model.seq_len=256",
-                          "model.vocab_size=32000", "train.batch_size=8", "train.micro_batch_size=8", "train.steps=1000",
-                          "r3si.enabled=false", "r3si.layers=[2, 3, 4, 5]", "r3si.monitor_every=50"};
-    if (config_load("configs/tiny.cfg", base, 11, &cfg_base, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
-    base[8] = "r3si.enabled=true";
-    if (config_load("configs/tiny.cfg", base, 11, &cfg_r3si, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    const char *base[BENCH_D512_N + 3];
+    memcpy(base, BENCH_D512, sizeof BENCH_D512);
+    base[BENCH_D512_N + 1] = "r3si.layers=[2, 3, 4, 5]";
+    base[BENCH_D512_N + 2] = "r3si.monitor_every=50";
+    base[BENCH_D512_N] = "r3si.enabled=false";
+    if (config_load("configs/tiny.cfg", base, BENCH_D512_N + 3, &cfg_base, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    base[BENCH_D512_N] = "r3si.enabled=true";
+    if (config_load("configs/tiny.cfg", base, BENCH_D512_N + 3, &cfg_r3si, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
     Trainer a, b;
     if (trainer_init(&a, &cfg_base, backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
     if (trainer_init(&b, &cfg_r3si, backend_cpu_f32(), world, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
@@ -123,8 +122,7 @@ static void bench_r3si_overhead(Comm *world, int steps) {
         trainer_step(&b, 50 * (i + 1), &r, &err);
         tm[i] = now_seconds() - t0;
     }
-    qsort(tm, 3, sizeof(double), compare_doubles);
-    double monitor = tm[1];
+    double monitor = median_of(tm, 3);
     double average = (49 * ordinary + monitor) / 50;
     printf("R3SI vs baseline, 6 layers d=512 T=256 B=8, checkpoints 2-5, k 64, d_s 32 | baseline %.1f ms | R3SI %.1f ms "
            "(%+.1f%%) | monitor step %.1f ms (%+.1f%%) | average with monitor_every 50: %+.1f%%\n",

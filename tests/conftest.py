@@ -4,6 +4,7 @@ helpers for runs that other processes watch (the ranks of an mpirun, waiting on 
 import importlib.machinery
 import importlib.util
 import os
+import re
 import struct
 import subprocess
 import time
@@ -127,6 +128,25 @@ MPI_ENV = {
 def mpirun_cmd(n, program, *args):
     """The command line that starts `program` on n ranks (run it with MPI_ENV)."""
     return ["mpirun", "-np", str(n), "--bind-to", "none", str(program), *map(str, args)]
+
+
+# Two steps of configs/tiny.cfg: the run whose start-up log the thread and kernel tests read.
+TINY_TWO_STEPS = ["train", "-c", "configs/tiny.cfg", *set_args("train.steps=2", "train.warmup_steps=1", "eval.every=0",
+                                                               "train.micro_batch_size=64")]
+
+
+def train_tiny_two_steps(tmp_path, name, env, ranks=0):
+    """TINY_TWO_STEPS in tmp_path/name on 2 threads (under mpirun with MPI_ENV when ranks), with
+    `env` as the whole environment plus those; returns its stdout and its two losses."""
+    env = dict(env, **(MPI_ENV if ranks else {}))
+    env["OMP_NUM_THREADS"] = "2"
+    args = [*TINY_TWO_STEPS, "--run-dir", str(tmp_path / name), "--resume", "never"]
+    cmd = mpirun_cmd(ranks, BIN, *args) if ranks else [str(BIN), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
+    losses = re.findall(r"\| loss ([0-9.]+) \|", proc.stdout)
+    assert len(losses) == 2, proc.stdout
+    return proc.stdout, losses
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, MPI_ENV, ROOT, entrank_error, mpirun_cmd, set_args
-
-RUN = ["train", "-c", "configs/tiny.cfg", *set_args("train.steps=2", "train.warmup_steps=1", "eval.every=0",
-                                                   "train.micro_batch_size=64")]
+from conftest import BIN, ROOT, TINY_TWO_STEPS, entrank_error, train_tiny_two_steps
 # The C test programs: where `make test` built them (tests/run_all.sh passes its directory).
 ORACLE = ROOT / os.environ.get("ENTRANK_TEST_BIN_DIR", "build/tests") / "test_fp32_matches_fp64_oracle"
 # /proc/cpuinfo's name of the features whose names differ in src/cpu_kernels.c.
@@ -53,16 +50,11 @@ def train(tmp_path, name, env_extra, ranks=0, measure_peak=False):
     env = {k: v for k, v in os.environ.items() if k not in BLAS_ENV}
     if measure_peak:
         env.pop("ENTRANK_CPU_PEAK_GFLOPS", None)
-    env.update(MPI_ENV if ranks else {}, OMP_NUM_THREADS="2", **env_extra)
-    args = [*RUN, "--run-dir", str(tmp_path / name), "--resume", "never"]
-    cmd = mpirun_cmd(ranks, BIN, *args) if ranks else [str(BIN), *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
-    blas = re.findall(r"^blas: .*$", proc.stdout, re.M)
-    losses = re.findall(r"\| loss ([0-9.]+) \|", proc.stdout)
-    assert len(blas) == 1 and len(losses) == 2, proc.stdout
+    stdout, losses = train_tiny_two_steps(tmp_path, name, dict(env, **env_extra), ranks)
+    blas = re.findall(r"^blas: .*$", stdout, re.M)
+    assert len(blas) == 1, stdout
     kernels = re.search(r", kernels (\w+) \(", blas[0])[1]
-    ceiling = re.findall(r"^throughput reference: .*$", proc.stdout, re.M)
+    ceiling = re.findall(r"^throughput reference: .*$", stdout, re.M)
     return blas[0], kernels, losses, ceiling[0]
 
 
@@ -128,7 +120,7 @@ def test_each_rank_of_an_mpirun_replaces_an_unsupported_coretype(tmp_path):
 def test_a_hide_list_naming_no_feature_is_refused(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in BLAS_ENV}
     env["ENTRANK_CPU_FEATURES_HIDE"] = "avx512,avx513"
-    proc = subprocess.run([str(BIN), *RUN, "--run-dir", str(tmp_path / "bad"), "--resume", "never"], cwd=ROOT, env=env,
+    proc = subprocess.run([str(BIN), *TINY_TWO_STEPS, "--run-dir", str(tmp_path / "bad"), "--resume", "never"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     line = entrank_error(proc, 2)
     assert 'ENTRANK_CPU_FEATURES_HIDE=avx512,avx513: "avx513" is no feature entrank knows' in line, line

@@ -5,24 +5,15 @@ GOMP_SPINCOUNT or OMP_WAIT_POLICY stands. The log says which policy runs and whe
 alone and under mpirun, and the policy changes no number of the run."""
 import os
 import re
-import subprocess
 
-from conftest import BIN, MPI_ENV, ROOT, mpirun_cmd, set_args
-
-RUN = ["train", "-c", "configs/tiny.cfg", *set_args("train.steps=2", "train.warmup_steps=1", "eval.every=0",
-                                                   "train.micro_batch_size=64")]
+from conftest import train_tiny_two_steps
 
 
 def train(tmp_path, name, env_extra, ranks=0):
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    env.update(MPI_ENV if ranks else {}, OMP_NUM_THREADS="2", **env_extra)
-    args = [*RUN, "--run-dir", str(tmp_path / name), "--resume", "never"]
-    cmd = mpirun_cmd(ranks, BIN, *args) if ranks else [str(BIN), *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    threads = re.findall(r"^threads: .*$", proc.stdout, re.M)
-    losses = re.findall(r"\| loss ([0-9.]+) \|", proc.stdout)
-    assert len(threads) == 1 and len(losses) == 2, proc.stdout
+    stdout, losses = train_tiny_two_steps(tmp_path, name, dict(env, **env_extra), ranks)
+    threads = re.findall(r"^threads: .*$", stdout, re.M)
+    assert len(threads) == 1, stdout
     return threads[0], losses
 
 
