@@ -1,0 +1,133 @@
+// bench_cpu_ops: the time per element of the fp32 CPU backend's row and elementwise ops, at the
+// small shape of tests/bench_shapes.h (N = B T = 1024 tokens, C 128, H 512, 32 heads of T 128,
+// V 256) and at tiny-sga's SGA rows (8192 rows of T 64), on the threads the process starts with.
+// The GEMMs have their ceiling in bench_throughput; these ops are the rest of a step, and a slow
+// path inside one (a denormal result on every vector made GELU forward 3x slower) shows up here
+// as a figure out of line with its neighbours.
+//   build/tests/bench_cpu_ops [repetitions]
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "backend.h"
+#include "blas_kernels.h"
+#include "common.h"
+#include "thread_policy.h"
+#include "timer.h"
+
+#define N_TOKENS 1024   // B 8 x T 128
+#define WIDTH 128       // C
+#define HIDDEN 512      // 4 C
+#define HEADS 32        // B 8 x 4 heads
+#define SEQ 128
+#define VOCAB 256
+#define SGA_ROWS 8192   // tiny-sga: B 32 x 4 heads x T 64
+#define SGA_T 64
+
+// Values like a step's activations: normal with standard deviation `std` (Box-Muller on a fixed
+// LCG, so every run times the same numbers).
+static void fill_normal(const Backend *be, void *dst, size_t n, double std) {
+    float *host = xmalloc(sizeof(float) * n);
+    uint64_t state = 0x9e3779b97f4a7c15ull ^ n;
+    for (size_t i = 0; i < n; i++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        double u1 = ((state >> 11) + 1.0) / 9007199254740993.0;
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        double u2 = (state >> 11) / 9007199254740992.0;
+        host[i] = (float)(std * sqrt(-2 * log(u1)) * cos(2 * M_PI * u2));
+    }
+    be->upload(dst, host, n);
+    free(host);
+}
+
+// The tensors the ops read and write, each large enough for every op below.
+typedef struct {
+    void *a, *b, *c, *d, *small1, *small2, *small3;
+    int32_t *targets;
+} Buffers;
+
+// Every tensor below has BIG = 524288 elements: N H = heads T T = SGA's rows x T.
+enum { BIG = SGA_ROWS * SGA_T };
+
+typedef struct {
+    const char *name;
+    const char *shape;
+    double elements;   // what "per element" counts: the op's output elements
+} OpInfo;
+
+// Runs op `which` once.
+static void run_op(const Backend *be, Buffers *x, int which) {
+    switch (which) {
+    case 0: be->gelu_forward(x->b, x->a, (size_t)N_TOKENS * HIDDEN); break;
+    case 1: be->gelu_backward(x->c, x->a, x->b, (size_t)N_TOKENS * HIDDEN); break;
+    case 2: be->layernorm_forward(x->b, x->small1, x->small2, x->a, x->small3, x->small3, N_TOKENS, WIDTH); break;
+    case 3: be->layernorm_backward(x->c, x->small3, x->small3, x->b, x->a, x->small3, x->small1, x->small2, N_TOKENS, WIDTH); break;
+    case 4: be->softmax_causal_forward(x->b, x->a, HEADS, SEQ, 0, SEQ); break;
+    case 5: be->softmax_causal_backward(x->c, x->a, x->b, HEADS, SEQ, 0, SEQ); break;
+    case 6: be->crossentropy_forward(x->small1, x->b, x->a, x->targets, N_TOKENS, VOCAB); break;
+    case 7: be->add(x->c, x->a, x->b, (size_t)N_TOKENS * WIDTH); break;
+    case 8: be->dct_rows(x->b, x->a, SGA_ROWS, SGA_T, 0); break;
+    case 9: be->dct_rows(x->b, x->a, SGA_ROWS, SGA_T, 1); break;
+    case 10: be->sga_stats_forward(x->small1, x->a, SGA_ROWS, SGA_T); break;
+    case 11: be->sga_gate_apply(x->c, x->b, x->a, BIG, 1); break;   // the gate becomes sigmoid(gate) in place
+    case 12: be->sga_blend_forward(x->c, x->a, x->b, NULL, SGA_ROWS / SGA_T, SGA_T, 0, SGA_T); break;
+    case 13: be->adamw_update(x->d, x->a, x->b, x->c, BIG, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0, 10); break;   // m b, v c
+    }
+}
+
+static const OpInfo OPS[] = {
+    {"gelu_forward", "(1024, 512)", (double)N_TOKENS * HIDDEN},
+    {"gelu_backward", "(1024, 512)", (double)N_TOKENS * HIDDEN},
+    {"layernorm_forward", "(1024, 128)", (double)N_TOKENS * WIDTH},
+    {"layernorm_backward", "(1024, 128)", (double)N_TOKENS * WIDTH},
+    {"softmax_causal_forward", "(32, 128, 128)", (double)HEADS * SEQ * SEQ},
+    {"softmax_causal_backward", "(32, 128, 128)", (double)HEADS * SEQ * SEQ},
+    {"crossentropy_forward", "(1024, 256)", (double)N_TOKENS * VOCAB},
+    {"add", "(1024, 128)", (double)N_TOKENS * WIDTH},
+    {"dct_rows forward", "(8192, 64)", (double)BIG},
+    {"dct_rows inverse", "(8192, 64)", (double)BIG},
+    {"sga_stats_forward", "(8192, 64)", (double)BIG},
+    {"sga_gate_apply", "(8192, 64)", (double)BIG},
+    {"sga_blend_forward", "(128, 64, 64)", (double)BIG},
+    {"adamw_update", "(524288)", (double)BIG},
+};
+
+int main(int argc, char **argv) {
+    thread_policy_apply(argv);   // the trainer's wait policy and OpenBLAS kernels
+    int reps = argc > 1 ? atoi(argv[1]) : 21;
+    if (reps < 1) reps = 1;
+    const Backend *be = backend_cpu_f32();
+    char threads[256];
+    thread_policy_describe(threads, sizeof threads);
+    printf("fp32 CPU ops, median of %d calls after one warm-up; %s\n", reps, threads);
+    Buffers x;
+    x.a = be->alloc(BIG); x.b = be->alloc(BIG); x.c = be->alloc(BIG); x.d = be->alloc(BIG);
+    x.small1 = be->alloc(SGA_ROWS * 4); x.small2 = be->alloc(N_TOKENS); x.small3 = be->alloc(HIDDEN);
+    fill_normal(be, x.a, BIG, 1.0);
+    fill_normal(be, x.b, BIG, 0.5);
+    fill_normal(be, x.d, BIG, 0.02);
+    fill_normal(be, x.small3, HIDDEN, 1.0);
+    int32_t host_targets[N_TOKENS];
+    for (int i = 0; i < N_TOKENS; i++) host_targets[i] = (i * 37) % VOCAB;
+    x.targets = be->alloc_i32(N_TOKENS);
+    be->upload_i32(x.targets, host_targets, N_TOKENS);
+    double *times = xmalloc(sizeof(double) * reps);
+    for (size_t op = 0; op < sizeof OPS / sizeof OPS[0]; op++) {
+        // Inputs the previous op overwrote are drawn again, so that every op sees the same values.
+        fill_normal(be, x.a, BIG, 1.0);
+        fill_normal(be, x.b, BIG, 0.5);
+        be->zero(x.c, BIG);   // AdamW's second moment starts at zero, not at the last op's output
+        run_op(be, &x, (int)op);   // warm-up: caches, FFTW plans
+        for (int r = 0; r < reps; r++) {
+            double t0 = now_seconds();
+            run_op(be, &x, (int)op);
+            times[r] = now_seconds() - t0;
+        }
+        double t = median_of(times, reps);
+        printf("%-24s %-16s %9.1f us  %6.2f ns/element\n", OPS[op].name, OPS[op].shape, t * 1e6, t * 1e9 / OPS[op].elements);
+    }
+    free(times);
+    void *all[] = {x.a, x.b, x.c, x.d, x.small1, x.small2, x.small3};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(all[i]);
+    be->free(x.targets);
+    return 0;
+}
