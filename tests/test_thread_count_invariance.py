@@ -28,8 +28,9 @@ def run(tmp_path, config, threads, extra=()):
 @pytest.mark.parametrize("config,extra", [
     ("tiny", ()),
     ("tiny-sga", ()),
-    # SGA's tiled form: one (sequence, head) pair in 24-row blocks, products cut in tiles, not heads.
-    ("tiny-sga", ("attention.fused=true", "attention.tile_rows=24")),
+    # SGA's tiled form: one (sequence, head) pair in 24-row blocks, products cut in tiles, not heads
+    # (8 sequences: the blocks are the same at any batch, and 32 made this case a minute long).
+    ("tiny-sga", ("attention.fused=true", "attention.tile_rows=24", "train.batch_size=8", "train.micro_batch_size=8")),
     ("tiny-r3si", ("r3si.monitor_every=1",)),
     # Products large enough to be cut in several tiles (the fc layers: 1024 x 512 x 128).
     ("tiny", ("model.d_model=128", "model.seq_len=128", "model.vocab_size=256", "train.batch_size=8",
