@@ -22,9 +22,9 @@ BLAS_PC  = PKG_CONFIG_PATH=$(BLAS_DIR)/pkgconfig pkg-config
 ARCH   ?= -march=native
 CFLAGS ?= -O3 $(ARCH)
 CFLAGS += -std=c11 -D_GNU_SOURCE -fopenmp -Wall -Wextra -Werror -MMD -MP
-# No FP traps are ever enabled here, and with GCC's default (-ftrapping-math) the clamps of
-# src/cpu/fast_math.inc are branches that keep every loop calling expf_fast scalar (GELU, softmax,
-# cross-entropy: 22% of the small shape's step). This changes no value: each operation still
+# No FP traps are ever enabled here, and with GCC's default (-ftrapping-math) the conditionals of
+# src/cpu/fast_math.inc (the clamps, before they became masks; logf_fast's range step) are branches
+# that keep every loop calling them scalar (GELU, softmax, cross-entropy: 22% of the small step). This changes no value: each operation still
 # rounds as IEEE says, and nothing is reassociated.
 CFLAGS += -fno-trapping-math
 # Nothing here reads errno after a math function (only after strtol/strtod, which this does not
