@@ -24,8 +24,8 @@ CFLAGS ?= -O3 $(ARCH)
 CFLAGS += -std=c11 -D_GNU_SOURCE -fopenmp -Wall -Wextra -Werror -MMD -MP
 # No FP traps are ever enabled here, and with GCC's default (-ftrapping-math) the conditionals of
 # src/cpu/fast_math.inc (the clamps, before they became masks; logf_fast's range step) are branches
-# that keep every loop calling them scalar (GELU, softmax, cross-entropy: 22% of the small step). This changes no value: each operation still
-# rounds as IEEE says, and nothing is reassociated.
+# that keep every loop calling them scalar (GELU, softmax, cross-entropy: 22% of the small step).
+# This changes no value: each operation still rounds as IEEE says, and nothing is reassociated.
 CFLAGS += -fno-trapping-math
 # Nothing here reads errno after a math function (only after strtol/strtod, which this does not
 # touch), and a sqrt that may set errno keeps its loop scalar: AdamW's update ran one element at a

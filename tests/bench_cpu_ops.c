@@ -5,12 +5,11 @@
 // path inside one (a denormal result on every vector made GELU forward 3x slower) shows up here
 // as a figure out of line with its neighbours.
 //   build/tests/bench_cpu_ops [repetitions]
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "backend.h"
-#include "blas_kernels.h"
 #include "common.h"
+#include "rng.h"
 #include "thread_policy.h"
 #include "timer.h"
 
@@ -23,18 +22,11 @@
 #define SGA_ROWS 8192   // tiny-sga: B 32 x 4 heads x T 64
 #define SGA_T 64
 
-// Values like a step's activations: normal with standard deviation `std` (Box-Muller on a fixed
-// LCG, so every run times the same numbers).
+// Values like a step's activations: normal with standard deviation `std`, from the trainer's
+// counter-based generator (src/rng.h), so that every run times the same numbers.
 static void fill_normal(const Backend *be, void *dst, size_t n, double std) {
     float *host = xmalloc(sizeof(float) * n);
-    uint64_t state = 0x9e3779b97f4a7c15ull ^ n;
-    for (size_t i = 0; i < n; i++) {
-        state = state * 6364136223846793005ull + 1442695040888963407ull;
-        double u1 = ((state >> 11) + 1.0) / 9007199254740993.0;
-        state = state * 6364136223846793005ull + 1442695040888963407ull;
-        double u2 = (state >> 11) / 9007199254740992.0;
-        host[i] = (float)(std * sqrt(-2 * log(u1)) * cos(2 * M_PI * u2));
-    }
+    for (size_t i = 0; i < n; i++) host[i] = (float)(std * rng_normal(0, n, i));
     be->upload(dst, host, n);
     free(host);
 }
