@@ -1,6 +1,7 @@
 // bench_cpu_ops: the time per element of the fp32 CPU backend's row and elementwise ops, at the
 // small shape of tests/bench_shapes.h (N = B T = 1024 tokens, C 128, H 512, 32 heads of T 128,
-// V 256) and at tiny-sga's SGA rows (8192 rows of T 64), on the threads the process starts with.
+// V 256) and at tiny-sga's SGA rows (8192 rows of T 64) and at
+// the d=512 benchmarks' rows of T 512, on the threads the process starts with.
 // The GEMMs have their ceiling in bench_throughput; these ops are the rest of a step, and a slow
 // path inside one (a denormal result on every vector made GELU forward 3x slower) shows up here
 // as a figure out of line with its neighbours.
@@ -21,6 +22,7 @@
 #define VOCAB 256
 #define SGA_ROWS 8192   // tiny-sga: B 32 x 4 heads x T 64
 #define SGA_T 64
+#define SGA_T_LONG 512  // the d=512 benchmarks' longer rows (1024 of them)
 
 // Values like a step's activations: normal with standard deviation `std`, from the trainer's
 // counter-based generator (src/rng.h), so that every run times the same numbers.
@@ -62,6 +64,9 @@ static void run_op(const Backend *be, Buffers *x, int which) {
     case 10: be->sga_stats_forward(x->small1, x->a, SGA_ROWS, SGA_T); break;
     case 11: be->sga_gate_apply(x->c, x->b, x->a, BIG, 1); break;   // the gate becomes sigmoid(gate) in place
     case 12: be->sga_blend_forward(x->c, x->a, x->b, NULL, SGA_ROWS / SGA_T, SGA_T, 0, SGA_T); break;
+    case 14: be->dct_rows(x->b, x->a, BIG / SGA_T_LONG, SGA_T_LONG, 0); break;
+    case 15: be->dct_rows(x->b, x->a, BIG / SGA_T_LONG, SGA_T_LONG, 1); break;
+    case 16: be->sga_stats_forward(x->small1, x->a, BIG / SGA_T_LONG, SGA_T_LONG); break;
     case 13: be->adamw_update(x->d, x->a, x->b, x->c, BIG, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0, 10); break;   // m b, v c
     }
 }
@@ -81,6 +86,9 @@ static const OpInfo OPS[] = {
     {"sga_gate_apply", "(8192, 64)", (double)BIG},
     {"sga_blend_forward", "(128, 64, 64)", (double)BIG},
     {"adamw_update", "(524288)", (double)BIG},
+    {"dct_rows forward", "(1024, 512)", (double)BIG},
+    {"dct_rows inverse", "(1024, 512)", (double)BIG},
+    {"sga_stats_forward", "(1024, 512)", (double)BIG},
 };
 
 int main(int argc, char **argv) {
