@@ -61,9 +61,13 @@ TEST_LDLIBS = $(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 export OMPI_ALLOW_RUN_AS_ROOT = 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = 1
 export OMPI_MCA_rmaps_base_oversubscribe = 1
-# Idle OpenMP threads (OpenBLAS's too) sleep after a short spin in every program the suite and the
-# benchmarks run, as entrank sets for itself (src/thread_policy.h): spinning threads take the cores
-# from other jobs on a shared machine. A value in the environment stands.
+# Idle OpenMP threads (OpenBLAS's too) sleep after a short spin in every program the suite runs:
+# libgomp's default spin takes the cores from the other tests and jobs of a shared machine. The
+# benchmarks and `make run` leave the choice to entrank, which sets a spin of a given duration
+# for the CPU (src/thread_policy.h). A value in the environment stands everywhere.
+ifeq ($(origin GOMP_SPINCOUNT),undefined)
+SPIN_CHOSEN_BY_ENTRANK = env -u GOMP_SPINCOUNT
+endif
 export GOMP_SPINCOUNT ?= 1000
 export PYTHON
 
@@ -165,7 +169,7 @@ RUN_DIR ?= runs/tiny-logic
 run: check-system-deps
 	@$(MAKE) --no-print-directory all
 	rm -rf $(RUN_DIR)
-	bin/entrank train -c configs/tiny.cfg --run-dir $(RUN_DIR) --resume never
+	$(SPIN_CHOSEN_BY_ENTRANK) bin/entrank train -c configs/tiny.cfg --run-dir $(RUN_DIR) --resume never
 	$(PYTHON) analysis/summarize $(RUN_DIR)
 	$(PYTHON) analysis/plot $(RUN_DIR) -o $(RUN_DIR)/plots
 
@@ -176,7 +180,7 @@ test: check-deps
 
 bench: check-deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
-	@bash tests/run_bench.sh $(BENCH_BIN)
+	@$(SPIN_CHOSEN_BY_ENTRANK) bash tests/run_bench.sh $(BENCH_BIN)
 
 NO_CUDA_MSG = needs the CUDA backend, and this build has none ($(NVCC) not found, or CUDA=0)
 # Each GPU test against the CPU (exit 77 = skipped where no GPU is visible); NCCL tests under
