@@ -8,9 +8,10 @@
 // and quiet steps were no slower (README.md, "Measured figures"). Too short a spin costs too: every
 // region then wakes its threads through the kernel. A spin is a count of x86 `pause` instructions,
 // whose latency differs by an order of magnitude between CPUs, so entrank sets the count for a
-// spin of about THREAD_POLICY_SPIN_US, from the latency measured at start (on the 11 ns pause of an
-// AVX-512 Xeon, 300 us spins made the small shape's quiet step 10% and its busy step 26% faster than
-// 1000 spins, 11 us, did). OpenBLAS (its OpenMP build) runs in the same thread pool. libgomp reads
+// spin of about THREAD_POLICY_SPIN_US, from the latency measured at start. On the 10-11 ns pause
+// of an AVX-512 Xeon, 100 us (10000 spins) made the small shape's quiet step 78-81 ms instead of
+// 86-97 and its busy step 169-208 ms instead of 224-241 against 1000 spins (11 us); 300 us did as
+// well at the median but took 4x its quiet step in 2 runs of 11, and libgomp's 3 ms 3.3-3.7x. OpenBLAS (its OpenMP build) runs in the same thread pool. libgomp reads
 // the setting when it loads, before main, so it is set by executing the program once more with it
 // in the environment.
 #pragma once
@@ -18,7 +19,7 @@
 
 // How long an idle OpenMP thread spins before it sleeps, when the environment chooses nothing, and
 // the bounds of the count that stands for it (a CPU whose pause could not be timed gets the least).
-#define THREAD_POLICY_SPIN_US 300
+#define THREAD_POLICY_SPIN_US 100
 #define THREAD_POLICY_MIN_SPINS 1000
 #define THREAD_POLICY_MAX_SPINS 100000
 

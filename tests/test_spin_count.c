@@ -12,7 +12,7 @@
 
 static void test_count_is_the_duration_over_the_pause_latency(void **state) {
     (void)state;
-    assert_int_equal(thread_policy_spins_for(10.0), THREAD_POLICY_SPIN_US * 100);   // 300 us / 10 ns
+    assert_int_equal(thread_policy_spins_for(10.0), THREAD_POLICY_SPIN_US * 100);   // 100 us / 10 ns
     assert_int_equal(thread_policy_spins_for(11.3), lround(THREAD_POLICY_SPIN_US * 1e3 / 11.3));
     assert_int_equal(thread_policy_spins_for(45.0), lround(THREAD_POLICY_SPIN_US * 1e3 / 45.0));
 }

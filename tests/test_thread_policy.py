@@ -1,5 +1,5 @@
 """OpenMP's wait policy (src/thread_policy.h, issue 21): with nothing chosen in the environment,
-entrank executes itself once more with GOMP_SPINCOUNT set for a spin of about 300 us on the pause
+entrank executes itself once more with GOMP_SPINCOUNT set for a spin of about 100 us on the pause
 latency it measured (1000 to 100000 spins), so that libgomp (which reads it when it loads) lets
 idle threads sleep soon instead of spinning on cores that other jobs share; the user's
 GOMP_SPINCOUNT or OMP_WAIT_POLICY stands. The log says which policy runs and where it came from,
@@ -11,7 +11,7 @@ from conftest import train_tiny_two_steps
 
 
 SET_BY_ENTRANK = re.compile(r"idle threads sleep after (\d+) spins \(GOMP_SPINCOUNT, set by entrank for about "
-                            r"300 us at the ([0-9.]+) ns this CPU's pause took: the environment chose none\)$")
+                            r"100 us at the ([0-9.]+) ns this CPU's pause took: the environment chose none\)$")
 
 
 def assert_spin_set_by_entrank(line):
@@ -20,7 +20,7 @@ def assert_spin_set_by_entrank(line):
     spins, pause_ns = int(match.group(1)), float(match.group(2))
     # The count is the spin's duration over the pause's latency, within the bounds (the latency is
     # printed to 0.1 ns, so the count agrees to that rounding).
-    want = min(max(300e3 / pause_ns, 1000), 100000)
+    want = min(max(100e3 / pause_ns, 1000), 100000)
     assert 1000 <= spins <= 100000, line
     assert abs(spins - want) <= want * 0.05 / pause_ns + 1, (spins, want, line)
     return spins
