@@ -11,9 +11,9 @@
 // spin of about THREAD_POLICY_SPIN_US, from the latency measured at start. On the 10-11 ns pause
 // of an AVX-512 Xeon, 100 us (10000 spins) made the small shape's quiet step 78-81 ms instead of
 // 86-97 and its busy step 169-208 ms instead of 224-241 against 1000 spins (11 us); 300 us did as
-// well at the median but took 4x its quiet step in 2 runs of 11, and libgomp's 3 ms 3.3-3.7x. OpenBLAS (its OpenMP build) runs in the same thread pool. libgomp reads
-// the setting when it loads, before main, so it is set by executing the program once more with it
-// in the environment.
+// well at the median but took 4x its quiet step in 2 runs of 11, and libgomp's 3 ms 3.3-3.7x.
+// OpenBLAS (its OpenMP build) runs in the same thread pool. libgomp reads the setting when it
+// loads, before main, so it is set by executing the program once more with it in the environment.
 #pragma once
 #include <stddef.h>
 

@@ -1,7 +1,7 @@
 // bench_cpu_ops: the time per element of the fp32 CPU backend's row and elementwise ops, at the
 // small shape of tests/bench_shapes.h (N = B T = 1024 tokens, C 128, H 512, 32 heads of T 128,
-// V 256) and at tiny-sga's SGA rows (8192 rows of T 64) and at
-// the d=512 benchmarks' rows of T 512, on the threads the process starts with.
+// V 256), at tiny-sga's SGA rows (8192 rows of T 64) and at the d=512 benchmarks' rows (1024 of T
+// 512), on the threads the process starts with.
 // The GEMMs have their ceiling in bench_throughput; these ops are the rest of a step, and a slow
 // path inside one (a denormal result on every vector made GELU forward 3x slower) shows up here
 // as a figure out of line with its neighbours.
@@ -64,10 +64,10 @@ static void run_op(const Backend *be, Buffers *x, int which) {
     case 10: be->sga_stats_forward(x->small1, x->a, SGA_ROWS, SGA_T); break;
     case 11: be->sga_gate_apply(x->c, x->b, x->a, BIG, 1); break;   // the gate becomes sigmoid(gate) in place
     case 12: be->sga_blend_forward(x->c, x->a, x->b, NULL, SGA_ROWS / SGA_T, SGA_T, 0, SGA_T); break;
+    case 13: be->adamw_update(x->d, x->a, x->b, x->c, BIG, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0, 10); break;   // m b, v c
     case 14: be->dct_rows(x->b, x->a, BIG / SGA_T_LONG, SGA_T_LONG, 0); break;
     case 15: be->dct_rows(x->b, x->a, BIG / SGA_T_LONG, SGA_T_LONG, 1); break;
     case 16: be->sga_stats_forward(x->small1, x->a, BIG / SGA_T_LONG, SGA_T_LONG); break;
-    case 13: be->adamw_update(x->d, x->a, x->b, x->c, BIG, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0, 10); break;   // m b, v c
     }
 }
 
