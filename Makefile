@@ -115,6 +115,19 @@ $(BUILD)/tests/%: tests/%.c $(LIB_OBJ)
 	@echo "CC $@"
 	@$(CC) $(CFLAGS) -Isrc -o $@ $< $(LIB_OBJ) $(TEST_LDLIBS)
 
+# The FFTW wisdom the fp32 backend ships for SGA's DCTs: `make fftw-wisdom` on a quiet machine after
+# FFTW changes (tests/gen_fftw_wisdom.c; test_fftw_wisdom fails when the shipped text no longer imports).
+# The generator needs only FFTW, so it builds even while the shipped file is being replaced.
+.PHONY: fftw-wisdom
+fftw-wisdom: $(BUILD)/tests/gen_fftw_wisdom
+	$(BUILD)/tests/gen_fftw_wisdom > src/cpu/dct_wisdom_f32.inc.new
+	mv src/cpu/dct_wisdom_f32.inc.new src/cpu/dct_wisdom_f32.inc
+
+$(BUILD)/tests/gen_fftw_wisdom: tests/gen_fftw_wisdom.c src/cpu/dct_fftw_plan.inc
+	@mkdir -p $(dir $@)
+	@echo "CC $@"
+	@$(CC) $(CFLAGS) -Isrc -o $@ $< $(LDLIBS)
+
 # ---------------------------------------------------------------------------------------------
 # Set-up. Every target that needs the toolchain first runs check-deps, which is quick when all
 # is present and otherwise installs (root on Debian) or lists what is missing and stops.

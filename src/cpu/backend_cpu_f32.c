@@ -6,5 +6,8 @@ typedef float real;
 #define REAL_TINY FLT_MIN
 #define FFTW(name) fftwf_##name
 #define BACKEND_NAME "cpu-f32"
+// Timed FFTW plans for SGA's DCTs (tests/gen_fftw_wisdom.c); the fp64 oracle keeps FFTW's estimates.
+#include "dct_wisdom_f32.inc"
+#define DCT_WISDOM_STRING dct_wisdom_f32
 #define BACKEND_CONSTRUCTOR backend_cpu_f32
 #include "cpu_backend.inc"
