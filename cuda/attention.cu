@@ -34,7 +34,7 @@ __global__ static void heads_split_kernel(float *q, float *k, float *v, const fl
     }
 }
 
-// dqkv (+=) (B,T,3C) <- dq, dk, dv (B,NH,T,hs); one thread per (b,t,h,d), writing the q, k and v parts.
+// dqkv (=) (B,T,3C) <- dq, dk, dv (B,NH,T,hs); one thread per (b,t,h,d), writing the q, k and v parts.
 __global__ static void heads_split_backward_kernel(float *dqkv, const float *dq, const float *dk, const float *dv,
                                                    int B, int T, int NH, int hs) {
     size_t n = (size_t)B * T * NH * hs, C = (size_t)NH * hs;
@@ -42,9 +42,9 @@ __global__ static void heads_split_backward_kernel(float *dqkv, const float *dq,
         size_t c = idx % C, bt = idx / C, h = c / hs, d = c % hs, b = bt / T, t = bt % T;
         size_t src = ((b * NH + h) * T + t) * hs + d;
         float *row = dqkv + bt * 3 * C + c;
-        row[0] += dq[src];
-        row[C] += dk[src];
-        row[2 * C] += dv[src];
+        row[0] = dq[src];
+        row[C] = dk[src];
+        row[2 * C] = dv[src];
     }
 }
 

@@ -23,7 +23,7 @@ static __global__ void gelu_forward_kernel(float *out, const float *inp, size_t 
     }
 }
 
-// dinp (+=) (n) = gelu'(inp) dout; with s = sigmoid(2u): d/dx [x s] = s + x 2 s (1 - s) du/dx
+// dinp (n) = gelu'(inp) dout (overwritten); with s = sigmoid(2u): d/dx [x s] = s + x 2 s (1 - s) du/dx
 static __global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout, size_t n) {
     GRID_STRIDE(i, n) {
         float x = inp[i];
@@ -31,7 +31,7 @@ static __global__ void gelu_backward_kernel(float *dinp, const float *inp, const
         float s = 1.0f / (1.0f + expf(-2.0f * u));
         float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * x * x);
         float grad = s + x * 2.0f * s * (1.0f - s) * du;
-        dinp[i] += grad * dout[i];
+        dinp[i] = grad * dout[i];
     }
 }
 

@@ -75,7 +75,7 @@ typedef struct Backend Backend;
     \
     /* ---- elementwise ------------------------------------------------------------------------- */ \
     OP(void, gelu_forward, (void *out, const void *inp, size_t n))                      /* tanh approximation */ \
-    OP(void, gelu_backward, (void *dinp, const void *inp, const void *dout, size_t n))  /* dinp (+=) */ \
+    OP(void, gelu_backward, (void *dinp, const void *inp, const void *dout, size_t n))  /* dinp = gelu'(inp) dout */ \
     OP(void, add, (void *out, const void *a, const void *b, size_t n))                  /* out = a + b */ \
     OP(void, accumulate, (void *dst, const void *src, size_t n))                        /* dst += src */ \
     OP(void, scale, (void *x, double factor, size_t n))                                 /* x *= factor */ \
@@ -84,7 +84,7 @@ typedef struct Backend Backend;
     /* ---- attention pieces (BH = B * NH; heads are (B,NH,T,hs)) ------------------------------- */ \
     /* q, k, v (B,NH,T,hs) from qkv (B,T,3C) laid out [q | k | v], each C = NH * hs */ \
     OP(void, heads_split, (void *q, void *k, void *v, const void *qkv, int B, int T, int NH, int hs)) \
-    /* dqkv (+=) (B,T,3C) from dq, dk, dv (B,NH,T,hs) */ \
+    /* dqkv (=) (B,T,3C) from dq, dk, dv (B,NH,T,hs) */ \
     OP(void, heads_split_backward, (void *dqkv, const void *dq, const void *dk, const void *dv, int B, int T, int NH, int hs)) \
     /* out (B,T,C) from y (B,NH,T,hs) */ \
     OP(void, heads_merge, (void *out, const void *y, int B, int T, int NH, int hs)) \

@@ -773,7 +773,6 @@ static void attention_backward(Model *m, Activations *a, LayerActs *l, int li, c
                         l->attmerged, model_param(m, PARAM_ATTPROJ_W, layer), N, C, C);
     be->heads_merge_backward(a->datty, a->dattmerged, B, T, NH, hs);
     s->attention->core_backward(s->attention, a->attn_slot, &c, l->q, l->k, l->v, a->datty, a->dq, a->dk, a->dv);
-    be->zero(a->dqkv, 3 * nhead);
     be->heads_split_backward(a->dqkv, a->dq, a->dk, a->dv, B, T, NH, hs);
     be->matmul_backward(dx, model_grad(m, PARAM_QKV_W, layer), model_grad(m, PARAM_QKV_B, layer), a->dqkv, x,
                         model_param(m, PARAM_QKV_W, layer), N, C, 3 * C);
@@ -787,7 +786,6 @@ static void mlp_backward(Model *m, Activations *a, LayerActs *l, int layer, cons
     restore_bf16(m, l->fch_gelu, l->fch_gelu_bf16, (size_t)N * H);
     be->matmul_backward(a->dfch_gelu, model_grad(m, PARAM_FCPROJ_W, layer), model_grad(m, PARAM_FCPROJ_B, layer), dout,
                         l->fch_gelu, model_param(m, PARAM_FCPROJ_W, layer), N, H, C);
-    be->zero(a->dfch, (size_t)N * H);
     be->gelu_backward(a->dfch, l->fch, a->dfch_gelu, (size_t)N * H);
     be->matmul_backward(dx, model_grad(m, PARAM_FC_W, layer), model_grad(m, PARAM_FC_B, layer), a->dfch, x,
                         model_param(m, PARAM_FC_W, layer), N, C, H);

@@ -171,7 +171,6 @@ void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, int q0, 
     if (!o->fixed_filter) {
         be->zero(w->dh, (size_t)R * Hg);
         be->matmul_backward(w->dh, G[SGA_W2], G[SGA_B2], w->dgate, l->h, P[SGA_W2], R, Hg, T);
-        be->zero(w->dhpre, (size_t)R * Hg);
         be->gelu_backward(w->dhpre, l->hpre, w->dh, (size_t)R * Hg);
         be->zero(w->dU, (size_t)R * (De + 4));
         be->matmul_backward(w->dU, G[SGA_W1], G[SGA_B1], w->dhpre, l->U, P[SGA_W1], R, De + 4, Hg);

@@ -41,6 +41,16 @@ static inline void *gc_upload(const Backend *be, const double *host, size_t n) {
     return d;
 }
 
+// A device tensor of NaN, for an op's output that it must overwrite: an element it leaves alone or
+// accumulates into stays NaN and fails the check.
+static inline void *gc_alloc_stale(const Backend *be, size_t n) {
+    double *nan_host = malloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) nan_host[i] = NAN;
+    void *d = gc_upload(be, nan_host, n);
+    free(nan_host);
+    return d;
+}
+
 static inline double *gc_download(const Backend *be, const void *dev, size_t n) {
     double *h = malloc(n * sizeof(double));
     be->download_f64(h, dev, n);

@@ -113,7 +113,7 @@ static double gelu_objective(const Backend *be, double **in, void *ctx_) {
 
 static void gelu_gradient(const Backend *be, double **in, double **g, void *ctx_) {
     GeluCtx *c = ctx_;
-    void *inp = gc_upload(be, in[0], c->n), *dout = gc_upload(be, c->w, c->n), *dinp = be->alloc(c->n);
+    void *inp = gc_upload(be, in[0], c->n), *dout = gc_upload(be, c->w, c->n), *dinp = gc_alloc_stale(be, c->n);   // overwritten
     be->gelu_backward(dinp, inp, dout, c->n);
     grads_download(be, g, 0, dinp, c->n);
     be->free(inp); be->free(dout); be->free(dinp);
@@ -197,7 +197,8 @@ static void attention_gradient(const Backend *be, double **in, double **g, void 
     void *q = be->alloc(n), *k = be->alloc(n), *v = be->alloc(n), *scores = be->alloc(att), *probs = be->alloc(att);
     void *y = be->alloc(n), *out = be->alloc(n), *dout = gc_upload(be, c->w, n);
     void *dy = be->alloc(n), *dprobs = be->alloc(att), *dscores = be->alloc(att);
-    void *dq = be->alloc(n), *dk = be->alloc(n), *dv = be->alloc(n), *dqkv = be->alloc(3 * n);
+    void *dq = be->alloc(n), *dk = be->alloc(n), *dv = be->alloc(n);
+    void *dqkv = gc_alloc_stale(be, 3 * n);   // heads_split_backward overwrites it
     be->heads_split(q, k, v, qkv, c->B, c->T, c->NH, c->hs);
     be->attn_scores(scores, q, k, 1.0 / sqrt(c->hs), BH, c->T, c->hs, 0, c->T);
     be->softmax_causal_forward(probs, scores, BH, c->T, 0, c->T);
