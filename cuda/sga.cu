@@ -72,19 +72,19 @@ void cuda_causal_lower_accumulate(void *out, const void *in, int BH, int T, int 
 
 // ---- the four spectral statistics ---------------------------------------------------------------
 
-// The first pass over a row s (T) shared by both directions: sum P, sum (k/(T-1)) P, sum log(P + eps),
-// P = s^2, reduced over the block.
+// The first pass over a row s (T) shared by both directions: sum P, sum (k/(T-1)) P and, where sumLog
+// is not NULL (the forward), sum log(P + eps); P = s^2, reduced over the block.
 static __device__ void spectrum_sums(const float *s, int T, float *shared, float *sumP, float *sumWP, float *sumLog) {
     float p_acc = 0.0f, wp_acc = 0.0f, log_acc = 0.0f;
     for (int k = threadIdx.x; k < T; k += blockDim.x) {
         float P = s[k] * s[k];
         p_acc += P;
         wp_acc += (T > 1 ? (float)k / (float)(T - 1) : 0.0f) * P;
-        log_acc += logf(P + SGA_EPS);
+        if (sumLog) log_acc += logf(P + SGA_EPS);
     }
     *sumP = block_sum(p_acc, shared);
     *sumWP = block_sum(wp_acc, shared);
-    *sumLog = block_sum(log_acc, shared);
+    if (sumLog) *sumLog = block_sum(log_acc, shared);
 }
 
 // stats (R,4) = [DC fraction, centroid, flatness, normalised entropy] of P = s^2 per row of spec (R,T).
@@ -111,27 +111,24 @@ static __global__ void sga_stats_forward_kernel(float *stats, const float *spec,
     }
 }
 
-// dspec (+=) (R,T) from dstats (R,4) and spec (R,T): the derivatives of the four statistics through
-// P_k = s_k^2, recomputing the row sums (cheaper than storing them).
-static __global__ void sga_stats_backward_kernel(float *dspec, const float *dstats, const float *spec, int R, int T) {
+// dspec (+=) (R,T) from dstats (R,4), spec (R,T) and the forward's stats (R,4): the derivatives of the
+// four statistics through P_k = s_k^2, recomputing the row sums (cheaper than storing them). The
+// flatness's geometric mean and the entropy's sum_m d_m p_m come from stats (G = flatness M, and
+// sum_m d_m p_m = H - sum_m p_m / log T), as in the CPU twin: one log per coefficient, not two.
+static __global__ void sga_stats_backward_kernel(float *dspec, const float *dstats, const float *spec, const float *stats,
+                                                 int R, int T) {
     __shared__ float shared[32];
     float logT = logf((float)T);
     for (size_t r = blockIdx.x; r < (size_t)R; r += gridDim.x) {
         const float *s = spec + r * T;
-        const float *g = dstats + r * 4;
+        const float *g = dstats + r * 4, *st = stats + r * 4;
         float *ds = dspec + r * T;
-        float sumP, sumWP, sumLog;
-        spectrum_sums(s, T, shared, &sumP, &sumWP, &sumLog);
-        float E = sumP + SGA_EPS, M = sumP / T + SGA_EPS, G = expf(sumLog / T);
+        float sumP, sumWP;
+        spectrum_sums(s, T, shared, &sumP, &sumWP, NULL);
+        float E = sumP + SGA_EPS, M = sumP / T + SGA_EPS, G = st[2] * M;
         // entropy: H = -sum p log p / log T with p = P / E; dH/dP_k = (d_k - sum_m d_m p_m) / E,
         // d_m = -(log p_m + 1) / log T.
-        float mean_d = 0.0f;
-        for (int k = threadIdx.x; k < T; k += blockDim.x) {
-            float p = s[k] * s[k] / E;
-            float d = p > 0.0f && T > 1 ? -(logf(p) + 1.0f) / logT : 0.0f;
-            mean_d += d * p;
-        }
-        mean_d = block_sum(mean_d, shared);
+        float mean_d = T > 1 ? st[3] - sumP / E / logT : 0.0f;
         float g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3], s0 = s[0];
         for (int k = threadIdx.x; k < T; k += blockDim.x) {
             float P = s[k] * s[k];
@@ -152,10 +149,10 @@ void cuda_sga_stats_forward(void *stats, const void *spec, int R, int T) {
     cudaCheckLaunch();
 }
 
-void cuda_sga_stats_backward(void *dspec, const void *dstats, const void *spec, int R, int T) {
+void cuda_sga_stats_backward(void *dspec, const void *dstats, const void *spec, const void *stats, int R, int T) {
     if (R <= 0 || T <= 0) return;
     sga_stats_backward_kernel<<<grid_for(R, 1), row_threads(T), 0, cuda_context()->stream>>>(
-        (float *)dspec, (const float *)dstats, (const float *)spec, R, T);
+        (float *)dspec, (const float *)dstats, (const float *)spec, (const float *)stats, R, T);
     cudaCheckLaunch();
 }
 

@@ -159,7 +159,8 @@ typedef struct Backend Backend;
     OP(void, causal_lower_accumulate, (void *out, const void *in, int BH, int T, int q0, int Q)) \
     /* stats (R,4) = DC fraction, centroid, flatness, normalised entropy of each row's power spectrum */ \
     OP(void, sga_stats_forward, (void *stats, const void *spec, int R, int T)) \
-    OP(void, sga_stats_backward, (void *dspec, const void *dstats, const void *spec, int R, int T))   /* dspec (+=) */ \
+    /* dspec (+=) (R,T) from dstats (R,4), with the forward's stats (R,4) of the same spec */ \
+    OP(void, sga_stats_backward, (void *dspec, const void *dstats, const void *spec, const void *stats, int R, int T)) \
     /* U (R, De+4) = [e (De) | stats (R,4)] and its gradient: de (+=) (De), dstats (=) (R,4) */ \
     OP(void, sga_gate_input, (void *U, const void *e, const void *stats, int R, int De)) \
     OP(void, sga_gate_input_backward, (void *de, void *dstats, const void *dU, int R, int De)) \

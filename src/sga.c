@@ -175,7 +175,7 @@ void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, int q0, 
         be->zero(w->dU, (size_t)R * (De + 4));
         be->matmul_backward(w->dU, G[SGA_W1], G[SGA_B1], w->dhpre, l->U, P[SGA_W1], R, De + 4, Hg);
         be->sga_gate_input_backward(G[SGA_E], w->dstats, w->dU, R, De);
-        be->sga_stats_backward(w->dspec, w->dstats, l->spec, R, T);     // gradient through the statistics
+        be->sga_stats_backward(w->dspec, w->dstats, l->spec, l->stats, R, T);     // gradient through the statistics
     }
     if (o->spectral) be->dct_rows(w->z, w->dspec, R, T, 1);   // dz = IDCT(ds)
     else be->copy(w->z, w->dspec, n);

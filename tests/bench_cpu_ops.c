@@ -68,6 +68,8 @@ static void run_op(const Backend *be, Buffers *x, int which) {
     case 14: be->dct_rows(x->b, x->a, BIG / SGA_T_LONG, SGA_T_LONG, 0); break;
     case 15: be->dct_rows(x->b, x->a, BIG / SGA_T_LONG, SGA_T_LONG, 1); break;
     case 16: be->sga_stats_forward(x->small1, x->a, BIG / SGA_T_LONG, SGA_T_LONG); break;
+    // small1 holds case 16's statistics of the same a (redrawn alike before each op); dstats from d
+    case 17: be->sga_stats_backward(x->c, x->d, x->a, x->small1, BIG / SGA_T_LONG, SGA_T_LONG); break;
     }
 }
 
@@ -89,6 +91,7 @@ static const OpInfo OPS[] = {
     {"dct_rows forward", "(1024, 512)", (double)BIG},
     {"dct_rows inverse", "(1024, 512)", (double)BIG},
     {"sga_stats_forward", "(1024, 512)", (double)BIG},
+    {"sga_stats_backward", "(1024, 512)", (double)BIG},
 };
 
 int main(int argc, char **argv) {

@@ -217,13 +217,16 @@ static void test_sga_stats_backward(void **state) {
             size_t len;
             float *h = stats_input((int)c, causal, &len);
             Pair spec = pair_from(h, len), dstats = pair_random((size_t)rows * 4, next_seed++, 1.0), dspec = pair_random(len, next_seed++, 1.0);
-            gpu->sga_stats_backward(dspec.g, dstats.g, spec.g, rows, n);
-            cpu->sga_stats_backward(dspec.c, dstats.c, spec.c, rows, n);
+            Pair stats = pair_garbage((size_t)rows * 4, next_seed++);   // each side's own forward statistics
+            gpu->sga_stats_forward(stats.g, spec.g, rows, n);
+            cpu->sga_stats_forward(stats.c, spec.c, rows, n);
+            gpu->sga_stats_backward(dspec.g, dstats.g, spec.g, stats.g, rows, n);
+            cpu->sga_stats_backward(dspec.c, dstats.c, spec.c, stats.c, rows, n);
             char what[64];
             snprintf(what, sizeof what, "dspec (+=) R=%d T=%d%s", rows, n, causal ? " causal" : "");
             expect_close("sga_stats_backward", what, dspec);
             free(h);
-            pair_free(spec); pair_free(dstats); pair_free(dspec);
+            pair_free(spec); pair_free(dstats); pair_free(dspec); pair_free(stats);
         }
 }
 

@@ -70,11 +70,12 @@ static double stats_objective(const Backend *be, double **in, void *ctx_) {
 static void stats_gradient(const Backend *be, double **in, double **g, void *ctx_) {
     StatsCtx *c = ctx_;
     void *spec = gc_upload(be, in[0], (size_t)c->R * c->T), *dstats = gc_upload(be, c->w, (size_t)c->R * 4);
-    void *dspec = be->alloc((size_t)c->R * c->T);
-    be->sga_stats_backward(dspec, dstats, spec, c->R, c->T);
+    void *dspec = be->alloc((size_t)c->R * c->T), *stats = be->alloc((size_t)c->R * 4);
+    be->sga_stats_forward(stats, spec, c->R, c->T);   // the backward takes the forward's statistics
+    be->sga_stats_backward(dspec, dstats, spec, stats, c->R, c->T);
     double *h = gc_download(be, dspec, (size_t)c->R * c->T);
     memcpy(g[0], h, sizeof(double) * c->R * c->T);
-    free(h); be->free(spec); be->free(dstats); be->free(dspec);
+    free(h); be->free(spec); be->free(dstats); be->free(dspec); be->free(stats);
 }
 
 // Each statistic alone (weights on one column) and all four together.
