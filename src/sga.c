@@ -14,22 +14,24 @@ SgaOptions sga_options(const Config *cfg) {
 // One micro-batch slot: the materialised core, then per layer (R = B NH T rows of length T)
 // what backward needs, and slice-sized scratch. Lc layers of each: the stage's, or one under
 // train.recompute (the core's kept layers), except the per-row tensors of the gate's input side
-// (Lg layers): under "attention" they are kept for every layer, like the softmax's row statistics
-// in a fused attention, and the rebuild before backward skips the spectral statistics (two logs
-// per coefficient) and the gate's first product. They cost R (4 + Hg) per layer, against the
-// rows of length T that are recomputed (1.2 GiB of the 780M job's 48 layers at micro-batch 16).
+// and hidden layer (Lg layers): under "attention" they are kept for every layer, like the softmax's
+// row statistics in a fused attention, and the rebuild before backward skips the spectral
+// statistics (two logs per coefficient), the gate's first product and its GELU (read back from
+// memory, the GELU cost the rebuild twice its share of the forward pass). They cost R (4 + 2 Hg) per
+// layer (2.3 GiB over the 780M job's 48 layers at micro-batch 16), where one more kept row tensor of
+// length T would cost 9 GiB.
 typedef struct {
     AttnCoreSlot core;
     SgaOptions opt;
     int B, NH, T;
     int gate_layers;             // Lg: the stage's layers under recompute "attention", else Lc
-    int gate_inputs_kept;        // Lg is the stage's layers: a rebuild reuses stats and hpre
-    void *raw;                   // (Lc,R,T) the raw logits a
+    int gate_inputs_kept;        // Lg is the stage's layers: a rebuild reuses stats, hpre and h
+    void *raw;                   // (Lc,R,T) the raw logits a of the causal triangle, zero above it
     void *spec;                  // (Lc,R,T) s, the spectrum of the zero-padded row
     void *stats;                 // (Lg,R,4)
     void *U;                     // (Lc,R,De+4) gate input [e_l; stats], rebuilt from stats
     void *hpre;                  // (Lg,R,Hg) gate hidden before GELU
-    void *h;                     // (Lc,R,Hg) after GELU
+    void *h;                     // (Lg,R,Hg) after GELU
     void *gate;                  // (Lc,R,T) g
     void *zp;                    // (Lc,R,T) z' = IDCT(g s)
     // U, hpre, h and the scratch dgate, dU, dh, dhpre, dstats are the gate MLP's: NULL with sga.fixed_filter.
@@ -75,7 +77,7 @@ static void *sga_slot_create(const Backend *be, const ModelShape *s, int n_layer
     ALLOC(gate, Lc * R * T); ALLOC(zp, Lc * R * T);
     ALLOC(z, R * T); ALLOC(y, R * T); ALLOC(dspec, R * T);
     if (!slot->opt.fixed_filter) {   // the gate MLP's tensors (the fixed-filter ablation has none: NULL)
-        ALLOC(U, Lc * R * (De + 4)); ALLOC(hpre, Lg * R * Hg); ALLOC(h, Lc * R * Hg);
+        ALLOC(U, Lc * R * (De + 4)); ALLOC(hpre, Lg * R * Hg); ALLOC(h, Lg * R * Hg);
         ALLOC(dgate, R * T); ALLOC(dU, R * (De + 4)); ALLOC(dh, R * Hg); ALLOC(dhpre, R * Hg); ALLOC(dstats, R * 4);
     }
 #undef ALLOC
@@ -106,7 +108,7 @@ static SgaRows sga_layer(const SgaSlot *slot, const Backend *be, int li, size_t 
         .stats = be_offset(be, slot->stats, rg * 4),
         .U = offset_or_null(be, slot->U, r * (De + 4)),
         .hpre = offset_or_null(be, slot->hpre, rg * Hg),
-        .h = offset_or_null(be, slot->h, r * Hg),
+        .h = offset_or_null(be, slot->h, rg * Hg),
         .gate = be_offset(be, slot->gate, r * T),
         .zp = be_offset(be, slot->zp, r * T),
     };
@@ -124,27 +126,27 @@ static int heads_per_slice(const Backend *be, int BH, int T) {
     return heads < 1 ? 1 : (heads > (size_t)BH ? BH : (int)heads);
 }
 
-// The chain over query rows [q0, q0 + Q) of nh heads (sga_rows.h). Forward: a (nh,Q,T) copied to
-// l->raw, the causal row zero-padded, its spectrum, statistics, gate, gated inverse and the blend
-// into logits.
+// The chain over query rows [q0, q0 + Q) of nh heads (sga_rows.h). Forward: the causal row of a
+// (nh,Q,T), zero-padded, into l->raw (the blend reads only the triangle, so the padded row serves
+// as the transform's input and the blend's a, one pass instead of a copy and a padded copy), its
+// spectrum, statistics, gate, gated inverse and the blend into logits.
 void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, int q0, int Q, const SgaRows *l, const SgaScratch *w,
                       const void *scores, void *logits, int gate_inputs_kept) {
     const Backend *be = c->be;
     void *const *P = c->param;
     int T = c->T, R = nh * Q, De = o->embed, Hg = o->hidden;
     size_t n = (size_t)R * T;
-    be->copy(l->raw, scores, n);                                  // a (nh,Q,T), kept for the blend's gradient
-    be->causal_lower_copy(w->z, scores, nh, T, q0, Q);            // z: the causal row, zero-padded to T
-    if (o->spectral) be->dct_rows(l->spec, w->z, R, T, 0);        // s = DCT-II(z) (R,T)
-    else be->copy(l->spec, w->z, n);                              // ablation: gate the row itself
-    // gate_inputs_kept: a rebuild, and stats and hpre hold this layer's from the forward pass.
+    be->causal_lower_copy(l->raw, scores, nh, T, q0, Q);          // z: the causal row of a, zero-padded to T
+    if (o->spectral) be->dct_rows(l->spec, l->raw, R, T, 0);      // s = DCT-II(z) (R,T)
+    else be->copy(l->spec, l->raw, n);                            // ablation: gate the row itself
+    // gate_inputs_kept: a rebuild, and stats, hpre and h hold this layer's from the forward pass.
     if (!gate_inputs_kept) be->sga_stats_forward(l->stats, l->spec, R, T);   // (R,4)
     if (o->fixed_filter) {
         be->sga_fixed_gate(l->gate, R, T);                        // ablation: fixed gains
     } else {
         be->sga_gate_input(l->U, P[SGA_E], l->stats, R, De);      // u = [e_l; stats] (R,De+4)
         if (!gate_inputs_kept) be->matmul_forward(l->hpre, l->U, P[SGA_W1], P[SGA_B1], R, De + 4, Hg);
-        be->gelu_forward(l->h, l->hpre, (size_t)R * Hg);          // (R,Hg)
+        if (!gate_inputs_kept) be->gelu_forward(l->h, l->hpre, (size_t)R * Hg);   // (R,Hg)
         be->matmul_forward(l->gate, l->h, P[SGA_W2], P[SGA_B2], R, Hg, T);
     }
     be->sga_gate_apply(w->y, l->gate, l->spec, n, !o->fixed_filter);   // g = sigmoid(W2 h + b2) (R,T); g * s

@@ -19,7 +19,7 @@ double sga_extra_flops_per_token(const ModelShape *s);
 
 // What the forward chain writes and the backward chain reads, for R = nh Q rows of length T.
 typedef struct {
-    void *raw;        // (nh,Q,T) the raw logits a, copied from the scores (the blend's gradient reads them)
+    void *raw;        // (nh,Q,T) the raw logits a on the causal triangle, zero above it (the DCT's input; the blend reads the triangle)
     void *spec;       // (nh,Q,T) s, the spectrum of each zero-padded causal row
     void *stats;      // (R,4) the row statistics
     void *U;          // (R,De+4) gate input [e_l; stats]
@@ -37,7 +37,7 @@ typedef struct {
 } SgaScratch;
 
 // logits (nh,Q,T) from scores (nh,Q,T) (may alias), writing l; c gives the backend, T and the
-// layer's parameters. gate_inputs_kept: l->stats and l->hpre already hold what this chain computed
+// layer's parameters. gate_inputs_kept: l->stats, l->hpre and l->h already hold what this chain computed
 // for these rows before (a rebuild for backward), and are not computed again.
 void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, int q0, int Q, const SgaRows *l, const SgaScratch *w,
                       const void *scores, void *logits, int gate_inputs_kept);
