@@ -34,9 +34,10 @@ static __global__ void layernorm_forward_kernel(float *out, float *mean, float *
     if (lane == 0) { mean[row] = m; rstd[row] = s; }
 }
 
-// dinp (+=) (N,C) = s (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = weight dout; one warp per row
-static __global__ void layernorm_dinp_kernel(float *dinp, const float *dout, const float *inp, const float *weight,
-                                             const float *mean, const float *rstd, int N, int C) {
+// dinp (= or +=, accumulate) (N,C) = s (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = weight dout;
+// one warp per row
+static __global__ void layernorm_dinp_kernel(float *dinp, int accumulate, const float *dout, const float *inp,
+                                             const float *weight, const float *mean, const float *rstd, int N, int C) {
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= N) return;
@@ -54,7 +55,8 @@ static __global__ void layernorm_dinp_kernel(float *dinp, const float *dout, con
     for (int c = lane; c < C; c += 32) {
         float xhat = (x[c] - m) * s;
         float dxhat = weight[c] * dy[c];
-        dx[c] += s * (dxhat - dnorm_mean - xhat * dnorm_norm_mean);
+        float g = s * (dxhat - dnorm_mean - xhat * dnorm_norm_mean);
+        dx[c] = accumulate ? dx[c] + g : g;
     }
 }
 
@@ -100,14 +102,15 @@ void cuda_layernorm_forward(void *out, void *mean, void *rstd, const void *inp, 
     cudaCheckLaunch();
 }
 
-// dinp (+=) (N,C), dweight (+=) (C), dbias (+=) (C), dout (N,C), inp (N,C), weight (C), mean (N), rstd (N)
-void cuda_layernorm_backward(void *dinp, void *dweight, void *dbias, const void *dout, const void *inp,
+// dinp (= or +=, dinp_write) (N,C), dweight (+=) (C), dbias (+=) (C), dout (N,C), inp (N,C), weight (C), mean (N),
+// rstd (N)
+void cuda_layernorm_backward(void *dinp, GradWrite dinp_write, void *dweight, void *dbias, const void *dout, const void *inp,
                              const void *weight, const void *mean, const void *rstd, int N, int C) {
     if (N <= 0 || C <= 0) return;
     CudaContext *ctx = cuda_context();
     int rows_per_block = LN_ROW_THREADS / 32;
     layernorm_dinp_kernel<<<ceil_div(N, rows_per_block), LN_ROW_THREADS, 0, ctx->stream>>>(
-        (float *)dinp, (const float *)dout, (const float *)inp, (const float *)weight, (const float *)mean,
+        (float *)dinp, dinp_write == GRAD_ACCUMULATE, (const float *)dout, (const float *)inp, (const float *)weight, (const float *)mean,
         (const float *)rstd, N, C);
     cudaCheckLaunch();
 

@@ -83,15 +83,21 @@ void cuda_matmul_forward(void *out, const void *inp, const void *weight, const v
     gemm_f32(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, (const float *)weight, C, (const float *)inp, C, beta, (float *)out, OC);
 }
 
-// dinp (+=) (N,C) or NULL, dweight (+=) (OC,C), dbias (+=) (OC) or NULL, dout (N,OC), inp (N,C), weight (OC,C)
-void cuda_matmul_backward(void *dinp, void *dweight, void *dbias, const void *dout, const void *inp,
+// dinp (= or +=, dinp_write) (N,C) or NULL, dweight (+=) (OC,C), dbias (+=) (OC) or NULL, dout (N,OC), inp (N,C),
+// weight (OC,C). beta 0 for GRAD_ASSIGN: cuBLAS does not read C then, so stale contents never leak in.
+void cuda_matmul_backward(void *dinp, GradWrite dinp_write, void *dweight, void *dbias, const void *dout, const void *inp,
                           const void *weight, int N, int C, int OC) {
-    if (N <= 0 || OC <= 0) return;
+    if (N <= 0) return;
     CudaContext *ctx = cuda_context();
+    if (OC <= 0) {   // an empty sum: dinp is 0 (assigned) or unchanged
+        if (dinp && C > 0 && dinp_write == GRAD_ASSIGN)
+            cudaCheck(cudaMemsetAsync(dinp, 0, (size_t)N * C * sizeof(float), ctx->stream));
+        return;
+    }
     if (C > 0) {
         if (dinp)
-            gemm_f32(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, (const float *)weight, C, (const float *)dout, OC, 1.0f,
-                     (float *)dinp, C);
+            gemm_f32(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, (const float *)weight, C, (const float *)dout, OC,
+                     dinp_write == GRAD_ACCUMULATE ? 1.0f : 0.0f, (float *)dinp, C);
         gemm_f32(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, (const float *)inp, C, (const float *)dout, OC, 1.0f,
                  (float *)dweight, C);
     }

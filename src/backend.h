@@ -12,6 +12,11 @@
 
 typedef struct Backend Backend;
 
+// How an op writes an input's gradient that one caller wants summed and another fresh: GRAD_ASSIGN
+// overwrites it (no zeroing pass over a buffer first), GRAD_ACCUMULATE adds to it (a post-norm
+// block's residual gradient already holds the other branch's share).
+typedef enum { GRAD_ASSIGN, GRAD_ACCUMULATE } GradWrite;
+
 // ---- the ops ------------------------------------------------------------------------------------
 // Every op, once: BACKEND_OPS(OP) calls OP(return type, name, (parameters)) for each of them in the
 // order of struct Backend. The struct's members below, the CPU op table (src/cpu/backend_table.inc,
@@ -62,16 +67,17 @@ typedef struct Backend Backend;
     /* out (N,C), mean (N), rstd (N), inp (N,C), weight (C), bias (C) */ \
     OP(void, layernorm_forward, (void *out, void *mean, void *rstd, const void *inp, const void *weight, const void *bias, \
                                  int N, int C)) \
-    /* dinp (+=) (N,C), dweight (+=) (C), dbias (+=) (C) */ \
-    OP(void, layernorm_backward, (void *dinp, void *dweight, void *dbias, const void *dout, const void *inp, \
-                                  const void *weight, const void *mean, const void *rstd, int N, int C)) \
+    /* dinp (N,C) written as dinp_write says (= or +=), dweight (+=) (C), dbias (+=) (C) */ \
+    OP(void, layernorm_backward, (void *dinp, GradWrite dinp_write, void *dweight, void *dbias, const void *dout, \
+                                  const void *inp, const void *weight, const void *mean, const void *rstd, int N, int C)) \
     \
     /* ---- dense layer: out = inp W^T + bias --------------------------------------------------- */ \
     /* out (N,OC), inp (N,C), weight (OC,C), bias (OC) or NULL */ \
     OP(void, matmul_forward, (void *out, const void *inp, const void *weight, const void *bias, int N, int C, int OC)) \
-    /* dinp (+=) (N,C), dweight (+=) (OC,C), dbias (+=) (OC) or NULL, dout (N,OC) */ \
-    OP(void, matmul_backward, (void *dinp, void *dweight, void *dbias, const void *dout, const void *inp, \
-                               const void *weight, int N, int C, int OC)) \
+    /* dinp (N,C) or NULL, written as dinp_write says (= or +=); dweight (+=) (OC,C), dbias (+=) (OC) */ \
+    /* or NULL, dout (N,OC) */ \
+    OP(void, matmul_backward, (void *dinp, GradWrite dinp_write, void *dweight, void *dbias, const void *dout, \
+                               const void *inp, const void *weight, int N, int C, int OC)) \
     \
     /* ---- elementwise ------------------------------------------------------------------------- */ \
     OP(void, gelu_forward, (void *out, const void *inp, size_t n))                      /* tanh approximation */ \

@@ -755,9 +755,10 @@ static const void *layer_row_entropy(const Model *m, const Activations *a, int l
 
 // ---- backward ---------------------------------------------------------------------------------
 
-// Backward of attention_forward: dout (B,T,C) is the gradient of its output; dx (+=) (B,T,C) gets
-// the gradient of its input x.
-static void attention_backward(Model *m, Activations *a, LayerActs *l, int li, const void *x, const void *dout, void *dx) {
+// Backward of attention_forward: dout (B,T,C) is the gradient of its output; dx (B,T,C) gets the
+// gradient of its input x, written as dx_write says.
+static void attention_backward(Model *m, Activations *a, LayerActs *l, int li, const void *x, const void *dout, void *dx,
+                               GradWrite dx_write) {
     const Backend *be = m->be;
     const ModelShape *s = &m->shape;
     int B = a->B, T = a->T, C = s->d_model, NH = s->n_head, hs = s->head_size, N = B * T, layer = m->layer_begin + li;
@@ -767,27 +768,26 @@ static void attention_backward(Model *m, Activations *a, LayerActs *l, int li, c
     // "attention": the core's weights (and the variant's row tensors) of this layer are rebuilt
     // from the kept q, k, v into the slot's one-layer scratch; "block" rebuilt the whole block.
     if (a->recompute == RECOMPUTE_ATTENTION) attention_core_rebuild(m, a, l, li);
-    be->zero(a->dattmerged, nhead);
     restore_bf16(m, l->attmerged, l->attmerged_bf16, nhead);
-    be->matmul_backward(a->dattmerged, model_grad(m, PARAM_ATTPROJ_W, layer), model_grad(m, PARAM_ATTPROJ_B, layer), dout,
+    be->matmul_backward(a->dattmerged, GRAD_ASSIGN, model_grad(m, PARAM_ATTPROJ_W, layer), model_grad(m, PARAM_ATTPROJ_B, layer), dout,
                         l->attmerged, model_param(m, PARAM_ATTPROJ_W, layer), N, C, C);
     be->heads_merge_backward(a->datty, a->dattmerged, B, T, NH, hs);
     s->attention->core_backward(s->attention, a->attn_slot, &c, l->q, l->k, l->v, a->datty, a->dq, a->dk, a->dv);
     be->heads_split_backward(a->dqkv, a->dq, a->dk, a->dv, B, T, NH, hs);
-    be->matmul_backward(dx, model_grad(m, PARAM_QKV_W, layer), model_grad(m, PARAM_QKV_B, layer), a->dqkv, x,
+    be->matmul_backward(dx, dx_write, model_grad(m, PARAM_QKV_W, layer), model_grad(m, PARAM_QKV_B, layer), a->dqkv, x,
                         model_param(m, PARAM_QKV_W, layer), N, C, 3 * C);
 }
 
-// Backward of mlp_forward: dx (+=) gets the gradient of its input x.
-static void mlp_backward(Model *m, Activations *a, LayerActs *l, int layer, const void *x, const void *dout, void *dx) {
+// Backward of mlp_forward: dx gets the gradient of its input x, written as dx_write says.
+static void mlp_backward(Model *m, Activations *a, LayerActs *l, int layer, const void *x, const void *dout, void *dx,
+                         GradWrite dx_write) {
     const Backend *be = m->be;
     int C = m->shape.d_model, H = m->shape.mlp_hidden, N = a->B * a->T;
-    be->zero(a->dfch_gelu, (size_t)N * H);
     restore_bf16(m, l->fch_gelu, l->fch_gelu_bf16, (size_t)N * H);
-    be->matmul_backward(a->dfch_gelu, model_grad(m, PARAM_FCPROJ_W, layer), model_grad(m, PARAM_FCPROJ_B, layer), dout,
+    be->matmul_backward(a->dfch_gelu, GRAD_ASSIGN, model_grad(m, PARAM_FCPROJ_W, layer), model_grad(m, PARAM_FCPROJ_B, layer), dout,
                         l->fch_gelu, model_param(m, PARAM_FCPROJ_W, layer), N, H, C);
     be->gelu_backward(a->dfch, l->fch, a->dfch_gelu, (size_t)N * H);
-    be->matmul_backward(dx, model_grad(m, PARAM_FC_W, layer), model_grad(m, PARAM_FC_B, layer), a->dfch, x,
+    be->matmul_backward(dx, dx_write, model_grad(m, PARAM_FC_W, layer), model_grad(m, PARAM_FC_B, layer), a->dfch, x,
                         model_param(m, PARAM_FC_W, layer), N, C, H);
 }
 
@@ -803,29 +803,26 @@ static void block_backward(Model *m, Activations *a, int li) {
     if (a->recompute == RECOMPUTE_BLOCK) block_rebuild(m, a, li);   // its tensors, from its kept input
     const void *gains = branch_gains(m, a, li, 0);
     if (m->shape.norm == NORM_PRE) {
-        // The residual gradient passes straight through both adds; each branch adds its share.
-        be->zero(a->dln, n);
+        // The residual gradient passes straight through both adds; each branch adds its share
+        // (through dln, which each branch's first product assigns).
         restore_bf16(m, l.ln2, l.ln2_bf16, n);
-        mlp_backward(m, a, &l, layer, l.ln2, gained(m, a, gains, a->dtmp, a->dresidual), a->dln);
-        be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LN2_W, layer), model_grad(m, PARAM_LN2_B, layer), a->dln,
-                               l.resid_mid, model_param(m, PARAM_LN2_W, layer), l.ln2_mean, l.ln2_rstd, N, C);
-        be->zero(a->dln, n);
+        mlp_backward(m, a, &l, layer, l.ln2, gained(m, a, gains, a->dtmp, a->dresidual), a->dln, GRAD_ASSIGN);
+        be->layernorm_backward(a->dresidual, GRAD_ACCUMULATE, model_grad(m, PARAM_LN2_W, layer), model_grad(m, PARAM_LN2_B, layer),
+                               a->dln, l.resid_mid, model_param(m, PARAM_LN2_W, layer), l.ln2_mean, l.ln2_rstd, N, C);
         restore_bf16(m, l.ln1, l.ln1_bf16, n);
-        attention_backward(m, a, &l, li, l.ln1, gained(m, a, gains, a->dtmp, a->dresidual), a->dln);
-        be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LN1_W, layer), model_grad(m, PARAM_LN1_B, layer), a->dln,
-                               x, model_param(m, PARAM_LN1_W, layer), l.ln1_mean, l.ln1_rstd, N, C);
+        attention_backward(m, a, &l, li, l.ln1, gained(m, a, gains, a->dtmp, a->dresidual), a->dln, GRAD_ASSIGN);
+        be->layernorm_backward(a->dresidual, GRAD_ACCUMULATE, model_grad(m, PARAM_LN1_W, layer), model_grad(m, PARAM_LN1_B, layer),
+                               a->dln, x, model_param(m, PARAM_LN1_W, layer), l.ln1_mean, l.ln1_rstd, N, C);
     } else {
         // dtmp: gradient of resid_out = x' + MLP(x'), which is also the direct part of dx'.
-        be->zero(a->dtmp, n);
-        be->layernorm_backward(a->dtmp, model_grad(m, PARAM_LN2_W, layer), model_grad(m, PARAM_LN2_B, layer), a->dresidual,
-                               l.resid_out, model_param(m, PARAM_LN2_W, layer), l.ln2_mean, l.ln2_rstd, N, C);
+        be->layernorm_backward(a->dtmp, GRAD_ASSIGN, model_grad(m, PARAM_LN2_W, layer), model_grad(m, PARAM_LN2_B, layer),
+                               a->dresidual, l.resid_out, model_param(m, PARAM_LN2_W, layer), l.ln2_mean, l.ln2_rstd, N, C);
         // dtmp is read before it is accumulated into
         restore_bf16(m, l.ln1, l.ln1_bf16, n);
-        mlp_backward(m, a, &l, layer, l.ln1, gained(m, a, gains, a->dln, a->dtmp), a->dtmp);
-        be->zero(a->dresidual, n);
-        be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LN1_W, layer), model_grad(m, PARAM_LN1_B, layer), a->dtmp,
-                               l.resid_mid, model_param(m, PARAM_LN1_W, layer), l.ln1_mean, l.ln1_rstd, N, C);
-        attention_backward(m, a, &l, li, x, gained(m, a, gains, a->dln, a->dresidual), a->dresidual);
+        mlp_backward(m, a, &l, layer, l.ln1, gained(m, a, gains, a->dln, a->dtmp), a->dtmp, GRAD_ACCUMULATE);
+        be->layernorm_backward(a->dresidual, GRAD_ASSIGN, model_grad(m, PARAM_LN1_W, layer), model_grad(m, PARAM_LN1_B, layer),
+                               a->dtmp, l.resid_mid, model_param(m, PARAM_LN1_W, layer), l.ln1_mean, l.ln1_rstd, N, C);
+        attention_backward(m, a, &l, li, x, gained(m, a, gains, a->dln, a->dresidual), a->dresidual, GRAD_ACCUMULATE);
     }
 }
 
@@ -837,15 +834,12 @@ void model_backward(Model *m, Activations *a, double dloss, GradReadyFn ready, v
     const Backend *be = m->be;
     const ModelShape *s = &m->shape;
     int B = a->B, T = a->T, C = s->d_model, V = s->vocab_size, N = B * T;
-    size_t n = (size_t)N * C;
     if (m->has_head) {
         const void *x = model_stage_output(m, a);
         be->crossentropy_backward(a->logits, a->logits, a->targets, dloss, N, V);   // probs -> dlogits in place
-        be->zero(a->dln, n);
-        be->matmul_backward(a->dln, model_grad(m, s->tie_embeddings ? PARAM_WTE : PARAM_LM_HEAD, 0), NULL, a->logits, a->lnf,
-                            lm_head_weight(m), N, C, V);
-        be->zero(a->dresidual, n);
-        be->layernorm_backward(a->dresidual, model_grad(m, PARAM_LNF_W, 0), model_grad(m, PARAM_LNF_B, 0), a->dln, x,
+        be->matmul_backward(a->dln, GRAD_ASSIGN, model_grad(m, s->tie_embeddings ? PARAM_WTE : PARAM_LM_HEAD, 0), NULL,
+                            a->logits, a->lnf, lm_head_weight(m), N, C, V);
+        be->layernorm_backward(a->dresidual, GRAD_ASSIGN, model_grad(m, PARAM_LNF_W, 0), model_grad(m, PARAM_LNF_B, 0), a->dln, x,
                                model_param(m, PARAM_LNF_W, 0), a->lnf_mean, a->lnf_rstd, N, C);
         if (ready) ready(ready_ctx, m->regions[REGION_HEAD], 0);
     }

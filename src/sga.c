@@ -171,11 +171,9 @@ void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, int q0, 
     // ds = dy g; d(W2 h + b2) = dy s g (1 - g)
     be->sga_gate_backward(o->fixed_filter ? NULL : w->dgate, w->dspec, w->y, l->gate, l->spec, n);
     if (!o->fixed_filter) {
-        be->zero(w->dh, (size_t)R * Hg);
-        be->matmul_backward(w->dh, G[SGA_W2], G[SGA_B2], w->dgate, l->h, P[SGA_W2], R, Hg, T);
+        be->matmul_backward(w->dh, GRAD_ASSIGN, G[SGA_W2], G[SGA_B2], w->dgate, l->h, P[SGA_W2], R, Hg, T);
         be->gelu_backward(w->dhpre, l->hpre, w->dh, (size_t)R * Hg);
-        be->zero(w->dU, (size_t)R * (De + 4));
-        be->matmul_backward(w->dU, G[SGA_W1], G[SGA_B1], w->dhpre, l->U, P[SGA_W1], R, De + 4, Hg);
+        be->matmul_backward(w->dU, GRAD_ASSIGN, G[SGA_W1], G[SGA_B1], w->dhpre, l->U, P[SGA_W1], R, De + 4, Hg);
         be->sga_gate_input_backward(G[SGA_E], w->dstats, w->dU, R, De);
         be->sga_stats_backward(w->dspec, w->dstats, l->spec, l->stats, R, T);     // gradient through the statistics
     }

@@ -54,7 +54,7 @@ static void run_op(const Backend *be, Buffers *x, int which) {
     case 0: be->gelu_forward(x->b, x->a, (size_t)N_TOKENS * HIDDEN); break;
     case 1: be->gelu_backward(x->c, x->a, x->b, (size_t)N_TOKENS * HIDDEN); break;
     case 2: be->layernorm_forward(x->b, x->small1, x->small2, x->a, x->small3, x->small3, N_TOKENS, WIDTH); break;
-    case 3: be->layernorm_backward(x->c, x->small3, x->small3, x->b, x->a, x->small3, x->small1, x->small2, N_TOKENS, WIDTH); break;
+    case 3: be->layernorm_backward(x->c, GRAD_ASSIGN, x->small3, x->small3, x->b, x->a, x->small3, x->small1, x->small2, N_TOKENS, WIDTH); break;
     case 4: be->softmax_causal_forward(x->b, x->a, HEADS, SEQ, 0, SEQ); break;
     case 5: be->softmax_causal_backward(x->c, x->a, x->b, HEADS, SEQ, 0, SEQ); break;
     case 6: be->crossentropy_forward(x->small1, x->b, x->a, x->targets, N_TOKENS, VOCAB); break;

@@ -232,20 +232,26 @@ static void test_layernorm_backward(void **state) {
         free(hm);
         free(hr);
         Pair dout = pair_random((size_t)rows * C, 37, 1.0);
-        Pair dinp = pair_random((size_t)rows * C, 38, 1.0), dweight = pair_random(C, 39, 1.0), dbias = pair_random(C, 40, 1.0);
-        gpu->layernorm_backward(dinp.g, dweight.g, dbias.g, dout.g, inp.g, weight.g, mean.g, rstd.g, rows, C);
-        cpu->layernorm_backward(dinp.c, dweight.c, dbias.c, dout.c, inp.c, weight.c, mean.c, rstd.c, rows, C);
-        expect_close("layernorm_backward", "dinp", dinp);
-        expect_close("layernorm_backward", "dweight", dweight);
-        expect_close("layernorm_backward", "dbias", dbias);
+        // dinp accumulated onto the same values, or assigned over different garbage on each side
+        for (GradWrite write = GRAD_ASSIGN; write <= GRAD_ACCUMULATE; write++) {
+            Pair dinp = write == GRAD_ASSIGN ? pair_garbage((size_t)rows * C, 38) : pair_random((size_t)rows * C, 38, 1.0);
+            Pair dweight = pair_random(C, 39, 1.0), dbias = pair_random(C, 40, 1.0);
+            gpu->layernorm_backward(dinp.g, write, dweight.g, dbias.g, dout.g, inp.g, weight.g, mean.g, rstd.g, rows, C);
+            cpu->layernorm_backward(dinp.c, write, dweight.c, dbias.c, dout.c, inp.c, weight.c, mean.c, rstd.c, rows, C);
+            expect_close("layernorm_backward", write == GRAD_ASSIGN ? "dinp (=)" : "dinp (+=)", dinp);
+            expect_close("layernorm_backward", "dweight", dweight);
+            expect_close("layernorm_backward", "dbias", dbias);
+            pair_free(dinp); pair_free(dweight); pair_free(dbias);
+        }
         pair_free(inp); pair_free(weight); pair_free(bias); pair_free(out); pair_free(mean); pair_free(rstd);
-        pair_free(dout); pair_free(dinp); pair_free(dweight); pair_free(dbias);
+        pair_free(dout);
     }
 }
 
 // ---- matmul ------------------------------------------------------------------------------------
-// Forward and backward at (N, C, OC) with or without bias / dinp; errors (out, dinp, dweight, dbias).
-static void matmul_errors(int with_bias, int with_dinp, double err[4]) {
+// Forward and backward at (N, C, OC) with or without bias / dinp, dinp assigned (from different
+// garbage on the two sides) or accumulated; errors (out, dinp, dweight, dbias).
+static void matmul_errors(int with_bias, int with_dinp, GradWrite dinp_write, double err[4]) {
     Pair inp = pair_random((size_t)N * C, 50, 1.0), weight = pair_random((size_t)OC * C, 51, 0.2);
     Pair bias = pair_random(OC, 52, 1.0), out = pair_random((size_t)N * OC, 53, 9.0);
     gpu->matmul_forward(out.g, inp.g, weight.g, with_bias ? bias.g : NULL, N, C, OC);
@@ -253,10 +259,12 @@ static void matmul_errors(int with_bias, int with_dinp, double err[4]) {
     err[0] = gpu_error(gpu, out.g, cpu, out.c, out.n);
 
     Pair dout = pair_random((size_t)N * OC, 54, 1.0);
-    Pair dinp = pair_random((size_t)N * C, 55, 1.0), dweight = pair_random((size_t)OC * C, 56, 1.0);
-    Pair dbias = pair_random(OC, 57, 1.0);
-    gpu->matmul_backward(with_dinp ? dinp.g : NULL, dweight.g, with_bias ? dbias.g : NULL, dout.g, inp.g, weight.g, N, C, OC);
-    cpu->matmul_backward(with_dinp ? dinp.c : NULL, dweight.c, with_bias ? dbias.c : NULL, dout.c, inp.c, weight.c, N, C, OC);
+    Pair dinp = with_dinp && dinp_write == GRAD_ASSIGN ? pair_garbage((size_t)N * C, 55) : pair_random((size_t)N * C, 55, 1.0);
+    Pair dweight = pair_random((size_t)OC * C, 56, 1.0), dbias = pair_random(OC, 57, 1.0);
+    gpu->matmul_backward(with_dinp ? dinp.g : NULL, dinp_write, dweight.g, with_bias ? dbias.g : NULL, dout.g, inp.g, weight.g,
+                         N, C, OC);
+    cpu->matmul_backward(with_dinp ? dinp.c : NULL, dinp_write, dweight.c, with_bias ? dbias.c : NULL, dout.c, inp.c, weight.c,
+                         N, C, OC);
     err[1] = gpu_error(gpu, dinp.g, cpu, dinp.c, dinp.n);    // untouched on both when with_dinp = 0
     err[2] = gpu_error(gpu, dweight.g, cpu, dweight.c, dweight.n);
     err[3] = gpu_error(gpu, dbias.g, cpu, dbias.c, dbias.n);
@@ -264,11 +272,12 @@ static void matmul_errors(int with_bias, int with_dinp, double err[4]) {
     pair_free(dout); pair_free(dinp); pair_free(dweight); pair_free(dbias);
 }
 
-static void expect_matmul(const char *op, int with_bias, int with_dinp, const double err[4]) {
+static void expect_matmul(const char *op, int with_bias, int with_dinp, GradWrite dinp_write, const double err[4]) {
     static const char *names[4] = {"out", "dinp", "dweight", "dbias"};
     double tol = tolerance(op);
     for (int i = 0; i < 4; i++) {
-        printf("# %-22s %-10s bias=%d dinp=%d error %.3g (tolerance %.3g)\n", op, names[i], with_bias, with_dinp, err[i], tol);
+        printf("# %-22s %-10s bias=%d dinp=%s error %.3g (tolerance %.3g)\n", op, names[i], with_bias,
+               !with_dinp ? "none" : dinp_write == GRAD_ASSIGN ? "assigned" : "accumulated", err[i], tol);
         if (!(err[i] <= tol)) fail_msg("%s: %s differs from the CPU: error %.3g > %.3g", op, names[i], err[i], tol);
     }
 }
@@ -277,10 +286,11 @@ static void test_matmul_forward_backward_fp32(void **state) {
     (void)state;
     double err[4];
     for (int with_bias = 0; with_bias < 2; with_bias++)
-        for (int with_dinp = 0; with_dinp < 2; with_dinp++) {
-            matmul_errors(with_bias, with_dinp, err);
-            expect_matmul("matmul_fp32", with_bias, with_dinp, err);
-        }
+        for (int with_dinp = 0; with_dinp < 2; with_dinp++)
+            for (GradWrite write = GRAD_ASSIGN; write <= (with_dinp ? GRAD_ACCUMULATE : GRAD_ASSIGN); write++) {
+                matmul_errors(with_bias, with_dinp, write, err);
+                expect_matmul("matmul_fp32", with_bias, with_dinp, write, err);
+            }
 }
 
 // The same through bf16 tensor cores: the backend is re-created in bf16 for this test only, and
@@ -290,10 +300,10 @@ static void test_matmul_forward_backward_bf16(void **state) {
     backend_cuda_destroy();
     gpu = gpu_backend_or_skip(CUDA_GEMM_BF16);
     double err[4];
-    matmul_errors(1, 1, err);
+    matmul_errors(1, 1, GRAD_ASSIGN, err);
     backend_cuda_destroy();
     gpu = gpu_backend_or_skip(CUDA_GEMM_FP32);
-    expect_matmul("matmul_bf16", 1, 1, err);
+    expect_matmul("matmul_bf16", 1, 1, GRAD_ASSIGN, err);
 }
 
 // ---- elementwise -------------------------------------------------------------------------------
@@ -557,7 +567,7 @@ static void test_bf16_storage_exact_for_bf16_gemm(void **state) {
         const void *x = r ? restored : inp;
         void *o = gpu->alloc((size_t)N * OC), *dweight = gpu->alloc((size_t)OC * C), *dinp = gpu->alloc(nin);
         gpu->matmul_forward(o, x, w, NULL, N, C, OC);
-        gpu->matmul_backward(dinp, dweight, NULL, dout, x, w, N, C, OC);
+        gpu->matmul_backward(dinp, GRAD_ASSIGN, dweight, NULL, dout, x, w, N, C, OC);
         out[r] = gpu_get(gpu, o, (size_t)N * OC);
         dw[r] = gpu_get(gpu, dweight, (size_t)OC * C);
         din[r] = gpu_get(gpu, dinp, nin);

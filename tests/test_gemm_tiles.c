@@ -120,7 +120,7 @@ static void test_matmul_in_tiles_equals_one_call(void **state) {
         memcpy(dinp[t], dinp0, sizeof(float) * N * C);
         memcpy(dw[t], dw0, sizeof(float) * OC * C);
         memcpy(db[t], db0, sizeof(float) * OC);
-        be->matmul_backward(dinp[t], dw[t], db[t], dout, inp, w, N, C, OC);
+        be->matmul_backward(dinp[t], GRAD_ACCUMULATE, dw[t], db[t], dout, inp, w, N, C, OC);
     }
     if (memcmp(out[0], out[1], sizeof(float) * N * OC)) fail_msg("matmul_forward: 1 and 2 threads differ");
     if (memcmp(dinp[0], dinp[1], sizeof(float) * N * C)) fail_msg("matmul_backward dinp: 1 and 2 threads differ");

@@ -40,8 +40,9 @@ static void matmul_gradient(const Backend *be, double **in, double **g, void *ct
     MatmulCtx *c = ctx_;
     void *inp = gc_upload(be, in[0], (size_t)c->N * c->C), *wt = gc_upload(be, in[1], (size_t)c->OC * c->C);
     void *dout = gc_upload(be, c->w, (size_t)c->N * c->OC);
-    void *dinp = be->alloc((size_t)c->N * c->C), *dw = be->alloc((size_t)c->OC * c->C), *db = be->alloc(c->OC);
-    be->matmul_backward(dinp, dw, db, dout, inp, wt, c->N, c->C, c->OC);
+    void *dinp = gc_alloc_stale(be, (size_t)c->N * c->C);   // GRAD_ASSIGN overwrites it
+    void *dw = be->alloc((size_t)c->OC * c->C), *db = be->alloc(c->OC);
+    be->matmul_backward(dinp, GRAD_ASSIGN, dw, db, dout, inp, wt, c->N, c->C, c->OC);
     grads_download(be, g, 0, dinp, (size_t)c->N * c->C);
     grads_download(be, g, 1, dw, (size_t)c->OC * c->C);
     grads_download(be, g, 2, db, c->OC);
@@ -57,6 +58,65 @@ static void test_matmul_backward_matches_finite_differences(void **state) {
                     .sizes = {35, 30, 6}, .names = {"matmul.inp", "matmul.weight", "matmul.bias"},
                     .differentiable = {1, 1, 1}};
     assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
+}
+
+// An op whose input gradient (N_DINP values) is written as GradWrite says; `be` runs it on dinp.
+enum { DINP_ROWS = 7, DINP_COLS = 5, N_DINP = DINP_ROWS * DINP_COLS };
+typedef void (*DinpOp)(const Backend *be, void *dinp, GradWrite write);
+
+static void matmul_dinp(const Backend *be, void *dinp, GradWrite write) {
+    enum { OC = 6 };
+    double *h[3] = {gc_random(N_DINP, 11, 1.0), gc_random(OC * DINP_COLS, 12, 1.0), gc_random(DINP_ROWS * OC, 13, 1.0)};
+    void *inp = gc_upload(be, h[0], N_DINP), *wt = gc_upload(be, h[1], OC * DINP_COLS), *dout = gc_upload(be, h[2], DINP_ROWS * OC);
+    void *dw = be->alloc(OC * DINP_COLS);
+    be->matmul_backward(dinp, write, dw, NULL, dout, inp, wt, DINP_ROWS, DINP_COLS, OC);
+    be->free(inp); be->free(wt); be->free(dout); be->free(dw);
+    for (int i = 0; i < 3; i++) free(h[i]);
+}
+
+static void layernorm_dinp(const Backend *be, void *dinp, GradWrite write) {
+    double *h[3] = {gc_random(N_DINP, 15, 1.0), gc_random(DINP_COLS, 16, 1.0), gc_random(N_DINP, 17, 1.0)};
+    void *inp = gc_upload(be, h[0], N_DINP), *wt = gc_upload(be, h[1], DINP_COLS), *dout = gc_upload(be, h[2], N_DINP);
+    void *out = be->alloc(N_DINP), *mean = be->alloc(DINP_ROWS), *rstd = be->alloc(DINP_ROWS);
+    void *dw = be->alloc(DINP_COLS), *db = be->alloc(DINP_COLS);
+    be->layernorm_forward(out, mean, rstd, inp, wt, wt, DINP_ROWS, DINP_COLS);
+    be->layernorm_backward(dinp, write, dw, db, dout, inp, wt, mean, rstd, DINP_ROWS, DINP_COLS);
+    void *ptrs[] = {inp, wt, dout, out, mean, rstd, dw, db};
+    for (int i = 0; i < 8; i++) be->free(ptrs[i]);
+    for (int i = 0; i < 3; i++) free(h[i]);
+}
+
+// GRAD_ACCUMULATE adds the dinp that GRAD_ASSIGN writes (over NaN) to what the buffer held, within
+// the rounding of that one sum (BLAS may add in its own order), on both CPU backends.
+static void expect_accumulate_adds_what_assign_writes(DinpOp op) {
+    const Backend *backends[] = {backend_cpu_f32(), backend_cpu_f64()};
+    double *held_h = gc_random(N_DINP, 14, 1.0);
+    for (int b = 0; b < 2; b++) {
+        const Backend *be = backends[b];
+        void *assigned = gc_alloc_stale(be, N_DINP), *summed = gc_upload(be, held_h, N_DINP);
+        op(be, assigned, GRAD_ASSIGN);
+        op(be, summed, GRAD_ACCUMULATE);
+        double *a = gc_download(be, assigned, N_DINP), *s = gc_download(be, summed, N_DINP);
+        double tol = b == 0 ? 1e-5 : 1e-13;
+        for (int i = 0; i < N_DINP; i++) {
+            if (!isfinite(a[i])) fail_msg("backend %d element %d: assigned %g", b, i, a[i]);
+            double want = held_h[i] + a[i];
+            if (!(fabs(s[i] - want) <= tol * (1 + fabs(want)))) fail_msg("backend %d element %d: %.17g, want %.17g", b, i, s[i], want);
+        }
+        free(a); free(s);
+        be->free(assigned); be->free(summed);
+    }
+    free(held_h);
+}
+
+static void test_matmul_backward_dinp_accumulates_what_assign_writes(void **state) {
+    (void)state;
+    expect_accumulate_adds_what_assign_writes(matmul_dinp);
+}
+
+static void test_layernorm_backward_dinp_accumulates_what_assign_writes(void **state) {
+    (void)state;
+    expect_accumulate_adds_what_assign_writes(layernorm_dinp);
 }
 
 // ---- layernorm --------------------------------------------------------------------------------
@@ -78,9 +138,9 @@ static void layernorm_gradient(const Backend *be, double **in, double **g, void 
     size_t n = (size_t)c->N * c->C;
     void *inp = gc_upload(be, in[0], n), *wt = gc_upload(be, in[1], c->C), *b = gc_upload(be, in[2], c->C);
     void *out = be->alloc(n), *mean = be->alloc(c->N), *rstd = be->alloc(c->N), *dout = gc_upload(be, c->w, n);
-    void *dinp = be->alloc(n), *dw = be->alloc(c->C), *db = be->alloc(c->C);
+    void *dinp = gc_alloc_stale(be, n), *dw = be->alloc(c->C), *db = be->alloc(c->C);   // GRAD_ASSIGN overwrites dinp
     be->layernorm_forward(out, mean, rstd, inp, wt, b, c->N, c->C);
-    be->layernorm_backward(dinp, dw, db, dout, inp, wt, mean, rstd, c->N, c->C);
+    be->layernorm_backward(dinp, GRAD_ASSIGN, dw, db, dout, inp, wt, mean, rstd, c->N, c->C);
     grads_download(be, g, 0, dinp, n);
     grads_download(be, g, 1, dw, c->C);
     grads_download(be, g, 2, db, c->C);
@@ -450,6 +510,8 @@ static void test_crossentropy_ignores_masked_targets(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_backward_matches_finite_differences),
+        cmocka_unit_test(test_matmul_backward_dinp_accumulates_what_assign_writes),
+        cmocka_unit_test(test_layernorm_backward_dinp_accumulates_what_assign_writes),
         cmocka_unit_test(test_layernorm_backward_matches_finite_differences),
         cmocka_unit_test(test_gelu_backward_matches_finite_differences),
         cmocka_unit_test(test_encoder_backward_matches_finite_differences),
