@@ -70,6 +70,7 @@ static void run_op(const Backend *be, Buffers *x, int which) {
     case 16: be->sga_stats_forward(x->small1, x->a, BIG / SGA_T_LONG, SGA_T_LONG); break;
     // small1 holds case 16's statistics of the same a (redrawn alike before each op); dstats from d
     case 17: be->sga_stats_backward(x->c, x->d, x->a, x->small1, BIG / SGA_T_LONG, SGA_T_LONG); break;
+    case 18: be->softmax_causal_forward(x->b, x->a, SGA_ROWS / SGA_T, SGA_T, 0, SGA_T); break;   // tiny-sga's maps
     }
 }
 
@@ -92,6 +93,7 @@ static const OpInfo OPS[] = {
     {"dct_rows inverse", "(1024, 512)", (double)BIG},
     {"sga_stats_forward", "(1024, 512)", (double)BIG},
     {"sga_stats_backward", "(1024, 512)", (double)BIG},
+    {"softmax_causal_forward", "(128, 64, 64)", (double)BIG},
 };
 
 int main(int argc, char **argv) {
