@@ -280,16 +280,26 @@ void cuda_sga_gate_backward(void *dgate, void *dspec, const void *dy, const void
 
 // ---- the blend ----------------------------------------------------------------------------------
 
-// out (BH,Q,T) = (1 - alpha) a + alpha z' on the causal triangle, a above it (the softmax ignores
-// it); a, zp (BH,Q,T), row r is query i = q0 + r % Q; alpha_raw (1) or NULL for alpha = 1.
-static __global__ void sga_blend_forward_kernel(float *out, const float *a, const float *zp, const float *alpha_raw,
-                                                size_t rows, int T, int q0, int Q) {
+// probs (BH,Q,T) = the causal softmax of the blended logits (1 - alpha) a + alpha z', exact zeros
+// above the diagonal; a, zp (BH,Q,T) read on the triangle, row r is query i = q0 + r % Q; alpha_raw
+// (1) or NULL for alpha = 1. One warp per row as the plain causal softmax (cuda/attention.cu), the
+// blend recomputed in each of its passes instead of written out and read back. The loop bound
+// depends on the warp only, so every lane reaches every shuffle.
+static __global__ void sga_blend_softmax_forward_kernel(float *probs, const float *a, const float *zp, const float *alpha_raw,
+                                                        size_t rows, int T, int q0, int Q) {
     float alpha = blend_alpha(alpha_raw);
-    for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    int lane = threadIdx.x % 32;
+    for (size_t r = warp_row_first(); r < rows; r += warp_row_stride()) {
         int i = q0 + (int)(r % Q);
         const float *x = a + r * T, *z = zp + r * T;
-        float *y = out + r * T;
-        for (int j = threadIdx.x; j < T; j += blockDim.x) y[j] = j <= i ? (1.0f - alpha) * x[j] + alpha * z[j] : x[j];
+        float *p = probs + r * T;
+        float maxval = -INFINITY;
+        for (int j = lane; j <= i; j += 32) maxval = fmaxf(maxval, (1.0f - alpha) * x[j] + alpha * z[j]);
+        maxval = warp_max(maxval);
+        float sum = 0.0f;
+        for (int j = lane; j <= i; j += 32) sum += expf((1.0f - alpha) * x[j] + alpha * z[j] - maxval);
+        float inv = 1.0f / warp_sum(sum);
+        for (int j = lane; j < T; j += 32) p[j] = j <= i ? expf((1.0f - alpha) * x[j] + alpha * z[j] - maxval) * inv : 0.0f;
     }
 }
 
@@ -334,12 +344,12 @@ static __global__ void blend_dalpha_kernel(float *dalpha_raw, const double *part
     *dalpha_raw += (float)total;
 }
 
-void cuda_sga_blend_forward(void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T, int q0,
-                            int Q) {
+void cuda_sga_blend_softmax_forward(void *probs, const void *a, const void *zprime, const void *alpha_raw, int BH, int T,
+                                    int q0, int Q) {
     size_t rows = (size_t)BH * Q;
     if (rows == 0) return;
-    sga_blend_forward_kernel<<<grid_for(rows, 1), row_threads(T), 0, cuda_context()->stream>>>(
-        (float *)out, (const float *)a, (const float *)zprime, (const float *)alpha_raw, rows, T, q0, Q);
+    sga_blend_softmax_forward_kernel<<<warp_rows_grid(rows), WARP_ROWS_BLOCK, 0, cuda_context()->stream>>>(
+        (float *)probs, (const float *)a, (const float *)zprime, (const float *)alpha_raw, rows, T, q0, Q);
     cudaCheckLaunch();
 }
 

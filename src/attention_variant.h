@@ -4,8 +4,9 @@
 // (B,NH,T,hs); y = core(q, k, v) (B,NH,T,hs); merge heads; output projection. A variant is the
 // core. Most variants materialise the (B,NH,T,T) attention weights and only rewrite the logits
 // between scores = scale q k^T and the causal softmax (SDPA: no rewrite; SGA: the spectral gate):
-// they set logits_forward/logits_backward and use attn_core.h's materialised core. A variant
-// that never materialises the weights (a fused kernel) sets core_forward/core_backward instead.
+// they set logits_forward (or probs_forward, which takes the softmax too)/logits_backward and use
+// attn_core.h's materialised core. A variant that never materialises the weights (a fused kernel)
+// sets core_forward/core_backward instead.
 //
 // A variant owns its parameters (declared per layer), the buffers of each micro-batch slot and
 // their contents. Adding one: a new file that defines its AttentionVariant, and one entry in
@@ -54,6 +55,10 @@ struct AttentionVariant {
     // dscores (=) (BH,T,T), zero above the diagonal, from dlogits. NULL: logits = scores.
     void (*logits_forward)(void *slot, const AttnCall *c, const void *scores, void *logits);
     void (*logits_backward)(void *slot, const AttnCall *c, const void *dlogits, void *dscores);
+    // Instead of logits_forward: probs (BH,T,T), the causal softmax of the variant's logits, from
+    // scores in one go, for a variant whose last op can take the softmax in the same pass over its
+    // rows (SGA's blend). logits_backward is the same for both.
+    void (*probs_forward)(void *slot, const AttnCall *c, const void *scores, void *probs);
 
     // The core: y (=) (B,NH,T,hs) from q, k, v, keeping what backward needs in the slot (y NULL:
     // a rebuild for backward under recomputation: only what backward needs, no auxiliary sums); and

@@ -82,8 +82,12 @@ void attn_core_forward(const AttentionVariant *self, void *slot_, const AttnCall
     int BH = c->layer.B * c->layer.shape->n_head, T = c->layer.T, hs = c->layer.shape->head_size;
     void *probs = be_offset(be, slot->probs, (size_t)attn_core_kept_layer(slot, c->layer.li) * slot->maps);
     be->attn_scores(slot->scores, q, k, c->scale, BH, T, hs, 0, T);                   // (B,NH,T,T)
-    if (self->logits_forward) self->logits_forward(slot, c, slot->scores, slot->scores);   // the variant's logits, in place
-    be->softmax_causal_forward(probs, slot->scores, BH, T, 0, T);                 // (B,NH,T,T)
+    if (self->probs_forward) {
+        self->probs_forward(slot, c, slot->scores, probs);                        // (B,NH,T,T), the softmax fused
+    } else {
+        if (self->logits_forward) self->logits_forward(slot, c, slot->scores, slot->scores);   // the variant's logits, in place
+        be->softmax_causal_forward(probs, slot->scores, BH, T, 0, T);             // (B,NH,T,T)
+    }
     // y NULL: a rebuild for backward (train.recompute): the weights are all it needs, and the
     // regularisers' sums were added by the forward pass.
     if (!y) return;

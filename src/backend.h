@@ -177,10 +177,11 @@ typedef enum { GRAD_ASSIGN, GRAD_ACCUMULATE } GradWrite;
     /* For y = g * s with g = sigmoid(l): dspec (=) dy g; dgate (=) dy s g (1 - g), the gradient at l, */ \
     /* or NULL to skip it (fixed gains have nothing to learn) */ \
     OP(void, sga_gate_backward, (void *dgate, void *dspec, const void *dy, const void *gate, const void *spec, size_t n)) \
-    /* out = (1 - alpha) a + alpha z' on the causal triangle, alpha = clamp(alpha_raw[0], 0, 1) (NULL: 1); */ \
-    /* out, a, zprime (BH,Q,T), row r of a block is query i = q0 + r % Q (as softmax_causal_forward) */ \
-    OP(void, sga_blend_forward, (void *out, const void *a, const void *zprime, const void *alpha_raw, int BH, int T, \
-                                 int q0, int Q)) \
+    /* probs = the causal softmax (as softmax_causal_forward) of the blended logits (1 - alpha) a + alpha z', */ \
+    /* alpha = clamp(alpha_raw[0], 0, 1) (NULL: 1); probs, a, zprime (BH,Q,T), row r of a block is query */ \
+    /* i = q0 + r % Q; a and zprime read on the causal triangle only */ \
+    OP(void, sga_blend_softmax_forward, (void *probs, const void *a, const void *zprime, const void *alpha_raw, int BH, \
+                                         int T, int q0, int Q)) \
     /* da (=) (1 - alpha) dout on the triangle and exact zeros above (whatever the buffer held before: */ \
     /* da is a dscores of attn_scores_backward), dzprime (=), dalpha_raw (+=, one element; may be NULL): */ \
     /* the sum over the BH*Q rows, in a fixed order; all others (BH,Q,T) */ \

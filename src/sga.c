@@ -131,7 +131,7 @@ static int heads_per_slice(const Backend *be, int BH, int T) {
 // as the transform's input and the blend's a, one pass instead of a copy and a padded copy), its
 // spectrum, statistics, gate, gated inverse and the blend into logits.
 void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, int q0, int Q, const SgaRows *l, const SgaScratch *w,
-                      const void *scores, void *logits, int gate_inputs_kept) {
+                      const void *scores, void *probs, int gate_inputs_kept) {
     const Backend *be = c->be;
     void *const *P = c->param;
     int T = c->T, R = nh * Q, De = o->embed, Hg = o->hidden;
@@ -153,7 +153,7 @@ void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, int q0, i
     if (o->spectral) be->dct_rows(l->zp, w->y, R, T, 1);          // z' = IDCT(g * s)
     else be->copy(l->zp, w->y, n);
     const void *alpha = o->blend ? P[SGA_ALPHA] : NULL;
-    be->sga_blend_forward(logits, l->raw, l->zp, alpha, nh, T, q0, Q);   // a' = (1 - alpha) a + alpha z'
+    be->sga_blend_softmax_forward(probs, l->raw, l->zp, alpha, nh, T, q0, Q);   // softmax of a' = (1 - alpha) a + alpha z'
 }
 
 void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, int q0, int Q, const SgaRows *l, const SgaScratch *w,
@@ -187,7 +187,7 @@ static SgaScratch sga_scratch(const SgaSlot *slot) {
     return w;
 }
 
-static void sga_logits_forward(void *slot_, const AttnCall *c, const void *scores, void *logits) {
+static void sga_probs_forward(void *slot_, const AttnCall *c, const void *scores, void *probs) {
     SgaSlot *slot = slot_;
     const Backend *be = c->layer.be;
     int T = c->layer.T, BH = c->layer.B * slot->NH, step = heads_per_slice(be, BH, T);
@@ -196,7 +196,7 @@ static void sga_logits_forward(void *slot_, const AttnCall *c, const void *score
         int nh = BH - h0 < step ? BH - h0 : step;
         size_t off = (size_t)h0 * T * T;   // slice h0: the rows of heads [h0, h0 + nh)
         SgaRows l = sga_layer(slot, be, c->layer.li, (size_t)h0 * T);
-        sga_rows_forward(&slot->opt, &c->layer, nh, 0, T, &l, &w, be_offset(be, (void *)scores, off), be_offset(be, logits, off),
+        sga_rows_forward(&slot->opt, &c->layer, nh, 0, T, &l, &w, be_offset(be, (void *)scores, off), be_offset(be, probs, off),
                          c->rebuild && slot->gate_inputs_kept);
     }
 }
@@ -282,7 +282,7 @@ const AttentionVariant ATTENTION_SGA = {
     .declare_params = sga_declare_params,
     .slot_create = sga_slot_create,
     .slot_free = sga_slot_free,
-    .logits_forward = sga_logits_forward,
+    .probs_forward = sga_probs_forward,
     .logits_backward = sga_logits_backward,
     .core_forward = attn_core_forward,
     .core_backward = attn_core_backward,

@@ -153,7 +153,7 @@ static void sga_tiled_slot_free(const Backend *be, void *slot_) {
 }
 
 // The forward chain of tile t into probs (nt,Q,T): scores, the SGA rows (left in slot->rows for
-// backward and the traces), logits, causal softmax. c supplies the backend, T and the parameters.
+// backward and the traces) ending in the causal softmax of the blended logits. c supplies the backend, T and the parameters.
 static void tile_forward(SgaTiledSlot *slot, const LayerCall *c, double scale, const void *q, const void *k, SgaTile t,
                          void *probs) {
     const Backend *be = c->be;
@@ -161,8 +161,7 @@ static void tile_forward(SgaTiledSlot *slot, const LayerCall *c, double scale, c
     size_t off = tile_offset(slot, t);
     const void *qt = be_offset(be, (void *)q, off), *kt = be_offset(be, (void *)k, off);
     be->attn_scores(slot->scores, qt, kt, scale, t.nt, T, hs, t.q0, t.Q);                                    // (nt,Q,T)
-    sga_rows_forward(&slot->opt, c, t.nt, t.q0, t.Q, &slot->rows, &slot->w, slot->scores, slot->scores, 0);   // logits, in place
-    be->softmax_causal_forward(probs, slot->scores, t.nt, T, t.q0, t.Q);                                     // (nt,Q,T)
+    sga_rows_forward(&slot->opt, c, t.nt, t.q0, t.Q, &slot->rows, &slot->w, slot->scores, probs, 0);   // (nt,Q,T)
 }
 
 static SgaTiledRecord *record_of(const SgaTiledSlot *slot, int li) {

@@ -63,7 +63,7 @@ static void run_op(const Backend *be, Buffers *x, int which) {
     case 9: be->dct_rows(x->b, x->a, SGA_ROWS, SGA_T, 1); break;
     case 10: be->sga_stats_forward(x->small1, x->a, SGA_ROWS, SGA_T); break;
     case 11: be->sga_gate_apply(x->c, x->b, x->a, BIG, 1); break;   // the gate becomes sigmoid(gate) in place
-    case 12: be->sga_blend_forward(x->c, x->a, x->b, NULL, SGA_ROWS / SGA_T, SGA_T, 0, SGA_T); break;
+    case 12: be->sga_blend_softmax_forward(x->c, x->a, x->b, NULL, SGA_ROWS / SGA_T, SGA_T, 0, SGA_T); break;
     case 13: be->adamw_update(x->d, x->a, x->b, x->c, BIG, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0, 10); break;   // m b, v c
     case 14: be->dct_rows(x->b, x->a, BIG / SGA_T_LONG, SGA_T_LONG, 0); break;
     case 15: be->dct_rows(x->b, x->a, BIG / SGA_T_LONG, SGA_T_LONG, 1); break;
@@ -87,7 +87,7 @@ static const OpInfo OPS[] = {
     {"dct_rows inverse", "(8192, 64)", (double)BIG},
     {"sga_stats_forward", "(8192, 64)", (double)BIG},
     {"sga_gate_apply", "(8192, 64)", (double)BIG},
-    {"sga_blend_forward", "(128, 64, 64)", (double)BIG},
+    {"sga_blend_softmax_forward", "(128, 64, 64)", (double)BIG},
     {"adamw_update", "(524288)", (double)BIG},
     {"dct_rows forward", "(1024, 512)", (double)BIG},
     {"dct_rows inverse", "(1024, 512)", (double)BIG},

@@ -97,43 +97,53 @@ static void test_spectral_statistics_gradients(void **state) {
 
 typedef struct { int BH, T; double *w; } BlendCtx;
 
+// The blend and the causal softmax it ends in: objective sum w . probs over the triangle (probs
+// are exact zeros above it).
 static double blend_objective(const Backend *be, double **in, void *ctx_) {
     BlendCtx *c = ctx_;
     size_t n = (size_t)c->BH * c->T * c->T;
-    void *a = gc_upload(be, in[0], n), *zp = gc_upload(be, in[1], n), *alpha = gc_upload(be, in[2], 1), *out = be->alloc(n);
-    be->sga_blend_forward(out, a, zp, alpha, c->BH, c->T, 0, c->T);
-    // The softmax reads only the causal triangle: so does the objective.
-    double *h = gc_download(be, out, n), sum = 0;
+    void *a = gc_upload(be, in[0], n), *zp = gc_upload(be, in[1], n), *alpha = gc_upload(be, in[2], 1), *probs = be->alloc(n);
+    be->sga_blend_softmax_forward(probs, a, zp, alpha, c->BH, c->T, 0, c->T);
+    double *h = gc_download(be, probs, n), sum = 0;
     for (size_t r = 0; r < (size_t)c->BH * c->T; r++)
         for (int j = 0; j <= (int)(r % c->T); j++) sum += c->w[r * c->T + j] * h[r * c->T + j];
-    free(h); be->free(a); be->free(zp); be->free(alpha); be->free(out);
+    free(h); be->free(a); be->free(zp); be->free(alpha); be->free(probs);
     return sum;
 }
 
+// The model's backward of the pair: the softmax's (attn_core) into dlogits, then the blend's.
 static void blend_gradient(const Backend *be, double **in, double **g, void *ctx_) {
     BlendCtx *c = ctx_;
     size_t n = (size_t)c->BH * c->T * c->T;
-    double *w = calloc(n, sizeof(double));
-    for (size_t r = 0; r < (size_t)c->BH * c->T; r++)
-        for (int j = 0; j <= (int)(r % c->T); j++) w[r * c->T + j] = c->w[r * c->T + j];
     void *a = gc_upload(be, in[0], n), *zp = gc_upload(be, in[1], n), *alpha = gc_upload(be, in[2], 1);
-    void *dout = gc_upload(be, w, n), *da = be->alloc(n), *dzp = be->alloc(n), *dalpha = be->alloc(1);
-    be->sga_blend_backward(da, dzp, dalpha, dout, a, zp, alpha, c->BH, c->T, 0, c->T);
+    void *dprobs = gc_upload(be, c->w, n), *probs = be->alloc(n), *dlogits = be->alloc(n);
+    void *da = be->alloc(n), *dzp = be->alloc(n), *dalpha = be->alloc(1);
+    be->sga_blend_softmax_forward(probs, a, zp, alpha, c->BH, c->T, 0, c->T);
+    be->softmax_causal_backward(dlogits, dprobs, probs, c->BH, c->T, 0, c->T);
+    be->sga_blend_backward(da, dzp, dalpha, dlogits, a, zp, alpha, c->BH, c->T, 0, c->T);
     double *h;
     h = gc_download(be, da, n); memcpy(g[0], h, n * sizeof(double)); free(h);
     h = gc_download(be, dzp, n); memcpy(g[1], h, n * sizeof(double)); free(h);
     h = gc_download(be, dalpha, 1); g[2][0] = h[0]; free(h);
-    free(w); be->free(a); be->free(zp); be->free(alpha); be->free(dout); be->free(da); be->free(dzp); be->free(dalpha);
+    be->free(a); be->free(zp); be->free(alpha); be->free(dprobs); be->free(probs); be->free(dlogits);
+    be->free(da); be->free(dzp); be->free(dalpha);
 }
 
+// T = 5 (rows shorter than a softmax chunk) and T = 20 (a whole chunk and a masked one)
 static void test_blend_gradients(void **state) {
     (void)state;
-    BlendCtx c = {2, 5, gc_random(50, 60, 1.0)};
-    double alpha = 0.3;
-    GradCheck gc = {.n_inputs = 3, .ctx = &c, .objective = blend_objective, .gradient = blend_gradient,
-                    .inputs = {gc_random(50, 61, 1.0), gc_random(50, 62, 1.0), &alpha}, .sizes = {50, 50, 1},
-                    .names = {"sga.blend.a", "sga.blend.zprime", "sga.blend.alpha"}, .differentiable = {1, 1, 1}};
-    assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
+    const int lengths[] = {5, 20};
+    for (int t = 0; t < 2; t++) {
+        int T = lengths[t];
+        size_t n = (size_t)2 * T * T;
+        BlendCtx c = {2, T, gc_random(n, 60, 1.0)};
+        double alpha = 0.3;
+        GradCheck gc = {.n_inputs = 3, .ctx = &c, .objective = blend_objective, .gradient = blend_gradient,
+                        .inputs = {gc_random(n, 61, 1.0), gc_random(n, 62, 1.0), &alpha}, .sizes = {n, n, 1},
+                        .names = {"sga.blend.a", "sga.blend.zprime", "sga.blend.alpha"}, .differentiable = {1, 1, 1}};
+        assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
+        free(c.w); free(gc.inputs[0]); free(gc.inputs[1]);
+    }
 }
 
 // The DCT pair: d(sum w . DCT(x))/dx = IDCT(w), and the converse.
@@ -188,7 +198,7 @@ static void lower_accumulate_rows(const Backend *be, void *const *out, void *con
 // ctx: the blend parameter alpha_raw (one double), or NULL for none (alpha = 1)
 static void blend_forward_rows(const Backend *be, void *const *out, void *const *in, int BH, int T, RowBlock b, void *ctx) {
     void *alpha = ctx ? gc_upload(be, ctx, 1) : NULL;
-    be->sga_blend_forward(out[0], in[0], in[1], alpha, BH, T, b.q0, b.Q);   // out from a, z'
+    be->sga_blend_softmax_forward(out[0], in[0], in[1], alpha, BH, T, b.q0, b.Q);   // probs from a, z'
     if (alpha) be->free(alpha);
 }
 
@@ -208,8 +218,8 @@ static void test_causal_row_ops_on_row_blocks_match_whole_square(void **state) {
     const RowOp ops[] = {
         {"causal_lower_copy", 1, 1, 1.0, lower_copy_rows, NULL},
         {"causal_lower_accumulate", 1, 1, 1.0, lower_accumulate_rows, NULL},
-        {"sga_blend_forward", 2, 1, 1.0, blend_forward_rows, &alpha},
-        {"sga_blend_forward no alpha", 2, 1, 1.0, blend_forward_rows, NULL},
+        {"sga_blend_softmax_forward", 2, 1, 3.0, blend_forward_rows, &alpha},
+        {"sga_blend_softmax_forward no alpha", 2, 1, 3.0, blend_forward_rows, NULL},
         {"sga_blend_backward", 3, 2, 1.0, blend_backward_rows, &alpha},
         {"sga_blend_backward no alpha", 3, 2, 1.0, blend_backward_rows, NULL},
     };
