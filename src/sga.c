@@ -129,7 +129,7 @@ static int heads_per_slice(const Backend *be, int BH, int T) {
 // The chain over query rows [q0, q0 + Q) of nh heads (sga_rows.h). Forward: the causal row of a
 // (nh,Q,T), zero-padded, into l->raw (the blend reads only the triangle, so the padded row serves
 // as the transform's input and the blend's a, one pass instead of a copy and a padded copy), its
-// spectrum, statistics, gate, gated inverse and the blend into logits.
+// spectrum, statistics, gate, gated inverse, and the blend with its causal softmax into probs.
 void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, int q0, int Q, const SgaRows *l, const SgaScratch *w,
                       const void *scores, void *probs, int gate_inputs_kept) {
     const Backend *be = c->be;

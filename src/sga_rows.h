@@ -37,8 +37,8 @@ typedef struct {
 } SgaScratch;
 
 // probs (nh,Q,T), the causal softmax of SGA's logits, from scores (nh,Q,T), writing l; c gives the
-// backend, T and the layer's parameters. gate_inputs_kept: l->stats, l->hpre and l->h already hold what this chain computed
-// for these rows before (a rebuild for backward), and are not computed again.
+// backend, T and the layer's parameters. gate_inputs_kept: l->stats, l->hpre and l->h already hold
+// what this chain computed for these rows before (a rebuild for backward), and are not computed again.
 void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, int q0, int Q, const SgaRows *l, const SgaScratch *w,
                       const void *scores, void *probs, int gate_inputs_kept);
 // dscores (=) (nh,Q,T), zero above the diagonal, from dlogits (nh,Q,T); the parameters' gradients

@@ -153,7 +153,8 @@ static void sga_tiled_slot_free(const Backend *be, void *slot_) {
 }
 
 // The forward chain of tile t into probs (nt,Q,T): scores, the SGA rows (left in slot->rows for
-// backward and the traces) ending in the causal softmax of the blended logits. c supplies the backend, T and the parameters.
+// backward and the traces) ending in the causal softmax of the blended logits. c supplies the
+// backend, T and the parameters.
 static void tile_forward(SgaTiledSlot *slot, const LayerCall *c, double scale, const void *q, const void *k, SgaTile t,
                          void *probs) {
     const Backend *be = c->be;
