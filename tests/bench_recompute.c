@@ -84,10 +84,8 @@ static void bench_time(Comm *world, const char *label, const char *config, const
     warm_up = (now_seconds() - warm_up) / 3;
     // Short steps are many to a second and a few of them are a poor median: a host that slows for a
     // moment moved tiny-sga's "attention" figure by +-3 points between runs of 5. They get more.
-    if (warm_up > 0 && steps < MAX_STEPS && (int)(SECONDS_PER_MODE / warm_up) > steps) {
-        int more = (int)(SECONDS_PER_MODE / warm_up);
-        steps = more < MAX_STEPS ? more : MAX_STEPS;
-    }
+    int wanted = warm_up * MAX_STEPS > SECONDS_PER_MODE ? (int)(SECONDS_PER_MODE / warm_up) : MAX_STEPS;
+    if (wanted > steps) steps = wanted;
     double *times = xmalloc(sizeof(double) * 3 * steps);
     for (int s = 0; s < steps; s++)
         for (int mode = 0; mode < 3; mode++) {

@@ -338,6 +338,7 @@ static void check_sga_blend_softmax_forward(size_t c, int bh, int n, int q0, int
     else snprintf(prefix, sizeof prefix, "probs no alpha ");
     rows_label(what, sizeof what, prefix, bh, n, q0, Q);
     expect_close("sga_blend_softmax_forward", what, out);
+    assert_int_equal(pair_gpu_nonzero_above_diagonal(out, n, q0, Q), 0);   // exact zeros, as the plain softmax's
     pair_free(a); pair_free(zp); pair_free(out); pair_free(alpha);
 }
 
