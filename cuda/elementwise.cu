@@ -1,39 +1,13 @@
-// elementwise.cu: GELU (tanh approximation), add, accumulate, scale and per-row scale on the CUDA
-// backend.
+// elementwise.cu: add, accumulate, scale and per-row scale on the CUDA backend (GELU: gelu.cu).
 //
 // Each op is one grid-stride loop, one element per thread per iteration: memory bound, so the
-// simplest form is also close to the fastest. GELU uses the CPU twin's exact form,
-// x / (1 + exp(-2u)) = x * 0.5 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), with expf (full
-// precision, not the __expf intrinsic) so GPU and CPU agree to a few ulp.
+// simplest form is also close to the fastest.
 #include "reduce.cuh"
 
 #define EW_THREADS 256
-#define GELU_SCALE 0.7978845608028654f   // sqrt(2 / pi)
-#define GELU_CUBIC 0.044715f
 
 #define GRID_STRIDE(i, n) \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
-
-// out (n) = gelu(inp (n)); out may alias inp
-static __global__ void gelu_forward_kernel(float *out, const float *inp, size_t n) {
-    GRID_STRIDE(i, n) {
-        float x = inp[i];
-        float u = GELU_SCALE * (x + GELU_CUBIC * x * x * x);
-        out[i] = x / (1.0f + expf(-2.0f * u));
-    }
-}
-
-// dinp (n) = gelu'(inp) dout (overwritten); with s = sigmoid(2u): d/dx [x s] = s + x 2 s (1 - s) du/dx
-static __global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout, size_t n) {
-    GRID_STRIDE(i, n) {
-        float x = inp[i];
-        float u = GELU_SCALE * (x + GELU_CUBIC * x * x * x);
-        float s = 1.0f / (1.0f + expf(-2.0f * u));
-        float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * x * x);
-        float grad = s + x * 2.0f * s * (1.0f - s) * du;
-        dinp[i] = grad * dout[i];
-    }
-}
 
 // out (n) = a (n) + b (n)
 static __global__ void add_kernel(float *out, const float *a, const float *b, size_t n) {
@@ -53,19 +27,6 @@ static __global__ void scale_kernel(float *x, float f, size_t n) {
 // x (B,n) *= factors[b] per row; total = B n
 static __global__ void scale_rows_kernel(float *x, const float *factors, size_t n, size_t total) {
     GRID_STRIDE(i, total) x[i] *= factors[i / n];
-}
-
-void cuda_gelu_forward(void *out, const void *inp, size_t n) {
-    if (n == 0) return;
-    gelu_forward_kernel<<<stride_grid(n, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)out, (const float *)inp, n);
-    cudaCheckLaunch();
-}
-
-void cuda_gelu_backward(void *dinp, const void *inp, const void *dout, size_t n) {
-    if (n == 0) return;
-    gelu_backward_kernel<<<stride_grid(n, EW_THREADS), EW_THREADS, 0, cuda_context()->stream>>>((float *)dinp, (const float *)inp,
-                                                                                    (const float *)dout, n);
-    cudaCheckLaunch();
 }
 
 void cuda_add(void *out, const void *a, const void *b, size_t n) {

@@ -78,10 +78,17 @@ typedef enum { GRAD_ASSIGN, GRAD_ACCUMULATE } GradWrite;
     /* or NULL, dout (N,OC) */ \
     OP(void, matmul_backward, (void *dinp, GradWrite dinp_write, void *dweight, void *dbias, const void *dout, \
                                const void *inp, const void *weight, int N, int C, int OC)) \
+    /* A GELU MLP's layers (tanh approximation), the GELU in the op so that a backend may apply it to the */ \
+    /* product's output while that is in cache: */ \
+    /* pre (N,OC) = inp (N,C) weight^T + bias (OC); act (N,OC) = gelu(pre) */ \
+    OP(void, matmul_gelu_forward, (void *pre, void *act, const void *inp, const void *weight, const void *bias, int N, int C, \
+                                   int OC)) \
+    /* dpre (=) (N,C) = gelu'(pre) (dout (N,OC) weight (OC,C)): the gradient of pre where inp = gelu(pre) (N,C); */ \
+    /* dweight (+=) (OC,C), dbias (+=) (OC) or NULL as matmul_backward */ \
+    OP(void, matmul_backward_gelu, (void *dpre, void *dweight, void *dbias, const void *dout, const void *inp, \
+                                    const void *weight, const void *pre, int N, int C, int OC)) \
     \
     /* ---- elementwise ------------------------------------------------------------------------- */ \
-    OP(void, gelu_forward, (void *out, const void *inp, size_t n))                      /* tanh approximation */ \
-    OP(void, gelu_backward, (void *dinp, const void *inp, const void *dout, size_t n))  /* dinp = gelu'(inp) dout */ \
     OP(void, add, (void *out, const void *a, const void *b, size_t n))                  /* out = a + b */ \
     OP(void, accumulate, (void *dst, const void *src, size_t n))                        /* dst += src */ \
     OP(void, scale, (void *x, double factor, size_t n))                                 /* x *= factor */ \

@@ -371,7 +371,7 @@ void activations_init(Activations *a, const Model *m, int B) {
     ALLOC(dqkv, N * 3 * C);
     ALLOC(dq, N * C); ALLOC(dk, N * C); ALLOC(dv, N * C); ALLOC(datty, N * C);
     ALLOC(dattmerged, N * C);
-    ALLOC(dfch, N * H); ALLOC(dfch_gelu, N * H);
+    ALLOC(dfch, N * H);
 #undef ALLOC
     a->attn_slot = s->attention->slot_create(be, s, (int)Lc, B, &floats);   // keeps one layer under recompute
     // The hooks keep their tensors per layer under every mode: they are not recomputed (R3SI's
@@ -388,7 +388,7 @@ void activations_free(Activations *a, const Model *m) {
                     a->atty, a->attmerged, a->resid_mid, a->ln2, a->ln2_mean, a->ln2_rstd, a->fch,
                     a->fch_gelu, a->resid_out, a->lnf, a->lnf_mean, a->lnf_rstd, a->logits, a->losses,
                     a->dresidual, a->dtmp, a->dln, a->dqkv, a->dq, a->dk, a->dv, a->datty,
-                    a->dattmerged, a->dfch, a->dfch_gelu, a->ln1_bf16, a->attmerged_bf16, a->ln2_bf16,
+                    a->dattmerged, a->dfch, a->ln1_bf16, a->attmerged_bf16, a->ln2_bf16,
                     a->fch_gelu_bf16};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) if (ptrs[i]) be->free(ptrs[i]);
     if (a->attn_slot) m->shape.attention->slot_free(be, a->attn_slot);
@@ -528,8 +528,8 @@ static void attention_forward(Model *m, Activations *a, LayerActs *l, int li, co
 static void mlp_forward(Model *m, LayerActs *l, int layer, int N, const void *x, void *out) {
     const Backend *be = m->be;
     int C = m->shape.d_model, H = m->shape.mlp_hidden;
-    be->matmul_forward(l->fch, x, model_param(m, PARAM_FC_W, layer), model_param(m, PARAM_FC_B, layer), N, C, H); // (B,T,H)
-    be->gelu_forward(l->fch_gelu, l->fch, (size_t)N * H);                                                        // (B,T,H)
+    be->matmul_gelu_forward(l->fch, l->fch_gelu, x, model_param(m, PARAM_FC_W, layer), model_param(m, PARAM_FC_B, layer), N, C,
+                            H);                                                                                  // (B,T,H) x2
     keep_bf16(m, l->fch_gelu_bf16, l->fch_gelu, (size_t)N * H);                                                 // (B,T,H) bf16
     be->matmul_forward(out, l->fch_gelu, model_param(m, PARAM_FCPROJ_W, layer), model_param(m, PARAM_FCPROJ_B, layer), N, H, C);
 }
@@ -784,9 +784,8 @@ static void mlp_backward(Model *m, Activations *a, LayerActs *l, int layer, cons
     const Backend *be = m->be;
     int C = m->shape.d_model, H = m->shape.mlp_hidden, N = a->B * a->T;
     restore_bf16(m, l->fch_gelu, l->fch_gelu_bf16, (size_t)N * H);
-    be->matmul_backward(a->dfch_gelu, GRAD_ASSIGN, model_grad(m, PARAM_FCPROJ_W, layer), model_grad(m, PARAM_FCPROJ_B, layer), dout,
-                        l->fch_gelu, model_param(m, PARAM_FCPROJ_W, layer), N, H, C);
-    be->gelu_backward(a->dfch, l->fch, a->dfch_gelu, (size_t)N * H);
+    be->matmul_backward_gelu(a->dfch, model_grad(m, PARAM_FCPROJ_W, layer), model_grad(m, PARAM_FCPROJ_B, layer), dout, l->fch_gelu,
+                             model_param(m, PARAM_FCPROJ_W, layer), l->fch, N, H, C);                         // (B,T,H)
     be->matmul_backward(dx, dx_write, model_grad(m, PARAM_FC_W, layer), model_grad(m, PARAM_FC_B, layer), a->dfch, x,
                         model_param(m, PARAM_FC_W, layer), N, C, H);
 }

@@ -180,7 +180,7 @@ typedef struct {
     void *dqkv;                           // (B,T,3C)
     void *dq, *dk, *dv, *datty;           // (B,NH,T,hs)
     void *dattmerged;                     // (B,T,C)
-    void *dfch, *dfch_gelu;               // (B,T,H)
+    void *dfch;                           // (B,T,H) the gradient of fch
     size_t bytes;                         // total device bytes held
 } Activations;
 

@@ -34,10 +34,10 @@ typedef struct {
     void *h;                     // (Lg,R,Hg) after GELU
     void *gate;                  // (Lc,R,T) g
     void *zp;                    // (Lc,R,T) z' = IDCT(g s)
-    // U, hpre, h and the scratch dgate, dU, dh, dhpre, dstats are the gate MLP's: NULL with sga.fixed_filter.
+    // U, hpre, h and the scratch dgate, dU, dhpre, dstats are the gate MLP's: NULL with sga.fixed_filter.
     void *z, *y, *dspec, *dgate; // (R,T) scratch
     void *dU;                    // (R,De+4)
-    void *dh, *dhpre;            // (R,Hg)
+    void *dhpre;                 // (R,Hg)
     void *dstats;                // (R,4)
 } SgaSlot;
 
@@ -78,7 +78,7 @@ static void *sga_slot_create(const Backend *be, const ModelShape *s, int n_layer
     ALLOC(z, R * T); ALLOC(y, R * T); ALLOC(dspec, R * T);
     if (!slot->opt.fixed_filter) {   // the gate MLP's tensors (the fixed-filter ablation has none: NULL)
         ALLOC(U, Lc * R * (De + 4)); ALLOC(hpre, Lg * R * Hg); ALLOC(h, Lg * R * Hg);
-        ALLOC(dgate, R * T); ALLOC(dU, R * (De + 4)); ALLOC(dh, R * Hg); ALLOC(dhpre, R * Hg); ALLOC(dstats, R * 4);
+        ALLOC(dgate, R * T); ALLOC(dU, R * (De + 4)); ALLOC(dhpre, R * Hg); ALLOC(dstats, R * 4);
     }
 #undef ALLOC
     return slot;
@@ -88,7 +88,7 @@ static void sga_slot_free(const Backend *be, void *slot_) {
     SgaSlot *slot = slot_;
     attn_core_slot_release(&slot->core, be);
     void *all[] = {slot->raw, slot->spec, slot->stats, slot->U, slot->hpre, slot->h, slot->gate, slot->zp, slot->z, slot->y,
-                   slot->dspec, slot->dgate, slot->dU, slot->dh, slot->dhpre, slot->dstats};
+                   slot->dspec, slot->dgate, slot->dU, slot->dhpre, slot->dstats};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) if (all[i]) be->free(all[i]);
     free(slot);
 }
@@ -145,8 +145,7 @@ void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, int q0, i
         be->sga_fixed_gate(l->gate, R, T);                        // ablation: fixed gains
     } else {
         be->sga_gate_input(l->U, P[SGA_E], l->stats, R, De);      // u = [e_l; stats] (R,De+4)
-        if (!gate_inputs_kept) be->matmul_forward(l->hpre, l->U, P[SGA_W1], P[SGA_B1], R, De + 4, Hg);
-        if (!gate_inputs_kept) be->gelu_forward(l->h, l->hpre, (size_t)R * Hg);   // (R,Hg)
+        if (!gate_inputs_kept) be->matmul_gelu_forward(l->hpre, l->h, l->U, P[SGA_W1], P[SGA_B1], R, De + 4, Hg);   // (R,Hg) x2
         be->matmul_forward(l->gate, l->h, P[SGA_W2], P[SGA_B2], R, Hg, T);
     }
     be->sga_gate_apply(w->y, l->gate, l->spec, n, !o->fixed_filter);   // g = sigmoid(W2 h + b2) (R,T); g * s
@@ -171,8 +170,7 @@ void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, int q0, 
     // ds = dy g; d(W2 h + b2) = dy s g (1 - g)
     be->sga_gate_backward(o->fixed_filter ? NULL : w->dgate, w->dspec, w->y, l->gate, l->spec, n);
     if (!o->fixed_filter) {
-        be->matmul_backward(w->dh, GRAD_ASSIGN, G[SGA_W2], G[SGA_B2], w->dgate, l->h, P[SGA_W2], R, Hg, T);
-        be->gelu_backward(w->dhpre, l->hpre, w->dh, (size_t)R * Hg);
+        be->matmul_backward_gelu(w->dhpre, G[SGA_W2], G[SGA_B2], w->dgate, l->h, P[SGA_W2], l->hpre, R, Hg, T);   // (R,Hg)
         be->matmul_backward(w->dU, GRAD_ASSIGN, G[SGA_W1], G[SGA_B1], w->dhpre, l->U, P[SGA_W1], R, De + 4, Hg);
         be->sga_gate_input_backward(G[SGA_E], w->dstats, w->dU, R, De);
         be->sga_stats_backward(w->dspec, w->dstats, l->spec, l->stats, R, T);     // gradient through the statistics
@@ -183,7 +181,7 @@ void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, int q0, 
 }
 
 static SgaScratch sga_scratch(const SgaSlot *slot) {
-    SgaScratch w = {slot->z, slot->y, slot->dspec, slot->dgate, slot->dU, slot->dh, slot->dhpre, slot->dstats};
+    SgaScratch w = {slot->z, slot->y, slot->dspec, slot->dgate, slot->dU, slot->dhpre, slot->dstats};
     return w;
 }
 

@@ -32,7 +32,7 @@ typedef struct {
 typedef struct {
     void *z, *y, *dspec, *dgate;   // (nh,Q,T)
     void *dU;                      // (R,De+4)
-    void *dh, *dhpre;              // (R,Hg)
+    void *dhpre;                   // (R,Hg)
     void *dstats;                  // (R,4)
 } SgaScratch;
 

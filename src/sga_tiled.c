@@ -53,7 +53,7 @@ typedef struct {
     void *probs;               // (rows,T) the tile's attention weights
     void *dlogits;             // (rows,T)
     SgaRows rows;              // raw, spec, gate, zp (rows,T); stats (rows,4); U (rows,De+4); hpre, h (rows,Hg)
-    SgaScratch w;              // z, y, dspec, dgate (rows,T); dU, dh, dhpre, dstats as above
+    SgaScratch w;              // z, y, dspec, dgate (rows,T); dU, dhpre, dstats as above
     SgaTiledRecord *rec;       // (n_layers), local layer li at li % n_layers
     void *layer_probs;         // (B,NH,T,T) NULL until the first layer_probs call
     int probs_li;              // the local layer layer_probs holds, -1: none (stale after any core_forward)
@@ -134,7 +134,7 @@ static void *sga_tiled_slot_create(const Backend *be, const ModelShape *s, int n
     ALLOC(rows.raw, TT); ALLOC(rows.spec, TT); ALLOC(rows.gate, TT); ALLOC(rows.zp, TT);
     ALLOC(rows.stats, R * 4); ALLOC(rows.U, R * (De + 4)); ALLOC(rows.hpre, R * Hg); ALLOC(rows.h, R * Hg);
     ALLOC(w.z, TT); ALLOC(w.y, TT); ALLOC(w.dspec, TT); ALLOC(w.dgate, TT);
-    ALLOC(w.dU, R * (De + 4)); ALLOC(w.dh, R * Hg); ALLOC(w.dhpre, R * Hg); ALLOC(w.dstats, R * 4);
+    ALLOC(w.dU, R * (De + 4)); ALLOC(w.dhpre, R * Hg); ALLOC(w.dstats, R * 4);
     // The traces' one-layer weights: with the slot when trace.every > 0, so the trainer's counted
     // allocations (memory_estimate.c) include them; else at the first layer_probs (evaluation).
     if (s->cfg->trace_every > 0) ALLOC(layer_probs, (size_t)B * s->n_head * T * T);
@@ -146,7 +146,7 @@ static void sga_tiled_slot_free(const Backend *be, void *slot_) {
     SgaTiledSlot *slot = slot_;
     void *all[] = {slot->scores, slot->probs, slot->dlogits, slot->rows.raw, slot->rows.spec, slot->rows.gate,
                    slot->rows.zp, slot->rows.stats, slot->rows.U, slot->rows.hpre, slot->rows.h, slot->w.z, slot->w.y,
-                   slot->w.dspec, slot->w.dgate, slot->w.dU, slot->w.dh, slot->w.dhpre, slot->w.dstats, slot->layer_probs};
+                   slot->w.dspec, slot->w.dgate, slot->w.dU, slot->w.dhpre, slot->w.dstats, slot->layer_probs};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) if (all[i]) be->free(all[i]);
     free(slot->rec);
     free(slot);

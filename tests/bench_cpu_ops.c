@@ -4,7 +4,8 @@
 // 512), on the threads the process starts with.
 // The GEMMs have their ceiling in bench_throughput; these ops are the rest of a step, and a slow
 // path inside one (a denormal result on every vector made GELU forward 3x slower) shows up here
-// as a figure out of line with its neighbours.
+// as a figure out of line with its neighbours. GELU runs inside the MLP's products: the rows of
+// the first layer with and without it (and of its backward) differ by what it costs there.
 //   build/tests/bench_cpu_ops [repetitions]
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,11 +49,18 @@ typedef struct {
     double elements;   // what "per element" counts: the op's output elements
 } OpInfo;
 
+// d holds a (HIDDEN, WIDTH) weight, then a (N_TOKENS, WIDTH) dout, then a (WIDTH, HIDDEN) weight gradient.
+#define D_DOUT(be, x) be_offset(be, (x)->d, (size_t)HIDDEN * WIDTH)
+#define D_DWEIGHT(be, x) be_offset(be, (x)->d, (size_t)HIDDEN * WIDTH + (size_t)N_TOKENS * WIDTH)
+
 // Runs op `which` once.
 static void run_op(const Backend *be, Buffers *x, int which) {
     switch (which) {
-    case 0: be->gelu_forward(x->b, x->a, (size_t)N_TOKENS * HIDDEN); break;
-    case 1: be->gelu_backward(x->c, x->a, x->b, (size_t)N_TOKENS * HIDDEN); break;
+    // The MLP's first layer with and without its GELU, and its backward (weights in d, dout and dweight after them).
+    case 0: be->matmul_forward(x->b, x->a, x->d, x->small3, N_TOKENS, WIDTH, HIDDEN); break;
+    case 1: be->matmul_gelu_forward(x->b, x->c, x->a, x->d, x->small3, N_TOKENS, WIDTH, HIDDEN); break;
+    case 19: be->matmul_backward(x->c, GRAD_ASSIGN, D_DWEIGHT(be, x), x->small1, D_DOUT(be, x), x->b, x->d, N_TOKENS, HIDDEN, WIDTH); break;
+    case 20: be->matmul_backward_gelu(x->c, D_DWEIGHT(be, x), x->small1, D_DOUT(be, x), x->b, x->d, x->a, N_TOKENS, HIDDEN, WIDTH); break;
     case 2: be->layernorm_forward(x->b, x->small1, x->small2, x->a, x->small3, x->small3, N_TOKENS, WIDTH); break;
     case 3: be->layernorm_backward(x->c, GRAD_ASSIGN, x->small3, x->small3, x->b, x->a, x->small3, x->small1, x->small2, N_TOKENS, WIDTH); break;
     case 4: be->softmax_causal_forward(x->b, x->a, HEADS, SEQ, 0, SEQ); break;
@@ -75,8 +83,8 @@ static void run_op(const Backend *be, Buffers *x, int which) {
 }
 
 static const OpInfo OPS[] = {
-    {"gelu_forward", "(1024, 512)", (double)N_TOKENS * HIDDEN},
-    {"gelu_backward", "(1024, 512)", (double)N_TOKENS * HIDDEN},
+    {"matmul_forward", "(1024, 128x512)", (double)N_TOKENS * HIDDEN},
+    {"matmul_gelu_forward", "(1024, 128x512)", (double)N_TOKENS * HIDDEN},
     {"layernorm_forward", "(1024, 128)", (double)N_TOKENS * WIDTH},
     {"layernorm_backward", "(1024, 128)", (double)N_TOKENS * WIDTH},
     {"softmax_causal_forward", "(32, 128, 128)", (double)HEADS * SEQ * SEQ},
@@ -94,6 +102,8 @@ static const OpInfo OPS[] = {
     {"sga_stats_forward", "(1024, 512)", (double)BIG},
     {"sga_stats_backward", "(1024, 512)", (double)BIG},
     {"softmax_causal_forward", "(128, 64, 64)", (double)BIG},
+    {"matmul_backward", "(1024, 512x128)", (double)N_TOKENS * HIDDEN},
+    {"matmul_backward_gelu", "(1024, 512x128)", (double)N_TOKENS * HIDDEN},
 };
 
 int main(int argc, char **argv) {

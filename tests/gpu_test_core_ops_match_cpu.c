@@ -1,5 +1,5 @@
 // gpu_test_core_ops_match_cpu.c: the core kernel families of the CUDA backend (memory, bf16
-// storage, encoder, layernorm, matmul, elementwise, cross-entropy, reductions and AdamW) against
+// storage, encoder, layernorm, matmul, GELU MLP layers, elementwise, cross-entropy, reductions and AdamW) against
 // their CPU twins.
 //
 // Each test builds random host inputs of realistic, deliberately odd sizes, uploads the same data
@@ -39,8 +39,7 @@ static const OpTolerance TOLERANCES[] = {
     {"layernorm_backward", 1e-4},
     {"matmul_fp32", 1e-5},
     {"matmul_bf16", 2e-2},
-    {"gelu_forward", 1e-5},
-    {"gelu_backward", 1e-5},
+    {"matmul_gelu", 1e-5},           // fp32 GEMM, then GELU or its slope with expf against the polynomial
     {"add", 1e-6},
     {"accumulate", 1e-6},
     {"scale", 1e-6},
@@ -306,26 +305,37 @@ static void test_matmul_forward_backward_bf16(void **state) {
     expect_matmul("matmul_bf16", 1, 1, GRAD_ASSIGN, err);
 }
 
+// ---- GELU MLP layers (fp32 GEMMs) -------------------------------------------------------------------
+// pre and act = gelu(pre) of matmul_gelu_forward at (N, C, OC); pre's values span GELU's bend and
+// both tails (|pre| up to ~3). Both outputs start as different garbage on the two sides.
+static void test_matmul_gelu_forward(void **state) {
+    (void)state;
+    Pair inp = pair_random((size_t)N * C, 60, 1.0), weight = pair_random((size_t)OC * C, 61, 0.3), bias = pair_random(OC, 62, 1.0);
+    Pair pre = pair_garbage((size_t)N * OC, 63), act = pair_garbage((size_t)N * OC, 64);
+    gpu->matmul_gelu_forward(pre.g, act.g, inp.g, weight.g, bias.g, N, C, OC);
+    cpu->matmul_gelu_forward(pre.c, act.c, inp.c, weight.c, bias.c, N, C, OC);
+    expect_close("matmul_gelu", "pre", pre);
+    expect_close("matmul_gelu", "act", act);
+    pair_free(inp); pair_free(weight); pair_free(bias); pair_free(pre); pair_free(act);
+}
+
+// matmul_backward_gelu of a (N, OC) hidden layer into C outputs: dpre (=, from garbage), dweight and
+// dbias (+=, from the same random values).
+static void test_matmul_backward_gelu(void **state) {
+    (void)state;
+    Pair pre = pair_random((size_t)N * OC, 65, 3.0), act = pair_random((size_t)N * OC, 66, 1.0);
+    Pair weight = pair_random((size_t)C * OC, 67, 0.2), dout = pair_random((size_t)N * C, 68, 1.0);
+    Pair dpre = pair_garbage((size_t)N * OC, 69), dweight = pair_random((size_t)C * OC, 70, 1.0), dbias = pair_random(C, 71, 1.0);
+    gpu->matmul_backward_gelu(dpre.g, dweight.g, dbias.g, dout.g, act.g, weight.g, pre.g, N, OC, C);
+    cpu->matmul_backward_gelu(dpre.c, dweight.c, dbias.c, dout.c, act.c, weight.c, pre.c, N, OC, C);
+    expect_close("matmul_gelu", "dpre", dpre);
+    expect_close("matmul_gelu", "dweight", dweight);
+    expect_close("matmul_gelu", "dbias", dbias);
+    pair_free(pre); pair_free(act); pair_free(weight); pair_free(dout); pair_free(dpre); pair_free(dweight); pair_free(dbias);
+}
+
 // ---- elementwise -------------------------------------------------------------------------------
 enum { EW_N = 4099 };
-
-static void test_gelu_forward(void **state) {
-    (void)state;
-    Pair inp = pair_random(EW_N, 60, 3.0), out = pair_random(EW_N, 61, 9.0);
-    gpu->gelu_forward(out.g, inp.g, EW_N);
-    cpu->gelu_forward(out.c, inp.c, EW_N);
-    expect_close("gelu_forward", "out", out);
-    pair_free(inp); pair_free(out);
-}
-
-static void test_gelu_backward(void **state) {
-    (void)state;
-    Pair inp = pair_random(EW_N, 62, 3.0), dout = pair_random(EW_N, 63, 1.0), dinp = pair_random(EW_N, 64, 1.0);
-    gpu->gelu_backward(dinp.g, inp.g, dout.g, EW_N);
-    cpu->gelu_backward(dinp.c, inp.c, dout.c, EW_N);
-    expect_close("gelu_backward", "dinp", dinp);
-    pair_free(inp); pair_free(dout); pair_free(dinp);
-}
 
 static void test_add(void **state) {
     (void)state;
@@ -602,8 +612,8 @@ int main(void) {
         cmocka_unit_test(test_layernorm_backward),
         cmocka_unit_test(test_matmul_forward_backward_fp32),
         cmocka_unit_test(test_matmul_forward_backward_bf16),
-        cmocka_unit_test(test_gelu_forward),
-        cmocka_unit_test(test_gelu_backward),
+        cmocka_unit_test(test_matmul_gelu_forward),
+        cmocka_unit_test(test_matmul_backward_gelu),
         cmocka_unit_test(test_add),
         cmocka_unit_test(test_accumulate),
         cmocka_unit_test(test_scale),

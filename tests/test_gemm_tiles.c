@@ -136,10 +136,70 @@ static void test_matmul_in_tiles_equals_one_call(void **state) {
     free(inp); free(w); free(bias); free(dout); free(dinp0); free(dw0); free(db0);
 }
 
+// GELU in double, the tanh form GELU's definition uses (the backends use its sigmoid form).
+static double gelu_reference(double x) { return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+
+static double gelu_slope_reference(double x) {
+    double u = 0.7978845608028654 * (x + 0.044715 * x * x * x), th = tanh(u);
+    return 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * 0.7978845608028654 * (1 + 3 * 0.044715 * x * x);
+}
+
+// The GELU epilogues of matmul_gelu_forward and matmul_backward_gelu reach every element of every
+// tile, cut along rows (tall) and along columns (wide): pre, dweight and dbias are bitwise the plain
+// matmul's, act and dpre the GELU and its slope of them (act within 4e-7 relative of double; dpre
+// within 3e-6: the slope's 1 - s loses bits where s nears 1), the same on 1 and 2 threads. The inputs are scaled so that the pre-activations span both tails.
+static void check_gelu_mlp(int N, int C, int H) {
+    const Backend *be = backend_cpu_f32();
+    size_t nh = (size_t)N * H;
+    float *x = filled((size_t)N * C, 11), *w1 = filled((size_t)H * C, 12), *b1 = filled(H, 13);
+    float *w2 = filled((size_t)C * H, 14), *dout = filled((size_t)N * C, 15);
+    for (size_t i = 0; i < (size_t)H * C; i++) w1[i] *= 1.5f / sqrtf((float)C);
+    float *plain = be->alloc(nh), *dplain = be->alloc(nh), *dw_plain = be->alloc((size_t)C * H), *db_plain = be->alloc(C);
+    be->matmul_forward(plain, x, w1, b1, N, C, H);
+    be->matmul_backward(dplain, GRAD_ASSIGN, dw_plain, db_plain, dout, plain, w2, N, H, C);
+    float *pre[2], *act[2], *dpre[2];
+    for (int threads = 1; threads <= 2; threads++) {
+        int t = threads - 1;
+        omp_set_num_threads(threads);
+        pre[t] = be->alloc(nh); act[t] = be->alloc(nh); dpre[t] = be->alloc(nh);
+        float *dw = be->alloc((size_t)C * H), *db = be->alloc(C);
+        be->matmul_gelu_forward(pre[t], act[t], x, w1, b1, N, C, H);
+        // inp = pre here, so that dweight can be compared with the plain backward's, which read plain.
+        be->matmul_backward_gelu(dpre[t], dw, db, dout, pre[t], w2, pre[t], N, H, C);
+        if (memcmp(dw, dw_plain, sizeof(float) * C * H) || memcmp(db, db_plain, sizeof(float) * C))
+            fail_msg("matmul_backward_gelu N=%d H=%d: dweight or dbias differs from matmul_backward's", N, H);
+        be->free(dw); be->free(db);
+    }
+    if (memcmp(pre[0], plain, sizeof(float) * nh)) fail_msg("matmul_gelu_forward N=%d H=%d: pre differs from matmul_forward", N, H);
+    if (memcmp(pre[0], pre[1], sizeof(float) * nh) || memcmp(act[0], act[1], sizeof(float) * nh) ||
+        memcmp(dpre[0], dpre[1], sizeof(float) * nh))
+        fail_msg("GELU MLP N=%d H=%d: 1 and 2 threads differ", N, H);
+    int tails = 0;
+    for (size_t i = 0; i < nh; i++) {
+        double p = pre[0][i], act_want = gelu_reference(p), dpre_want = gelu_slope_reference(p) * dplain[i];
+        if (fabs(act[0][i] - act_want) > 4e-7 * (1 + fabs(act_want)))
+            fail_msg("matmul_gelu_forward N=%d H=%d: act[%zu] = %.9g, gelu(%.9g) = %.9g", N, H, i, act[0][i], p, act_want);
+        if (fabs(dpre[0][i] - dpre_want) > 3e-6 * (1 + fabs(dpre_want)))
+            fail_msg("matmul_backward_gelu N=%d H=%d: dpre[%zu] = %.9g, want %.9g", N, H, i, dpre[0][i], dpre_want);
+        tails += fabs(p) > 3;
+    }
+    assert_true(tails > 0);
+    for (int t = 0; t < 2; t++) { be->free(pre[t]); be->free(act[t]); be->free(dpre[t]); }
+    be->free(plain); be->free(dplain); be->free(dw_plain); be->free(db_plain);
+    free(x); free(w1); free(b1); free(w2); free(dout);
+}
+
+static void test_gelu_epilogues_cover_every_tile(void **state) {
+    (void)state;
+    check_gelu_mlp(1100, 96, 700);   // the products cut along rows
+    check_gelu_mlp(96, 64, 1300);    // along columns
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_products_in_tiles_match_one_call),
         cmocka_unit_test(test_matmul_in_tiles_equals_one_call),
+        cmocka_unit_test(test_gelu_epilogues_cover_every_tile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

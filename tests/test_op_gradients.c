@@ -159,32 +159,62 @@ static void test_layernorm_backward_matches_finite_differences(void **state) {
     assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
 }
 
-// ---- gelu -------------------------------------------------------------------------------------
-typedef struct { size_t n; double *w; } GeluCtx;
+// ---- GELU MLP: out = gelu(x W1^T + b1) W2^T + b2 ---------------------------------------------
+// matmul_gelu_forward and matmul_backward_gelu through a second layer, so that dpre carries dout W2.
+typedef struct { int N, C, H, O; double *w; } MlpCtx;
 
-static double gelu_objective(const Backend *be, double **in, void *ctx_) {
-    GeluCtx *c = ctx_;
-    void *inp = gc_upload(be, in[0], c->n), *out = be->alloc(c->n);
-    be->gelu_forward(out, inp, c->n);
-    double s = dot_download(be, out, c->w, c->n);
-    be->free(inp); be->free(out);
+typedef struct { void *x, *w1, *b1, *w2, *b2, *pre, *act, *out; } MlpTensors;
+
+static MlpTensors mlp_forward(const Backend *be, double **in, const MlpCtx *c) {
+    MlpTensors t = {gc_upload(be, in[0], (size_t)c->N * c->C), gc_upload(be, in[1], (size_t)c->H * c->C), gc_upload(be, in[2], c->H),
+                    gc_upload(be, in[3], (size_t)c->O * c->H), gc_upload(be, in[4], c->O), gc_alloc_stale(be, (size_t)c->N * c->H),
+                    gc_alloc_stale(be, (size_t)c->N * c->H), be->alloc((size_t)c->N * c->O)};
+    be->matmul_gelu_forward(t.pre, t.act, t.x, t.w1, t.b1, c->N, c->C, c->H);   // (N,H) x2
+    be->matmul_forward(t.out, t.act, t.w2, t.b2, c->N, c->H, c->O);            // (N,O)
+    return t;
+}
+
+static void mlp_free(const Backend *be, MlpTensors t) {
+    void *all[] = {t.x, t.w1, t.b1, t.w2, t.b2, t.pre, t.act, t.out};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(all[i]);
+}
+
+static double mlp_objective(const Backend *be, double **in, void *ctx_) {
+    MlpCtx *c = ctx_;
+    MlpTensors t = mlp_forward(be, in, c);
+    double s = dot_download(be, t.out, c->w, (size_t)c->N * c->O);
+    mlp_free(be, t);
     return s;
 }
 
-static void gelu_gradient(const Backend *be, double **in, double **g, void *ctx_) {
-    GeluCtx *c = ctx_;
-    void *inp = gc_upload(be, in[0], c->n), *dout = gc_upload(be, c->w, c->n), *dinp = gc_alloc_stale(be, c->n);   // overwritten
-    be->gelu_backward(dinp, inp, dout, c->n);
-    grads_download(be, g, 0, dinp, c->n);
-    be->free(inp); be->free(dout); be->free(dinp);
+static void mlp_gradient(const Backend *be, double **in, double **g, void *ctx_) {
+    MlpCtx *c = ctx_;
+    MlpTensors t = mlp_forward(be, in, c);
+    void *dout = gc_upload(be, c->w, (size_t)c->N * c->O);
+    void *dpre = gc_alloc_stale(be, (size_t)c->N * c->H), *dx = gc_alloc_stale(be, (size_t)c->N * c->C);   // both overwritten
+    void *dw1 = be->alloc((size_t)c->H * c->C), *db1 = be->alloc(c->H), *dw2 = be->alloc((size_t)c->O * c->H), *db2 = be->alloc(c->O);
+    be->matmul_backward_gelu(dpre, dw2, db2, dout, t.act, t.w2, t.pre, c->N, c->H, c->O);   // (N,H)
+    be->matmul_backward(dx, GRAD_ASSIGN, dw1, db1, dpre, t.x, t.w1, c->N, c->C, c->H);     // (N,C)
+    grads_download(be, g, 0, dx, (size_t)c->N * c->C);
+    grads_download(be, g, 1, dw1, (size_t)c->H * c->C);
+    grads_download(be, g, 2, db1, c->H);
+    grads_download(be, g, 3, dw2, (size_t)c->O * c->H);
+    grads_download(be, g, 4, db2, c->O);
+    void *all[] = {dout, dpre, dx, dw1, db1, dw2, db2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(all[i]);
+    mlp_free(be, t);
 }
 
-static void test_gelu_backward_matches_finite_differences(void **state) {
+// Pre-activations of about +-3 (inputs and first weights of scale 1.5 over C = 4): both tails and the bend.
+static void test_gelu_mlp_backward_matches_finite_differences(void **state) {
     (void)state;
-    GeluCtx c = {.n = 64};
-    c.w = gc_random(64, 9, 1.0);
-    GradCheck gc = {.n_inputs = 1, .ctx = &c, .objective = gelu_objective, .gradient = gelu_gradient,
-                    .inputs = {gc_random(64, 10, 2.0)}, .sizes = {64}, .names = {"gelu.inp"}, .differentiable = {1}};
+    MlpCtx c = {.N = 5, .C = 4, .H = 6, .O = 3};
+    c.w = gc_random((size_t)c.N * c.O, 9, 1.0);
+    GradCheck gc = {.n_inputs = 5, .ctx = &c, .objective = mlp_objective, .gradient = mlp_gradient,
+                    .inputs = {gc_random(20, 10, 1.5), gc_random(24, 14, 1.5), gc_random(6, 15, 1.0), gc_random(18, 16, 1.0),
+                               gc_random(3, 17, 1.0)},
+                    .sizes = {20, 24, 6, 18, 3}, .names = {"mlp.x", "mlp.fc_weight", "mlp.fc_bias", "mlp.proj_weight", "mlp.proj_bias"},
+                    .differentiable = {1, 1, 1, 1, 1}};
     assert_true(gradcheck_run(&gc, 1000, STEP) < TOL);
 }
 
@@ -524,7 +554,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_backward_dinp_accumulates_what_assign_writes),
         cmocka_unit_test(test_layernorm_backward_dinp_accumulates_what_assign_writes),
         cmocka_unit_test(test_layernorm_backward_matches_finite_differences),
-        cmocka_unit_test(test_gelu_backward_matches_finite_differences),
+        cmocka_unit_test(test_gelu_mlp_backward_matches_finite_differences),
         cmocka_unit_test(test_encoder_backward_matches_finite_differences),
         cmocka_unit_test(test_attention_backward_matches_finite_differences),
         cmocka_unit_test(test_causal_softmax_masks_future_and_normalises),
