@@ -38,7 +38,8 @@ void cuda_matmul_gelu_forward(void *pre, void *act, const void *inp, const void 
     cuda_matmul_forward(pre, inp, weight, bias, N, C, OC);
     size_t n = (size_t)(N > 0 ? N : 0) * (size_t)(OC > 0 ? OC : 0);
     if (n == 0) return;
-    gelu_forward_kernel<<<stride_grid(n, GELU_THREADS), GELU_THREADS, 0, cuda_context()->stream>>>((float *)act, (const float *)pre, n);
+    gelu_forward_kernel<<<stride_grid(n, GELU_THREADS), GELU_THREADS, 0, cuda_context()->stream>>>((float *)act,
+                                                                                                  (const float *)pre, n);
     cudaCheckLaunch();
 }
 
@@ -48,6 +49,7 @@ void cuda_matmul_backward_gelu(void *dpre, void *dweight, void *dbias, const voi
     cuda_matmul_backward(dpre, GRAD_ASSIGN, dweight, dbias, dout, inp, weight, N, C, OC);
     size_t n = (size_t)(N > 0 ? N : 0) * (size_t)(C > 0 ? C : 0);
     if (n == 0) return;
-    gelu_slope_kernel<<<stride_grid(n, GELU_THREADS), GELU_THREADS, 0, cuda_context()->stream>>>((float *)dpre, (const float *)pre, n);
+    gelu_slope_kernel<<<stride_grid(n, GELU_THREADS), GELU_THREADS, 0, cuda_context()->stream>>>((float *)dpre,
+                                                                                                (const float *)pre, n);
     cudaCheckLaunch();
 }
