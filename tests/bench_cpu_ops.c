@@ -56,11 +56,9 @@ typedef struct {
 // Runs op `which` once.
 static void run_op(const Backend *be, Buffers *x, int which) {
     switch (which) {
-    // The MLP's first layer with and without its GELU, and its backward (weights in d, dout and dweight after them).
+    // The MLP's first layer with and without its GELU (cases 19 and 20: its backward); weights in d.
     case 0: be->matmul_forward(x->b, x->a, x->d, x->small3, N_TOKENS, WIDTH, HIDDEN); break;
     case 1: be->matmul_gelu_forward(x->b, x->c, x->a, x->d, x->small3, N_TOKENS, WIDTH, HIDDEN); break;
-    case 19: be->matmul_backward(x->c, GRAD_ASSIGN, D_DWEIGHT(be, x), x->small1, D_DOUT(be, x), x->b, x->d, N_TOKENS, HIDDEN, WIDTH); break;
-    case 20: be->matmul_backward_gelu(x->c, D_DWEIGHT(be, x), x->small1, D_DOUT(be, x), x->b, x->d, x->a, N_TOKENS, HIDDEN, WIDTH); break;
     case 2: be->layernorm_forward(x->b, x->small1, x->small2, x->a, x->small3, x->small3, N_TOKENS, WIDTH); break;
     case 3: be->layernorm_backward(x->c, GRAD_ASSIGN, x->small3, x->small3, x->b, x->a, x->small3, x->small1, x->small2, N_TOKENS, WIDTH); break;
     case 4: be->softmax_causal_forward(x->b, x->a, HEADS, SEQ, 0, SEQ); break;
@@ -79,6 +77,12 @@ static void run_op(const Backend *be, Buffers *x, int which) {
     // small1 holds case 16's statistics of the same a (redrawn alike before each op); dstats from d
     case 17: be->sga_stats_backward(x->c, x->d, x->a, x->small1, BIG / SGA_T_LONG, SGA_T_LONG); break;
     case 18: be->softmax_causal_forward(x->b, x->a, SGA_ROWS / SGA_T, SGA_T, 0, SGA_T); break;   // tiny-sga's maps
+    case 19:
+        be->matmul_backward(x->c, GRAD_ASSIGN, D_DWEIGHT(be, x), x->small1, D_DOUT(be, x), x->b, x->d, N_TOKENS, HIDDEN, WIDTH);
+        break;
+    case 20:
+        be->matmul_backward_gelu(x->c, D_DWEIGHT(be, x), x->small1, D_DOUT(be, x), x->b, x->d, x->a, N_TOKENS, HIDDEN, WIDTH);
+        break;
     }
 }
 
