@@ -25,7 +25,7 @@
 // q, k, v (B,NH,T,hs) <- qkv (B,T,3C); one thread per element of q, d fastest.
 __global__ static void heads_split_kernel(float *q, float *k, float *v, const float *qkv, int B, int T, int NH, int hs) {
     size_t n = (size_t)B * NH * T * hs, C = (size_t)NH * hs;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(idx, n) {
         size_t d = idx % hs, t = (idx / hs) % T, h = (idx / ((size_t)hs * T)) % NH, b = idx / ((size_t)hs * T * NH);
         const float *row = qkv + (b * T + t) * 3 * C + h * hs + d;
         q[idx] = row[0];
@@ -38,7 +38,7 @@ __global__ static void heads_split_kernel(float *q, float *k, float *v, const fl
 __global__ static void heads_split_backward_kernel(float *dqkv, const float *dq, const float *dk, const float *dv,
                                                    int B, int T, int NH, int hs) {
     size_t n = (size_t)B * T * NH * hs, C = (size_t)NH * hs;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(idx, n) {
         size_t c = idx % C, bt = idx / C, h = c / hs, d = c % hs, b = bt / T, t = bt % T;
         size_t src = ((b * NH + h) * T + t) * hs + d;
         float *row = dqkv + bt * 3 * C + c;
@@ -51,7 +51,7 @@ __global__ static void heads_split_backward_kernel(float *dqkv, const float *dq,
 // out (B,T,C) <- y (B,NH,T,hs); one thread per element of out.
 __global__ static void heads_merge_kernel(float *out, const float *y, int B, int T, int NH, int hs) {
     size_t n = (size_t)B * T * NH * hs, C = (size_t)NH * hs;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(idx, n) {
         size_t c = idx % C, bt = idx / C, h = c / hs, d = c % hs, b = bt / T, t = bt % T;
         out[idx] = y[((b * NH + h) * T + t) * hs + d];
     }
@@ -60,7 +60,7 @@ __global__ static void heads_merge_kernel(float *out, const float *y, int B, int
 // dy (=) (B,NH,T,hs) <- dout (B,T,C); one thread per element of dy.
 __global__ static void heads_merge_backward_kernel(float *dy, const float *dout, int B, int T, int NH, int hs) {
     size_t n = (size_t)B * NH * T * hs, C = (size_t)NH * hs;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(idx, n) {
         size_t d = idx % hs, t = (idx / hs) % T, h = (idx / ((size_t)hs * T)) % NH, b = idx / ((size_t)hs * T * NH);
         dy[idx] = dout[(b * T + t) * C + h * hs + d];
     }

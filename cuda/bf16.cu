@@ -12,9 +12,6 @@
 
 #define BF16_THREADS 256
 
-#define GRID_STRIDE(i, n) \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
-
 // dst (n) bf16 patterns = src (n) fp32 rounded to nearest even (see bf16_from_f32 in the twin:
 // the carry of 0x7FFF plus the lowest kept bit; NaN stays a quiet NaN with its sign)
 static __global__ void pack_bf16_kernel(uint16_t *dst, const float *src, size_t n) {

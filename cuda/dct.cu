@@ -62,7 +62,7 @@ static __global__ void twiddle_kernel(float2 *tw, int T) {
 // integers so that cospi sees an exact small value.
 static __global__ void dct_matrix_kernel(float *D, int T) {
     size_t n = (size_t)T * T;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(idx, n) {
         long long k = (long long)(idx / T), j = (long long)(idx % T);
         long long m = ((2 * j + 1) * k) % (4LL * T);
         double c = k == 0 ? sqrt(1.0 / T) : sqrt(2.0 / T);
@@ -75,7 +75,7 @@ static __global__ void dct_matrix_kernel(float *D, int T) {
 static __global__ void makhoul_pack_kernel(float *v, const float *x, int R, int T) {
     size_t total = (size_t)R * T;
     int half = (T + 1) / 2;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(idx, total) {
         size_t row = idx / T;
         int n = (int)(idx % T);
         int j = n < half ? 2 * n : 2 * (T - 1 - n) + 1;
@@ -86,7 +86,7 @@ static __global__ void makhoul_pack_kernel(float *v, const float *x, int R, int 
 // x (R,T) from v (R,T): the inverse reordering, x_{2m} = v_m, x_{2m+1} = v_{T-1-m}.
 static __global__ void makhoul_unpack_kernel(float *x, const float *v, int R, int T) {
     size_t total = (size_t)R * T;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(idx, total) {
         size_t row = idx / T;
         int j = (int)(idx % T);
         int n = (j & 1) ? T - 1 - (j >> 1) : (j >> 1);
@@ -98,7 +98,7 @@ static __global__ void makhoul_unpack_kernel(float *x, const float *v, int R, in
 static __global__ void dct2_post_kernel(float *s, const float2 *V, const float2 *tw, int R, int T, float c0, float ck) {
     size_t total = (size_t)R * T;
     int H = T / 2 + 1;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(idx, total) {
         size_t row = idx / T;
         int k = (int)(idx % T);
         float2 z;
@@ -118,7 +118,7 @@ static __global__ void dct2_post_kernel(float *s, const float2 *V, const float2 
 static __global__ void dct3_pre_kernel(float2 *V, const float *s, const float2 *tw, int R, int T, float ic0, float ick) {
     int H = T / 2 + 1;
     size_t total = (size_t)R * H;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(idx, total) {
         size_t row = idx / H;
         int k = (int)(idx % H);                        // k <= T/2 < T
         const float *x = s + row * T;

@@ -16,7 +16,7 @@
 // out (B,T,C) = wte[tokens] (V,C) + wpe (T,C); tokens (B,T)
 static __global__ void encoder_forward_kernel(float *out, const int32_t *tokens, const float *wte, const float *wpe,
                                               int T, int C, size_t n) {
-    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(idx, n) {
         size_t bt = idx / C;
         int c = (int)(idx % C);
         int t = (int)(bt % T);
@@ -27,7 +27,7 @@ static __global__ void encoder_forward_kernel(float *out, const int32_t *tokens,
 // dwpe (+=) (T,C): each element sums dout (B,T,C) over b in order, starting from its old value.
 static __global__ void encoder_dwpe_kernel(float *dwpe, const float *dout, int B, int T, int C) {
     size_t n = (size_t)T * C;
-    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(idx, n) {
         float acc = dwpe[idx];
         for (int b = 0; b < B; b++) acc += dout[(size_t)b * n + idx];
         dwpe[idx] = acc;

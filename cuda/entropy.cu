@@ -110,7 +110,7 @@ void cuda_attn_entropy_reg_backward(void *dprobs, const void *probs, double weig
 
 // y (B,NH,T,hs) *= mask[h]; one thread per element.
 __global__ static void head_mask_apply_kernel(float *y, const float *mask, size_t n, int NH, size_t head_size) {
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x)
+    GRID_STRIDE(idx, n)
         y[idx] *= mask[(idx / head_size) % NH];
 }
 

@@ -15,7 +15,7 @@
 
 // act (n) = gelu(pre (n))
 static __global__ void gelu_forward_kernel(float *act, const float *pre, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, n) {
         float x = pre[i];
         float u = GELU_SCALE * (x + GELU_CUBIC * x * x * x);
         act[i] = x / (1.0f + expf(-2.0f * u));
@@ -24,7 +24,7 @@ static __global__ void gelu_forward_kernel(float *act, const float *pre, size_t 
 
 // dpre (n) *= gelu'(pre), in place; with s = sigmoid(2u): d/dx [x s] = s + x 2 s (1 - s) du/dx
 static __global__ void gelu_slope_kernel(float *dpre, const float *pre, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, n) {
         float x = pre[i];
         float u = GELU_SCALE * (x + GELU_CUBIC * x * x * x);
         float s = 1.0f / (1.0f + expf(-2.0f * u));

@@ -32,7 +32,7 @@ void cuda_gemm(int transA, int transB, int M, int N, int K, double alpha, const 
 
 // y (+=) a x; one thread per element.
 __global__ static void axpy_kernel(float *y, float a, const float *x, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    GRID_STRIDE(i, n)
         y[i] += a * x[i];
 }
 

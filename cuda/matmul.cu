@@ -22,7 +22,7 @@
 // The bias is written into out first and the forward GEMM accumulates onto it (beta = 1), as the
 // CPU twin does. dbias sums dout over the N rows: a fixed chunking of the rows into a scratch
 // buffer of partial sums, then the chunks added in order (deterministic, no atomics).
-#include "cuda_common.h"
+#include "reduce.cuh"
 
 #define MM_THREADS 256
 #define MM_BIAS_THREADS 64      // columns per block of the dbias kernels
@@ -30,7 +30,7 @@
 
 // out (N,OC) = bias (OC) broadcast over the rows
 static __global__ void broadcast_rows_kernel(float *out, const float *bias, int OC, size_t n) {
-    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x)
+    GRID_STRIDE(idx, n)
         out[idx] = bias[idx % OC];
 }
 

@@ -64,7 +64,7 @@ struct AdamWScalars {
 
 // params, m, v (n) updated in place from grads (n): p -= lr (mhat / (sqrt(vhat) + eps) + wd p)
 static __global__ void adamw_kernel(float *params, const float *grads, float *m, float *v, size_t n, AdamWScalars s) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, n) {
         float g = grads[i] * s.grad_scale;
         float mi = s.beta1 * m[i] + (1.0f - s.beta1) * g;
         float vi = s.beta2 * v[i] + (1.0f - s.beta2) * g * g;

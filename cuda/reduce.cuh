@@ -20,6 +20,10 @@ static inline unsigned int stride_grid(size_t n, unsigned int threads) {
     return blocks ? blocks : 1;
 }
 
+// A grid-stride loop: i runs over [0, n) from the thread's index in the grid, in steps of the whole grid.
+#define GRID_STRIDE(i, n) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
 // ---- one warp per row -------------------------------------------------------------------------------
 // Kernels over rows of at most a few thousand elements give each row to one warp (shuffle
 // reductions, no block barriers): blocks of WARP_ROWS_BLOCK threads, WARP_ROWS_PER_BLOCK rows at a

@@ -196,7 +196,7 @@ static __global__ void gate_input_de_kernel(float *de, const float *partial, int
 // dstats (=) (R,4) = dU[:, De:] (dU (R, De+4)).
 static __global__ void gate_input_dstats_kernel(float *dstats, const float *dU, int R, int De) {
     size_t n = (size_t)R * 4;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x)
+    GRID_STRIDE(idx, n)
         dstats[idx] = dU[(idx / 4) * (De + 4) + De + (idx % 4)];
 }
 
@@ -244,7 +244,7 @@ void cuda_sga_fixed_gate(void *G, int R, int T) {
 
 // y (n) = g * s; with `logits` the gate holds l and becomes g = sigmoid(l) in place (one pass).
 static __global__ void sga_gate_apply_kernel(float *y, float *gate, const float *spec, size_t n, int logits) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, n) {
         float g = gate[i];
         if (logits) {
             g = 1.0f / (1.0f + expf(-g));
@@ -257,7 +257,7 @@ static __global__ void sga_gate_apply_kernel(float *y, float *gate, const float 
 // For y = g * s with g = sigmoid(l): dspec (=) dy g; dgate (=) dy s g (1 - g); dgate may be NULL.
 static __global__ void sga_gate_backward_kernel(float *dgate, float *dspec, const float *dy, const float *gate,
                                                 const float *spec, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, n) {
         float d = dy[i], g = gate[i];
         dspec[i] = d * g;
         if (dgate) dgate[i] = d * spec[i] * g * (1.0f - g);
