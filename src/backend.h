@@ -80,13 +80,14 @@ typedef enum { GRAD_ASSIGN, GRAD_ACCUMULATE } GradWrite;
                                const void *inp, const void *weight, int N, int C, int OC)) \
     /* A GELU MLP's layers (tanh approximation), the GELU in the op so that a backend may apply it to the */ \
     /* product's output while that is in cache: */ \
-    /* pre (N,OC) = inp (N,C) weight^T + bias (OC); act (N,OC) = gelu(pre) */ \
-    OP(void, matmul_gelu_forward, (void *pre, void *act, const void *inp, const void *weight, const void *bias, int N, int C, \
-                                   int OC)) \
-    /* dpre (=) (N,C) = gelu'(pre) (dout (N,OC) weight (OC,C)): the gradient of pre where inp = gelu(pre) (N,C); */ \
-    /* dweight (+=) (OC,C), dbias (+=) (OC) or NULL as matmul_backward */ \
+    /* with pre (N,OC) = inp (N,C) weight^T + bias (OC): act (N,OC) = gelu(pre), slope (N,OC) = gelu'(pre) */ \
+    /* (what backward reads: kept instead of pre, it spares backward GELU's exp and division) */ \
+    OP(void, matmul_gelu_forward, (void *slope, void *act, const void *inp, const void *weight, const void *bias, int N, \
+                                   int C, int OC)) \
+    /* dpre (=) (N,C) = slope (dout (N,OC) weight (OC,C)): the gradient of pre where inp = gelu(pre) (N,C) and */ \
+    /* slope = gelu'(pre) (N,C), matmul_gelu_forward's; dweight (+=) (OC,C), dbias (+=) (OC) or NULL as matmul_backward */ \
     OP(void, matmul_backward_gelu, (void *dpre, void *dweight, void *dbias, const void *dout, const void *inp, \
-                                    const void *weight, const void *pre, int N, int C, int OC)) \
+                                    const void *weight, const void *slope, int N, int C, int OC)) \
     \
     /* ---- elementwise ------------------------------------------------------------------------- */ \
     OP(void, add, (void *out, const void *a, const void *b, size_t n))                  /* out = a + b */ \

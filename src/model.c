@@ -352,7 +352,7 @@ void activations_init(Activations *a, const Model *m, int B) {
     ALLOC(attmerged, Lg * N * C);
     ALLOC(resid_mid, Lb * N * C);
     ALLOC(ln2, Lln2 * N * C); ALLOC(ln2_mean, Lb * N); ALLOC(ln2_rstd, Lb * N);
-    ALLOC(fch, Lb * N * H); ALLOC(fch_gelu, Lg * N * H);
+    ALLOC(fch_slope, Lb * N * H); ALLOC(fch_gelu, Lg * N * H);
     ALLOC(resid_out, Lpre * N * C);
     size_t halves = 0;   // bf16 elements
     if (a->bf16) {
@@ -385,7 +385,7 @@ void activations_init(Activations *a, const Model *m, int B) {
 void activations_free(Activations *a, const Model *m) {
     const Backend *be = m->be;
     void *ptrs[] = {a->tokens, a->targets, a->input, a->ln1, a->ln1_mean, a->ln1_rstd, a->qkv, a->q, a->k, a->v,
-                    a->atty, a->attmerged, a->resid_mid, a->ln2, a->ln2_mean, a->ln2_rstd, a->fch,
+                    a->atty, a->attmerged, a->resid_mid, a->ln2, a->ln2_mean, a->ln2_rstd, a->fch_slope,
                     a->fch_gelu, a->resid_out, a->lnf, a->lnf_mean, a->lnf_rstd, a->logits, a->losses,
                     a->dresidual, a->dtmp, a->dln, a->dqkv, a->dq, a->dk, a->dv, a->datty,
                     a->dattmerged, a->dfch, a->ln1_bf16, a->attmerged_bf16, a->ln2_bf16,
@@ -401,7 +401,7 @@ void activations_free(Activations *a, const Model *m) {
 // Slices of the layer-stacked activations for local layer li.
 typedef struct {
     void *ln1, *ln1_mean, *ln1_rstd, *qkv, *q, *k, *v, *atty, *attmerged, *resid_mid;
-    void *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *resid_out;
+    void *ln2, *ln2_mean, *ln2_rstd, *fch_slope, *fch_gelu, *resid_out;
     // the layer's bf16 copies of ln1, attmerged, ln2 (B,T,C) and fch_gelu (B,T,H); NULL unless bf16
     void *ln1_bf16, *attmerged_bf16, *ln2_bf16, *fch_gelu_bf16;
 } LayerActs;
@@ -429,7 +429,7 @@ static LayerActs layer_acts(const Model *m, const Activations *a, int li_) {
         .ln2 = be_offset(be, a->ln2, (s->norm == NORM_POST ? out : lg) * N * C),
         .ln2_mean = be_offset(be, a->ln2_mean, li * N),
         .ln2_rstd = be_offset(be, a->ln2_rstd, li * N),
-        .fch = be_offset(be, a->fch, li * N * H),
+        .fch_slope = be_offset(be, a->fch_slope, li * N * H),
         .fch_gelu = be_offset(be, a->fch_gelu, lg * N * H),
         .resid_out = be_offset(be, a->resid_out, (s->norm == NORM_PRE ? out : li) * N * C),
     };
@@ -528,7 +528,7 @@ static void attention_forward(Model *m, Activations *a, LayerActs *l, int li, co
 static void mlp_forward(Model *m, LayerActs *l, int layer, int N, const void *x, void *out) {
     const Backend *be = m->be;
     int C = m->shape.d_model, H = m->shape.mlp_hidden;
-    be->matmul_gelu_forward(l->fch, l->fch_gelu, x, model_param(m, PARAM_FC_W, layer), model_param(m, PARAM_FC_B, layer), N, C,
+    be->matmul_gelu_forward(l->fch_slope, l->fch_gelu, x, model_param(m, PARAM_FC_W, layer), model_param(m, PARAM_FC_B, layer), N, C,
                             H);                                                                                  // (B,T,H) x2
     keep_bf16(m, l->fch_gelu_bf16, l->fch_gelu, (size_t)N * H);                                                 // (B,T,H) bf16
     be->matmul_forward(out, l->fch_gelu, model_param(m, PARAM_FCPROJ_W, layer), model_param(m, PARAM_FCPROJ_B, layer), N, H, C);
@@ -785,7 +785,7 @@ static void mlp_backward(Model *m, Activations *a, LayerActs *l, int layer, cons
     int C = m->shape.d_model, H = m->shape.mlp_hidden, N = a->B * a->T;
     restore_bf16(m, l->fch_gelu, l->fch_gelu_bf16, (size_t)N * H);
     be->matmul_backward_gelu(a->dfch, model_grad(m, PARAM_FCPROJ_W, layer), model_grad(m, PARAM_FCPROJ_B, layer), dout, l->fch_gelu,
-                             model_param(m, PARAM_FCPROJ_W, layer), l->fch, N, H, C);                         // (B,T,H)
+                             model_param(m, PARAM_FCPROJ_W, layer), l->fch_slope, N, H, C);                         // (B,T,H)
     be->matmul_backward(dx, dx_write, model_grad(m, PARAM_FC_W, layer), model_grad(m, PARAM_FC_B, layer), a->dfch, x,
                         model_param(m, PARAM_FC_W, layer), N, C, H);
 }

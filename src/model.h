@@ -160,7 +160,7 @@ typedef struct {
     void *attmerged;                      // (Lc,B,T,C)
     void *resid_mid;                      // (Lc,B,T,C) x + attention
     void *ln2, *ln2_mean, *ln2_rstd;      // (Lc,B,T,C), (Lc,B,T), (Lc,B,T)
-    void *fch, *fch_gelu;                 // (Lc,B,T,H)
+    void *fch_slope, *fch_gelu;           // (Lc,B,T,H) GELU's slope at the MLP's pre-activation fch, and GELU(fch)
     void *resid_out;                      // (Lc,B,T,C) attention-residual + MLP
     // bf16 copies (alloc_bf16) of the tensors backward reads only as a GEMM's input, NULL unless
     // bf16: the weight gradient dW = dout^T x of the GEMM each feeds. ln2_bf16 pre-norm only (post-
@@ -180,7 +180,7 @@ typedef struct {
     void *dqkv;                           // (B,T,3C)
     void *dq, *dk, *dv, *datty;           // (B,NH,T,hs)
     void *dattmerged;                     // (B,T,C)
-    void *dfch;                           // (B,T,H) the gradient of fch
+    void *dfch;                           // (B,T,H) the gradient of the pre-activation fch
     size_t bytes;                         // total device bytes held
 } Activations;
 

@@ -25,16 +25,16 @@ typedef struct {
     SgaOptions opt;
     int B, NH, T;
     int gate_layers;             // Lg: the stage's layers under recompute "attention", else Lc
-    int gate_inputs_kept;        // Lg is the stage's layers: a rebuild reuses stats, hpre and h
+    int gate_inputs_kept;        // Lg is the stage's layers: a rebuild reuses stats, hslope and h
     void *raw;                   // (Lc,R,T) the raw logits a of the causal triangle, zero above it
     void *spec;                  // (Lc,R,T) s, the spectrum of the zero-padded row
     void *stats;                 // (Lg,R,4)
     void *U;                     // (Lc,R,De+4) gate input [e_l; stats], rebuilt from stats
-    void *hpre;                  // (Lg,R,Hg) gate hidden before GELU
+    void *hslope;                // (Lg,R,Hg) GELU's slope at the gate's hidden pre-activation
     void *h;                     // (Lg,R,Hg) after GELU
     void *gate;                  // (Lc,R,T) g
     void *zp;                    // (Lc,R,T) z' = IDCT(g s)
-    // U, hpre, h and the scratch dgate, dU, dhpre, dstats are the gate MLP's: NULL with sga.fixed_filter.
+    // U, hslope, h and the scratch dgate, dU, dhpre, dstats are the gate MLP's: NULL with sga.fixed_filter.
     void *z, *y, *dspec, *dgate; // (R,T) scratch
     void *dU;                    // (R,De+4)
     void *dhpre;                 // (R,Hg)
@@ -77,7 +77,7 @@ static void *sga_slot_create(const Backend *be, const ModelShape *s, int n_layer
     ALLOC(gate, Lc * R * T); ALLOC(zp, Lc * R * T);
     ALLOC(z, R * T); ALLOC(y, R * T); ALLOC(dspec, R * T);
     if (!slot->opt.fixed_filter) {   // the gate MLP's tensors (the fixed-filter ablation has none: NULL)
-        ALLOC(U, Lc * R * (De + 4)); ALLOC(hpre, Lg * R * Hg); ALLOC(h, Lg * R * Hg);
+        ALLOC(U, Lc * R * (De + 4)); ALLOC(hslope, Lg * R * Hg); ALLOC(h, Lg * R * Hg);
         ALLOC(dgate, R * T); ALLOC(dU, R * (De + 4)); ALLOC(dhpre, R * Hg); ALLOC(dstats, R * 4);
     }
 #undef ALLOC
@@ -87,7 +87,7 @@ static void *sga_slot_create(const Backend *be, const ModelShape *s, int n_layer
 static void sga_slot_free(const Backend *be, void *slot_) {
     SgaSlot *slot = slot_;
     attn_core_slot_release(&slot->core, be);
-    void *all[] = {slot->raw, slot->spec, slot->stats, slot->U, slot->hpre, slot->h, slot->gate, slot->zp, slot->z, slot->y,
+    void *all[] = {slot->raw, slot->spec, slot->stats, slot->U, slot->hslope, slot->h, slot->gate, slot->zp, slot->z, slot->y,
                    slot->dspec, slot->dgate, slot->dU, slot->dhpre, slot->dstats};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) if (all[i]) be->free(all[i]);
     free(slot);
@@ -107,7 +107,7 @@ static SgaRows sga_layer(const SgaSlot *slot, const Backend *be, int li, size_t 
         .spec = be_offset(be, slot->spec, r * T),
         .stats = be_offset(be, slot->stats, rg * 4),
         .U = offset_or_null(be, slot->U, r * (De + 4)),
-        .hpre = offset_or_null(be, slot->hpre, rg * Hg),
+        .hslope = offset_or_null(be, slot->hslope, rg * Hg),
         .h = offset_or_null(be, slot->h, rg * Hg),
         .gate = be_offset(be, slot->gate, r * T),
         .zp = be_offset(be, slot->zp, r * T),
@@ -139,13 +139,13 @@ void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, int q0, i
     be->causal_lower_copy(l->raw, scores, nh, T, q0, Q);          // z: the causal row of a, zero-padded to T
     if (o->spectral) be->dct_rows(l->spec, l->raw, R, T, 0);      // s = DCT-II(z) (R,T)
     else be->copy(l->spec, l->raw, n);                            // ablation: gate the row itself
-    // gate_inputs_kept: a rebuild, and stats, hpre and h hold this layer's from the forward pass.
+    // gate_inputs_kept: a rebuild, and stats, hslope and h hold this layer's from the forward pass.
     if (!gate_inputs_kept) be->sga_stats_forward(l->stats, l->spec, R, T);   // (R,4)
     if (o->fixed_filter) {
         be->sga_fixed_gate(l->gate, R, T);                        // ablation: fixed gains
     } else {
         be->sga_gate_input(l->U, P[SGA_E], l->stats, R, De);      // u = [e_l; stats] (R,De+4)
-        if (!gate_inputs_kept) be->matmul_gelu_forward(l->hpre, l->h, l->U, P[SGA_W1], P[SGA_B1], R, De + 4, Hg);   // (R,Hg) x2
+        if (!gate_inputs_kept) be->matmul_gelu_forward(l->hslope, l->h, l->U, P[SGA_W1], P[SGA_B1], R, De + 4, Hg);   // (R,Hg) x2
         be->matmul_forward(l->gate, l->h, P[SGA_W2], P[SGA_B2], R, Hg, T);
     }
     be->sga_gate_apply(w->y, l->gate, l->spec, n, !o->fixed_filter);   // g = sigmoid(W2 h + b2) (R,T); g * s
@@ -170,7 +170,7 @@ void sga_rows_backward(const SgaOptions *o, const LayerCall *c, int nh, int q0, 
     // ds = dy g; d(W2 h + b2) = dy s g (1 - g)
     be->sga_gate_backward(o->fixed_filter ? NULL : w->dgate, w->dspec, w->y, l->gate, l->spec, n);
     if (!o->fixed_filter) {
-        be->matmul_backward_gelu(w->dhpre, G[SGA_W2], G[SGA_B2], w->dgate, l->h, P[SGA_W2], l->hpre, R, Hg, T);   // (R,Hg)
+        be->matmul_backward_gelu(w->dhpre, G[SGA_W2], G[SGA_B2], w->dgate, l->h, P[SGA_W2], l->hslope, R, Hg, T);   // (R,Hg)
         be->matmul_backward(w->dU, GRAD_ASSIGN, G[SGA_W1], G[SGA_B1], w->dhpre, l->U, P[SGA_W1], R, De + 4, Hg);
         be->sga_gate_input_backward(G[SGA_E], w->dstats, w->dU, R, De);
         be->sga_stats_backward(w->dspec, w->dstats, l->spec, l->stats, R, T);     // gradient through the statistics

@@ -23,7 +23,7 @@ typedef struct {
     void *spec;       // (nh,Q,T) s, the spectrum of each zero-padded causal row
     void *stats;      // (R,4) the row statistics
     void *U;          // (R,De+4) gate input [e_l; stats]
-    void *hpre, *h;   // (R,Hg) gate hidden, before and after GELU
+    void *hslope, *h;   // (R,Hg) gate hidden: GELU's slope at its pre-activation, and after GELU
     void *gate;       // (nh,Q,T) g
     void *zp;         // (nh,Q,T) z' = IDCT(g s)
 } SgaRows;
@@ -37,7 +37,7 @@ typedef struct {
 } SgaScratch;
 
 // probs (nh,Q,T), the causal softmax of SGA's logits, from scores (nh,Q,T), writing l; c gives the
-// backend, T and the layer's parameters. gate_inputs_kept: l->stats, l->hpre and l->h already hold
+// backend, T and the layer's parameters. gate_inputs_kept: l->stats, l->hslope and l->h already hold
 // what this chain computed for these rows before (a rebuild for backward), and are not computed again.
 void sga_rows_forward(const SgaOptions *o, const LayerCall *c, int nh, int q0, int Q, const SgaRows *l, const SgaScratch *w,
                       const void *scores, void *probs, int gate_inputs_kept);

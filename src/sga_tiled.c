@@ -52,7 +52,7 @@ typedef struct {
     void *scores;              // (rows,T) scores, then logits; in backward dprobs, then dscores
     void *probs;               // (rows,T) the tile's attention weights
     void *dlogits;             // (rows,T)
-    SgaRows rows;              // raw, spec, gate, zp (rows,T); stats (rows,4); U (rows,De+4); hpre, h (rows,Hg)
+    SgaRows rows;              // raw, spec, gate, zp (rows,T); stats (rows,4); U (rows,De+4); hslope, h (rows,Hg)
     SgaScratch w;              // z, y, dspec, dgate (rows,T); dU, dhpre, dstats as above
     SgaTiledRecord *rec;       // (n_layers), local layer li at li % n_layers
     void *layer_probs;         // (B,NH,T,T) NULL until the first layer_probs call
@@ -132,7 +132,7 @@ static void *sga_tiled_slot_create(const Backend *be, const ModelShape *s, int n
 #define ALLOC(field, n) do { slot->field = be->alloc(n); *elements += (n); } while (0)
     ALLOC(scores, TT); ALLOC(probs, TT); ALLOC(dlogits, TT);
     ALLOC(rows.raw, TT); ALLOC(rows.spec, TT); ALLOC(rows.gate, TT); ALLOC(rows.zp, TT);
-    ALLOC(rows.stats, R * 4); ALLOC(rows.U, R * (De + 4)); ALLOC(rows.hpre, R * Hg); ALLOC(rows.h, R * Hg);
+    ALLOC(rows.stats, R * 4); ALLOC(rows.U, R * (De + 4)); ALLOC(rows.hslope, R * Hg); ALLOC(rows.h, R * Hg);
     ALLOC(w.z, TT); ALLOC(w.y, TT); ALLOC(w.dspec, TT); ALLOC(w.dgate, TT);
     ALLOC(w.dU, R * (De + 4)); ALLOC(w.dhpre, R * Hg); ALLOC(w.dstats, R * 4);
     // The traces' one-layer weights: with the slot when trace.every > 0, so the trainer's counted
@@ -145,7 +145,7 @@ static void *sga_tiled_slot_create(const Backend *be, const ModelShape *s, int n
 static void sga_tiled_slot_free(const Backend *be, void *slot_) {
     SgaTiledSlot *slot = slot_;
     void *all[] = {slot->scores, slot->probs, slot->dlogits, slot->rows.raw, slot->rows.spec, slot->rows.gate,
-                   slot->rows.zp, slot->rows.stats, slot->rows.U, slot->rows.hpre, slot->rows.h, slot->w.z, slot->w.y,
+                   slot->rows.zp, slot->rows.stats, slot->rows.U, slot->rows.hslope, slot->rows.h, slot->w.z, slot->w.y,
                    slot->w.dspec, slot->w.dgate, slot->w.dU, slot->w.dhpre, slot->w.dstats, slot->layer_probs};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) if (all[i]) be->free(all[i]);
     free(slot->rec);

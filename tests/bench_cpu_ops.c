@@ -21,6 +21,7 @@
 #define HEADS 32        // B 8 x 4 heads
 #define SEQ 128
 #define VOCAB 256
+#define HEADS_PER_SEQ 4
 #define SGA_ROWS 8192   // tiny-sga: B 32 x 4 heads x T 64
 #define SGA_T 64
 #define SGA_T_LONG 512  // the d=512 benchmarks' longer rows (1024 of them)
@@ -53,6 +54,9 @@ typedef struct {
 #define D_DOUT(be, x) be_offset(be, (x)->d, (size_t)HIDDEN * WIDTH)
 #define D_DWEIGHT(be, x) be_offset(be, (x)->d, (size_t)HIDDEN * WIDTH + (size_t)N_TOKENS * WIDTH)
 
+// Part `i` (q, k, v) of three (N_TOKENS, WIDTH) tensors laid out one after another in `buf`.
+#define QKV_PART(be, buf, i) be_offset(be, buf, (size_t)(i) * N_TOKENS * WIDTH)
+
 // Runs op `which` once.
 static void run_op(const Backend *be, Buffers *x, int which) {
     switch (which) {
@@ -83,6 +87,11 @@ static void run_op(const Backend *be, Buffers *x, int which) {
     case 20:
         be->matmul_backward_gelu(x->c, D_DWEIGHT(be, x), x->small1, D_DOUT(be, x), x->b, x->d, x->a, N_TOKENS, HIDDEN, WIDTH);
         break;
+    // The copies between the (B,T,3C) qkv / (B,T,C) stream and the (B,NH,T,hs) heads: B 8, NH 4, T 128, hs 32.
+    case 21: be->heads_split(x->c, QKV_PART(be, x->c, 1), QKV_PART(be, x->c, 2), x->a, N_TOKENS / SEQ, SEQ, HEADS_PER_SEQ, WIDTH / HEADS_PER_SEQ); break;
+    case 22: be->heads_split_backward(x->c, x->a, x->b, x->d, N_TOKENS / SEQ, SEQ, HEADS_PER_SEQ, WIDTH / HEADS_PER_SEQ); break;
+    case 23: be->heads_merge(x->c, x->a, N_TOKENS / SEQ, SEQ, HEADS_PER_SEQ, WIDTH / HEADS_PER_SEQ); break;
+    case 24: be->heads_merge_backward(x->c, x->a, N_TOKENS / SEQ, SEQ, HEADS_PER_SEQ, WIDTH / HEADS_PER_SEQ); break;
     }
 }
 
@@ -108,6 +117,10 @@ static const OpInfo OPS[] = {
     {"softmax_causal_forward", "(128, 64, 64)", (double)BIG},
     {"matmul_backward", "(1024, 512x128)", (double)N_TOKENS * HIDDEN},
     {"matmul_backward_gelu", "(1024, 512x128)", (double)N_TOKENS * HIDDEN},
+    {"heads_split", "(1024, 3x128)", (double)N_TOKENS * 3 * WIDTH},
+    {"heads_split_backward", "(1024, 3x128)", (double)N_TOKENS * 3 * WIDTH},
+    {"heads_merge", "(1024, 128)", (double)N_TOKENS * WIDTH},
+    {"heads_merge_backward", "(1024, 128)", (double)N_TOKENS * WIDTH},
 };
 
 int main(int argc, char **argv) {

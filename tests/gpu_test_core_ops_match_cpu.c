@@ -306,32 +306,32 @@ static void test_matmul_forward_backward_bf16(void **state) {
 }
 
 // ---- GELU MLP layers (fp32 GEMMs) -------------------------------------------------------------------
-// pre and act = gelu(pre) of matmul_gelu_forward at (N, C, OC); pre's values span GELU's bend and
-// both tails (|pre| up to ~3). Both outputs start as different garbage on the two sides.
+// slope = gelu'(pre) and act = gelu(pre) of matmul_gelu_forward at (N, C, OC); pre's values span
+// GELU's bend and both tails (|pre| up to ~3). Both outputs start as different garbage on the two sides.
 static void test_matmul_gelu_forward(void **state) {
     (void)state;
     Pair inp = pair_random((size_t)N * C, 60, 1.0), weight = pair_random((size_t)OC * C, 61, 0.3), bias = pair_random(OC, 62, 1.0);
-    Pair pre = pair_garbage((size_t)N * OC, 63), act = pair_garbage((size_t)N * OC, 64);
-    gpu->matmul_gelu_forward(pre.g, act.g, inp.g, weight.g, bias.g, N, C, OC);
-    cpu->matmul_gelu_forward(pre.c, act.c, inp.c, weight.c, bias.c, N, C, OC);
-    expect_close("matmul_gelu", "pre", pre);
+    Pair slope = pair_garbage((size_t)N * OC, 63), act = pair_garbage((size_t)N * OC, 64);
+    gpu->matmul_gelu_forward(slope.g, act.g, inp.g, weight.g, bias.g, N, C, OC);
+    cpu->matmul_gelu_forward(slope.c, act.c, inp.c, weight.c, bias.c, N, C, OC);
+    expect_close("matmul_gelu", "slope", slope);
     expect_close("matmul_gelu", "act", act);
-    pair_free(inp); pair_free(weight); pair_free(bias); pair_free(pre); pair_free(act);
+    pair_free(inp); pair_free(weight); pair_free(bias); pair_free(slope); pair_free(act);
 }
 
-// matmul_backward_gelu of a (N, OC) hidden layer into C outputs: dpre (=, from garbage), dweight and
-// dbias (+=, from the same random values).
+// matmul_backward_gelu of a (N, OC) hidden layer into C outputs, GELU's slope a random (N, OC): dpre
+// (=, from garbage), dweight and dbias (+=, from the same random values).
 static void test_matmul_backward_gelu(void **state) {
     (void)state;
-    Pair pre = pair_random((size_t)N * OC, 65, 3.0), act = pair_random((size_t)N * OC, 66, 1.0);
+    Pair slope = pair_random((size_t)N * OC, 65, 1.0), act = pair_random((size_t)N * OC, 66, 1.0);
     Pair weight = pair_random((size_t)C * OC, 67, 0.2), dout = pair_random((size_t)N * C, 68, 1.0);
     Pair dpre = pair_garbage((size_t)N * OC, 69), dweight = pair_random((size_t)C * OC, 70, 1.0), dbias = pair_random(C, 71, 1.0);
-    gpu->matmul_backward_gelu(dpre.g, dweight.g, dbias.g, dout.g, act.g, weight.g, pre.g, N, OC, C);
-    cpu->matmul_backward_gelu(dpre.c, dweight.c, dbias.c, dout.c, act.c, weight.c, pre.c, N, OC, C);
+    gpu->matmul_backward_gelu(dpre.g, dweight.g, dbias.g, dout.g, act.g, weight.g, slope.g, N, OC, C);
+    cpu->matmul_backward_gelu(dpre.c, dweight.c, dbias.c, dout.c, act.c, weight.c, slope.c, N, OC, C);
     expect_close("matmul_gelu", "dpre", dpre);
     expect_close("matmul_gelu", "dweight", dweight);
     expect_close("matmul_gelu", "dbias", dbias);
-    pair_free(pre); pair_free(act); pair_free(weight); pair_free(dout); pair_free(dpre); pair_free(dweight); pair_free(dbias);
+    pair_free(slope); pair_free(act); pair_free(weight); pair_free(dout); pair_free(dpre); pair_free(dweight); pair_free(dbias);
 }
 
 // ---- elementwise -------------------------------------------------------------------------------

@@ -145,9 +145,11 @@ static double gelu_slope_reference(double x) {
 }
 
 // The GELU epilogues of matmul_gelu_forward and matmul_backward_gelu reach every element of every
-// tile, cut along rows (tall) and along columns (wide): pre, dweight and dbias are bitwise the plain
-// matmul's, act and dpre the GELU and its slope of them (act within 4e-7 relative of double; dpre
-// within 3e-6: the slope's 1 - s loses bits where s nears 1), the same on 1 and 2 threads. The inputs are scaled so that the pre-activations span both tails.
+// tile, cut along rows (tall) and along columns (wide): with pre the plain matmul's output, act is
+// GELU(pre) within 4e-7 relative of double, slope GELU'(pre) and dpre slope times the plain
+// backward's dinp within 3e-6 (the slope's 1 - s loses bits where s nears 1); dweight and dbias are
+// bitwise the plain backward's; all the same on 1 and 2 threads. The inputs are scaled so that the
+// pre-activations span both tails.
 static void check_gelu_mlp(int N, int C, int H) {
     const Backend *be = backend_cpu_f32();
     size_t nh = (size_t)N * H;
@@ -157,34 +159,35 @@ static void check_gelu_mlp(int N, int C, int H) {
     float *plain = be->alloc(nh), *dplain = be->alloc(nh), *dw_plain = be->alloc((size_t)C * H), *db_plain = be->alloc(C);
     be->matmul_forward(plain, x, w1, b1, N, C, H);
     be->matmul_backward(dplain, GRAD_ASSIGN, dw_plain, db_plain, dout, plain, w2, N, H, C);
-    float *pre[2], *act[2], *dpre[2];
+    float *slope[2], *act[2], *dpre[2];
     for (int threads = 1; threads <= 2; threads++) {
         int t = threads - 1;
         omp_set_num_threads(threads);
-        pre[t] = be->alloc(nh); act[t] = be->alloc(nh); dpre[t] = be->alloc(nh);
+        slope[t] = be->alloc(nh); act[t] = be->alloc(nh); dpre[t] = be->alloc(nh);
         float *dw = be->alloc((size_t)C * H), *db = be->alloc(C);
-        be->matmul_gelu_forward(pre[t], act[t], x, w1, b1, N, C, H);
-        // inp = pre here, so that dweight can be compared with the plain backward's, which read plain.
-        be->matmul_backward_gelu(dpre[t], dw, db, dout, pre[t], w2, pre[t], N, H, C);
+        be->matmul_gelu_forward(slope[t], act[t], x, w1, b1, N, C, H);
+        // inp = plain here, so that dweight can be compared with the plain backward's.
+        be->matmul_backward_gelu(dpre[t], dw, db, dout, plain, w2, slope[t], N, H, C);
         if (memcmp(dw, dw_plain, sizeof(float) * C * H) || memcmp(db, db_plain, sizeof(float) * C))
             fail_msg("matmul_backward_gelu N=%d H=%d: dweight or dbias differs from matmul_backward's", N, H);
         be->free(dw); be->free(db);
     }
-    if (memcmp(pre[0], plain, sizeof(float) * nh)) fail_msg("matmul_gelu_forward N=%d H=%d: pre differs from matmul_forward", N, H);
-    if (memcmp(pre[0], pre[1], sizeof(float) * nh) || memcmp(act[0], act[1], sizeof(float) * nh) ||
+    if (memcmp(slope[0], slope[1], sizeof(float) * nh) || memcmp(act[0], act[1], sizeof(float) * nh) ||
         memcmp(dpre[0], dpre[1], sizeof(float) * nh))
         fail_msg("GELU MLP N=%d H=%d: 1 and 2 threads differ", N, H);
     int tails = 0;
     for (size_t i = 0; i < nh; i++) {
-        double p = pre[0][i], act_want = gelu_reference(p), dpre_want = gelu_slope_reference(p) * dplain[i];
+        double p = plain[i], act_want = gelu_reference(p), slope_want = gelu_slope_reference(p), dpre_want = slope_want * dplain[i];
         if (fabs(act[0][i] - act_want) > 4e-7 * (1 + fabs(act_want)))
             fail_msg("matmul_gelu_forward N=%d H=%d: act[%zu] = %.9g, gelu(%.9g) = %.9g", N, H, i, act[0][i], p, act_want);
+        if (fabs(slope[0][i] - slope_want) > 3e-6 * (1 + fabs(slope_want)))
+            fail_msg("matmul_gelu_forward N=%d H=%d: slope[%zu] = %.9g, gelu'(%.9g) = %.9g", N, H, i, slope[0][i], p, slope_want);
         if (fabs(dpre[0][i] - dpre_want) > 3e-6 * (1 + fabs(dpre_want)))
             fail_msg("matmul_backward_gelu N=%d H=%d: dpre[%zu] = %.9g, want %.9g", N, H, i, dpre[0][i], dpre_want);
         tails += fabs(p) > 3;
     }
     assert_true(tails > 0);
-    for (int t = 0; t < 2; t++) { be->free(pre[t]); be->free(act[t]); be->free(dpre[t]); }
+    for (int t = 0; t < 2; t++) { be->free(slope[t]); be->free(act[t]); be->free(dpre[t]); }
     be->free(plain); be->free(dplain); be->free(dw_plain); be->free(db_plain);
     free(x); free(w1); free(b1); free(w2); free(dout);
 }

@@ -160,22 +160,23 @@ static void test_layernorm_backward_matches_finite_differences(void **state) {
 }
 
 // ---- GELU MLP: out = gelu(x W1^T + b1) W2^T + b2 ---------------------------------------------
-// matmul_gelu_forward and matmul_backward_gelu through a second layer, so that dpre carries dout W2.
+// matmul_gelu_forward and matmul_backward_gelu through a second layer, so that dpre carries dout W2;
+// the slope the forward op keeps is what the backward op reads.
 typedef struct { int N, C, H, O; double *w; } MlpCtx;
 
-typedef struct { void *x, *w1, *b1, *w2, *b2, *pre, *act, *out; } MlpTensors;
+typedef struct { void *x, *w1, *b1, *w2, *b2, *slope, *act, *out; } MlpTensors;
 
 static MlpTensors mlp_forward(const Backend *be, double **in, const MlpCtx *c) {
     MlpTensors t = {gc_upload(be, in[0], (size_t)c->N * c->C), gc_upload(be, in[1], (size_t)c->H * c->C), gc_upload(be, in[2], c->H),
                     gc_upload(be, in[3], (size_t)c->O * c->H), gc_upload(be, in[4], c->O), gc_alloc_stale(be, (size_t)c->N * c->H),
                     gc_alloc_stale(be, (size_t)c->N * c->H), be->alloc((size_t)c->N * c->O)};
-    be->matmul_gelu_forward(t.pre, t.act, t.x, t.w1, t.b1, c->N, c->C, c->H);   // (N,H) x2
+    be->matmul_gelu_forward(t.slope, t.act, t.x, t.w1, t.b1, c->N, c->C, c->H);   // (N,H) x2
     be->matmul_forward(t.out, t.act, t.w2, t.b2, c->N, c->H, c->O);            // (N,O)
     return t;
 }
 
 static void mlp_free(const Backend *be, MlpTensors t) {
-    void *all[] = {t.x, t.w1, t.b1, t.w2, t.b2, t.pre, t.act, t.out};
+    void *all[] = {t.x, t.w1, t.b1, t.w2, t.b2, t.slope, t.act, t.out};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(all[i]);
 }
 
@@ -193,7 +194,7 @@ static void mlp_gradient(const Backend *be, double **in, double **g, void *ctx_)
     void *dout = gc_upload(be, c->w, (size_t)c->N * c->O);
     void *dpre = gc_alloc_stale(be, (size_t)c->N * c->H), *dx = gc_alloc_stale(be, (size_t)c->N * c->C);   // both overwritten
     void *dw1 = be->alloc((size_t)c->H * c->C), *db1 = be->alloc(c->H), *dw2 = be->alloc((size_t)c->O * c->H), *db2 = be->alloc(c->O);
-    be->matmul_backward_gelu(dpre, dw2, db2, dout, t.act, t.w2, t.pre, c->N, c->H, c->O);   // (N,H)
+    be->matmul_backward_gelu(dpre, dw2, db2, dout, t.act, t.w2, t.slope, c->N, c->H, c->O);   // (N,H)
     be->matmul_backward(dx, GRAD_ASSIGN, dw1, db1, dpre, t.x, t.w1, c->N, c->C, c->H);     // (N,C)
     grads_download(be, g, 0, dx, (size_t)c->N * c->C);
     grads_download(be, g, 1, dw1, (size_t)c->H * c->C);
@@ -367,11 +368,62 @@ static void test_causal_softmax_on_row_blocks_matches_whole_square(void **state)
     assert_row_blocks_match_square(&backward, 3, lengths, 2, 80);
 }
 
-// The four attention products on a block of query rows (q0, Q): attn_scores and attn_values give the
-// block's rows of the whole-square products, and the backward ops the block's rows of dprobs and dq;
-// dk and dv, sums over every query row, come out of blocks that partition the rows, accumulated
-// one after the other, as from the whole square. GEMMs of other shapes may sum in another order, so
-// within 1e-12 relative on the fp64 backend (as the tiled SGA uses them, src/sga_tiled.c).
+// The four attention products, on the whole square and on blocks of query rows (q0, Q) that partition
+// it, against plain loops over the causal triangle in double: scores and dprobs on the triangle (above
+// it they are unspecified), y and dq, and dk and dv accumulated over the blocks one after the other.
+// probs and dscores hold random values on the triangle and zeros above it, as their producers leave
+// them (backend.h). T = 11 runs each block as one product; T = 150 in causal pieces
+// (src/cpu/attention.inc), four on the square, two on its blocks of 70 and 80 rows. fp64 backend:
+// within 1e-12 relative, whatever order the GEMMs sum in.
+typedef struct {
+    int BH, T, HS;
+    double scale;
+    const double *q, *k, *v, *dy, *probs, *dscores;   // (BH,T,hs) x4, (BH,T,T) x2
+} AttnProducts;
+
+// The products by their definition: scores (BH,T,T) on the triangle, y, dprobs on the triangle, dq, dk, dv.
+static void attn_products_by_loops(const AttnProducts *a, double *scores, double *y, double *dprobs, double *dq, double *dk,
+                                   double *dv) {
+    int T = a->T, HS = a->HS;
+    size_t nh = (size_t)a->BH * T * HS;
+    memset(y, 0, nh * sizeof(double)); memset(dq, 0, nh * sizeof(double));
+    memset(dk, 0, nh * sizeof(double)); memset(dv, 0, nh * sizeof(double));
+    for (int bh = 0; bh < a->BH; bh++) {
+        size_t h = (size_t)bh * T * HS, sq = (size_t)bh * T * T;
+        for (int i = 0; i < T; i++)
+            for (int j = 0; j <= i; j++) {
+                double qk = 0, dyv = 0, p = a->probs[sq + (size_t)i * T + j], ds = a->dscores[sq + (size_t)i * T + j];
+                for (int d = 0; d < HS; d++) {
+                    size_t qi = h + (size_t)i * HS + d, kj = h + (size_t)j * HS + d;
+                    qk += a->q[qi] * a->k[kj];
+                    dyv += a->dy[qi] * a->v[kj];
+                    y[qi] += p * a->v[kj];
+                    dv[kj] += p * a->dy[qi];
+                    dq[qi] += a->scale * ds * a->k[kj];
+                    dk[kj] += a->scale * ds * a->q[qi];
+                }
+                scores[sq + (size_t)i * T + j] = a->scale * qk;
+                dprobs[sq + (size_t)i * T + j] = dyv;
+            }
+    }
+}
+
+// The largest |got - want| over the causal triangle of rows b of (BH,T,T) `want`, got (BH,Q,T); and
+// the largest |want| there in *ref.
+static double triangle_diff(const double *got, const double *want, int BH, int T, RowBlock b, double *ref) {
+    double d = 0;
+    for (int bh = 0; bh < BH; bh++)
+        for (int r = 0; r < b.Q; r++) {
+            int i = b.q0 + r;
+            for (int j = 0; j <= i; j++) {
+                double w = want[((size_t)bh * T + i) * T + j];
+                d = fmax(d, fabs(got[((size_t)bh * b.Q + r) * T + j] - w));
+                *ref = fmax(*ref, fabs(w));
+            }
+        }
+    return d;
+}
+
 static double max_abs_diff(const double *a, const double *b, size_t n, double *ref) {
     double d = 0;
     *ref = 0;
@@ -382,59 +434,70 @@ static double max_abs_diff(const double *a, const double *b, size_t n, double *r
     return d;
 }
 
-static void test_attention_products_on_row_blocks_match_whole_square(void **state) {
-    (void)state;
-    const Backend *be = backend_cpu_f64();
-    enum { BH = 3, T = 11, HS = 4 };
-    const RowBlock partition[3] = {{0, 1}, {1, 6}, {7, 4}};   // rows 0 | 1-6 | 7-10
-    size_t nh = (size_t)BH * T * HS, nt = (size_t)BH * T * T;
-    double *q = gc_random(nh, 90, 1.0), *k = gc_random(nh, 91, 1.0), *v = gc_random(nh, 92, 1.0), *dy = gc_random(nh, 93, 1.0);
-    double *probs = gc_random(nt, 94, 1.0), *dscores = gc_random(nt, 95, 1.0);   // any values: the products are linear
-    void *q_dev = gc_upload(be, q, nh), *k_dev = gc_upload(be, k, nh), *v_dev = gc_upload(be, v, nh), *dy_dev = gc_upload(be, dy, nh);
-    double scale = 0.5;
-    // The whole squares.
-    void *sq = be->alloc(nt), *y = be->alloc(nh), *dprobs = be->alloc(nt), *dq = be->alloc(nh), *dk = be->alloc(nh), *dv = be->alloc(nh);
-    void *probs_dev = gc_upload(be, probs, nt), *dscores_dev = gc_upload(be, dscores, nt);
-    be->attn_scores(sq, q_dev, k_dev, scale, BH, T, HS, 0, T);
-    be->attn_values(y, probs_dev, v_dev, BH, T, HS, 0, T);
-    be->zero(dq, nh); be->zero(dk, nh); be->zero(dv, nh);
-    be->attn_values_backward(dprobs, dv, dy_dev, probs_dev, v_dev, BH, T, HS, 0, T);
-    be->attn_scores_backward(dq, dk, dscores_dev, q_dev, k_dev, scale, BH, T, HS, 0, T);
-    double *w_scores = gc_download(be, sq, nt), *w_y = gc_download(be, y, nh), *w_dprobs = gc_download(be, dprobs, nt);
-    double *w_dq = gc_download(be, dq, nh), *w_dk = gc_download(be, dk, nh), *w_dv = gc_download(be, dv, nh);
-    // The blocks, dq dk dv accumulating over them.
-    be->zero(dq, nh); be->zero(dk, nh); be->zero(dv, nh);
-    be->zero(y, nh);
-    double worst = 0, ref;
-    for (int bk = 0; bk < 3; bk++) {
-        RowBlock b = partition[bk];
+// Runs the four ops on blocks (one block (0, T): the square) and returns the worst relative error
+// against the loops' results.
+static double attn_products_error(const Backend *be, const AttnProducts *a, const RowBlock *blocks, int n_blocks,
+                                  double *const want[6]) {
+    int BH = a->BH, T = a->T, HS = a->HS;
+    size_t nh = (size_t)BH * T * HS;
+    void *q = gc_upload(be, a->q, nh), *k = gc_upload(be, a->k, nh), *v = gc_upload(be, a->v, nh), *dy = gc_upload(be, a->dy, nh);
+    void *y = be->alloc(nh), *dq = be->alloc(nh), *dk = be->alloc(nh), *dv = be->alloc(nh);
+    be->zero(y, nh); be->zero(dq, nh); be->zero(dk, nh); be->zero(dv, nh);
+    double worst = 0, ref_s = 0, ref_dp = 0, ds = 0, ddp = 0, ref;
+    for (int bk = 0; bk < n_blocks; bk++) {
+        RowBlock b = blocks[bk];
         size_t nb = (size_t)BH * b.Q * T;
-        double *p_rows = rows_of_square(probs, BH, T, b), *ds_rows = rows_of_square(dscores, BH, T, b);
+        double *p_rows = rows_of_square(a->probs, BH, T, b), *ds_rows = rows_of_square(a->dscores, BH, T, b);
         void *bs = be->alloc(nb), *bdp = be->alloc(nb), *bp = gc_upload(be, p_rows, nb), *bds = gc_upload(be, ds_rows, nb);
-        be->attn_scores(bs, q_dev, k_dev, scale, BH, T, HS, b.q0, b.Q);
-        be->attn_values(y, bp, v_dev, BH, T, HS, b.q0, b.Q);
-        be->attn_values_backward(bdp, dv, dy_dev, bp, v_dev, BH, T, HS, b.q0, b.Q);
-        be->attn_scores_backward(dq, dk, bds, q_dev, k_dev, scale, BH, T, HS, b.q0, b.Q);
+        be->attn_scores(bs, q, k, a->scale, BH, T, HS, b.q0, b.Q);
+        be->attn_values(y, bp, v, BH, T, HS, b.q0, b.Q);
+        be->attn_values_backward(bdp, dv, dy, bp, v, BH, T, HS, b.q0, b.Q);
+        be->attn_scores_backward(dq, dk, bds, q, k, a->scale, BH, T, HS, b.q0, b.Q);
         double *got_s = gc_download(be, bs, nb), *got_dp = gc_download(be, bdp, nb);
-        double *want_s = rows_of_square(w_scores, BH, T, b), *want_dp = rows_of_square(w_dprobs, BH, T, b);
-        worst = fmax(worst, max_abs_diff(got_s, want_s, nb, &ref) / ref);
-        worst = fmax(worst, max_abs_diff(got_dp, want_dp, nb, &ref) / ref);
-        free(p_rows); free(ds_rows); free(got_s); free(got_dp); free(want_s); free(want_dp);
+        ds = fmax(ds, triangle_diff(got_s, want[0], BH, T, b, &ref_s));
+        ddp = fmax(ddp, triangle_diff(got_dp, want[2], BH, T, b, &ref_dp));
+        free(p_rows); free(ds_rows); free(got_s); free(got_dp);
         be->free(bs); be->free(bdp); be->free(bp); be->free(bds);
     }
-    double *got_y = gc_download(be, y, nh), *got_dq = gc_download(be, dq, nh), *got_dk = gc_download(be, dk, nh),
-           *got_dv = gc_download(be, dv, nh);
-    double y_rel = max_abs_diff(got_y, w_y, nh, &ref) / ref, q_devrel = max_abs_diff(got_dq, w_dq, nh, &ref) / ref;
-    double k_devrel = max_abs_diff(got_dk, w_dk, nh, &ref) / ref, v_devrel = max_abs_diff(got_dv, w_dv, nh, &ref) / ref;
-    printf("# row blocks 0 | 1-6 | 7-10 of T = %d: scores and dprobs %.2e, y %.2e, dq %.2e, dk %.2e, dv %.2e (relative)\n", T,
-           worst, y_rel, q_devrel, k_devrel, v_devrel);
-    assert_true(worst <= 1e-12 && y_rel <= 1e-12 && q_devrel <= 1e-12 && k_devrel <= 1e-12 && v_devrel <= 1e-12);
-    assert_true(ref > 0);
-    free(q); free(k); free(v); free(dy); free(probs); free(dscores);
-    free(w_scores); free(w_y); free(w_dprobs); free(w_dq); free(w_dk); free(w_dv);
-    free(got_y); free(got_dq); free(got_dk); free(got_dv);
-    void *all[] = {q_dev, k_dev, v_dev, dy_dev, sq, y, dprobs, dq, dk, dv, probs_dev, dscores_dev};
+    worst = fmax(ds / ref_s, ddp / ref_dp);
+    void *outs[4] = {y, dq, dk, dv};
+    double *const want_h[4] = {want[1], want[3], want[4], want[5]};
+    for (int o = 0; o < 4; o++) {
+        double *got = gc_download(be, outs[o], nh);
+        worst = fmax(worst, max_abs_diff(got, want_h[o], nh, &ref) / ref);
+        assert_true(ref > 0);
+        free(got);
+    }
+    void *all[] = {q, k, v, dy, y, dq, dk, dv};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->free(all[i]);
+    return worst;
+}
+
+static void check_attention_products(int T, const RowBlock *partition, int n_blocks, uint64_t seed) {
+    const Backend *be = backend_cpu_f64();
+    enum { BH = 3, HS = 4 };
+    size_t nh = (size_t)BH * T * HS, nt = (size_t)BH * T * T;
+    AttnProducts a = {BH, T, HS, 0.5, gc_random(nh, seed, 1.0), gc_random(nh, seed + 1, 1.0), gc_random(nh, seed + 2, 1.0),
+                      gc_random(nh, seed + 3, 1.0), gc_random(nt, seed + 4, 1.0), gc_random(nt, seed + 5, 1.0)};
+    for (size_t e = 0; e < nt; e++)
+        if ((int)(e % T) > (int)((e / T) % T)) ((double *)a.probs)[e] = ((double *)a.dscores)[e] = 0;   // j > i
+    double *want[6] = {malloc(nt * sizeof(double)), malloc(nh * sizeof(double)), malloc(nt * sizeof(double)),
+                       malloc(nh * sizeof(double)), malloc(nh * sizeof(double)), malloc(nh * sizeof(double))};
+    attn_products_by_loops(&a, want[0], want[1], want[2], want[3], want[4], want[5]);
+    RowBlock square = {0, T};
+    double e_square = attn_products_error(be, &a, &square, 1, want), e_blocks = attn_products_error(be, &a, partition, n_blocks, want);
+    printf("# T = %d: the square %.2e, %d row blocks %.2e (worst relative error of the six outputs)\n", T, e_square, n_blocks, e_blocks);
+    assert_true(e_square <= 1e-12 && e_blocks <= 1e-12);
+    for (int i = 0; i < 6; i++) free(want[i]);
+    free((void *)a.q); free((void *)a.k); free((void *)a.v); free((void *)a.dy); free((void *)a.probs); free((void *)a.dscores);
+}
+
+static void test_attention_products_match_loops_on_the_square_and_row_blocks(void **state) {
+    (void)state;
+    const RowBlock short_rows[3] = {{0, 1}, {1, 6}, {7, 4}};   // rows 0 | 1-6 | 7-10
+    check_attention_products(11, short_rows, 3, 90);
+    const RowBlock long_rows[2] = {{0, 70}, {70, 80}};
+    check_attention_products(150, long_rows, 2, 96);
 }
 
 // ---- the dscores contract ---------------------------------------------------------------------
@@ -559,7 +622,7 @@ int main(void) {
         cmocka_unit_test(test_attention_backward_matches_finite_differences),
         cmocka_unit_test(test_causal_softmax_masks_future_and_normalises),
         cmocka_unit_test(test_causal_softmax_on_row_blocks_matches_whole_square),
-        cmocka_unit_test(test_attention_products_on_row_blocks_match_whole_square),
+        cmocka_unit_test(test_attention_products_match_loops_on_the_square_and_row_blocks),
         cmocka_unit_test(test_dscores_producers_write_exact_zeros_above_the_diagonal),
         cmocka_unit_test(test_crossentropy_backward_matches_finite_differences),
         cmocka_unit_test(test_crossentropy_ignores_masked_targets),
