@@ -122,9 +122,11 @@ typedef enum { GRAD_ASSIGN, GRAD_ACCUMULATE } GradWrite;
     /* dscores (=) (BH,Q,T), exact zeros above the diagonal (whatever the buffer held before); */ \
     /* dprobs, probs (BH,Q,T) */ \
     OP(void, softmax_causal_backward, (void *dscores, const void *dprobs, const void *probs, int BH, int T, int q0, int Q)) \
-    /* y[q0:q0+Q] (=) probs (BH,Q,T) v */ \
+    /* y[q0:q0+Q] (=) probs (BH,Q,T) v. probs must hold zeros above the diagonal, as the softmax and */ \
+    /* sga_blend_softmax_forward leave it: a backend may skip them, or read them (CPU: causal pieces) */ \
     OP(void, attn_values, (void *y, const void *probs, const void *v, int BH, int T, int hs, int q0, int Q)) \
-    /* dprobs (=) (BH,Q,T) = dy[q0:q0+Q] v^T, dv (+=) (BH,T,hs) = probs^T dy[q0:q0+Q] */ \
+    /* dprobs (=) (BH,Q,T) = dy[q0:q0+Q] v^T, entries above the diagonal left unspecified (only the */ \
+    /* softmax's backward reads it, on the triangle); dv (+=) (BH,T,hs) = probs^T dy[q0:q0+Q], probs as above */ \
     OP(void, attn_values_backward, (void *dprobs, void *dv, const void *dy, const void *probs, const void *v, \
                                     int BH, int T, int hs, int q0, int Q)) \
     \

@@ -120,14 +120,25 @@ static void test_heads_merge_backward(void **state) {
 
 // ---- batched products ------------------------------------------------------------------------------
 
+// The causal triangle of a (BH,Q,T) row tensor of rows q0.. on both sides, zeros above it: for
+// outputs whose entries above the diagonal the op leaves unspecified (backend.h; the CPU skips them
+// in causal pieces, src/cpu/attention.inc).
+static Pair causal_part(Pair p, int q0, int Q) {
+    Pair m = pair_garbage(p.n, 990);
+    gpu->causal_lower_copy(m.g, p.g, BH, T, q0, Q);
+    cpu->causal_lower_copy(m.c, p.c, BH, T, q0, Q);
+    return m;
+}
+
 static void run_attn_scores(const char *what, double tol) {
     size_t nh = (size_t)BH * T * HS, ns = (size_t)BH * T * T;
     Pair q = pair_random(nh, 13, 1.0), k = pair_random(nh, 14, 1.0), s = pair_random(ns, 15, 1.0);
     double scale = 1.0 / sqrt((double)HS);
     gpu->attn_scores(s.g, q.g, k.g, scale, BH, T, HS, 0, T);
     cpu->attn_scores(s.c, q.c, k.c, scale, BH, T, HS, 0, T);
-    check(what, pair_error(s), tol);   // the whole square: both backends compute it
-    pair_free(q); pair_free(k); pair_free(s);
+    Pair triangle = causal_part(s, 0, T);
+    check(what, pair_error(triangle), tol);
+    pair_free(q); pair_free(k); pair_free(s); pair_free(triangle);
 }
 
 static void test_attn_scores(void **state) {
@@ -181,9 +192,10 @@ static void test_attn_values_backward(void **state) {
     Pair dprobs = pair_random(ns, 24, 1.0), dv = pair_random(nh, 25, 1.0);   // dprobs (=), dv (+=)
     gpu->attn_values_backward(dprobs.g, dv.g, dy.g, probs.g, v.g, BH, T, HS, 0, T);
     cpu->attn_values_backward(dprobs.c, dv.c, dy.c, probs.c, v.c, BH, T, HS, 0, T);
-    check("attn_values_backward dprobs (=)", pair_error(dprobs), TOL_GEMM_FP32);
+    Pair triangle = causal_part(dprobs, 0, T);   // above it unspecified
+    check("attn_values_backward dprobs (=)", pair_error(triangle), TOL_GEMM_FP32);
     check("attn_values_backward dv (+=)", pair_error(dv), TOL_GEMM_FP32);
-    pair_free(probs); pair_free(v); pair_free(dy); pair_free(dprobs); pair_free(dv);
+    pair_free(probs); pair_free(v); pair_free(dy); pair_free(dprobs); pair_free(dv); pair_free(triangle);
 }
 
 // ---- causal softmax --------------------------------------------------------------------------------
@@ -268,7 +280,8 @@ static void test_softmax_causal_backward_row_blocks(void **state) {
 
 // The four products on the same blocks (the tiled SGA's query tiles): scores, dprobs (BH,Q,T) and the
 // rows q0..q0+Q-1 of y and dq, and dk, dv (+=) from them, against the CPU. The products are linear in
-// every operand, so random values serve as probs and dscores.
+// every operand, so random values serve as probs and dscores, with zeros above the diagonal as their
+// producers leave them; scores and dprobs are compared on the triangle.
 static void test_attention_products_row_blocks(void **state) {
     (void)state;
     size_t nh = (size_t)BH * T * HS;
@@ -277,7 +290,10 @@ static void test_attention_products_row_blocks(void **state) {
         int q0 = ROW_BLOCKS[c].q0, Q = ROW_BLOCKS[c].Q;
         size_t nb = (size_t)BH * Q * T;
         Pair q = pair_random(nh, 130 + c, 1.0), k = pair_random(nh, 131 + c, 1.0), v = pair_random(nh, 132 + c, 1.0);
-        Pair dy = pair_random(nh, 133 + c, 1.0), probs = pair_random(nb, 134 + c, 1.0), dscores = pair_random(nb, 135 + c, 1.0);
+        float *p_square = causal_random(BH, T, 134 + c, 1.0, 0), *ds_square = causal_random(BH, T, 135 + c, 1.0, 0);
+        float *p_rows = block_rows(p_square, q0, Q), *ds_rows = block_rows(ds_square, q0, Q);
+        Pair dy = pair_random(nh, 133 + c, 1.0), probs = pair_from(p_rows, nb), dscores = pair_from(ds_rows, nb);
+        free(p_square); free(ds_square); free(p_rows); free(ds_rows);
         Pair scores = pair_random(nb, 136 + c, 1.0), dprobs = pair_random(nb, 137 + c, 1.0);   // (=)
         Pair y = pair_random(nh, 138 + c, 1.0), dq = pair_random(nh, 139 + c, 1.0);             // rows q0.. (=), (+=); others kept
         Pair dk = pair_random(nh, 140 + c, 1.0), dv = pair_random(nh, 141 + c, 1.0);            // (+=)
@@ -289,15 +305,16 @@ static void test_attention_products_row_blocks(void **state) {
         cpu->attn_values_backward(dprobs.c, dv.c, dy.c, probs.c, v.c, BH, T, HS, q0, Q);
         gpu->attn_scores_backward(dq.g, dk.g, dscores.g, q.g, k.g, scale, BH, T, HS, q0, Q);
         cpu->attn_scores_backward(dq.c, dk.c, dscores.c, q.c, k.c, scale, BH, T, HS, q0, Q);
-        const struct { const char *name; Pair p; } outs[] = {{"attn_scores scores", scores}, {"attn_values y", y},
-            {"attn_values_backward dprobs", dprobs}, {"attn_values_backward dv", dv}, {"attn_scores_backward dq", dq},
+        Pair scores_triangle = causal_part(scores, q0, Q), dprobs_triangle = causal_part(dprobs, q0, Q);
+        const struct { const char *name; Pair p; } outs[] = {{"attn_scores scores", scores_triangle}, {"attn_values y", y},
+            {"attn_values_backward dprobs", dprobs_triangle}, {"attn_values_backward dv", dv}, {"attn_scores_backward dq", dq},
             {"attn_scores_backward dk", dk}};
         for (size_t o = 0; o < sizeof outs / sizeof outs[0]; o++) {
             char what[96];
             snprintf(what, sizeof what, "%s rows %d..%d", outs[o].name, q0, q0 + Q - 1);
             check(what, pair_error(outs[o].p), TOL_GEMM_FP32);
         }
-        Pair all[] = {q, k, v, dy, probs, dscores, scores, dprobs, y, dq, dk, dv};
+        Pair all[] = {q, k, v, dy, probs, dscores, scores, dprobs, y, dq, dk, dv, scores_triangle, dprobs_triangle};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
     }
 }
