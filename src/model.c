@@ -346,7 +346,7 @@ void activations_init(Activations *a, const Model *m, int B) {
     a->targets = be->alloc_i32(N);
     ALLOC(input, N * C);
     ALLOC(ln1, Lg * N * C); ALLOC(ln1_mean, Lb * N); ALLOC(ln1_rstd, Lb * N);
-    ALLOC(qkv, Lb * N * 3 * C);
+    ALLOC(qkv, N * 3 * C);   // one layer: split into the heads at once, and backward reads q, k, v
     ALLOC(q, Lb * N * C); ALLOC(k, Lb * N * C); ALLOC(v, Lb * N * C);
     ALLOC(atty, Lb * N * C);
     ALLOC(attmerged, Lg * N * C);
@@ -419,7 +419,7 @@ static LayerActs layer_acts(const Model *m, const Activations *a, int li_) {
         .ln1 = be_offset(be, a->ln1, lg * N * C),
         .ln1_mean = be_offset(be, a->ln1_mean, li * N),
         .ln1_rstd = be_offset(be, a->ln1_rstd, li * N),
-        .qkv = be_offset(be, a->qkv, li * N * 3 * C),
+        .qkv = a->qkv,
         .q = be_offset(be, a->q, li * N * C),
         .k = be_offset(be, a->k, li * N * C),
         .v = be_offset(be, a->v, li * N * C),

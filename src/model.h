@@ -154,7 +154,7 @@ typedef struct {
     int32_t *targets;       // (B,T) device, -1 = no loss
     void *input;            // (B,T,C) stage input: the embedding (first stage) or the previous stage's output
     void *ln1, *ln1_mean, *ln1_rstd;      // (Lc,B,T,C), (Lc,B,T), (Lc,B,T)
-    void *qkv;                            // (Lc,B,T,3C)
+    void *qkv;                            // (B,T,3C) one layer of scratch, split into q, k, v at once
     void *q, *k, *v;                      // (Lc,B,NH,T,hs)
     void *atty;                           // (Lc,B,NH,T,hs)
     void *attmerged;                      // (Lc,B,T,C)
