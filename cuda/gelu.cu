@@ -1,8 +1,9 @@
 // gelu.cu: a GELU MLP's two dense layers with their GELU (tanh approximation) on the CUDA backend:
 // the product through cuBLAS (matmul.cu), then GELU and its slope (which backward reads instead of
-// the pre-activation), or the slope times the product's gradient, as one grid-stride pass. The CPU twin applies the same math to each product tile while it is in
-// cache (src/cpu/matmul.inc); here the pass is memory bound and kept separate from cuBLAS (a
-// cuBLASLt GELU epilogue would save it, once a GPU run can show the gain).
+// the pre-activation), or the slope times the product's gradient, as one grid-stride pass. The CPU
+// twin applies the same math to each product tile while it is in cache (src/cpu/matmul.inc); here
+// the pass is memory bound and kept separate from cuBLAS (a cuBLASLt GELU epilogue would save it,
+// once a GPU run can show the gain).
 //
 // GELU uses the CPU twin's exact form, x / (1 + exp(-2u)) = x * 0.5 (1 + tanh(u)),
 // u = sqrt(2/pi) (x + 0.044715 x^3), with expf (full precision, not the __expf intrinsic) so GPU and

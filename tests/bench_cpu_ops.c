@@ -21,7 +21,9 @@
 #define HEADS 32        // B 8 x 4 heads
 #define SEQ 128
 #define VOCAB 256
+#define BATCH (N_TOKENS / SEQ)
 #define HEADS_PER_SEQ 4
+#define HEAD_SIZE (WIDTH / HEADS_PER_SEQ)
 #define SGA_ROWS 8192   // tiny-sga: B 32 x 4 heads x T 64
 #define SGA_T 64
 #define SGA_T_LONG 512  // the d=512 benchmarks' longer rows (1024 of them)
@@ -88,10 +90,10 @@ static void run_op(const Backend *be, Buffers *x, int which) {
         be->matmul_backward_gelu(x->c, D_DWEIGHT(be, x), x->small1, D_DOUT(be, x), x->b, x->d, x->a, N_TOKENS, HIDDEN, WIDTH);
         break;
     // The copies between the (B,T,3C) qkv / (B,T,C) stream and the (B,NH,T,hs) heads: B 8, NH 4, T 128, hs 32.
-    case 21: be->heads_split(x->c, QKV_PART(be, x->c, 1), QKV_PART(be, x->c, 2), x->a, N_TOKENS / SEQ, SEQ, HEADS_PER_SEQ, WIDTH / HEADS_PER_SEQ); break;
-    case 22: be->heads_split_backward(x->c, x->a, x->b, x->d, N_TOKENS / SEQ, SEQ, HEADS_PER_SEQ, WIDTH / HEADS_PER_SEQ); break;
-    case 23: be->heads_merge(x->c, x->a, N_TOKENS / SEQ, SEQ, HEADS_PER_SEQ, WIDTH / HEADS_PER_SEQ); break;
-    case 24: be->heads_merge_backward(x->c, x->a, N_TOKENS / SEQ, SEQ, HEADS_PER_SEQ, WIDTH / HEADS_PER_SEQ); break;
+    case 21: be->heads_split(x->c, QKV_PART(be, x->c, 1), QKV_PART(be, x->c, 2), x->a, BATCH, SEQ, HEADS_PER_SEQ, HEAD_SIZE); break;
+    case 22: be->heads_split_backward(x->c, x->a, x->b, x->d, BATCH, SEQ, HEADS_PER_SEQ, HEAD_SIZE); break;
+    case 23: be->heads_merge(x->c, x->a, BATCH, SEQ, HEADS_PER_SEQ, HEAD_SIZE); break;
+    case 24: be->heads_merge_backward(x->c, x->a, BATCH, SEQ, HEADS_PER_SEQ, HEAD_SIZE); break;
     }
 }
 
