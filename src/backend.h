@@ -113,7 +113,8 @@ typedef enum { GRAD_ASSIGN, GRAD_ACCUMULATE } GradWrite;
     OP(void, attn_scores, (void *scores, const void *q, const void *k, double scale, int BH, int T, int hs, int q0, int Q)) \
     /* dq[q0:q0+Q] (+=) = scale dscores k, dk (+=) = scale dscores^T q[q0:q0+Q]. dscores (BH,Q,T) */ \
     /* must hold zeros above the diagonal, as both of its producers (softmax_causal_backward and */ \
-    /* sga_blend_backward) leave it: all of it is read */ \
+    /* sga_blend_backward) leave it: a backend may read all of it (CUDA does; the CPU's pieces read */ \
+    /* past the diagonal) */ \
     OP(void, attn_scores_backward, (void *dq, void *dk, const void *dscores, const void *q, const void *k, \
                                     double scale, int BH, int T, int hs, int q0, int Q)) \
     /* probs (BH,Q,T): causal softmax of each row of scores (BH,Q,T) over j <= i, exact zeros for */ \

@@ -148,7 +148,7 @@ static void test_attn_scores(void **state) {
 
 // dscores holds zeros above the diagonal on both backends: the op contract (backend.h), which both
 // producers of dscores keep (test_softmax_causal_backward checks the GPU's; test_sga_ops_match_cpu
-// the blend's); both backends' GEMMs read the whole square.
+// the blend's); the GPU's GEMMs read the whole square, the CPU's causal pieces read past the diagonal.
 static void test_attn_scores_backward(void **state) {
     (void)state;
     size_t nh = (size_t)BH * T * HS;

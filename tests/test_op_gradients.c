@@ -443,7 +443,7 @@ static double attn_products_error(const Backend *be, const AttnProducts *a, cons
     void *q = gc_upload(be, a->q, nh), *k = gc_upload(be, a->k, nh), *v = gc_upload(be, a->v, nh), *dy = gc_upload(be, a->dy, nh);
     void *y = be->alloc(nh), *dq = be->alloc(nh), *dk = be->alloc(nh), *dv = be->alloc(nh);
     be->zero(y, nh); be->zero(dq, nh); be->zero(dk, nh); be->zero(dv, nh);
-    double worst = 0, ref_s = 0, ref_dp = 0, ds = 0, ddp = 0, ref;
+    double ref_s = 0, ref_dp = 0, ds = 0, ddp = 0, ref;
     for (int bk = 0; bk < n_blocks; bk++) {
         RowBlock b = blocks[bk];
         size_t nb = (size_t)BH * b.Q * T;
@@ -459,7 +459,7 @@ static double attn_products_error(const Backend *be, const AttnProducts *a, cons
         free(p_rows); free(ds_rows); free(got_s); free(got_dp);
         be->free(bs); be->free(bdp); be->free(bp); be->free(bds);
     }
-    worst = fmax(ds / ref_s, ddp / ref_dp);
+    double worst = fmax(ds / ref_s, ddp / ref_dp);
     void *outs[4] = {y, dq, dk, dv};
     double *const want_h[4] = {want[1], want[3], want[4], want[5]};
     for (int o = 0; o < 4; o++) {
@@ -501,8 +501,8 @@ static void test_attention_products_match_loops_on_the_square_and_row_blocks(voi
 }
 
 // ---- the dscores contract ---------------------------------------------------------------------
-// attn_scores_backward reads dscores as a full square and relies on zeros above the diagonal
-// (backend.h); its two producers, softmax_causal_backward and sga_blend_backward (da), must write
+// attn_scores_backward may read dscores as a full square (CUDA) or past the diagonal (the CPU's
+// causal pieces), relying on zeros above it (backend.h); its two producers, softmax_causal_backward and sga_blend_backward (da), must write
 // them as exact zeros, whatever their output buffer held before (here NaN and 1e30).
 
 // A (BH,T,T) device tensor of garbage: NaN and 1e30, alternately.
