@@ -31,6 +31,14 @@ CFLAGS += -fno-trapping-math
 # touch), and a sqrt that may set errno keeps its loop scalar: AdamW's update ran one element at a
 # time. Values are unchanged: sqrt is still the correctly rounded IEEE square root.
 CFLAGS += -fno-math-errno
+# In ISO C mode (-std=c11) GCC never fuses a * b + c into one fused multiply-add, so on a CPU with
+# FMA the polynomials of fast_math.inc's exp and log ran as dependent multiply and add pairs, and
+# SGA's statistics (two logs per coefficient) were bound by that latency. Fused, each such step
+# rounds once instead of twice: values change in the last bits, not in kind (the tolerances of the
+# fp64 oracle and the GPU twins hold; nvcc fuses by default too), and a build stays deterministic.
+# One thread, (1024, 512) rows on a Zen 3: SGA statistics forward 2.3-2.6 -> 1.5 ns an element,
+# backward 2.0-2.2 -> 1.3, the causal softmax 1.3 -> 1.0, cross-entropy 1.0 -> 0.7.
+CFLAGS += -ffp-contract=fast
 CFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(shell $(BLAS_PC) --cflags openblas 2>/dev/null)
 REVISION := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 CFLAGS += -DENTRANK_REVISION='"$(REVISION)"'
