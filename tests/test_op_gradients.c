@@ -502,8 +502,9 @@ static void test_attention_products_match_loops_on_the_square_and_row_blocks(voi
 
 // ---- the dscores contract ---------------------------------------------------------------------
 // attn_scores_backward may read dscores as a full square (CUDA) or past the diagonal (the CPU's
-// causal pieces), relying on zeros above it (backend.h); its two producers, softmax_causal_backward and sga_blend_backward (da), must write
-// them as exact zeros, whatever their output buffer held before (here NaN and 1e30).
+// causal pieces), relying on zeros above it (backend.h); its two producers, softmax_causal_backward
+// and sga_blend_backward (da), must write them as exact zeros, whatever their output buffer held
+// before (here NaN and 1e30).
 
 // A (BH,T,T) device tensor of garbage: NaN and 1e30, alternately.
 static void *garbage_square(const Backend *be, int BH, int T) {
